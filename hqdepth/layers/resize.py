@@ -1,0 +1,71 @@
+"""Bilinear resizing with TF1 `align_corners=True` semantics, built from `keras.ops` only.
+
+`keras.ops.image.resize` has no `align_corners`; the HQMD code resizes with it everywhere. Bilinear
+interpolation is separable, so resizing is two small matrix products with "tent" weight matrices,
+which works on every backend, for dynamic shapes, and has a cheap gradient (no gather/scatter).
+"""
+
+import keras
+from keras import ops
+
+
+def _interpolation_matrix(in_size, out_size, align_corners, dtype):
+    """(out_size, in_size) matrix of bilinear weights, as TF's ResizeBilinear computes them."""
+    in_f = ops.cast(in_size, "float32")
+    out_f = ops.cast(out_size, "float32")
+    dst = ops.cast(ops.arange(out_size), "float32")
+    if align_corners:
+        scale = ops.where(out_f > 1.0, (in_f - 1.0) / ops.maximum(out_f - 1.0, 1.0), 0.0)
+        src = dst * scale
+    else:  # half-pixel centres, TF2 / keras.ops.image.resize convention
+        src = (dst + 0.5) * (in_f / out_f) - 0.5
+    src = ops.clip(src, 0.0, in_f - 1.0)
+    grid = ops.cast(ops.arange(in_size), "float32")
+    weights = ops.maximum(0.0, 1.0 - ops.abs(src[:, None] - grid[None, :]))
+    return ops.cast(weights, dtype)
+
+
+def resize_bilinear(images, size, align_corners=True):
+    """Resize NHWC `images` to `size` = (height, width); sizes may be dynamic tensors."""
+    shape = ops.shape(images)
+    rows = _interpolation_matrix(shape[1], size[0], align_corners, images.dtype)
+    cols = _interpolation_matrix(shape[2], size[1], align_corners, images.dtype)
+    images = ops.einsum("oh,bhwc->bowc", rows, images)
+    return ops.einsum("pw,bowc->bopc", cols, images)
+
+
+@keras.saving.register_keras_serializable(package="hqdepth")
+class BilinearResize(keras.layers.Layer):
+    """Bilinear resize to a fixed `size`, or to the spatial size of a reference tensor.
+
+    Call as `layer(x)` with `size=(h, w)` set, or `layer([x, reference])` to match `reference`.
+    `align_corners=True` reproduces TF1 `resize_bilinear(align_corners=True)` (HQMD, DeepLab);
+    `False` gives half-pixel centres (TF2 `tf.image.resize`).
+    """
+
+    def __init__(self, size=None, align_corners=True, **kwargs):
+        super().__init__(**kwargs)
+        self.size = tuple(size) if size is not None else None
+        self.align_corners = bool(align_corners)
+
+    def _target_size(self, inputs):
+        if isinstance(inputs, (list, tuple)):
+            images, reference = inputs
+            shape = ops.shape(reference)
+            return images, (shape[1], shape[2])
+        if self.size is None:
+            raise ValueError("BilinearResize needs `size` or a reference tensor: layer([x, reference]).")
+        return inputs, self.size
+
+    def call(self, inputs):
+        images, size = self._target_size(inputs)
+        return resize_bilinear(images, size, self.align_corners)
+
+    def compute_output_shape(self, input_shape):
+        if isinstance(input_shape, (list, tuple)) and isinstance(input_shape[0], (list, tuple)):
+            images, reference = input_shape
+            return (images[0], reference[1], reference[2], images[3])
+        return (input_shape[0], self.size[0], self.size[1], input_shape[3])
+
+    def get_config(self):
+        return {**super().get_config(), "size": self.size, "align_corners": self.align_corners}

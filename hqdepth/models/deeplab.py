@@ -1,0 +1,69 @@
+"""HQMD networks: DeepLabv3+ on an atrous ResNet-50, "baseline" and "baseline+" (Jiang & Huang, ICIP 2019).
+
+Follows the official code (HalleyJiang/HQMDE `network.py`): ASPP (rates 4/8/12, image pooling) on the
+output-stride-16 backbone -> 256 ch; low-level `conv2_block3_1_relu` -> 48 ch; concat at 1/4 and two
+3x3x256 convs. baseline: 1x1 conv -> 1 at 1/4, bilinear upsampling of the logits. baseline+
+(`--decoding_at_image_size`): 3x3 conv -> 16, bilinear upsampling to the input size, 1x1 conv -> 1.
+depth = max_depth * sigmoid(logits). Every resize is bilinear with align_corners=True (option).
+"""
+
+import keras
+from keras import layers
+
+from hqdepth.backbones.resnet import FEATURES, resnet50
+from hqdepth.layers import AtrousSpatialPyramidPooling, BilinearResize, ScaledSigmoid, conv_bn_relu
+from hqdepth.models.registry import register_model
+
+PAPER = "Jiang & Huang, High quality monocular depth estimation via a multi-scale network and a " \
+        "detail-preserving objective, ICIP 2019"
+
+
+def hqmd_deeplab(input_shape=(None, None, 3), decode_at_image_size=True, max_depth=10.0,
+                 backbone_version="v2", output_stride=16, multi_grid=(1, 2, 4), aspp_rates=(4, 8, 12),
+                 backbone_weights=None, freeze="stem_block1", preprocess="mean_subtract",
+                 pool_padding="same", align_corners=True, bn_momentum=0.9997, bn_epsilon=1e-5,
+                 l2=1e-4, low_level_layer=None, name=None):
+    """DeepLabv3+ depth network of HQMD; `decode_at_image_size=True` is baseline+.
+
+    `l2` follows slim's convention (1e-4 * sum(w^2) / 2), i.e. Keras `L2(l2 / 2)` on conv kernels.
+    Other options: see `hqdepth.backbones.resnet50` and the README's paper/code table.
+    """
+    settings = dict(bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, weight_decay=l2 / 2)
+    backbone = resnet50(version=backbone_version, output_stride=output_stride, multi_grid=multi_grid,
+                        weights=backbone_weights, freeze=freeze, preprocess=preprocess,
+                        pool_padding=pool_padding, input_shape=input_shape, **settings)
+    image = backbone.input
+    features = AtrousSpatialPyramidPooling(256, aspp_rates, name="aspp", **settings)(backbone.output)
+
+    low_level = backbone.get_layer(low_level_layer or FEATURES[backbone_version]["stride4_low_level"]).output
+    low_level = conv_bn_relu(low_level, 48, 1, "decoder_low_level", **settings)
+    features = BilinearResize(align_corners=align_corners, name="decoder_upsample_aspp")([features, low_level])
+    x = layers.Concatenate(name="decoder_concat")([features, low_level])
+    x = conv_bn_relu(x, 256, 3, "decoder_conv1", **settings)
+    x = conv_bn_relu(x, 256, 3, "decoder_conv2", **settings)
+
+    logits_layer = layers.Conv2D(1, 1, kernel_initializer="he_normal", dtype="float32", name="logits",
+                                 kernel_regularizer=keras.regularizers.L2(l2 / 2) if l2 else None)
+    if decode_at_image_size:
+        x = conv_bn_relu(x, 16, 3, "decoder_conv3", **settings)
+        x = BilinearResize(align_corners=align_corners, name="upsample_to_image")([x, image])
+        logits = logits_layer(x)
+    else:
+        logits = logits_layer(x)
+        logits = BilinearResize(align_corners=align_corners, dtype="float32", name="upsample_to_image")(
+            [logits, image])
+    depth = ScaledSigmoid(max_depth, name="depth")(logits)
+    default_name = "hqmd_baseline_plus" if decode_at_image_size else "hqmd_baseline"
+    return keras.Model(image, depth, name=name or default_name)
+
+
+@register_model("hqmd_baseline_plus", (289, 385), "HQMD baseline+: DeepLabv3+ R50-v2 OS16, decoding at image size",
+                PAPER)
+def hqmd_baseline_plus(input_shape=(None, None, 3), **options):
+    return hqmd_deeplab(input_shape, decode_at_image_size=True, **options)
+
+
+@register_model("hqmd_baseline", (289, 385), "HQMD baseline: DeepLabv3+ R50-v2 OS16, logits upsampled from 1/4",
+                PAPER)
+def hqmd_baseline(input_shape=(None, None, 3), **options):
+    return hqmd_deeplab(input_shape, decode_at_image_size=False, **options)

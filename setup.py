@@ -1,0 +1,35 @@
+"""hqdepth: supervised monocular depth estimation with Keras 3 / TensorFlow."""
+
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "hqdepth" / "__init__.py").read_text()).group(1)
+
+setup(
+    name="hqdepth",
+    version=VERSION,
+    description="HQMD (ICIP 2019) and related monocular depth models in Keras 3 / TensorFlow",
+    long_description=(HERE / "README.md").read_text(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["hqdepth", "hqdepth.*"]),
+    install_requires=[
+        "tensorflow>=2.16",
+        "keras>=3.10",
+        "numpy",
+        "opencv-python-headless",
+        "pandas",
+        "h5py",
+        "scipy",
+        "tqdm",
+        "pyyaml",
+    ],
+    extras_require={
+        "test": ["pytest", "jax[cpu]"],
+        "gpu": ["tensorflow[and-cuda]>=2.16"],
+    },
+    entry_points={"console_scripts": ["hqdepth=hqdepth.cli:main"]},
+)
