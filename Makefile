@@ -21,7 +21,8 @@ demo: $(STAMP)
 	$(PY) experiments/demo.py
 
 bench: $(STAMP)
-	$(PY) benchmarks/run_all.py
+	$(PY) benchmarks/synthetic_scenes.py
+	$(PY) benchmarks/input_pipeline.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -9,7 +9,7 @@ from hqdepth import __version__
 from hqdepth.errors import HQDepthError
 
 # Sub-command modules, in the order `hqdepth --help` lists them.
-COMMANDS = ["models"]
+COMMANDS = ["models", "evaluate", "data"]
 
 
 def build_parser():

@@ -78,8 +78,9 @@ class PerImageDepthMetric(keras.metrics.Metric):
             raise ValueError(f"{self.__class__.__name__} averages per image and takes no sample_weight.")
         gt = ops.cast(y_true, self.dtype)
         pred = ops.cast(y_pred, self.dtype)
-        upper = self.max_depth if self.max_depth is not None else float(np.finfo(np.float32).max)
-        pred = ops.clip(ops.where(ops.isnan(pred), self.min_depth, pred), self.min_depth, upper)
+        pred = ops.maximum(ops.where(ops.isnan(pred), self.min_depth, pred), self.min_depth)
+        if self.max_depth is not None:
+            pred = ops.minimum(pred, self.max_depth)
         valid = valid_mask(gt, self.min_depth, self.max_depth, xp=ops)
         errors, count = per_image_errors(pred, gt, valid, xp=ops)
         has_pixels = ops.cast(count > 0, self.dtype)
@@ -126,3 +127,6 @@ def depth_metrics(min_depth=1e-3, max_depth=None):
     kwargs = {"min_depth": min_depth, "max_depth": max_depth}
     return [AbsRel(**kwargs), SqRel(**kwargs), RMSE(**kwargs), RMSELog(**kwargs), Log10(**kwargs),
             SILog(**kwargs), Delta(1, **kwargs), Delta(2, **kwargs), Delta(3, **kwargs)]
+
+# The NumPy protocol evaluator lives in hqdepth.evaluation (it imports this module lazily).
+from hqdepth.evaluation import PROTOCOLS, Evaluator, Protocol, depth_ssim, evaluate_arrays, get_protocol  # noqa: E402,F401

@@ -44,6 +44,7 @@ def unit_schedule(version, output_stride, multi_grid):
     v2 strides in the 3x3 conv of a stage's last unit, v1 (keras/caffe) in the first unit's 1x1 conv.
     When a stride is removed, v2's strided conv keeps the old rate and later convs double it; in v1
     the stride sits before the 3x3 conv, so that unit's own 3x3 conv already runs at the doubled rate.
+    output_stride=32 is the nominal network (slim's `output_stride=None`): no atrous conv, no multi-grid.
     """
     if output_stride not in (8, 16, 32):
         raise ConfigError(f"output_stride must be 8, 16 or 32, got {output_stride!r}.")
@@ -55,7 +56,7 @@ def unit_schedule(version, output_stride, multi_grid):
         for unit in range(1, units + 1):
             strided_unit = unit == (units if version == "v2" else 1)
             stride = stage_stride if strided_unit else 1
-            if current_stride == output_stride:
+            if output_stride < 32 and current_stride == output_stride:
                 if version == "v1":
                     rate *= stride
                 unit_rate = rate * multi_grid[unit - 1] if stage == "conv5" else rate

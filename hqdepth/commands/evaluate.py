@@ -1,0 +1,133 @@
+"""`hqdepth evaluate`: metrics under a published protocol, from prediction files or from a model.
+
+    hqdepth evaluate --pairs PAIRS.txt --protocol nyu-eigen [--pred-scale S] [--gt-scale S] [--json OUT] [--csv OUT]
+    hqdepth evaluate --model MODEL --data SPEC --protocol nyu-hqmd [--flip] [--json OUT]
+"""
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+CUSTOM_OPTIONS = ("crop", "min_depth", "max_depth", "max_inclusive", "clip", "clamp_floor", "averaging",
+                  "densedepth_swap_bug")
+
+
+def add_parser(subparsers):
+    from hqdepth.evaluation import AVERAGINGS, PROTOCOLS
+
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="depth metrics under a published protocol (BTS, HQMD, DenseDepth, KITTI Garg/Eigen)",
+        description="Evaluate depth predictions with the crop, valid range, clipping and averaging of a "
+                    "published evaluator. Protocols: "
+                    + "; ".join(f"{name}: {protocol.description}" for name, protocol in PROTOCOLS.items()),
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--pairs", metavar="PAIRS.txt",
+                        help="lines '<prediction> <ground truth>', paths relative to this file's folder; "
+                             ".png = value/scale, .npy = metres")
+    source.add_argument("--model", metavar="MODEL", help="a .keras file or a SavedModel folder to run over --data")
+    parser.add_argument("--data", metavar="SPEC",
+                        help="with --model: a dataset SPEC (see hqdepth.data) or a pairs file '<rgb> <ground truth>'")
+    parser.add_argument("--split", default="test", help="dataset split for a SPEC (default: test)")
+    parser.add_argument("--protocol", required=True, choices=list(PROTOCOLS), help="evaluation protocol")
+    parser.add_argument("--pred-scale", type=float, metavar="S",
+                        help="PNG value per metre of predictions (default 1000 for nyu-*, 256 for kitti-*)")
+    parser.add_argument("--gt-scale", type=float, metavar="S",
+                        help="PNG value per metre of ground truth (default 1000 for nyu-*, 256 for kitti-*)")
+    parser.add_argument("--kb-crop", action="store_true",
+                        help="predictions cover the KITTI benchmark crop 352x1216 (a model gets that crop); "
+                             "pasted into the full frame as BTS --do_kb_crop")
+    parser.add_argument("--flip", action="store_true", help="with --model: flip test-time augmentation")
+    parser.add_argument("--ssim", action="store_true", help="also report SSIM on depth (tf.image.ssim computation)")
+    parser.add_argument("--ssim-max-val", type=float, metavar="M",
+                        help="SSIM dynamic range in metres (default: the protocol's max depth)")
+    parser.add_argument("--resize-any", action="store_true",
+                        help="resize predictions to the ground truth even when the aspect ratios differ")
+    parser.add_argument("--json", metavar="OUT", help="write {protocol, count, metrics, ...} as JSON")
+    parser.add_argument("--csv", metavar="PER_IMAGE", help="write one row per image (CSV)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    custom = parser.add_argument_group("custom protocol (only with --protocol custom)")
+    custom.add_argument("--crop", help="'none', a preset crop name, or 'R0:R1,C0:C1' (default none)")
+    custom.add_argument("--min-depth", type=float, help="valid ground truth > this (default 1e-3)")
+    custom.add_argument("--max-depth", type=float, help="valid ground truth < this (default: no upper bound)")
+    custom.add_argument("--max-inclusive", action="store_true", default=None, help="valid ground truth <= max-depth")
+    custom.add_argument("--clip", help="prediction handling: 'range' (clip to [min, max], +inf->max, NaN->min; "
+                                       "default), 'none', or 'LO,HI'")
+    custom.add_argument("--clamp-floor", type=float,
+                        help="set prediction and ground-truth values <= this to it (HQMD style)")
+    custom.add_argument("--averaging", choices=AVERAGINGS, help="default per_image")
+    custom.add_argument("--densedepth-swap-bug", action="store_true", default=None,
+                        help="reproduce DenseDepth master's swapped compute_errors arguments")
+    return parser
+
+
+def _protocol(args):
+    from hqdepth.errors import ConfigError
+    from hqdepth.evaluation import custom_protocol, get_protocol
+
+    given = [name for name in CUSTOM_OPTIONS if getattr(args, name) is not None]
+    if args.protocol != "custom":
+        if given:
+            flags = ", ".join("--" + name.replace("_", "-") for name in given)
+            raise ConfigError(f"{flags} only apply to --protocol custom; {args.protocol} is fixed.")
+        protocol = get_protocol(args.protocol)
+        return protocol.with_options(kb_crop=True) if args.kb_crop else protocol
+    clip = args.clip if args.clip is not None else "range"
+    if clip not in ("range", "none"):
+        try:
+            lo, hi = (float(v) for v in clip.split(","))
+        except ValueError:
+            raise ConfigError(f"--clip must be 'range', 'none' or 'LO,HI', got {clip!r}.") from None
+        clip = (lo, hi)
+    return custom_protocol(
+        crop=args.crop or "none",
+        min_depth=1e-3 if args.min_depth is None else args.min_depth,
+        max_depth=args.max_depth, max_inclusive=bool(args.max_inclusive), clip=clip, clamp_floor=args.clamp_floor,
+        averaging=args.averaging or "per_image", densedepth_swap_bug=bool(args.densedepth_swap_bug),
+        kb_crop=args.kb_crop,
+    )
+
+
+def run(args):
+    """Evaluate, print the table, write --json/--csv; warnings go to stderr as 'hqdepth evaluate: warning: ...'."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("hqdepth evaluate: warning: %(message)s"))
+    logger = logging.getLogger("hqdepth.evaluation")
+    logger.addHandler(handler)
+    try:
+        return _run(args)
+    finally:
+        logger.removeHandler(handler)
+
+
+def _run(args):
+    from hqdepth.errors import ConfigError
+    from hqdepth.evaluation import evaluate_model, evaluate_pairs
+
+    protocol = _protocol(args)
+    common = {"ssim": args.ssim, "ssim_max_val": args.ssim_max_val, "resize_any": args.resize_any,
+              "progress": not args.quiet}
+    if args.pairs:
+        if args.data or args.flip:
+            raise ConfigError("--data and --flip go with --model, not --pairs.")
+        result = evaluate_pairs(args.pairs, protocol, pred_scale=args.pred_scale, gt_scale=args.gt_scale, **common)
+    else:
+        if not args.data:
+            raise ConfigError("--model needs --data SPEC (a dataset SPEC or a pairs file of RGB and ground truth).")
+        if args.pred_scale is not None:
+            raise ConfigError("--pred-scale applies to prediction files (--pairs), not to --model.")
+        result = evaluate_model(args.model, args.data, protocol, split=args.split, flip=args.flip,
+                                gt_scale=args.gt_scale, **common)
+    print(result.format_table())
+    sys.stdout.flush()
+    if args.json:
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    if args.csv:
+        path = Path(args.csv)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        result.to_frame().to_csv(path, index=False)
+    return 0

@@ -1,0 +1,497 @@
+"""Dataset tools behind `hqdepth data ...` and `data_tools/`: convert, verify, stats, synthetic.
+
+- `convert(spec, out_dir, split=...)`: any SPEC -> sharded TFRecords + manifest (see
+  `hqdepth.data.tfrecord`), encoded in parallel worker processes (spawn context: safe when
+  TensorFlow is loaded), resumable: a shard whose file matches the sha256 in the manifest is kept.
+- `verify(directory)`: re-reads every shard with TensorFlow (record CRCs), decodes every record,
+  compares counts, sizes, scale and sha256 with the manifest; returns the list of problems.
+- `stats(spec)`: depth histogram, valid fraction, depth range/mean, mean RGB, image sizes.
+- `write_synthetic(...)`: synthetic scenes as TFRecord shards, or as PNG pairs plus a list file.
+"""
+
+import importlib
+import json
+import math
+import multiprocessing
+import os
+import re
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from hqdepth.data.base import open_source, parse_spec
+from hqdepth.data.tfrecord import (
+    FORMAT,
+    FORMAT_VERSION,
+    decode_record,
+    encode_sample,
+    read_manifest,
+    sha256_file,
+    write_manifest,
+)
+from hqdepth.errors import ConfigError, DataError, HQDepthError
+
+DEFAULT_SHARD_SIZE = 256
+CHUNK = 16  # samples per worker task
+
+
+def default_depth_scale(spec):
+    """Depth PNG scale for a SPEC: 256 for KITTI (its own encoding, ~256 m range), else 1000 (mm)."""
+    return 256.0 if parse_spec(spec)[0] == "kitti" else 1000.0
+
+
+def default_workers():
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _progress(total, desc, enabled, unit="img"):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, dynamic_ncols=True, file=sys.stderr)
+
+
+# ------------------------------------------------------------------------------------- workers
+
+_WORKER_SOURCES = {}
+
+
+def _worker_source(spec, split, options, module=None):
+    key = (spec, split, tuple(sorted(options.items())))
+    if key not in _WORKER_SOURCES:
+        if module and module != "__main__" and module not in sys.modules:
+            importlib.import_module(module)  # a source registered outside hqdepth (plugin)
+        _WORKER_SOURCES.clear()
+        _WORKER_SOURCES[key] = open_source(spec, split=split, **options)
+    return _WORKER_SOURCES[key]
+
+
+def _encode_chunk(task):
+    """Worker: encode samples [start, stop) of a source. Returns (records, sizes, skipped).
+
+    A user-caused error is returned as ("error", message) so that it crosses the process boundary."""
+    spec, split, options, module, start, stop, depth_scale, skip_errors = task
+    try:
+        source = _worker_source(spec, split, options, module)
+        records, sizes, skipped = [], [], []
+        for index in range(start, stop):
+            try:
+                sample = source[index]
+                records.append(encode_sample(sample, depth_scale))
+                sizes.append(f"{sample.rgb.shape[0]}x{sample.rgb.shape[1]}")
+            except DataError as error:
+                if not skip_errors:
+                    raise
+                skipped.append({"index": index, "error": str(error)})
+        return "ok", (records, sizes, skipped)
+    except HQDepthError as error:
+        return "error", (type(error).__name__, str(error))
+
+
+def _map_chunks(tasks, workers):
+    """Yield results of `_encode_chunk` in task order, in-process or in a spawn pool."""
+    if workers <= 1 or len(tasks) <= 1:
+        for task in tasks:
+            yield _encode_chunk(task)
+        return
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(min(workers, len(tasks))) as pool:
+        yield from pool.imap(_encode_chunk, tasks)
+
+
+def _raise_worker_error(payload):
+    name, message = payload
+    raise {"ConfigError": ConfigError}.get(name, DataError)(message)
+
+
+# ------------------------------------------------------------------------------------- convert
+
+
+def shard_name(split, index, total):
+    return f"{split}-{index:05d}-of-{total:05d}.tfrecord"
+
+
+def convert(
+    spec,
+    out_dir,
+    split="train",
+    shard_size=DEFAULT_SHARD_SIZE,
+    workers=1,
+    depth_scale=None,
+    limit=None,
+    overwrite=False,
+    skip_errors=False,
+    progress=False,
+    source_options=None,
+):
+    """Convert split `split` of SPEC into TFRecord shards in `out_dir` (resumable).
+
+    Returns a report {"split", "records", "shards", "converted": [files], "kept": [files],
+    "skipped": [{"index", "error"}], "manifest": path}. A re-run with the same arguments keeps
+    every shard whose sha256 matches the manifest and converts only missing or damaged ones; a
+    re-run with different arguments for an existing split needs `overwrite=True`.
+    """
+    import tensorflow as tf
+
+    source_options = json.loads(json.dumps(dict(source_options or {})))  # as the manifest stores them
+    out = Path(out_dir)
+    if shard_size < 1:
+        raise ConfigError(f"Shard size must be >= 1, got {shard_size}.")
+    depth_scale = float(depth_scale or default_depth_scale(spec))
+    if not 0 < depth_scale * 1.0 <= 65535:
+        raise ConfigError(f"Depth scale {depth_scale:g} must be in (0, 65535].")
+    source = open_source(spec, split=split, **source_options)
+    count = len(source)
+    if limit is not None:
+        count = min(count, int(limit))
+    if count == 0:
+        raise DataError(f"SPEC {spec!r} split {split!r} has no samples to convert.")
+    module = type(source).__module__
+    del source  # workers open their own copy
+    out.mkdir(parents=True, exist_ok=True)
+
+    num_shards = math.ceil(count / shard_size)
+    plan = {
+        "source": str(spec),
+        "source_options": source_options,
+        "count": count,
+        "shard_size": int(shard_size),
+        "depth_scale": depth_scale,
+        "skip_errors": bool(skip_errors),
+    }
+    manifest = read_manifest(out, missing_ok=True) or {"format": FORMAT, "version": FORMAT_VERSION, "splits": {}}
+    old = manifest["splits"].get(split)
+    if old is not None and any(old.get(key) != value for key, value in plan.items()):
+        if not overwrite:
+            differing = [key for key, value in plan.items() if old.get(key) != value]
+            raise ConfigError(
+                f"{out} already holds split {split!r} converted with different settings ({', '.join(differing)}: "
+                f"{', '.join(repr(old.get(key)) for key in differing)}); pass --overwrite to replace it."
+            )
+        for shard in old.get("shards", []):
+            (out / shard["file"]).unlink(missing_ok=True)
+        old = None
+    old_shards = {shard["file"]: shard for shard in (old or {}).get("shards", [])}
+
+    shards, todo, kept = [], [], []
+    for index in range(num_shards):
+        start = index * shard_size
+        entry = {"file": shard_name(split, index, num_shards), "start": start, "count": min(shard_size, count - start)}
+        previous = old_shards.get(entry["file"])
+        path = out / entry["file"]
+        if previous and previous.get("sha256") and path.exists() and sha256_file(path) == previous["sha256"]:
+            shards.append(previous)
+            kept.append(entry["file"])
+            continue
+        entry.update(records=None, sha256=None, sizes={}, skipped=[])
+        shards.append(entry)
+        todo.append(index)
+    section = dict(plan, complete=False, records=None, sizes={}, skipped=[], shards=shards)
+    manifest["splits"][split] = section
+    write_manifest(out, manifest)
+
+    tasks, owners = [], []
+    for index in todo:
+        entry = shards[index]
+        for start in range(entry["start"], entry["start"] + entry["count"], CHUNK):
+            stop = min(start + CHUNK, entry["start"] + entry["count"])
+            tasks.append((str(spec), split, source_options, module, start, stop, depth_scale, bool(skip_errors)))
+            owners.append(index)
+
+    converted = []
+    bar = _progress(sum(shards[i]["count"] for i in todo), f"convert {split}", progress)
+    writer = current = None
+    sizes, skipped, records = Counter(), [], 0
+    results = _map_chunks(tasks, workers)
+    try:
+        for owner, (status, payload) in zip(owners, results):
+            if status == "error":
+                _raise_worker_error(payload)
+            entry = shards[owner]
+            path = out / entry["file"]
+            tmp = path.with_name(path.name + ".tmp")
+            if current != owner:
+                writer = tf.io.TFRecordWriter(str(tmp))
+                current, sizes, skipped, records = owner, Counter(), [], 0
+            chunk_records, chunk_sizes, chunk_skipped = payload
+            for record in chunk_records:
+                writer.write(record)
+            records += len(chunk_records)
+            sizes.update(chunk_sizes)
+            skipped.extend(chunk_skipped)
+            bar.update(len(chunk_records) + len(chunk_skipped))
+            if records + len(skipped) == entry["count"]:  # shard complete
+                writer.close()
+                writer = current = None
+                os.replace(tmp, path)
+                entry.update(records=records, sha256=sha256_file(path), sizes=dict(sizes), skipped=skipped)
+                converted.append(entry["file"])
+                write_manifest(out, manifest)
+    finally:
+        results.close()  # stops the worker pool at once on an error or Ctrl-C
+        bar.close()
+        if writer is not None:
+            writer.close()
+
+    total_sizes = Counter()
+    for entry in shards:
+        total_sizes.update(entry["sizes"])
+    all_skipped = [item for entry in shards for item in entry["skipped"]]
+    section.update(
+        complete=True,
+        records=sum(entry["records"] for entry in shards),
+        sizes=dict(sorted(total_sizes.items())),
+        skipped=all_skipped,
+    )
+    write_manifest(out, manifest)
+    return {
+        "split": split,
+        "records": section["records"],
+        "shards": len(shards),
+        "converted": converted,
+        "kept": kept,
+        "skipped": all_skipped,
+        "manifest": str(out / "manifest.json"),
+    }
+
+
+# -------------------------------------------------------------------------------------- verify
+
+
+def verify(directory, split=None, progress=False):
+    """Check every shard of `directory` (all splits, or one). Returns a report
+    {"splits": {...}, "shards": n, "records": n, "problems": [{"split", "shard", "record", "problem"}]}.
+    """
+    import tensorflow as tf
+
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    splits = manifest["splits"]
+    if split is not None and split not in splits:
+        raise ConfigError(f"{directory} has no split {split!r}; it holds: {', '.join(sorted(splits)) or '(none)'}.")
+    names = [split] if split is not None else sorted(splits)
+    problems, checked_shards, checked_records = [], 0, 0
+
+    def problem(split_name, shard, record, text):
+        problems.append({"split": split_name, "shard": shard, "record": record, "problem": text})
+
+    total = sum((splits[name].get("records") or 0) for name in names)
+    bar = _progress(total, "verify", progress, unit="rec")
+    try:
+        for name in names:
+            section = splits[name]
+            if not section.get("complete"):
+                problem(name, None, None, "conversion incomplete (rerun the convert command)")
+            scale = float(section["depth_scale"])
+            for shard in section["shards"]:
+                path = directory / shard["file"]
+                checked_shards += 1
+                if shard.get("sha256") is None:
+                    problem(name, shard["file"], None, "shard not written yet")
+                    continue
+                if not path.exists():
+                    problem(name, shard["file"], None, "file missing")
+                    continue
+                if sha256_file(path) != shard["sha256"]:
+                    problem(name, shard["file"], None, "sha256 differs from the manifest")
+                count, sizes = 0, Counter()
+                try:
+                    for record in tf.data.TFRecordDataset(str(path)).as_numpy_iterator():
+                        try:
+                            sample = decode_record(record, scale, where=f"{path} record {count}")
+                            sizes[f"{sample.rgb.shape[0]}x{sample.rgb.shape[1]}"] += 1
+                        except DataError as error:
+                            problem(name, shard["file"], count, str(error))
+                        count += 1
+                        bar.update(1)
+                except (tf.errors.DataLossError, tf.errors.InvalidArgumentError, tf.errors.OutOfRangeError) as error:
+                    problem(name, shard["file"], count, f"corrupt or truncated record ({_tf_message(error)})")
+                checked_records += count
+                if count != shard["records"]:
+                    problem(name, shard["file"], None, f"{count} readable records, the manifest says {shard['records']}")
+                elif dict(sizes) != shard.get("sizes", dict(sizes)):
+                    problem(name, shard["file"], None, f"image sizes {dict(sizes)} differ from the manifest's {shard['sizes']}")
+    finally:
+        bar.close()
+    known = {shard["file"] for name in splits for shard in splits[name]["shards"]}
+    extra = sorted(p.name for p in directory.glob("*.tfrecord") if p.name not in known)
+    return {
+        "splits": {name: splits[name].get("records") for name in names},
+        "shards": checked_shards,
+        "records": checked_records,
+        "problems": problems,
+        "unlisted_files": extra,
+    }
+
+
+def _tf_message(error):
+    """The readable part of a TensorFlow error message (no function-node or op decorations)."""
+    text = re.sub(r"\{\{[^}]*\}\}", "", error.message.splitlines()[0])
+    return re.sub(r"\s*\[Op:[^\]]*\].*$", "", text).strip()
+
+
+# --------------------------------------------------------------------------------------- stats
+
+
+def stats(spec, split="train", limit=None, bins=20, max_depth=10.0, progress=False, source_options=None):
+    """Depth histogram (`bins` bins over [0, max_depth] m of valid pixels, plus a count above),
+    valid fraction, depth min/max/mean, mean RGB and image sizes of (the first `limit` samples of) a SPEC."""
+    source = open_source(spec, split=split, **(source_options or {}))
+    count = len(source) if limit is None else min(len(source), int(limit))
+    if bins < 1 or max_depth <= 0:
+        raise ConfigError(f"stats needs bins >= 1 and max_depth > 0, got {bins} and {max_depth}.")
+    edges = np.linspace(0.0, float(max_depth), int(bins) + 1)
+    histogram = np.zeros(int(bins), dtype=np.int64)
+    above = pixels = valid = 0
+    depth_sum = 0.0
+    depth_min, depth_max = math.inf, -math.inf
+    rgb_sum = np.zeros(3, dtype=np.float64)
+    sizes, focals = Counter(), Counter()
+    bar = _progress(count, f"stats {split}", progress)
+    try:
+        for index in range(count):
+            sample = source[index]
+            depth = np.asarray(sample.depth, dtype=np.float64).reshape(-1)
+            good = depth[np.isfinite(depth) & (depth > 0)]
+            pixels += depth.size
+            valid += good.size
+            if good.size:
+                depth_sum += good.sum()
+                depth_min = min(depth_min, good.min())
+                depth_max = max(depth_max, good.max())
+                histogram += np.histogram(good, edges)[0]
+                above += int((good > max_depth).sum())
+            rgb_sum += np.asarray(sample.rgb, dtype=np.float64).reshape(-1, 3).mean(axis=0)
+            sizes[f"{sample.rgb.shape[0]}x{sample.rgb.shape[1]}"] += 1
+            if sample.meta.get("focal"):
+                focals[round(float(sample.meta["focal"]), 4)] += 1
+            bar.update(1)
+    finally:
+        bar.close()
+    return {
+        "spec": str(spec),
+        "split": split,
+        "samples": count,
+        "sizes": dict(sizes),
+        "focal": {str(k): v for k, v in sorted(focals.items())},
+        "valid_fraction": valid / pixels if pixels else 0.0,
+        "depth_min": depth_min if valid else None,
+        "depth_max": depth_max if valid else None,
+        "depth_mean": depth_sum / valid if valid else None,
+        "depth_histogram": {"edges": edges.tolist(), "counts": histogram.tolist(), "above": above},
+        "mean_rgb": (rgb_sum / count).tolist() if count else None,
+    }
+
+
+def format_stats(report):
+    lines = [
+        f"{report['spec']} [{report['split']}]: {report['samples']} samples, sizes {report['sizes']}",
+        f"focal: {report['focal'] or 'unknown'}",
+        f"valid depth fraction: {report['valid_fraction']:.4f}",
+    ]
+    if report["depth_mean"] is not None:
+        lines.append(f"depth: min {report['depth_min']:.3f} m, mean {report['depth_mean']:.3f} m, max {report['depth_max']:.3f} m")
+    if report["mean_rgb"] is not None:
+        lines.append("mean RGB: " + ", ".join(f"{v:.2f}" for v in report["mean_rgb"]))
+    hist = report["depth_histogram"]
+    total = max(sum(hist["counts"]) + hist["above"], 1)
+    lines.append("depth histogram (valid pixels):")
+    for lo, hi, n in zip(hist["edges"][:-1], hist["edges"][1:], hist["counts"]):
+        lines.append(f"  {lo:6.2f}-{hi:6.2f} m {n:>12d} {100 * n / total:6.2f}% {'#' * int(round(50 * n / total))}")
+    lines.append(f"  > {hist['edges'][-1]:.2f} m   {hist['above']:>12d} {100 * hist['above'] / total:6.2f}%")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------- synthetic
+
+
+def synthetic_spec(count, size, seed=0):
+    from hqdepth.data.synthetic import parse_size
+
+    height, width = parse_size(size)
+    return f"synthetic:{int(count)},size={height}x{width},seed={int(seed)}"
+
+
+def _write_png_chunk(task):
+    spec, split, start, stop, out_dir, depth_scale = task
+    import cv2
+
+    try:
+        source = _worker_source(spec, split, {}, "hqdepth.data.synthetic")
+        lines = []
+        for index in range(start, stop):
+            name = f"{index:07d}.png"
+            rgb_rel, depth_rel = f"{split}/rgb/{name}", f"{split}/depth/{name}"
+            rgb_path, depth_path = Path(out_dir) / rgb_rel, Path(out_dir) / depth_rel
+            sample = source[index]
+            if not (rgb_path.exists() and depth_path.exists()):
+                depth = np.round(sample.depth[..., 0].astype(np.float64) * depth_scale)
+                if depth.max(initial=0) > 65535:
+                    raise DataError(f"Synthetic scene {index}: depth does not fit 16 bits at scale {depth_scale:g}.")
+                for path, image in ((depth_path, depth.astype(np.uint16)), (rgb_path, np.ascontiguousarray(sample.rgb[..., ::-1]))):
+                    tmp = path.with_name(".tmp-" + path.name)
+                    if not cv2.imwrite(str(tmp), image):
+                        raise DataError(f"Cannot write {tmp}.")
+                    os.replace(tmp, path)
+            lines.append(f"{rgb_rel} {depth_rel} {sample.meta['focal']:.4f}")
+        return "ok", lines
+    except HQDepthError as error:
+        return "error", (type(error).__name__, str(error))
+
+
+def write_synthetic(out_dir, count, size=(240, 320), split="train", seed=0, fmt="tfrecord", shard_size=DEFAULT_SHARD_SIZE, workers=1, depth_scale=1000.0, overwrite=False, progress=False):
+    """Write `count` synthetic scenes of `split`.
+
+    fmt "tfrecord": shards + manifest in out_dir (same as `convert`).
+    fmt "png": out_dir/<split>/rgb/NNNNNNN.png (8-bit RGB), out_dir/<split>/depth/NNNNNNN.png
+    (16-bit, metres * depth_scale, default millimetres) and out_dir/<split>.txt with lines
+    `<split>/rgb/N.png <split>/depth/N.png <focal>` (the BTS list format). A re-run keeps the
+    pairs already written; other settings for the same split need `overwrite=True`.
+    """
+    spec = synthetic_spec(count, size, seed)
+    if fmt == "tfrecord":
+        return convert(spec, out_dir, split=split, shard_size=shard_size, workers=workers, depth_scale=depth_scale, overwrite=overwrite, progress=progress)
+    if fmt != "png":
+        raise ConfigError(f"Unknown synthetic output format {fmt!r}; use tfrecord or png.")
+    open_source(spec, split=split)  # validates count/size/seed/split
+    out = Path(out_dir)
+    settings = {"source": spec, "split": split, "depth_scale": float(depth_scale)}
+    record = out / f"{split}.synthetic.json"
+    if record.exists() and json.loads(record.read_text()) != settings:
+        if not overwrite:
+            raise ConfigError(f"{out} already holds {split} scenes written with other settings ({record.read_text().strip()}); pass --overwrite.")
+        for folder in ("rgb", "depth"):
+            for path in (out / split / folder).glob("*.png"):
+                path.unlink()
+    for folder in ("rgb", "depth"):
+        (out / split / folder).mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(settings) + "\n")
+    tasks = [(spec, split, start, min(start + CHUNK, int(count)), str(out), float(depth_scale)) for start in range(0, int(count), CHUNK)]
+    lines = []
+    bar = _progress(int(count), f"synthetic {split}", progress)
+    try:
+        if workers <= 1 or len(tasks) <= 1:
+            results = map(_write_png_chunk, tasks)
+            pool = None
+        else:
+            pool = multiprocessing.get_context("spawn").Pool(min(workers, len(tasks)))
+            results = pool.imap(_write_png_chunk, tasks)
+        try:
+            for status, payload in results:
+                if status == "error":
+                    _raise_worker_error(payload)
+                lines.extend(payload)
+                bar.update(len(payload))
+        finally:
+            if pool is not None:
+                pool.terminate()
+                pool.join()
+    finally:
+        bar.close()
+    list_file = out / f"{split}.txt"
+    list_file.write_text("\n".join(lines) + "\n")
+    return {"split": split, "records": len(lines), "list": str(list_file), "depth_scale": float(depth_scale)}

@@ -1,0 +1,214 @@
+"""Augmentation recipes: geometric properties against NumPy references, recipe constants, modes."""
+
+import os
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from hqdepth.data import augment
+from hqdepth.data.augment import get_recipe
+from hqdepth.errors import ConfigError
+
+
+@pytest.fixture
+def rng():
+    """A fresh seed each run (printed on failure; HQDEPTH_TEST_SEED=N reproduces it)."""
+    seed = int(os.environ.get("HQDEPTH_TEST_SEED", np.random.SeedSequence().entropy % (2**32)))
+    print("numpy seed", seed)
+    return np.random.default_rng(seed)
+
+
+def coded_depth(height, width):
+    """Depth whose value names its pixel: 1 + row * 1000 + col (so any output value can be traced)."""
+    rows, cols = np.mgrid[0:height, 0:width]
+    return (1.0 + rows * 1000 + cols).astype(np.float32)[:, :, None]
+
+
+def decode(values):
+    values = np.asarray(values, np.int64) - 1
+    return values // 1000, values % 1000
+
+
+def test_flip_twice_is_identity(rng):
+    rgb = rng.uniform(0, 255, (7, 9, 3)).astype(np.float32)
+    depth = rng.uniform(0, 10, (7, 9, 1)).astype(np.float32)
+    once = augment.flip_pair(rgb, depth)
+    assert np.array_equal(once[0].numpy(), rgb[:, ::-1]) and np.array_equal(once[1].numpy(), depth[:, ::-1])
+    twice = augment.flip_pair(*once)
+    assert np.array_equal(twice[0].numpy(), rgb) and np.array_equal(twice[1].numpy(), depth)
+
+
+def test_nearest_rotation_adds_no_new_depth_values(rng):
+    depth = rng.choice(np.array([0.0, 1.25, 2.5, 3.75, 7.0], np.float32), size=(40, 50, 1))
+    rgb = rng.uniform(0, 255, (40, 50, 3)).astype(np.float32)
+    for angle_deg in rng.uniform(-10, 10, 4):
+        out_rgb, out_depth = augment.rotate_pair(rgb, depth, np.deg2rad(angle_deg))
+        assert out_depth.shape == depth.shape and out_rgb.shape == rgb.shape
+        assert set(np.unique(out_depth.numpy())) <= set(np.unique(depth)) | {0.0}
+    # the corners come from outside the image: depth 0 (invalid), RGB 0
+    rgb_ones, depth_ones = augment.rotate_pair(np.full((40, 50, 3), 9.0, np.float32), np.ones((40, 50, 1), np.float32), 0.2)
+    assert depth_ones[0, 0, 0] == 0 and depth_ones[20, 25, 0] == 1 and rgb_ones[0, 0, 0] == 0
+
+
+def test_rotation_geometry_matches_numpy():
+    depth = coded_depth(9, 9)
+    rgb = np.repeat(depth, 3, axis=2)
+    rgb_0, depth_0 = augment.rotate_pair(rgb, depth, 0.0)
+    assert np.array_equal(depth_0.numpy(), depth) and np.allclose(rgb_0.numpy(), rgb)
+    rgb_90, depth_90 = augment.rotate_pair(rgb, depth, np.pi / 2)  # counter-clockwise about the centre
+    assert np.array_equal(depth_90.numpy()[:, :, 0], np.rot90(depth[:, :, 0]))
+    assert np.allclose(rgb_90.numpy()[:, :, 1], np.rot90(rgb[:, :, 1]), atol=1e-2)
+
+
+def test_scale_augmentation_depth_times_s_equals_source_at_mapped_pixels(rng):
+    source = rng.uniform(0.5, 10.0, (48, 64, 1)).astype(np.float32)
+    rgb = rng.uniform(0, 255, (48, 64, 3)).astype(np.float32)
+    for s in (1.0, float(rng.uniform(1.0, 1.5)), 1.49):
+        out_rgb, out_depth = augment.scale_pair(rgb, source, s, (30, 40))
+        height, width = int(np.floor(30 * np.float32(s))), int(np.floor(40 * np.float32(s)))
+        assert out_depth.shape == (height, width, 1) and out_rgb.shape == (height, width, 3)
+        # nearest with half-pixel centres, in float32 as TF's kernel computes it: floor((i + 0.5) * (in / out))
+        rows = np.minimum(np.floor((np.arange(height, dtype=np.float32) + np.float32(0.5)) * np.float32(48 / height)).astype(int), 47)
+        cols = np.minimum(np.floor((np.arange(width, dtype=np.float32) + np.float32(0.5)) * np.float32(64 / width)).astype(int), 63)
+        assert np.allclose(out_depth.numpy() * np.float32(s), source[rows][:, cols], rtol=1e-6, atol=0)
+
+
+def test_colour_ops_leave_depth_alone(rng):
+    rgb = rng.uniform(0, 255, (12, 16, 3)).astype(np.float32)
+    depth = rng.uniform(0, 10, (12, 16, 1)).astype(np.float32)
+    depth[0, 0] = 0
+    seed = tf.constant([3, int(rng.integers(1 << 30))], tf.int64)
+    for op in (
+        augment.color_hqmd,
+        lambda r, d, s: augment.color_bts(r, d, s, "nyu", p=1.0),
+        lambda r, d, s: augment.gaussian_noise(r, d, s, 5.0),
+        lambda r, d, s: augment.channel_swap(r, d, s, p=1.0),
+    ):
+        out_rgb, out_depth = op(rgb, depth, seed)
+        assert np.array_equal(np.asarray(out_depth), depth)
+        assert out_rgb.shape == rgb.shape and float(tf.reduce_min(out_rgb)) >= 0 and float(tf.reduce_max(out_rgb)) <= 255
+
+
+def test_hqmd_colour_ranges():
+    grey = np.full((4, 4, 3), 128.0, np.float32)
+    v = 128.0 / 255.0
+    low, high = v**1.2 * 0.8 * 0.8 * 255, v**0.8 * 1.25 * 1.2 * 255
+    outs = np.stack([augment.color_hqmd(grey, None, [i, 7])[0].numpy()[0, 0] for i in range(60)])
+    assert outs.min() >= low - 1e-3 and outs.max() <= min(high, 255) + 1e-3
+    assert outs.std(axis=0).min() > 5  # it does vary, per channel
+    assert not np.allclose(outs[:, 0], outs[:, 1])  # per-channel factors differ
+
+
+def test_channel_swap_is_a_permutation(rng):
+    rgb = np.stack([np.full((3, 3), v, np.float32) for v in (10.0, 20.0, 30.0)], axis=2)
+    seen = set()
+    for i in range(40):
+        out, _ = augment.channel_swap(rgb, None, [i, 1], p=1.0)
+        order = tuple(int(x) for x in out.numpy()[0, 0])
+        assert sorted(order) == [10, 20, 30]
+        seen.add(order)
+    assert len(seen) == 6
+
+
+def test_random_crop_takes_the_same_window(rng):
+    depth = coded_depth(30, 40)
+    rgb = np.repeat(depth, 3, axis=2)
+    out_rgb, out_depth = augment.random_crop_pair(rgb, depth, (11, 13), [5, int(rng.integers(1000))])
+    rows, cols = decode(out_depth.numpy()[:, :, 0])
+    top, left = rows[0, 0], cols[0, 0]
+    assert np.array_equal(out_depth.numpy(), depth[top : top + 11, left : left + 13])
+    assert np.array_equal(out_rgb.numpy(), rgb[top : top + 11, left : left + 13])
+
+
+def test_hqmd_train_never_invents_depth_and_divides_by_s():
+    rgb = np.random.default_rng(0).uniform(0, 255, (48, 64, 3)).astype(np.float32)
+    depth = np.full((48, 64, 1), 2.0, np.float32)
+    depth[:, :8] = 0.0  # a region without ground truth
+    recipe = get_recipe("hqmd", "train", size=(29, 38))
+    assert recipe.base_size == (30, 39)
+    ratios = []
+    for i in range(12):
+        out_rgb, out_depth = recipe(rgb, depth, [i, 3])
+        assert out_rgb.shape == (29, 38, 3) and out_depth.shape == (29, 38, 1)
+        values = np.unique(out_depth.numpy())
+        nonzero = values[values > 0]
+        assert len(nonzero) == 1  # one value 2 / s, nothing interpolated
+        s = 2.0 / nonzero[0]
+        assert 1.0 - 1e-6 <= s < 1.5
+        ratios.append(s)
+    assert np.std(ratios) > 0.01
+    a = recipe(rgb, depth, [1, 2])
+    b = recipe(rgb, depth, [1, 2])
+    c = recipe(rgb, depth, [1, 9])
+    assert np.array_equal(a[0].numpy(), b[0].numpy()) and not np.array_equal(a[0].numpy(), c[0].numpy())
+
+
+def test_hqmd_test_resizes_rgb_directly_and_keeps_ground_truth():
+    rgb = np.random.default_rng(1).uniform(0, 255, (480, 640, 3)).astype(np.float32)
+    depth = np.random.default_rng(2).uniform(0, 10, (480, 640, 1)).astype(np.float32)
+    out_rgb, out_depth, zoom = get_recipe("hqmd", "test").transform(rgb, depth)
+    assert out_rgb.shape == (289, 385, 3)
+    assert np.allclose(out_rgb.numpy(), tf.image.resize(rgb, (289, 385)).numpy())
+    assert np.array_equal(out_depth.numpy(), depth)
+    assert float(zoom) == pytest.approx(385 / 640)
+    val_rgb, val_depth = get_recipe("hqmd", "val")(rgb, depth, [0, 1])
+    assert val_rgb.shape == (289, 385, 3) and val_depth.shape == (289, 385, 1)
+
+
+def test_bts_nyu_train_uses_the_registration_box():
+    depth = coded_depth(480, 640)
+    rgb = np.full((480, 640, 3), 100.0, np.float32)
+    recipe = get_recipe("bts", "train", max_angle=0.0)
+    for i in range(6):
+        out_rgb, out_depth = recipe(rgb, depth, [i, 0])
+        assert out_depth.shape == (416, 544, 1)
+        rows, cols = decode(out_depth.numpy())
+        assert rows.min() >= 45 and rows.max() <= 471 and cols.min() >= 43 and cols.max() <= 607
+    small = get_recipe("bts", "train", size=(104, 136))  # quarter size: resize by 1/4 first
+    assert small(rgb, depth, [0, 0])[0].shape == (104, 136, 3)
+
+
+def test_bts_kitti_test_is_kb_crop_of_rgb_only():
+    rgb = np.random.default_rng(3).uniform(0, 255, (375, 1242, 3)).astype(np.float32)
+    depth = np.random.default_rng(4).uniform(0, 80, (375, 1242, 1)).astype(np.float32)
+    out_rgb, out_depth = get_recipe("bts_kitti", "test")(rgb, depth)
+    assert np.array_equal(out_rgb.numpy(), rgb[23:, 13 : 13 + 1216])
+    assert np.array_equal(out_depth.numpy(), depth)
+    train_rgb, train_depth = get_recipe("bts?dataset=kitti", "train")(rgb, depth, [1, 1])
+    assert train_rgb.shape == (352, 704, 3) and train_depth.shape == (352, 704, 1)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="smaller than the crop"):
+        get_recipe("bts_kitti", "train")(rgb[:300, :600], depth[:300, :600], [0, 0])
+
+
+def test_other_recipes():
+    rng = np.random.default_rng(5)
+    rgb = np.full((20, 24, 3), 128.0, np.float32)
+    depth = rng.uniform(0, 10, (20, 24, 1)).astype(np.float32)
+    out_rgb, out_depth = get_recipe("fcn", "train", noise_std=10.0)(rgb, depth, [0, 4])
+    noise = out_rgb.numpy() - 128.0
+    assert 8.0 < noise.std() < 12.0 and abs(noise.mean()) < 2.0
+    assert np.array_equal(out_depth.numpy(), depth) or np.array_equal(out_depth.numpy(), depth[:, ::-1])
+    r_rgb, r_depth = get_recipe("resnet_transposed", "train")(rgb, depth, [0, 0])
+    assert r_rgb.shape == (224, 224, 3) and r_depth.shape == (224, 224, 1)
+    assert set(np.unique(r_depth.numpy())) <= set(np.unique(depth))
+    d_rgb, d_depth = get_recipe("densedepth", "train", depth_size=(10, 12))(rgb, depth, [0, 1])
+    assert d_rgb.shape == (20, 24, 3) and d_depth.shape == (10, 12, 1)
+    n_rgb, n_depth = get_recipe("none", "train")(rgb, depth)
+    assert np.array_equal(n_rgb.numpy(), rgb) and np.array_equal(n_depth.numpy(), depth)
+    with pytest.raises(ConfigError, match="Unknown augmentation"):
+        get_recipe("nope")
+    with pytest.raises(ConfigError, match="Unknown option"):
+        get_recipe("hqmd", noise_std=1)
+    with pytest.raises(ConfigError, match="mode"):
+        get_recipe("hqmd", "training")
+
+
+def test_recipe_runs_inside_tf_data_graph():
+    rgb = np.random.default_rng(6).integers(0, 255, (60, 80, 3), dtype=np.uint8)
+    depth = np.random.default_rng(7).uniform(0, 10, (60, 80, 1)).astype(np.float32)
+    recipe = get_recipe("hqmd", "train", size=(29, 38))
+    dataset = tf.data.Dataset.from_tensors((rgb, depth)).repeat(2).enumerate()
+    dataset = dataset.map(lambda i, x: recipe(x[0], x[1], tf.stack([tf.constant(1, tf.int64), i])))
+    outputs = list(dataset.as_numpy_iterator())
+    eager = recipe(rgb, depth, [1, 1])
+    assert np.allclose(outputs[1][0], eager[0].numpy(), atol=1e-4) and np.array_equal(outputs[1][1], eager[1].numpy())

@@ -1,0 +1,108 @@
+"""Layers against TensorFlow's published ops and float64 NumPy references."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from hqdepth.layers import AtrousSpatialPyramidPooling, BilinearResize, ImageNormalization, resize_bilinear
+
+RNG = np.random.default_rng()
+
+
+def np_resize_align_corners(x, out_h, out_w):
+    """TF1 resize_bilinear(align_corners=True) by definition: src = dst * (in - 1) / (out - 1)."""
+    n, h, w, c = x.shape
+    out = np.zeros((n, out_h, out_w, c))
+    for i in range(out_h):
+        sy = i * (h - 1) / (out_h - 1) if out_h > 1 else 0.0
+        y0 = int(np.floor(sy)); y1 = min(y0 + 1, h - 1); fy = sy - y0
+        for j in range(out_w):
+            sx = j * (w - 1) / (out_w - 1) if out_w > 1 else 0.0
+            x0 = int(np.floor(sx)); x1 = min(x0 + 1, w - 1); fx = sx - x0
+            top = x[:, y0, x0] * (1 - fx) + x[:, y0, x1] * fx
+            bottom = x[:, y1, x0] * (1 - fx) + x[:, y1, x1] * fx
+            out[:, i, j] = top * (1 - fy) + bottom * fy
+    return out
+
+
+@pytest.mark.parametrize("in_size,out_size", [((19, 25), (73, 97)), ((73, 97), (289, 385)), ((9, 7), (4, 5)),
+                                              ((1, 1), (5, 6)), ((6, 5), (1, 1))])
+def test_resize_align_corners_matches_tf1_and_numpy(in_size, out_size):
+    x = RNG.normal(size=(2, *in_size, 3)).astype(np.float32)
+    ours = np.asarray(resize_bilinear(x, out_size, align_corners=True))
+    tf1 = tf.compat.v1.image.resize_bilinear(x, out_size, align_corners=True).numpy()
+    np.testing.assert_allclose(ours, tf1, atol=2e-5)
+    if max(out_size) < 100:
+        np.testing.assert_allclose(ours, np_resize_align_corners(x.astype(np.float64), *out_size), atol=2e-5)
+
+
+@pytest.mark.parametrize("in_size,out_size", [((19, 25), (73, 97)), ((9, 7), (4, 5)), ((5, 8), (5, 8))])
+def test_resize_half_pixel_matches_tf2(in_size, out_size):
+    x = RNG.normal(size=(1, *in_size, 2)).astype(np.float32)
+    ours = np.asarray(resize_bilinear(x, out_size, align_corners=False))
+    expected = tf.image.resize(x, out_size, method="bilinear", antialias=False).numpy()
+    np.testing.assert_allclose(ours, expected, atol=2e-5)
+
+
+def test_bilinear_resize_layer_reference_input_dynamic_shape_and_config():
+    image = keras.Input((None, None, 3))
+    small = keras.layers.AveragePooling2D(4)(image)
+    up = BilinearResize(name="up")([small, image])
+    model = keras.Model(image, up)
+    x = RNG.normal(size=(1, 17, 21, 3)).astype(np.float32)
+    pooled = tf.nn.avg_pool2d(x, 4, 4, "VALID").numpy()
+    np.testing.assert_allclose(model(x), tf.compat.v1.image.resize_bilinear(pooled, (17, 21), align_corners=True),
+                               atol=2e-5)
+    layer = BilinearResize.from_config(BilinearResize(size=(4, 6), align_corners=False).get_config())
+    assert layer.size == (4, 6) and layer.align_corners is False
+    assert layer(x).shape == (1, 4, 6, 3)
+
+
+def test_image_normalization_matches_keras_applications():
+    x = RNG.uniform(0, 255, (2, 5, 7, 3)).astype(np.float32)
+    np.testing.assert_allclose(ImageNormalization("inception")(x),
+                               keras.applications.resnet_v2.preprocess_input(x.copy()), atol=1e-5)
+    np.testing.assert_allclose(ImageNormalization("caffe")(x),
+                               keras.applications.resnet50.preprocess_input(x.copy()), atol=1e-4)
+    np.testing.assert_allclose(ImageNormalization("mean_subtract")(x), x - np.array([123.68, 116.78, 103.94]),
+                               atol=1e-4)
+    with pytest.raises(ValueError, match="normalisation mode"):
+        ImageNormalization("imagenet_std")
+
+
+def np_conv(x, kernel, rate=1):
+    """'same' dilated cross-correlation, float64."""
+    k = kernel.shape[0]
+    pad = rate * (k - 1) // 2
+    p = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    h, w = x.shape[1:3]
+    out = np.zeros((*x.shape[:3], kernel.shape[-1]))
+    for i in range(k):
+        for j in range(k):
+            out += np.einsum("nhwc,cd->nhwd", p[:, i * rate:i * rate + h, j * rate:j * rate + w], kernel[i, j])
+    return out
+
+
+def test_aspp_matches_numpy_reference_in_inference():
+    aspp = AtrousSpatialPyramidPooling(filters=4, rates=(1, 2), bn_epsilon=1e-3)
+    x = RNG.normal(size=(2, 6, 7, 5)).astype(np.float32)
+    aspp(x)
+    # give batch norms non-trivial statistics so the reference must apply them
+    for layer in aspp._flatten_layers():
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.set_weights([RNG.uniform(0.5, 1.5, 4), RNG.normal(size=4), RNG.normal(size=4), RNG.uniform(0.5, 2, 4)])
+
+    def block(layers, inputs):
+        conv, bn = layers[0], layers[1]
+        gamma, beta, mean, var = [w.numpy().astype(np.float64) for w in bn.weights]
+        y = np_conv(inputs, conv.kernel.numpy().astype(np.float64), conv.dilation_rate[0])
+        return np.maximum((y - mean) / np.sqrt(var + 1e-3) * gamma + beta, 0)
+
+    x64 = x.astype(np.float64)
+    pooled = block(aspp.pool_branch, x64.mean(axis=(1, 2), keepdims=True))
+    branches = [np.broadcast_to(pooled, (2, 6, 7, 4))] + [block(b, x64) for b in aspp.branches]
+    expected = block(aspp.projection, np.concatenate(branches, -1))
+    np.testing.assert_allclose(aspp(x, training=False), expected, rtol=1e-4, atol=1e-4)
+    clone = AtrousSpatialPyramidPooling.from_config(aspp.get_config())
+    assert clone.rates == (1, 2) and clone.filters == 4

@@ -1,0 +1,99 @@
+"""Streaming Keras metrics against a per-image NumPy loop (float64) over batches of unequal validity."""
+
+import numpy as np
+import pytest
+
+from hqdepth import metrics
+
+RNG = np.random.default_rng()
+
+
+def reference(batches, min_depth=1e-3, max_depth=None):
+    """Per image over its valid pixels, then the mean over images that have any (BTS/HQMD convention)."""
+    per_image = []
+    for gt_batch, pred_batch in batches:
+        for gt, pred in zip(gt_batch.astype(np.float64), pred_batch.astype(np.float64)):
+            with np.errstate(invalid="ignore"):
+                valid = np.isfinite(gt) & (gt > min_depth)
+                if max_depth is not None:
+                    valid &= gt < max_depth
+            if not valid.any():
+                continue
+            pred = np.nan_to_num(pred, nan=min_depth)
+            pred = np.clip(pred, min_depth, max_depth)
+            g, d = gt[valid], pred[valid]
+            err = np.log(d) - np.log(g)
+            thresh = np.maximum(g / d, d / g)
+            per_image.append({
+                "abs_rel": np.mean(np.abs(g - d) / g),
+                "sq_rel": np.mean((g - d) ** 2 / g),
+                "rmse": np.sqrt(np.mean((g - d) ** 2)),
+                "rmse_log": np.sqrt(np.mean(err**2)),
+                "log10": np.mean(np.abs(np.log10(d) - np.log10(g))),
+                "silog": np.sqrt(np.mean(err**2) - np.mean(err) ** 2) * 100,
+                "d1": np.mean(thresh < 1.25),
+                "d2": np.mean(thresh < 1.25**2),
+                "d3": np.mean(thresh < 1.25**3),
+            })
+    return {key: np.mean([row[key] for row in per_image]) for key in per_image[0]}, len(per_image)
+
+
+def make_batches(with_inf=True):
+    batches = []
+    for batch_size in (3, 2, 4):
+        gt = RNG.uniform(0.3, 12.0, (batch_size, 10, 14, 1))
+        pred = gt * RNG.uniform(0.7, 1.4, gt.shape)
+        keep = RNG.uniform(size=(batch_size, 1, 1, 1)) * 0.9  # very different valid fractions per image
+        gt[RNG.uniform(size=gt.shape) < keep] = 0.0
+        batches.append((gt.astype(np.float32), pred.astype(np.float32)))
+    batches[1][0][0] = 0.0  # an image with no valid pixel: excluded, not averaged in as zeros
+    batches[2][0][1, 0, 0, 0] = np.nan
+    batches[2][1][2, 0, 0, 0] = np.inf if with_inf else 1e6
+    batches[2][1][2, 0, 1, 0] = 0.0
+    return batches
+
+
+@pytest.mark.parametrize("max_depth", [None, 10.0])
+def test_streaming_metrics_match_per_image_reference(max_depth):
+    batches = make_batches(with_inf=max_depth is not None)
+    expected, n_images = reference(batches, max_depth=max_depth)
+    assert n_images == 8
+    streaming = metrics.depth_metrics(max_depth=max_depth)
+    for gt, pred in batches:
+        for metric in streaming:
+            metric.update_state(gt, pred)
+    for metric in streaming:
+        assert float(metric.result()) == pytest.approx(expected[metric.name], rel=2e-5, abs=1e-6), metric.name
+    # pooled averaging would give a different RMSE: the test can tell the conventions apart
+    g = np.concatenate([b[0].ravel() for b in batches])
+    d = np.concatenate([b[1].ravel() for b in batches])
+    ok = np.isfinite(g) & (g > 1e-3) & np.isfinite(d) & (g < (max_depth or np.inf))
+    pooled_rmse = np.sqrt(np.mean((g[ok] - d[ok]) ** 2))
+    assert abs(pooled_rmse - expected["rmse"]) > 1e-3
+
+
+def test_reset_and_serialization():
+    import keras
+
+    metric = metrics.Delta(2, max_depth=80.0)
+    gt, pred = make_batches()[0]
+    metric.update_state(gt, pred)
+    metric.reset_state()
+    assert float(metric.result()) == 0.0
+    clone = keras.metrics.deserialize(keras.metrics.serialize(metric))
+    assert clone.name == "d2" and clone.k == 2 and clone.max_depth == 80.0
+    with pytest.raises(ValueError, match="sample_weight"):
+        metric.update_state(gt, pred, sample_weight=np.ones(3))
+
+
+def test_per_image_errors_is_one_formula_for_numpy_and_keras():
+    from keras import ops
+
+    gt, pred = make_batches()[0]
+    valid = gt > 1e-3
+    np_errors, np_count = metrics.per_image_errors(pred.astype(np.float64), gt.astype(np.float64), valid)
+    k_errors, k_count = metrics.per_image_errors(ops.convert_to_tensor(pred), ops.convert_to_tensor(gt),
+                                                 ops.convert_to_tensor(valid), xp=ops)
+    np.testing.assert_array_equal(np_count, np.asarray(k_count))
+    for key in metrics.METRIC_NAMES:
+        np.testing.assert_allclose(np_errors[key], np.asarray(k_errors[key]), rtol=1e-5, atol=1e-6)
