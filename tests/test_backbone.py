@@ -95,3 +95,22 @@ def test_bad_weights_give_clear_errors(tmp_path, monkeypatch):
         resnet50("v2", weights="imagenet")
     with pytest.raises(ConfigError, match="freeze"):
         resnet50("v2", freeze="all")
+
+
+def test_legacy_h5_loads_by_name_and_partial_files_are_refused(reference, tmp_path):
+    """Keras' official ImageNet files are legacy .h5 (Keras 2 format): by name, and complete."""
+    import h5py
+    from keras.src.legacy.saving import legacy_h5_format
+
+    version, model, _ = reference
+    path = tmp_path / "legacy.h5"
+    with h5py.File(path, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, model)
+    ours = resnet50(version, output_stride=32, weights=str(path), **KERAS_COMPATIBLE)
+    x = RNG.uniform(-1, 1, (1, 64, 64, 3)).astype(np.float32)
+    assert np.abs(ours.predict(x, verbose=0) - model.predict(x, verbose=0)).max() < 1e-4
+    partial = tmp_path / "partial.h5"
+    with h5py.File(partial, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, keras.Model(model.input, model.get_layer("pool1_pool").output))
+    with pytest.raises(HQDepthError, match="has no weights for"):
+        resnet50(version, weights=str(partial))

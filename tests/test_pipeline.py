@@ -2,7 +2,6 @@
 
 import logging
 import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -11,24 +10,9 @@ import tensorflow as tf
 from hqdepth.data import load, open_source
 from hqdepth.data.base import Sample, Source, register_source
 from hqdepth.errors import ConfigError
+from png_encoder import png_bytes
 
 COUNT = 10
-
-
-def png_bytes(array):
-    """Minimal PNG encoder (uint8 RGB or uint16 grey), independent of OpenCV."""
-    array = np.asarray(array)
-    bit_depth, colour_type = (16, 0) if array.dtype == np.uint16 else (8, 2)
-    height, width = array.shape[:2]
-    data = array.astype(">u2" if bit_depth == 16 else "u1").reshape(height, -1).tobytes()
-    row = len(data) // height
-    raw = b"".join(b"\x00" + data[i * row : (i + 1) * row] for i in range(height))
-
-    def chunk(tag, body):
-        return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body) & 0xFFFFFFFF)
-
-    header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
 
 
 @pytest.fixture

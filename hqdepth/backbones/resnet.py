@@ -193,9 +193,9 @@ def _reference_model(version, weights):
     path = str(weights)
     try:
         if path.endswith(".keras"):
-            saved = keras.saving.load_model(path, compile=False)
-            return saved
+            return keras.saving.load_model(path, compile=False)
         if path.endswith(".h5") and not path.endswith(".weights.h5"):
+            _check_legacy_h5_covers(path, reference)
             reference.load_weights(path, by_name=True)
         else:
             reference.load_weights(path)
@@ -206,6 +206,18 @@ def _reference_model(version, weights):
             f"Could not load {path} as weights of keras.applications.{KERAS_APPLICATION[version]}: {error}"
         ) from error
     return reference
+
+
+def _check_legacy_h5_covers(path, reference):
+    """Loading a legacy .h5 by name skips layers it lacks silently: refuse such a file instead."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        group = f["model_weights"] if "model_weights" in f else f
+        names = {n.decode() if isinstance(n, bytes) else n for n in group.attrs.get("layer_names", [])}
+    missing = [layer.name for layer in reference.layers if layer.weights and layer.name not in names]
+    if missing:
+        raise HQDepthError(f"{path} has no weights for {len(missing)} ResNet-50 layers, e.g. {missing[:3]}.")
 
 
 def load_keras_application_weights(model, version, weights):
