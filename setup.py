@@ -26,9 +26,12 @@ setup(
         "scipy",
         "tqdm",
         "pyyaml",
+        "tensorboard",  # tf.summary writers (TensorFlow no longer depends on it)
     ],
     extras_require={
-        "test": ["pytest", "jax[cpu]"],
+        "test": ["pytest", "jax[cpu]", "tf2onnx>=1.17", "onnx", "onnxruntime"],
+        # `hqdepth export --format onnx` (Keras 3 model.export(format="onnx") = tf2onnx) and ONNX Runtime
+        "onnx": ["tf2onnx>=1.17", "onnx", "onnxruntime"],
         "gpu": ["tensorflow[and-cuda]>=2.16"],
     },
     entry_points={"console_scripts": ["hqdepth=hqdepth.cli:main"]},

@@ -1,94 +1,81 @@
-"""End-to-end demo on the built-in synthetic scenes (no download, CPU friendly).
+"""End-to-end demo on the built-in synthetic scenes (no download, CPU friendly): what `make demo` runs.
 
-Renders procedural rooms, trains HQMD baseline+ with the full HQMD loss at a reduced input size,
-evaluates on held-out scenes with the published per-image metrics, compares with the constant
-predictor (the training-set mean depth), saves the model and a few colourised predictions.
+Renders procedural rooms, trains the `hqmd_plus_full` recipe (HQMD baseline+, full loss) at a
+reduced size through the training engine (`hqdepth train`), evaluates on held-out scenes beside the
+constant predictor (the training-set mean depth), exports a SavedModel and predicts a few photos
+with `hqdepth predict`.
 
-    python experiments/demo.py [--steps 80] [--size 64x96] [--out demo_output]
-
-This is a short run to show the pieces working together; the training engine with recipes,
-TensorBoard and resume is the next milestone (see the README's status table).
+    python experiments/demo.py [--steps 150] [--size 64x96] [--out demo_output]
 """
 
 import argparse
-import os
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-def colourise(depth, max_depth):
-    import cv2
-    import numpy as np
-
-    scaled = np.clip(depth / max_depth * 255.0, 0, 255).astype(np.uint8)
-    return cv2.applyColorMap(scaled, cv2.COLORMAP_PLASMA)
+import common
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=80, help="training steps (batch 8)")
+    parser.add_argument("--steps", type=int, default=150, help="training steps (batch 8)")
     parser.add_argument("--size", default="64x96", help="input size HxW")
     parser.add_argument("--train-scenes", type=int, default=400)
-    parser.add_argument("--test-scenes", type=int, default=32)
+    parser.add_argument("--test-scenes", type=int, default=48)
     parser.add_argument("--out", default="demo_output")
     args = parser.parse_args(argv)
 
     import cv2
-    import keras
     import numpy as np
 
-    from hqdepth import losses, metrics
-    from hqdepth.data import load, open_source
-    from hqdepth.evaluation import evaluate_arrays, get_protocol
-    from hqdepth.models import build_model
+    from hqdepth.cli import main as hqdepth
+    from hqdepth.data import open_source
+    from hqdepth.evaluation import evaluate_arrays
+    from hqdepth.training.trainer import protocol_of
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    height, width = (int(v) for v in args.size.lower().split("x"))
-    max_depth = 10.0
-    keras.utils.set_random_seed(0)
-
-    print(f"[1/4] synthetic scenes at {height}x{width}: {args.train_scenes} train, {args.test_scenes} test")
-    train_spec = f"synthetic:{args.train_scenes}?size={height}x{width}"
-    test_source = open_source(f"synthetic:{args.test_scenes}?size={height}x{width}", split="test")
-    train = load(train_spec, "train", recipe="none", batch_size=8, repeat=True, seed=0, cache=True)
-    train_depths = np.concatenate([s.depth.ravel() for s in open_source(train_spec, split="train")])
-    constant = float(train_depths[train_depths > 0].mean())
-
-    print(f"[2/4] hqmd_baseline_plus (BN momentum 0.95 for a short run), HQMDLoss, Adam 1e-4 (eps 1e-8): "
-          f"{args.steps} steps of batch 8")
-    # HQMD's BN momentum 0.9997 suits its 300k steps; a short run needs moving statistics that keep up.
-    model = build_model("hqmd_baseline_plus", max_depth=max_depth, bn_momentum=0.95)
-    loss = losses.HQMDLoss()
-    model.compile(optimizer=keras.optimizers.Adam(1e-4, epsilon=1e-8), loss=loss,
-                  metrics=loss.term_metrics() + [metrics.RMSE(max_depth=max_depth)])
     start = time.time()
-    model.fit(train, steps_per_epoch=args.steps, epochs=1, verbose=2, shuffle=False)
-    print(f"      trained in {time.time() - start:.0f} s")
+    out = Path(args.out)
+    size = common.parse_size(args.size)
+    data = common.synthetic_spec(args.train_scenes, size)
+    run = out / "run"
+    sets = common.quick_sets(size, args.steps) + [f"evaluation.test_samples={args.test_scenes}"]
 
-    print(f"[3/4] evaluation on {len(test_source)} held-out scenes (per image, then mean; 1e-3 < gt < 10)")
-    images = np.stack([s.rgb for s in test_source]).astype(np.float32)
-    gts = [s.depth[..., 0] for s in test_source]
-    preds = model.predict(images, batch_size=8, verbose=0)[..., 0]
-    protocol = get_protocol("custom", max_depth=max_depth, clip=(1e-3, max_depth))
-    ours = evaluate_arrays(list(preds), gts, protocol)
-    baseline = evaluate_arrays([np.full_like(g, constant) for g in gts], gts, protocol)
-    print(f"      {'':<22}{'rmse':>8}{'abs_rel':>9}{'d1':>8}")
-    for name, result in (("hqmd_baseline_plus", ours), (f"constant {constant:.2f} m", baseline)):
-        m = result.metrics
-        print(f"      {name:<22}{m['rmse']:>8.3f}{m['abs_rel']:>9.3f}{m['d1']:>8.3f}")
+    print(f"[1/4] train hqmd_plus_full on {data} ({args.steps} steps of 8, Adam 1e-3, BN momentum 0.9)")
+    results = common.train_recipe("hqmd_plus_full", data, run, sets)
 
-    print("[4/4] outputs")
-    model_path = out / "hqmd_baseline_plus.keras"
-    model.save(model_path)
-    for i in range(min(4, len(gts))):
-        row = np.concatenate([cv2.cvtColor(test_source[i].rgb, cv2.COLOR_RGB2BGR), colourise(gts[i], max_depth),
-                              colourise(preds[i], max_depth)], axis=1)
-        cv2.imwrite(str(out / f"prediction_{i}.png"), row)
-    print(f"      model: {model_path}")
-    print(f"      RGB | ground truth | prediction (plasma, 0-{max_depth:g} m): {out}/prediction_*.png")
+    print(f"\n[2/4] held-out evaluation: {args.test_scenes} test scenes (disjoint seeds), beside the constant predictor")
+    train_depths = np.concatenate([s.depth.ravel() for s in open_source(data, split="train")])
+    constant = float(train_depths[train_depths > 0].mean())
+    test = open_source(data, split="test")
+    gts = [test[i].depth[..., 0] for i in range(args.test_scenes)]
+    from hqdepth.training import recipes
+
+    protocol = protocol_of(recipes.resolve_config(run / "config.yaml"))
+    baseline = evaluate_arrays([np.full_like(g, constant) for g in gts], gts, protocol).metrics
+    ours = results["test"]["metrics"]
+    print(f"      {'':<30}{'rmse':>8}{'abs_rel':>9}{'d1':>8}")
+    print(f"      {'hqmd_plus_full (trained)':<30}{ours['rmse']:>8.3f}{ours['abs_rel']:>9.3f}{ours['d1']:>8.3f}")
+    print(f"      {f'constant {constant:.2f} m':<30}{baseline['rmse']:>8.3f}{baseline['abs_rel']:>9.3f}{baseline['d1']:>8.3f}")
+    gain = 1.0 - ours["rmse"] / baseline["rmse"]
+    verdict = "meets" if gain >= 0.4 else "does NOT meet"
+    print(f"      RMSE {100 * gain:.0f}% below the constant predictor ({verdict} the 40% target)")
+
+    print("\n[3/4] export a SavedModel (uint8 images of any size -> metres)")
+    hqdepth(["export", str(run), "--out", str(out / "saved_model"), "--overwrite"])
+
+    print("\n[4/4] predict photos with `hqdepth predict`")
+    photos = out / "photos"
+    photos.mkdir(parents=True, exist_ok=True)
+    for i in range(4):
+        cv2.imwrite(str(photos / f"scene_{i}.png"), cv2.cvtColor(test[i].rgb, cv2.COLOR_RGB2BGR))
+    hqdepth(["predict", str(run), str(photos), "--out", str(out / "predictions"), "--side-by-side",
+             "--range", "0,10"])
+
+    print(f"\ndone in {time.time() - start:.0f} s. Where things are:")
+    print(f"  run folder      {run}  (config.yaml, metrics.csv, checkpoints/, results.json)")
+    print(f"  TensorBoard     tensorboard --logdir {run / 'logs'}")
+    print(f"  SavedModel      {out / 'saved_model'}")
+    print(f"  predictions     {out / 'predictions'}  (colour PNG, 16-bit mm PNG, .npy metres)")
+    print(f"  held-out RMSE   {ours['rmse']:.3f} m vs constant predictor {baseline['rmse']:.3f} m")
     return 0
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from hqdepth.errors import ConfigError, DataError
+from hqdepth.predict import DepthModel, predict_depth  # noqa: F401  (model loading lives there; re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -688,125 +689,6 @@ def _warn_8bit(pair, pred_scale, gt_scale):
                             pair.where, path, scale, 255 / scale)
                 return True
     return False
-
-
-# ------------------------------------------------------------------------------------------- models
-
-
-class DepthModel:
-    """A loaded depth model: `.keras` file or SavedModel directory; float32 RGB 0..255 NHWC -> metres (N, H, W).
-
-    `input_size` is the fixed (H, W) of the model input, or None when it takes any size.
-    """
-
-    def __init__(self, path):
-        path = Path(path)
-        self.path = path
-        if path.is_dir():
-            if not (path / "saved_model.pb").is_file():
-                raise DataError(f"{path} is a folder without saved_model.pb, not a SavedModel.")
-            self._load_saved_model(path)
-        elif path.is_file():
-            if path.suffix != ".keras":
-                raise DataError(f"{path}: expected a .keras model file or a SavedModel folder.")
-            self._load_keras(path)
-        else:
-            raise DataError(f"model not found: {path}")
-
-    def _load_keras(self, path):
-        import importlib
-
-        import keras
-
-        for module in ("hqdepth.layers", "hqdepth.losses", "hqdepth.metrics"):  # register custom objects
-            try:
-                importlib.import_module(module)
-            except ImportError:
-                pass
-        try:
-            model = keras.saving.load_model(path, compile=False)
-        except Exception as error:  # keras raises many types for a bad file
-            raise DataError(f"cannot load the Keras model {path}: {error}") from None
-        if len(model.inputs) != 1:
-            raise DataError(f"{path}: evaluate expects a model with one RGB input, this one has {len(model.inputs)}.")
-        self.input_size = _fixed_size(model.inputs[0].shape)
-        self._call = lambda batch: model(batch, training=False)
-
-    def _load_saved_model(self, path):
-        import tensorflow as tf
-
-        try:
-            loaded = tf.saved_model.load(str(path))
-        except Exception as error:
-            raise DataError(f"cannot load the SavedModel {path}: {error}") from None
-        serve = getattr(loaded, "serve", None)
-        if serve is not None and getattr(serve, "input_signature", None):
-            spec = serve.input_signature[0]
-            self._call = serve
-        elif "serving_default" in loaded.signatures:
-            signature = loaded.signatures["serving_default"]
-            specs = signature.structured_input_signature[1]
-            if len(specs) != 1:
-                raise DataError(f"{path}: serving signature takes {len(specs)} inputs, expected one RGB batch.")
-            (key, spec), = specs.items()
-            self._call = lambda batch: signature(**{key: tf.constant(batch)})
-        else:
-            raise DataError(f"{path}: SavedModel has neither a `serve` endpoint nor a serving_default signature.")
-        self._keep = loaded
-        self.input_size = _fixed_size(spec.shape)
-
-    def __call__(self, batch):
-        """Depth (N, H', W') float32 for a float32 batch (N, H, W, 3) of RGB 0..255."""
-        out = self._call(np.asarray(batch, dtype=np.float32))
-        if isinstance(out, dict):
-            if len(out) != 1:
-                raise DataError(f"{self.path}: model returns {len(out)} outputs ({', '.join(out)}); "
-                                "expected one depth map.")
-            out = next(iter(out.values()))
-        if isinstance(out, (list, tuple)):
-            if len(out) != 1:
-                raise DataError(f"{self.path}: model returns {len(out)} outputs; evaluate expects one depth map.")
-            out = out[0]
-        out = np.asarray(out, dtype=np.float32)
-        if out.ndim == 4 and out.shape[-1] == 1:
-            out = out[..., 0]
-        if out.ndim != 3:
-            raise DataError(f"{self.path}: model output has shape {out.shape}; expected (N, H, W, 1) depth.")
-        return out
-
-
-def _fixed_size(shape):
-    shape = tuple(shape)
-    if len(shape) != 4 or shape[-1] not in (3, None):
-        raise DataError(f"model input shape {shape} is not an RGB batch (N, H, W, 3).")
-    height, width = shape[1], shape[2]
-    return (int(height), int(width)) if height is not None and width is not None else None
-
-
-def predict_depth(model, rgb, flip=False, kb_crop=False):
-    """Depth (H, W) float32 for one RGB image with a `DepthModel`.
-
-    With kb_crop the image is first cut to the KITTI benchmark window and the result covers that
-    window (the evaluator pastes it back). A fixed-size model gets the image resized bilinearly to
-    its input and the prediction resized back. flip: mean with the un-mirrored prediction of the
-    mirrored image.
-    """
-    image = np.asarray(rgb, dtype=np.float32)
-    if kb_crop:
-        height, width = image.shape[:2]
-        if height < KB_CROP_SIZE[0] or width < KB_CROP_SIZE[1]:
-            raise DataError(f"--kb-crop needs images of at least 352x1216, got {height}x{width}.")
-        top, left = height - KB_CROP_SIZE[0], (width - KB_CROP_SIZE[1]) // 2
-        image = image[top:top + KB_CROP_SIZE[0], left:left + KB_CROP_SIZE[1]]
-    height, width = image.shape[:2]
-    images = [image, image[:, ::-1]] if flip else [image]
-    if model.input_size is not None and model.input_size != (height, width):
-        images = [resize_bilinear(x, *model.input_size) for x in images]
-    outputs = model(np.stack(images))
-    preds = [p if p.shape == (height, width) else resize_bilinear(p, height, width) for p in outputs]
-    if flip:
-        return 0.5 * preds[0] + 0.5 * preds[1][:, ::-1]
-    return preds[0]
 
 
 def _samples(data, split, gt_scale):

@@ -121,6 +121,22 @@ def normal_term(grads):
     return masked_mean(1.0 - dot / (norm_gt * norm_pd), grads.weight)
 
 
+def scale_for_replicas(value):
+    """Divide a batch-mean loss by the replicas in sync under a TensorFlow distribution strategy.
+
+    Keras scales a loss this way only when it reduces per-sample values itself; these losses return
+    the batch mean directly, so they do it here. The summed replica gradients are then the gradient
+    of the global-batch mean, and `fit` logs (which multiply back) show the true value.
+    """
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        if replicas > 1:
+            value = value / replicas
+    return value
+
+
 class DepthLoss(keras.losses.Loss):
     """Base: float32, masking of invalid ground truth, config plumbing, optional named terms."""
 
@@ -129,6 +145,9 @@ class DepthLoss(keras.losses.Loss):
     def __init__(self, mask_invalid=True, name=None, reduction="sum_over_batch_size", dtype="float32"):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.mask_invalid = bool(mask_invalid)
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        return scale_for_replicas(super().__call__(y_true, y_pred, sample_weight))
 
     def terms(self, y_true, y_pred):
         """Unweighted loss terms by name (for logging)."""
@@ -332,3 +351,225 @@ class LossTerm(keras.metrics.Mean):
         config = dict(config)
         config["loss"] = keras.saving.deserialize_keras_object(config["loss"])
         return cls(**config)
+
+
+# --- Losses of the other models of the family (specs/other_models.md) -----------------------------------
+
+
+def _gaussian_taps(size, sigma):
+    """1-D taps of `tf.image.ssim`'s window: exp(-x^2 / 2 sigma^2) normalised, x centred on the window."""
+    import math
+
+    coords = [i - (size - 1) / 2.0 for i in range(size)]
+    weights = [math.exp(-(c * c) / (2.0 * sigma * sigma)) for c in coords]
+    total = sum(weights)
+    return [w / total for w in weights]
+
+
+def _gaussian_filter(images, taps):
+    """VALID separable Gaussian filtering of NHWC images, channels filtered independently."""
+    size = len(taps)
+    shape = ops.shape(images)
+    channels = images.shape[-1]
+    x = ops.reshape(ops.transpose(images, (0, 3, 1, 2)), (-1, shape[1], shape[2], 1)) if channels != 1 else images
+    kernel = ops.convert_to_tensor(taps, "float32")
+    x = ops.conv(x, ops.reshape(kernel, (size, 1, 1, 1)), padding="valid")
+    x = ops.conv(x, ops.reshape(kernel, (1, size, 1, 1)), padding="valid")
+    if channels != 1:
+        out = ops.shape(x)
+        x = ops.transpose(ops.reshape(x, (shape[0], channels, out[1], out[2])), (0, 2, 3, 1))
+    return x
+
+
+def ssim_map(x, y, max_val, filter_size=11, filter_sigma=1.5, k1=0.01, k2=0.03):
+    """Per-window SSIM of NHWC images, as `tf.image.ssim` computes it before averaging.
+
+    Gaussian window `filter_size` x `filter_sigma`, VALID (output (H - size + 1, W - size + 1)),
+    c1 = (k1 max_val)^2, c2 = (k2 max_val)^2, ssim = luminance * contrast-structure with
+    (2 mu_x mu_y + c1) / (mu_x^2 + mu_y^2 + c1) * (2 cov + c2) / (var_x + var_y + c2).
+    """
+    taps = _gaussian_taps(int(filter_size), float(filter_sigma))
+    c1 = (k1 * max_val) ** 2
+    c2 = (k2 * max_val) ** 2
+    mean_x = _gaussian_filter(x, taps)
+    mean_y = _gaussian_filter(y, taps)
+    mean_xy = mean_x * mean_y
+    luminance = (2.0 * mean_xy + c1) / (mean_x * mean_x + mean_y * mean_y + c1)
+    cross = 2.0 * _gaussian_filter(x * y, taps)
+    squares = _gaussian_filter(x * x + y * y, taps)
+    contrast_structure = (cross - 2.0 * mean_xy + c2) / (squares - mean_x * mean_x - mean_y * mean_y + c2)
+    return luminance * contrast_structure
+
+
+@keras.saving.register_keras_serializable(package="hqdepth")
+class SSIMMSE(DepthLoss):
+    """FCN autoencoder loss (seed 001): ssim_weight * (1 - SSIM) * ssim_scale + mse_weight * MSE.
+
+    The report gives a weighted sum of an SSIM-derived term and the MSE, with the formula and weights
+    only in a figure, so both are options: defaults ssim_weight = mse_weight = 1 (our choice) and
+    ssim_scale = 0.5, i.e. the common (1 - SSIM) / 2. SSIM is `tf.image.ssim` (11x11 Gaussian,
+    sigma 1.5, k1 0.01, k2 0.03) with max_val = `max_val` (set it to the depth range: 10 m NYU).
+
+    Masking (mask_invalid=True): the MSE averages valid pixels; for SSIM, invalid ground-truth
+    pixels are filled with the (gradient-stopped) prediction and the SSIM map is averaged over the
+    windows whose centre pixel is valid. With every pixel valid this equals tf.image.ssim averaged
+    over the batch. mask_invalid=False: plain SSIM and MSE over every pixel.
+    The image must be at least `filter_size` pixels high and wide.
+    """
+
+    term_names = ("l_ssim", "l_mse")
+
+    def __init__(self, ssim_weight=1.0, mse_weight=1.0, ssim_scale=0.5, max_val=10.0, filter_size=11,
+                 filter_sigma=1.5, k1=0.01, k2=0.03, name="ssim_mse", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.ssim_weight = float(ssim_weight)
+        self.mse_weight = float(mse_weight)
+        self.ssim_scale = float(ssim_scale)
+        self.max_val = float(max_val)
+        self.filter_size = int(filter_size)
+        self.filter_sigma = float(filter_sigma)
+        self.k1 = float(k1)
+        self.k2 = float(k2)
+
+    def terms(self, y_true, y_pred):
+        gt, pred, valid = prepare(y_true, y_pred, self.mask_invalid)
+        filled = ops.where(valid > 0, gt, ops.stop_gradient(pred)) if self.mask_invalid else gt
+        ssim = ssim_map(filled, pred, self.max_val, self.filter_size, self.filter_sigma, self.k1, self.k2)
+        trim = (self.filter_size - 1) // 2
+        centre = valid[:, trim:trim + ops.shape(ssim)[1], trim:trim + ops.shape(ssim)[2], :]
+        mean_ssim = masked_mean(ssim, centre)
+        return {
+            "l_ssim": (1.0 - mean_ssim) * self.ssim_scale,
+            "l_mse": masked_mean(ops.square(pred - gt), valid),
+        }
+
+    def call(self, y_true, y_pred):
+        terms = self.terms(y_true, y_pred)
+        total = 0.0
+        if self.ssim_weight:
+            total = total + self.ssim_weight * terms["l_ssim"]
+        if self.mse_weight:
+            total = total + self.mse_weight * terms["l_mse"]
+        return total
+
+    def get_config(self):
+        return {**super().get_config(), "ssim_weight": self.ssim_weight, "mse_weight": self.mse_weight,
+                "ssim_scale": self.ssim_scale, "max_val": self.max_val, "filter_size": self.filter_size,
+                "filter_sigma": self.filter_sigma, "k1": self.k1, "k2": self.k2}
+
+
+@keras.saving.register_keras_serializable(package="hqdepth")
+class SILogLoss(DepthLoss):
+    """BTS scale-invariant log loss: scale * sqrt(mean(d^2) - variance_focus * mean(d)^2).
+
+    d = ln(pred + offset) - ln(gt + offset) over the valid pixels of the whole batch pooled (BTS
+    `silog_loss`). Valid: finite gt > min_depth (BTS trains with 0.1 m on NYU, 1.0 m on KITTI) and,
+    if given, gt < max_depth. Defaults = official BTS: variance_focus 0.85, scale 10, offset 0.
+    Toolbox `SigLoss` = offset 1e-3, unbiased=True (variance with N - 1), scale 1, min_depth 0:
+    sqrt(var(d) + (1 - variance_focus) mean(d)^2). The prediction is clamped to >= `epsilon`
+    before the log and the radicand to >= 1e-12 (zero loss and gradient at a perfect prediction).
+    """
+
+    def __init__(self, variance_focus=0.85, scale=10.0, min_depth=0.1, max_depth=None, offset=0.0, unbiased=False,
+                 epsilon=1e-6, name="silog", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.variance_focus = float(variance_focus)
+        self.scale = float(scale)
+        self.min_depth = float(min_depth)
+        self.max_depth = None if max_depth is None else float(max_depth)
+        self.offset = float(offset)
+        self.unbiased = bool(unbiased)
+        self.epsilon = float(epsilon)
+
+    def call(self, y_true, y_pred):
+        gt, pred, valid = prepare(y_true, y_pred, self.mask_invalid)
+        keep = gt > self.min_depth
+        if self.max_depth is not None:
+            keep = ops.logical_and(keep, gt < self.max_depth)
+        weight = valid * ops.cast(keep, "float32")
+        safe_gt = ops.where(weight > 0, gt, 1.0)
+        d = ops.log(ops.maximum(pred + self.offset, self.epsilon)) - ops.log(safe_gt + self.offset)
+        d = d * weight
+        count = ops.sum(weight)
+        mean = ops.sum(d) / ops.maximum(count, 1.0)
+        mean_sq = ops.sum(d * d) / ops.maximum(count, 1.0)
+        variance = mean_sq - mean * mean
+        if self.unbiased:
+            variance = variance * count / ops.maximum(count - 1.0, 1.0)
+        radicand = variance + (1.0 - self.variance_focus) * mean * mean
+        return self.scale * ops.sqrt(ops.maximum(radicand, 1e-12)) * ops.cast(count > 0, "float32")
+
+    def get_config(self):
+        return {**super().get_config(), "variance_focus": self.variance_focus, "scale": self.scale,
+                "min_depth": self.min_depth, "max_depth": self.max_depth, "offset": self.offset,
+                "unbiased": self.unbiased, "epsilon": self.epsilon}
+
+
+def resize_ground_truth(gt, valid, size, align_corners=True):
+    """Bilinear resize of masked ground truth: R(gt * v) / R(v), valid only where every contributing
+    pixel is valid (R(v) = 1). Without holes it is the plain bilinear resize (SARPN, align_corners)."""
+    from hqdepth.layers.resize import resize_bilinear
+
+    weight = resize_bilinear(valid, size, align_corners)
+    total = resize_bilinear(gt * valid, size, align_corners)
+    valid_out = ops.cast(weight > 1.0 - 1e-4, "float32")
+    return ops.where(valid_out > 0, total / ops.maximum(weight, 1e-6), 0.0), valid_out
+
+
+# `SILog` is also the metric's name (hqdepth.metrics.SILog); the loss registers as SILogLoss.
+SILog = SILogLoss
+
+
+@keras.saving.register_keras_serializable(package="hqdepth")
+class MultiScaleDepthLoss(DepthLoss):
+    """MRPAN / SARPN deep supervision: sum over scales of (l_depth + l_grad + l_normal).
+
+    Per scale the ground truth is resized to the prediction's size (bilinear, align_corners=True,
+    as SARPN; masked: see `resize_ground_truth`) and the Hu et al. terms are computed there
+    (`HuLoss`: ln(|e| + alpha) on depth and both zero-padded Sobel gradients, |1 - cos| of normals).
+    Call with a list of predictions (any order) to get the sum over them, or with one prediction to
+    get its scale's term: Keras applies the loss to each output of a `DeepSupervisionModel`, and
+    `fit` reports the sum. Weight the scales with `compile(loss_weights=[...])` if wanted (MRPAN: 1).
+    """
+
+    term_names = ("l_depth", "l_grad", "l_normal")
+
+    def __init__(self, depth_weight=1.0, grad_weight=1.0, normal_weight=1.0, alpha=0.5, sobel_padding="zero",
+                 align_corners=True, name="multi_scale_depth", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.depth_weight = float(depth_weight)
+        self.grad_weight = float(grad_weight)
+        self.normal_weight = float(normal_weight)
+        self.alpha = float(alpha)
+        self.sobel_padding = _check_choice("sobel_padding", sobel_padding, ("reflect", "zero"))
+        self.align_corners = bool(align_corners)
+        self._hu = HuLoss(alpha=self.alpha, sobel_padding=self.sobel_padding, mask_invalid=self.mask_invalid)
+
+    def _scale_terms(self, y_true, y_pred):
+        gt, pred, valid = prepare(y_true, y_pred, self.mask_invalid)
+        shape = ops.shape(pred)
+        gt_scaled, _ = resize_ground_truth(gt, valid, (shape[1], shape[2]), self.align_corners)
+        return self._hu.terms(gt_scaled, pred)
+
+    def terms(self, y_true, y_pred):
+        predictions = list(y_pred) if isinstance(y_pred, (list, tuple)) else [y_pred]
+        totals = {name: 0.0 for name in self.term_names}
+        for prediction in predictions:
+            for name, value in self._scale_terms(y_true, prediction).items():
+                totals[name] = totals[name] + value
+        return totals
+
+    def call(self, y_true, y_pred):
+        terms = self.terms(y_true, y_pred)
+        return (self.depth_weight * terms["l_depth"] + self.grad_weight * terms["l_grad"]
+                + self.normal_weight * terms["l_normal"])
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        if isinstance(y_pred, (list, tuple)):  # Keras' Loss.__call__ expects one tensor
+            return scale_for_replicas(self.call(y_true, y_pred))
+        return super().__call__(y_true, y_pred, sample_weight)
+
+    def get_config(self):
+        return {**super().get_config(), "depth_weight": self.depth_weight, "grad_weight": self.grad_weight,
+                "normal_weight": self.normal_weight, "alpha": self.alpha, "sobel_padding": self.sobel_padding,
+                "align_corners": self.align_corners}

@@ -76,6 +76,12 @@ class PerImageDepthMetric(keras.metrics.Metric):
     def update_state(self, y_true, y_pred, sample_weight=None):
         if sample_weight is not None:
             raise ValueError(f"{self.__class__.__name__} averages per image and takes no sample_weight.")
+        total, images = self.batch_sums(y_true, y_pred)
+        self.total.assign_add(total)
+        self.images.assign_add(images)
+
+    def batch_sums(self, y_true, y_pred):
+        """(sum of the per-image metric over images with valid pixels, number of such images) for a batch."""
         gt = ops.cast(y_true, self.dtype)
         pred = ops.cast(y_pred, self.dtype)
         pred = ops.maximum(ops.where(ops.isnan(pred), self.min_depth, pred), self.min_depth)
@@ -84,8 +90,7 @@ class PerImageDepthMetric(keras.metrics.Metric):
         valid = valid_mask(gt, self.min_depth, self.max_depth, xp=ops)
         errors, count = per_image_errors(pred, gt, valid, xp=ops)
         has_pixels = ops.cast(count > 0, self.dtype)
-        self.total.assign_add(ops.sum(errors[self.metric_key] * has_pixels))
-        self.images.assign_add(ops.sum(has_pixels))
+        return ops.sum(errors[self.metric_key] * has_pixels), ops.sum(has_pixels)
 
     def result(self):
         return self.total / ops.maximum(self.images, 1.0)

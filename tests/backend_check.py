@@ -1,7 +1,9 @@
 """Run by test_backends.py in a subprocess per backend: a model build, one train step and loss values.
 
-usage: python backend_check.py WEIGHTS_PATH OUT_JSON [--save-weights]
+usage: python backend_check.py WEIGHTS_PATH OUT_JSON [--save-weights] [--other-models]
 The TensorFlow run saves the model weights; the other backends load them, so all start identical.
+--other-models checks the FCN autoencoder, ResNet-50 + transposed convs, BTS and MRPAN and their
+losses instead of HQMD (outputs also go to OUT_JSON.outputs.npz).
 """
 
 import json
@@ -57,5 +59,83 @@ def main(weights_path, out_path, save_weights):
         json.dump(result, f)
 
 
+def _five_scale_encoder(keras, channels=8):
+    """A tiny encoder with five outputs at H/2 .. H/32 (BTS and MRPAN accept any such model)."""
+    image = keras.Input((None, None, 3), name="image")
+    x, outputs = keras.layers.Rescaling(1 / 255.0)(image), []
+    for i in range(5):
+        x = keras.layers.Conv2D(channels, 3, strides=2, padding="same", activation="relu", name=f"tiny{i}")(x)
+        outputs.append(x)
+    return keras.Model(image, outputs)
+
+
+def _forward(keras, model, inputs):
+    """One forward pass with batch statistics; under JAX as one jitted function (op-by-op dispatch
+    compiles every primitive separately and costs minutes on a CPU)."""
+    if keras.backend.backend() != "jax":
+        return model(inputs, training=True)
+    import jax
+
+    def call(trainable, non_trainable, x):
+        return model.stateless_call(trainable, non_trainable, x, training=True)[0]
+
+    values = lambda variables: [v.value for v in variables]  # noqa: E731
+    return jax.jit(call)(values(model.trainable_variables), values(model.non_trainable_variables), inputs)
+
+
+def other_models(weights_path, out_path, save_weights):
+    import keras
+
+    from hqdepth import losses
+    from hqdepth.models import build_model
+
+    rng = np.random.default_rng(4321)
+    gt = rng.uniform(0.5, 9.5, (2, 32, 32, 1)).astype(np.float32)
+    gt[rng.uniform(size=gt.shape) < 0.1] = 0.0
+    pred = np.clip(gt + rng.normal(0, 0.8, gt.shape), 0.05, None).astype(np.float32)
+    images = rng.uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
+    focal = np.array([707.0912, 721.5377], np.float32)
+    scales = [pred[:, ::2, ::2], pred[:, ::4, ::4], pred[:, :7, :5]]
+    loss_values = {
+        "ssim_mse": losses.SSIMMSE()(gt, pred),
+        "ssim_mse_unmasked": losses.SSIMMSE(ssim_weight=0.3, mask_invalid=False)(gt, pred),
+        "silog": losses.SILog()(gt, pred),
+        "silog_toolbox": losses.SILog(offset=1e-3, unbiased=True, scale=1.0, min_depth=0.0)(gt, pred),
+        "multi_scale": losses.MultiScaleDepthLoss()(gt, scales),
+    }
+    result = {"backend": keras.backend.backend(), "losses": {k: float(v) for k, v in loss_values.items()}}
+
+    # max_depth 1 keeps the outputs O(1) for the absolute comparison; batch statistics (training=True)
+    # keep randomly initialised encoders bounded. BTS and MRPAN run their full decoders on a tiny
+    # five-scale encoder (the ResNet-50 itself is checked with HQMD and in resnet50_transposed).
+    configs = {
+        "fcn_autoencoder": lambda: dict(max_depth=1.0),
+        "resnet50_transposed": lambda: dict(output_activation="sigmoid", max_depth=1.0),
+        "bts": lambda: dict(encoder=_five_scale_encoder(keras), bts_size=128, max_depth=1.0, with_focal=True),
+        "mrpan": lambda: dict(backbone=_five_scale_encoder(keras), adff_channels=80, rpd_channels=64,
+                              sam_scales=(5, 4, 3), gam_key_channels=4),
+    }
+    outputs = {}
+    for name, options in configs.items():
+        keras.utils.set_random_seed(0)
+        model = build_model(name, **options())
+        path = f"{weights_path}.{name}.weights.h5"
+        if save_weights:
+            model.save_weights(path)
+        else:
+            model.load_weights(path)
+        inputs = [images, focal] if name == "bts" else images
+        if name == "resnet50_transposed":  # 64x64: 2x2 maps at H/32, so batch norm is not degenerate
+            inputs = np.tile(images, (1, 2, 2, 1))
+        for i, output in enumerate(keras.tree.flatten(_forward(keras, model, inputs))):
+            outputs[f"{name}_{i}"] = np.asarray(output)
+    np.savez(out_path + ".outputs.npz", **outputs)
+    with open(out_path, "w") as f:
+        json.dump(result, f)
+
+
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], "--save-weights" in sys.argv)
+    if "--other-models" in sys.argv:
+        other_models(sys.argv[1], sys.argv[2], "--save-weights" in sys.argv)
+    else:
+        main(sys.argv[1], sys.argv[2], "--save-weights" in sys.argv)

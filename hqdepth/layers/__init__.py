@@ -1,14 +1,23 @@
 """Reusable, serializable layers (registered under the `hqdepth` package)."""
 
 from hqdepth.layers.aspp import AtrousSpatialPyramidPooling, conv_bn_relu, conv_bn_relu_layers
+from hqdepth.layers.attention import PositionAttention, ScaleAttention
 from hqdepth.layers.heads import ScaledSigmoid
+from hqdepth.layers.normalization import FrozenAffineBatchNormalization
+from hqdepth.layers.planar import FocalScaling, LocalPlanarGuidance, PlaneCoefficients
 from hqdepth.layers.preprocessing import ImageNormalization
 from hqdepth.layers.resize import BilinearResize, resize_bilinear
 
 __all__ = [
     "AtrousSpatialPyramidPooling",
     "BilinearResize",
+    "FocalScaling",
+    "FrozenAffineBatchNormalization",
     "ImageNormalization",
+    "LocalPlanarGuidance",
+    "PlaneCoefficients",
+    "PositionAttention",
+    "ScaleAttention",
     "ScaledSigmoid",
     "conv_bn_relu",
     "conv_bn_relu_layers",

@@ -29,7 +29,7 @@ def register_model(name, input_size, description, paper):
 
 def _load_families():
     # Importing a family module registers its builders.
-    from hqdepth.models import deeplab  # noqa: F401
+    from hqdepth.models import bts, deeplab, fcn, mrpan, transposed  # noqa: F401
 
 
 def list_models():

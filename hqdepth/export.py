@@ -1,0 +1,306 @@
+"""Export a trained model for serving: a TensorFlow SavedModel, a lean `.keras` file, or ONNX.
+
+SavedModel (`format="saved_model"`, loads with TensorFlow alone, no hqdepth or Keras code needed):
+
+- `serving_default(images)`: uint8 RGB `[N, H, W, 3]` of any size -> `{"depth": float32 metres [N, H, W, 1]}`
+  at the same size. Inside: cast to float, bilinear resize (`tf.image.resize`, half-pixel centres, no
+  antialiasing, which is what `cv2.resize` INTER_LINEAR and so `hqdepth predict` do) to the model's input size,
+  the model, bilinear resize of the depth back to H x W.
+- `serve(images)`: float32 RGB 0..255 `[N, h, w, 3]` at the model's own input size -> `{"depth": [N, h, w, 1]}`.
+- `metadata()`: constants `model_name`, `max_depth`, `input_size` ([H, W]; [0, 0] = free), `version` (hqdepth)
+  and `json` (everything below, as a JSON string).
+- `assets.extra/hqdepth.json`: the same metadata as a file (model name, recipe, max depth, input size,
+  package and library versions, signatures).
+
+A model with a free input size (None spatial dims) runs at the run config's `data.input_size` or `input_size`
+given here; without either, at `hqdepth.predict.free_size` of the image (computed in the graph).
+
+`format="keras"`: `DIR/model.keras` without optimizer state + `DIR/hqdepth.json`.
+`format="onnx"`: `DIR/model.onnx` (Keras 3 `model.export(format="onnx")`, i.e. tf2onnx; float32 RGB 0..255
+`[N, h, w, 3]` at the model's input size, no resizing inside; the caller resizes) + `DIR/hqdepth.json`; the
+metadata is also stored in the ONNX model's `metadata_props`. Needs `pip install hqdepth[onnx]`.
+"""
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from hqdepth.errors import ConfigError, DataError
+from hqdepth.predict import FREE_SIZE_MAX_SIDE, FREE_SIZE_MULTIPLE, DepthModel, load
+
+FORMATS = ("saved_model", "keras", "onnx")
+METADATA_FILE = "hqdepth.json"
+
+
+def _versions():
+    import keras
+    import tensorflow as tf
+
+    from hqdepth import __version__
+
+    return {"hqdepth": __version__, "tensorflow": tf.__version__, "keras": keras.__version__,
+            "numpy": np.__version__}
+
+
+def export_size(model, input_size=None):
+    """The (H, W) the export runs the model at: its fixed input size, else `input_size`, else the run config's;
+    None = free (decided per image)."""
+    if input_size is not None:
+        input_size = tuple(int(v) for v in input_size)
+        if len(input_size) != 2 or min(input_size) < 1:
+            raise ConfigError(f"input size must be two positive integers HxW, got {input_size}.")
+    if model.input_size is not None:
+        if input_size is not None and input_size != model.input_size:
+            raise ConfigError(f"the model has a fixed input size {model.input_size[0]}x{model.input_size[1]}; "
+                              f"--input-size {input_size[0]}x{input_size[1]} cannot change it.")
+        return model.input_size
+    return input_size or model.config_size
+
+
+def metadata(model, size, fmt):
+    """The metadata saved with an export (JSON-serialisable)."""
+    signatures = {
+        "saved_model": {
+            "serving_default": "images: uint8 [N, H, W, 3] RGB, any size -> depth: float32 [N, H, W, 1] metres, "
+                               "same size (bilinear resize in and out)",
+            "serve": "images: float32 [N, h, w, 3] RGB 0..255 at input_size -> depth: float32 [N, h, w, 1] metres",
+            "metadata": "no input -> model_name, max_depth, input_size, version, json",
+        },
+        "keras": {"model.keras": "float32 [N, h, w, 3] RGB 0..255 -> float32 [N, h, w, 1] metres"},
+        "onnx": {"model.onnx": "float32 [N, h, w, 3] RGB 0..255 at input_size -> float32 [N, h, w, 1] metres"},
+    }[fmt]
+    return {
+        "format": fmt,
+        "model_name": model.name,
+        "max_depth": model.max_depth,
+        "input_size": list(size) if size else None,
+        "free_size_rule": None if size else (
+            f"image scaled so that its longer side is <= {FREE_SIZE_MAX_SIDE}, each side rounded to the nearest "
+            f"{FREE_SIZE_MULTIPLE}k+1"),
+        "recipe": model.config,
+        "source": str(model.loaded) if model.loaded else model.note,
+        "depth_unit": "metres",
+        "input": "RGB, 0..255 (uint8 for serving_default)",
+        "signatures": signatures,
+        "versions": _versions(),
+        "exported": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+# What an export writes: only a folder holding nothing else is replaced by --overwrite.
+EXPORT_ENTRIES = {"saved_model.pb", "fingerprint.pb", "variables", "assets", "assets.extra", METADATA_FILE,
+                  "model.keras", "model.onnx"}
+
+
+def _prepare_out(out, overwrite):
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; give a folder.")
+    entries = list(out.iterdir()) if out.is_dir() else []
+    if entries:
+        if not overwrite:
+            raise ConfigError(f"--out {out} exists and is not empty; pass --overwrite to replace it.")
+        others = sorted(entry.name for entry in entries if entry.name not in EXPORT_ENTRIES)
+        if others:
+            raise ConfigError(f"--out {out} holds files that are not from an export ({', '.join(others[:5])}); "
+                              "--overwrite replaces only a previous export. Choose a new folder.")
+        for entry in entries:
+            if entry.is_dir():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _as_keras_backed(model):
+    if isinstance(model, DepthModel):
+        depth_model = model
+    elif isinstance(model, (str, Path)):
+        depth_model = load(model)
+    else:
+        depth_model = DepthModel.from_keras(model)
+    if depth_model.keras_model is None:
+        raise ConfigError(f"{depth_model.loaded} is already a SavedModel; export needs a .keras file or a training "
+                          "run folder.")
+    return depth_model
+
+
+def export(model, out, format="saved_model", input_size=None, overwrite=False, opset=None):
+    """Export `model` (a path, `DepthModel` or `keras.Model`) to the folder `out`. Returns
+    {"format", "path" (what to load), "metadata"}."""
+    if format not in FORMATS:
+        raise ConfigError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}.")
+    model = _as_keras_backed(model)
+    size = export_size(model, input_size)
+    if format == "onnx" and size is None:
+        raise ConfigError("the model has a free input size and no run config gives one: pass --input-size HxW "
+                          "for the ONNX export.")
+    if format == "onnx":
+        _check_onnx_available()
+    meta = metadata(model, size, format)
+    out = _prepare_out(out, overwrite)
+    if format == "saved_model":
+        _write_saved_model(model, out, size, meta)
+        path = out
+    elif format == "keras":
+        path = out / "model.keras"
+        model.keras_model.save(path)
+        (out / METADATA_FILE).write_text(json.dumps(meta, indent=1) + "\n")
+    else:
+        path = out / "model.onnx"
+        _write_onnx(model, path, size, meta, opset)
+        (out / METADATA_FILE).write_text(json.dumps(meta, indent=1) + "\n")
+    return {"format": format, "path": path, "metadata": meta}
+
+
+# ---------------------------------------------------------------------------------------------- SavedModel
+
+
+def _tf_free_size(height, width):
+    """`hqdepth.predict.free_size` in TensorFlow ops (float64, floor(x + 0.5) rounding as there)."""
+    import tensorflow as tf
+
+    h, w = tf.cast(height, tf.float64), tf.cast(width, tf.float64)
+    scale = tf.minimum(tf.constant(1.0, tf.float64), FREE_SIZE_MAX_SIDE / tf.maximum(h, w))
+
+    def side(value):
+        k = tf.maximum(tf.constant(1.0, tf.float64), tf.floor((value * scale - 1.0) / FREE_SIZE_MULTIPLE + 0.5))
+        return tf.cast(k, tf.int32) * FREE_SIZE_MULTIPLE + 1
+
+    return tf.stack([side(h), side(w)])
+
+
+def _write_saved_model(model, out, size, meta):
+    import keras
+    import tensorflow as tf
+
+    from hqdepth import __version__
+
+    net = model.keras_model
+    text = json.dumps(meta)
+
+    def depth_of(images):
+        depth = net(images, training=False)
+        return tf.cast(depth, tf.float32)
+
+    def serving_default(images):
+        shape = tf.shape(images)
+        height, width = shape[1], shape[2]
+        pixels = tf.cast(images, tf.float32)
+        target = tf.constant(size, tf.int32) if size else _tf_free_size(height, width)
+        pixels = tf.image.resize(pixels, target, method="bilinear")
+        depth = depth_of(pixels)
+        return {"depth": tf.image.resize(depth, tf.stack([height, width]), method="bilinear")}
+
+    def serve(images):
+        return {"depth": depth_of(images)}
+
+    def metadata_fn():
+        return {"model_name": tf.constant(str(model.name)),
+                "max_depth": tf.constant(float("nan") if model.max_depth is None else model.max_depth, tf.float32),
+                "input_size": tf.constant(list(size) if size else [0, 0], tf.int32),
+                "version": tf.constant(__version__),
+                "json": tf.constant(text)}
+
+    height, width = size if size else (None, None)
+    archive = keras.export.ExportArchive()
+    archive.track(net)
+    archive.add_endpoint("serving_default", serving_default,
+                         [tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
+    archive.add_endpoint("serve", serve, [tf.TensorSpec([None, height, width, 3], tf.float32, name="images")])
+    archive.add_endpoint("metadata", metadata_fn, [])
+    try:
+        archive.write_out(str(out), verbose=False)
+    except Exception as error:
+        raise DataError(f"cannot write the SavedModel to {out}: {error}") from None
+    extra = out / "assets.extra"
+    extra.mkdir(exist_ok=True)
+    (extra / METADATA_FILE).write_text(json.dumps(meta, indent=1) + "\n")
+
+
+# -------------------------------------------------------------------------------------------------- ONNX
+
+
+def _check_onnx_available():
+    missing = []
+    for module in ("tf2onnx", "onnx"):
+        try:
+            __import__(module)
+        except ImportError:
+            missing.append(module)
+    if missing:
+        raise ConfigError(f"ONNX export needs {' and '.join(missing)}: pip install 'hqdepth[onnx]' "
+                          "(tf2onnx, onnx, onnxruntime).")
+
+
+def _write_onnx(model, path, size, meta, opset=None):
+    import warnings
+
+    import keras
+    import onnx
+
+    spec = keras.InputSpec(shape=(None, *size, 3), dtype="float32")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # tf2onnx probes np.object
+        try:
+            model.keras_model.export(str(path), format="onnx", input_signature=[spec], opset_version=opset,
+                                     verbose=False)
+        except Exception as error:
+            raise DataError(f"ONNX conversion failed: {type(error).__name__}: {error}") from None
+    proto = onnx.load(str(path))
+    del proto.metadata_props[:]
+    for key, value in (("hqdepth", json.dumps(meta)), ("model_name", str(model.name)),
+                       ("max_depth", repr(model.max_depth)), ("input_size", json.dumps(list(size)))):
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, str(path))
+
+
+# ------------------------------------------------------------------------------------------------ checks
+
+
+def check_export(model, result, seed=0):
+    """Max |exported - Keras| (metres) on random images: [(description, max abs difference)].
+
+    For a SavedModel: serving_default at the model size and at a non-model size, and serve; for ONNX the
+    onnxruntime session at the model size; for keras the reloaded file. `model` is the exported `DepthModel`.
+    """
+    from hqdepth.predict import predict_images
+
+    model = _as_keras_backed(model)
+    rng = np.random.default_rng(seed)
+    size = result["metadata"]["input_size"] or [65, 97]
+    fmt, path = result["format"], Path(result["path"])
+    report = []
+    base = rng.integers(0, 256, (2, *size, 3), dtype=np.uint8)
+    expected = model(base.astype(np.float32))
+    if fmt == "saved_model":
+        import tensorflow as tf
+
+        loaded = tf.saved_model.load(str(path))
+        got = loaded.signatures["serve"](images=tf.constant(base.astype(np.float32)))["depth"].numpy()[..., 0]
+        report.append((f"serve {size[0]}x{size[1]}", float(np.abs(got - expected).max())))
+        got = loaded.signatures["serving_default"](images=tf.constant(base))["depth"].numpy()[..., 0]
+        report.append((f"serving_default {size[0]}x{size[1]}", float(np.abs(got - expected).max())))
+        other = rng.integers(0, 256, (2, size[0] + 23, size[1] + 41, 3), dtype=np.uint8)
+        want = np.stack(predict_images(model, list(other.astype(np.float32))))
+        got = loaded.signatures["serving_default"](images=tf.constant(other))["depth"].numpy()[..., 0]
+        report.append((f"serving_default {other.shape[1]}x{other.shape[2]}", float(np.abs(got - want).max())))
+    elif fmt == "onnx":
+        try:
+            import onnxruntime
+        except ImportError:
+            raise ConfigError("checking an ONNX export needs onnxruntime: pip install 'hqdepth[onnx]'.") from None
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        got = session.run(None, {name: base.astype(np.float32)})[0][..., 0]
+        report.append((f"onnxruntime {size[0]}x{size[1]}", float(np.abs(got - expected).max())))
+    else:
+        reloaded = load(path)
+        got = reloaded(base.astype(np.float32))
+        report.append((f"reloaded .keras {size[0]}x{size[1]}", float(np.abs(got - expected).max())))
+    return report

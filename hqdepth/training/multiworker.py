@@ -1,0 +1,215 @@
+"""Training on several machines (`tf.distribute.MultiWorkerMirroredStrategy`) without `model.fit`.
+
+Keras 3's `fit` fails under MultiWorkerMirroredStrategy (keras-team/keras#20585, open; with TF 2.21
+and Keras 3.15: `ValueError: Attempt to convert a value (PerReplica ...)`), while a `tf.function`
+step run by `strategy.run` on the same Keras model and optimizer works. This module is that step
+plus a loop that drives the same callbacks as `fit` (TensorBoard, checkpoints, CSV, backup and
+resume, progress), so a multi-worker run has the same run folder as a single-machine one.
+
+Each worker reads its own shard of the input (`InputContext`); only the chief writes logs,
+checkpoints and results; every worker keeps its own backup (the chief's in RUN/backup, worker i's in
+RUN/.worker-i/backup), so resuming needs no shared filesystem.
+"""
+
+import shutil
+import time
+from pathlib import Path
+
+from hqdepth.training import recipes as recipes_lib
+from hqdepth.training.trainer import (
+    Plan, RunBackupFactory, build_loss, build_model, build_optimizer, compile_metrics, finish_run,
+    fixed_validation_samples, load_split, make_callbacks, prepare_run_folder, print_summary, read_results,
+    resolve_precision, split_length, synchronize_batchnorm,
+)
+
+
+def _task_id(strategy):
+    resolver = strategy.cluster_resolver
+    return f"{resolver.task_type}-{resolver.task_id}"
+
+
+def train_multiworker(config, data, out, *, val_data=None, test_data=None, overwrite=False, print_fn=print):
+    import keras
+    import tensorflow as tf
+
+    from hqdepth.training.trainer import is_chief
+
+    # The strategy must exist before any other TensorFlow op runs in this process.
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    chief = is_chief(strategy)
+    out = Path(out)
+    say = print_fn if chief else (lambda *a, **k: None)
+    previous = read_results(out) if chief else None
+    if previous and previous.get("status") == "finished" and not overwrite:
+        say(f"{out} holds a finished run; nothing to do (--overwrite retrains it).")
+        print_summary(previous, say)
+        return previous
+    if chief:
+        prepare_run_folder(out, config, overwrite=overwrite)
+    worker_out = out if chief else out / f".{_task_id(strategy)}"
+    worker_out.mkdir(parents=True, exist_ok=True)
+
+    policy = resolve_precision(config["train"]["precision"])
+    keras.config.set_dtype_policy(policy)
+    replicas = strategy.num_replicas_in_sync
+    val_data = val_data or data
+    plan = Plan(config, split_length(data, config["data"]["train_split"]), replicas)
+    val_count = split_length(val_data, config["data"]["val_split"])
+    validation_steps = config["train"]["validation_steps"] or max(val_count // plan.global_batch, 1)
+    say(f"run {out}: {recipes_lib.summary_line(config)}")
+    say(f"  multi-worker: {replicas} replicas, global batch {plan.global_batch}, precision {policy}; "
+        f"{plan.total_steps} steps, validation every {plan.period} steps on {validation_steps} batches")
+    if config["train"]["seed"] is not None:
+        keras.utils.set_random_seed(int(config["train"]["seed"]))
+
+    def dataset(split, spec, train):
+        def make(context):
+            return load_split(config, spec, split, plan.global_batch, train=train, repeat=True, input_context=context)
+
+        return strategy.distribute_datasets_from_function(make)
+
+    train_data = dataset(config["data"]["train_split"], data, True)
+    val_dist = dataset(config["data"]["val_split"], val_data, False)
+    images, depths = fixed_validation_samples(config, val_data, config["train"]["image_samples"]) if chief else (None,
+                                                                                                             None)
+    with strategy.scope():
+        model = build_model(config)
+        if replicas > 1:
+            synchronize_batchnorm(model)
+        loss = build_loss(config)
+        metrics = compile_metrics(loss, config)
+        model.compile(optimizer=build_optimizer(config, plan.steps_per_epoch, plan.total_steps), loss=loss,
+                      jit_compile=False)
+        optimizer = model.optimizer
+        optimizer.build(model.trainable_variables)
+
+    step = DistributedStep(strategy, model, loss, metrics, replicas)
+    backup = RunBackupFactory(worker_out, config)
+    state = backup.state()
+    period, step_in_period = (state["epoch"], state.get("step_in_epoch", 0)) if state else (0, 0)
+    if state:
+        say(f"  resuming from the backup at step {state.get('iterations')} (period {period + 1}, step {step_in_period})")
+    callbacks = make_callbacks(config, out, plan, images, depths, backup, steps_done=state and state.get("iterations"),
+                               chief=chief, print_fn=say)
+    for callback in callbacks:
+        callback.set_model(model)
+        callback.on_train_begin()
+    start = time.time()
+    history = {}
+    iterator = iter(train_data)
+    while period < plan.periods and not model.stop_training:
+        for callback in callbacks:
+            callback.on_epoch_begin(period)
+        sums = {}
+        steps = plan.steps_in(period)
+        for index in range(step_in_period, steps):
+            _accumulate(sums, step.train(iterator))
+            logs = _logs(sums)
+            for callback in callbacks:
+                callback.on_train_batch_end(index, logs)
+            if model.stop_training:
+                break
+        step_in_period = 0
+        val_sums = {}
+        val_iterator = iter(val_dist)
+        for _ in range(validation_steps):
+            _accumulate(val_sums, step.evaluate(val_iterator))
+        logs = {**_logs(sums), **{f"val_{k}": v for k, v in _logs(val_sums).items()}}
+        if chief:
+            say(f"period {period + 1}/{plan.periods}: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(logs.items())))
+        for callback in callbacks:
+            callback.on_epoch_end(period, logs)
+        for key, value in logs.items():
+            history.setdefault(key, []).append(value)
+        period += 1
+    for callback in callbacks:
+        callback.on_train_end()
+    status = "stopped: loss became NaN" if model.stop_training else "finished"
+    results = finish_run(model, config, out, data, test_data, plan, history, status, time.time() - start, say,
+                         chief=chief, steps_at_start=(state or {}).get("iterations", 0))
+    if chief:
+        print_summary(results, say)
+        if status == "finished":
+            shutil.rmtree(out / "backup", ignore_errors=True)
+    else:
+        model.save_weights(worker_out / "model.weights.h5")  # lets a user (and the tests) compare replicas
+    _barrier(strategy)  # workers leave together: none sees the others' exit as a crash
+    return results
+
+
+def _barrier(strategy):
+    import tensorflow as tf
+
+    @tf.function
+    def all_reduce():
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.constant(1.0)), axis=None)
+
+    all_reduce()
+
+
+def _accumulate(sums, values):
+    for key, value in values.items():
+        sums[key] = sums.get(key, 0.0) + float(value)
+
+
+def _logs(sums):
+    """Mean loss terms over steps and per-image metric means from (total, images) sums."""
+    logs = {}
+    steps = sums.get("_steps", 0.0) or 1.0
+    for key, value in sums.items():
+        if key.startswith("_"):
+            continue
+        if key.endswith("/total"):
+            name = key[:-6]
+            logs[name] = value / max(sums[f"{name}/images"], 1.0)
+        elif not key.endswith("/images"):
+            logs[key] = value / steps
+    return logs
+
+
+class DistributedStep:
+    """One synchronous step on every replica: loss (+ regularisation), gradients, and summed statistics.
+
+    Each replica's loss is its local mean divided by the number of replicas, so the all-reduced
+    gradient is the gradient of the global-batch mean, as on one device. Per-image metrics are
+    returned as sums (metric total, images) and reduced with SUM, so they equal one device's.
+    """
+
+    def __init__(self, strategy, model, loss, metrics, replicas):
+        import tensorflow as tf
+
+        self.strategy, self.model, self.loss, self.replicas = strategy, model, loss, replicas
+        self.terms = getattr(loss, "term_names", ())
+        self.depth_metrics = [m for m in metrics if hasattr(m, "batch_sums")]
+        self.train = tf.function(lambda iterator: self._run(iterator, True))
+        self.evaluate = tf.function(lambda iterator: self._run(iterator, False))
+
+    def _run(self, iterator, training):
+        import tensorflow as tf
+
+        values = self.strategy.run(self._replica_step, args=(next(iterator), training))
+        return {key: self.strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
+                for key, value in values.items()}
+
+    def _replica_step(self, batch, training):
+        import tensorflow as tf
+        from keras import ops
+
+        x, y = batch
+        model, optimizer = self.model, self.model.optimizer
+        with tf.GradientTape() as tape:
+            pred = model(x, training=training)
+            total = self.loss(y, pred)  # the local mean / replicas (Keras losses and losses.scale_for_replicas)
+            if model.losses:
+                total = total + ops.sum(ops.stack(model.losses)) / self.replicas
+            scaled = optimizer.scale_loss(total) if training else total
+        if training:
+            variables = model.trainable_variables
+            optimizer.apply(tape.gradient(scaled, variables), variables)
+        values = {"loss": total, "_steps": tf.constant(1.0 / self.replicas)}
+        if self.terms:
+            for name, value in self.loss.terms(y, pred).items():
+                values[name] = ops.cast(value, "float32") / self.replicas
+        for metric in self.depth_metrics:
+            values[f"{metric.name}/total"], values[f"{metric.name}/images"] = metric.batch_sums(y, pred)
+        return values

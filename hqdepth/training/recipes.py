@@ -1,0 +1,220 @@
+"""Training recipes: one YAML file per paper setting in `recipes/`, resolved to a plain dict.
+
+A recipe names everything a run needs (model and options, loss, optimizer, schedule, data and
+augmentation, batch size, epochs, evaluation protocol). `base:` inherits from another recipe
+(deep merge). Overrides come from YAML/JSON files and from `--set dotted.key=value`; the result
+is saved as `config.yaml` in the run folder, so a run can be repeated exactly.
+
+Merge rule: in a section with `name` and `options` (model, loss, optimizer, schedule), a new
+`name` starts from empty `options`: options belong to the class they configure.
+"""
+
+import copy
+import json
+from pathlib import Path
+
+import yaml
+
+from hqdepth.errors import ConfigError
+
+RECIPE_DIR = Path(__file__).parent / "recipes"
+
+# Every field a recipe can set, with its default. `options` dicts are free-form (passed to the
+# class they configure); everything else is checked, so a typo in `--set` is an error.
+DEFAULTS = {
+    "name": None,
+    "description": "",
+    "paper": "",
+    "table_row": None,
+    "base": None,
+    "model": {"name": None, "options": {}},
+    "loss": {"name": None, "options": {}},
+    "optimizer": {"name": "adam", "learning_rate": 1e-4, "options": {}},
+    "schedule": {"name": "constant", "options": {}},
+    "data": {
+        "input_size": None,          # [H, W] the model is built and trained at
+        "augmentation": "none",      # hqdepth.data.augment recipe
+        "augmentation_options": {},
+        "with_focal": False,         # ((image, focal), depth) for focal-aware models (BTS KITTI)
+        "train_split": "train",
+        "val_split": "val",
+        "test_split": "test",
+        "shuffle": True,             # shuffle the training split (False: source order, e.g. to compare runs)
+        "cache": False,              # cache decoded samples in memory (small datasets)
+        "shuffle_buffer": None,
+        "skip_bad": False,
+    },
+    "train": {
+        "batch_size": 8,             # global batch = per-replica batch x replicas
+        "batch_size_is_global": False,
+        "epochs": 1,
+        "steps_per_epoch": None,     # None: one pass over the training split
+        "max_steps": None,           # stop after this many optimizer steps in total (quick runs)
+        "validation_every_steps": None,  # None: validate once per epoch
+        "validation_steps": None,    # None: the whole validation split
+        "checkpoint_every_steps": None,  # None: once per epoch (and at every validation)
+        "monitor": "val_rmse",       # best.keras is chosen by this
+        "monitor_mode": "min",
+        "seed": 0,
+        "log_every_steps": 10,       # TensorBoard training scalars
+        "image_samples": 4,          # fixed validation samples drawn to TensorBoard
+        "precision": "auto",         # auto | float32 | mixed_float16 | mixed_bfloat16
+        "jit_compile": False,
+        "strategy": "auto",          # auto | default | mirrored | multiworker
+        "test_evaluation": True,     # evaluate the final model on the test split (results.json)
+    },
+    "evaluation": {
+        "protocol": "nyu-eigen",
+        "protocol_options": {},      # custom protocol options (hqdepth.evaluation.custom_protocol) or changes
+        "max_depth": 10.0,
+        "min_depth": None,           # None: the protocol's
+        "test_samples": None,        # None: the whole test split
+    },
+}
+
+_NAMED_SECTIONS = ("model", "loss", "optimizer", "schedule")
+
+
+def list_recipes():
+    """Resolved recipes (base applied), sorted by name."""
+    return [get_recipe(path.stem) for path in sorted(RECIPE_DIR.glob("*.yaml"))]
+
+
+def _read_file(path):
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    text = path.read_text()
+    try:
+        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as error:
+        raise ConfigError(f"{path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: {error}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of recipe fields, got {type(data).__name__}.")
+    return data
+
+
+def merge(base, changes, where="config"):
+    """Deep-merge `changes` into a copy of `base`, checking keys against `base` outside `options`."""
+    result = copy.deepcopy(base)
+    for key, value in changes.items():
+        path = f"{where}.{key}" if where != "config" else key
+        if key not in result and not _free_form(where):
+            raise ConfigError(f"unknown recipe field {path!r}; known: {', '.join(sorted(result))}.")
+        current = result.get(key)
+        if isinstance(value, dict) and isinstance(current, dict):
+            if key in _NAMED_SECTIONS and where == "config" and value.get("name") not in (None, current.get("name")):
+                current = {**current, "options": {}}
+            result[key] = merge(current, value, path)
+        else:
+            result[key] = copy.deepcopy(value)
+    return result
+
+
+def _free_form(where):
+    return where.endswith("options") or ".options." in where
+
+
+def get_recipe(name):
+    """The recipe `name` with its `base` chain applied over DEFAULTS (a fresh dict)."""
+    return _resolve_named(name, ())
+
+
+def _resolve_named(name, seen):
+    path = RECIPE_DIR / f"{name}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in RECIPE_DIR.glob("*.yaml")))
+        raise ConfigError(f"unknown recipe {name!r}; recipes: {known}. A YAML/JSON file path also works.")
+    if name in seen:
+        raise ConfigError(f"recipe {name!r} inherits from itself: {' -> '.join(seen + (name,))}")
+    data = _read_file(path)
+    base = data.get("base")
+    parent = _resolve_named(base, seen + (name,)) if base else DEFAULTS
+    return merge(parent, {**data, "base": base}, "config")
+
+
+def parse_set(item):
+    """'dotted.key=value' -> ('dotted.key', value) with the value parsed as YAML (3e-4, true, [1, 2])."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. optimizer.learning_rate=3e-4")
+    key, text = item.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--set {item!r}: empty key")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        value = text
+    if isinstance(value, str):  # YAML 1.1 reads 3e-4 as a string; numbers are meant
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    return key, value
+
+
+def _nested(key, value):
+    for part in reversed(key.split(".")):
+        value = {part: value}
+    return value
+
+
+def resolve_config(recipe, config_files=(), sets=()):
+    """Recipe name or file, then each YAML/JSON file, then each `--set` (in order) -> checked dict."""
+    if isinstance(recipe, dict):
+        config = merge(DEFAULTS, recipe, "config")
+    elif Path(str(recipe)).suffix.lower() in (".yaml", ".yml", ".json"):
+        data = _read_file(recipe)
+        parent = get_recipe(data["base"]) if data.get("base") else DEFAULTS
+        config = merge(parent, data, "config")
+        config["name"] = config["name"] or Path(recipe).stem
+    else:
+        config = get_recipe(str(recipe))
+    for path in config_files:
+        config = merge(config, _read_file(path), "config")
+    for item in sets:
+        key, value = parse_set(item)
+        config = merge(config, _nested(key, value), "config")
+    return validate(config)
+
+
+def validate(config):
+    """Check the fields a run cannot start without; return the config with normalised values."""
+    for section in ("model", "loss"):
+        if not config[section]["name"]:
+            raise ConfigError(f"recipe {config['name']!r} names no {section} ({section}.name).")
+    size = config["data"]["input_size"]
+    if size is not None:
+        if isinstance(size, str):
+            size = [int(v) for v in size.lower().split("x")]
+        if len(size) != 2 or any(int(v) <= 0 for v in size):
+            raise ConfigError(f"data.input_size={size!r}: expected [height, width].")
+        config["data"]["input_size"] = [int(v) for v in size]
+    train = config["train"]
+    for key in ("batch_size", "epochs"):
+        if not isinstance(train[key], int) or train[key] <= 0:
+            raise ConfigError(f"train.{key}={train[key]!r} must be a positive integer.")
+    for key in ("steps_per_epoch", "max_steps", "validation_every_steps", "validation_steps", "checkpoint_every_steps"):
+        if train[key] is not None and (not isinstance(train[key], int) or train[key] <= 0):
+            raise ConfigError(f"train.{key}={train[key]!r} must be a positive integer or null.")
+    choices = {"precision": ("auto", "float32", "mixed_float16", "mixed_bfloat16"),
+               "strategy": ("auto", "default", "mirrored", "multiworker"), "monitor_mode": ("min", "max")}
+    for key, allowed in choices.items():
+        if train[key] not in allowed:
+            raise ConfigError(f"train.{key}={train[key]!r}; choose one of {', '.join(allowed)}.")
+    return config
+
+
+def dump(config, path):
+    """Write a resolved config as YAML (the run folder's config.yaml)."""
+    Path(path).write_text(yaml.safe_dump(config, sort_keys=False, default_flow_style=None, width=110))
+
+
+def summary_line(config):
+    size = config["data"]["input_size"]
+    size = "x".join(map(str, size)) if size else "any"
+    return (f"{config['model']['name']} + {config['loss']['name']}, {config['optimizer']['name']} "
+            f"{config['optimizer']['learning_rate']:g} ({config['schedule']['name']}), batch "
+            f"{config['train']['batch_size']}, {config['train']['epochs']} epochs, {size}")

@@ -1,0 +1,519 @@
+"""The training engine: a resolved recipe + a dataset SPEC -> a run folder, through `model.fit`.
+
+Run folder:
+    config.yaml            the resolved recipe (what `--set` and config files made of it)
+    checkpoints/latest.keras, checkpoints/best.keras (+ best.json)
+    backup/                BackupAndRestore state (weights, optimizer, epoch, step), removed when done
+    logs/train, logs/validation   TensorBoard
+    metrics.csv            one row per validation ("epoch" = validation period)
+    model.keras            the final model
+    results.json           final train/validation logs and the test evaluation with the recipe's protocol
+
+Rerunning the same command continues an interrupted run from its last backup (weights, optimizer
+state and iteration, so the schedule, epoch and step within the epoch); a finished run is reported,
+not retrained. Steps of an epoch that were done after the last backup are redone, and the data
+order after a resume is a fresh shuffle (Keras restarts the input iterator).
+"""
+
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+
+from hqdepth.errors import ConfigError, DataError
+from hqdepth.training import recipes as recipes_lib
+
+CONFIG_FILE = "config.yaml"
+RESULTS_FILE = "results.json"
+
+
+# ------------------------------------------------------------------------------------ environment
+
+
+def gpu_count():
+    import tensorflow as tf
+
+    return len(tf.config.list_logical_devices("GPU"))
+
+
+def resolve_precision(name):
+    """The Keras dtype policy for --precision; auto = mixed_float16 on a GPU, float32 on a CPU."""
+    if name == "auto":
+        return "mixed_float16" if gpu_count() else "float32"
+    return name
+
+
+def cluster_workers():
+    """Number of workers in TF_CONFIG (0 when unset)."""
+    text = os.environ.get("TF_CONFIG")
+    if not text:
+        return 0
+    try:
+        cluster = json.loads(text).get("cluster", {})
+    except ValueError:
+        raise ConfigError(f"TF_CONFIG is not valid JSON: {text[:200]!r}") from None
+    return len(cluster.get("worker", [])) + len(cluster.get("chief", []))
+
+
+def resolve_strategy_name(name):
+    if name == "auto":
+        if cluster_workers() > 1:
+            return "multiworker"
+        return "mirrored" if gpu_count() > 1 else "default"
+    if name == "multiworker" and cluster_workers() == 0:
+        raise ConfigError("--strategy multiworker needs TF_CONFIG describing the cluster (see the README, "
+                          "'Several machines').")
+    return name
+
+
+def make_strategy(name):
+    import tensorflow as tf
+
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy([d.name for d in devices])
+    if name == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ConfigError(f"unknown strategy {name!r}")
+
+
+def is_chief(strategy):
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return True
+    task_type, task_id = resolver.task_type, resolver.task_id
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return task_type == "chief" or (not has_chief and task_type == "worker" and task_id == 0)
+
+
+# ---------------------------------------------------------------------------------- model pieces
+
+
+def build_loss(config):
+    import keras
+
+    from hqdepth import losses
+
+    name, options = config["loss"]["name"], dict(config["loss"]["options"])
+    cls = getattr(losses, name, None)
+    if isinstance(cls, type) and issubclass(cls, keras.losses.Loss):
+        try:
+            return cls(**options)
+        except TypeError as error:
+            raise ConfigError(f"loss {name}: {error}") from None
+    if options:
+        raise ConfigError(f"loss {name!r} is not an hqdepth loss; Keras losses take no options here.")
+    try:
+        return keras.losses.get(name)
+    except ValueError:
+        raise ConfigError(f"unknown loss {name!r}; hqdepth losses: HQMDLoss, HuLoss, BerHu, ... "
+                          "(classes of hqdepth.losses) or a Keras loss name.") from None
+
+
+def build_optimizer(config, steps_per_epoch, total_steps):
+    import keras
+
+    from hqdepth.training.schedules import build_schedule
+
+    section = config["optimizer"]
+    rate = build_schedule(config["schedule"]["name"], section["learning_rate"], config["schedule"]["options"],
+                          steps_per_epoch=steps_per_epoch, total_steps=total_steps)
+    try:
+        return keras.optimizers.get({"class_name": section["name"],
+                                     "config": {"learning_rate": rate, **section["options"]}})
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"optimizer {section['name']!r} with options {section['options']}: {error}") from None
+
+
+def protocol_of(config):
+    """The evaluation protocol of a config; `evaluation.protocol_options` builds or changes it."""
+    from hqdepth.evaluation import custom_protocol, get_protocol
+
+    name, options = config["evaluation"]["protocol"], dict(config["evaluation"]["protocol_options"])
+    try:
+        return custom_protocol(**options) if name == "custom" else get_protocol(name, **options)
+    except TypeError as error:
+        raise ConfigError(f"evaluation.protocol_options {options}: {error}") from None
+
+
+def compile_metrics(loss, config):
+    from hqdepth import metrics
+
+    protocol = protocol_of(config)
+    min_depth = config["evaluation"]["min_depth"] or protocol.min_depth
+    max_depth = protocol.max_depth or config["evaluation"]["max_depth"]
+    terms = loss.term_metrics() if hasattr(loss, "term_metrics") else []
+    return terms + metrics.depth_metrics(min_depth=min_depth, max_depth=max_depth)
+
+
+def build_model(config):
+    from hqdepth.models import build_model as build
+
+    size = config["data"]["input_size"]
+    input_shape = (*size, 3) if size else None
+    return build(config["model"]["name"], input_shape=input_shape, **config["model"]["options"])
+
+
+def synchronize_batchnorm(model):
+    """Batch statistics over the global batch on every replica (as one device with the whole batch sees them)."""
+    import keras
+
+    count = 0
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.synchronized = True
+            count += 1
+    return count
+
+
+# ------------------------------------------------------------------------------------------- data
+
+
+def split_length(spec, split):
+    from hqdepth.data import open_source
+
+    try:
+        return len(open_source(spec, split=split))
+    except ConfigError as error:
+        raise ConfigError(f"--data {spec}, split {split!r}: {error}") from None
+
+
+def load_split(config, spec, split, global_batch, *, train, input_context=None, repeat=None, batch=True):
+    from hqdepth.data import load
+
+    data = config["data"]
+    return load(
+        spec, split, recipe=data["augmentation"], recipe_options=data["augmentation_options"],
+        batch_size=global_batch if batch else None, size=data["input_size"],
+        mode="train" if train else "val", shuffle=train and data["shuffle"], seed=config["train"]["seed"],
+        deterministic=True if config["train"]["seed"] is not None else None,
+        cache=data["cache"], repeat=train if repeat is None else repeat, drop_remainder=train,
+        skip_bad=data["skip_bad"], with_focal=data["with_focal"], input_context=input_context,
+        shuffle_buffer=data["shuffle_buffer"],
+    )
+
+
+def fixed_validation_samples(config, spec, count):
+    """(images, depths) numpy arrays of the first `count` validation samples (TensorBoard images)."""
+    import numpy as np
+
+    if not count:
+        return None, None
+    dataset = load_split(config, spec, config["data"]["val_split"], None, train=False, batch=False).take(count)
+    images, depths = [], []
+    for element, depth in dataset.as_numpy_iterator():
+        images.append(element[0] if isinstance(element, tuple) else element)
+        depths.append(depth)
+    if not images:
+        return None, None
+    return np.stack(images), np.stack(depths)
+
+
+# ---------------------------------------------------------------------------------------- the plan
+
+
+class Plan:
+    """Steps and epochs of a run. A Keras "epoch" is one validation period."""
+
+    def __init__(self, config, train_samples, replicas):
+        train = config["train"]
+        self.replicas = replicas
+        self.global_batch = train["batch_size"] * replicas
+        if train_samples < self.global_batch and not train["steps_per_epoch"]:
+            raise ConfigError(f"the training split has {train_samples} samples, fewer than one global batch "
+                              f"({self.global_batch}).")
+        self.train_samples = train_samples
+        self.steps_per_epoch = train["steps_per_epoch"] or train_samples // self.global_batch
+        self.total_steps = train["max_steps"] or train["epochs"] * self.steps_per_epoch
+        self.period = min(train["validation_every_steps"] or self.steps_per_epoch, self.total_steps)
+        self.periods = math.ceil(self.total_steps / self.period)
+
+    def steps_in(self, period):
+        return min(self.period, self.total_steps - period * self.period)
+
+    def segments(self, period=0, step_in_period=0):
+        """[(initial_epoch, epochs, steps_per_epoch)] fit calls from a position to the end."""
+        out = []
+        if step_in_period:
+            out.append((period, period + 1, self.steps_in(period) - step_in_period))
+            period += 1
+        full_end = self.total_steps // self.period
+        if period < full_end:
+            out.append((period, full_end, self.period))
+            period = full_end
+        if period < self.periods:
+            out.append((period, self.periods, self.steps_in(period)))
+        return [s for s in out if s[2] > 0]
+
+
+# ------------------------------------------------------------------------------------------ the run
+
+
+def prepare_run_folder(out, config, overwrite=False):
+    """Create or reopen a run folder; refuse one that holds a different config."""
+    out = Path(out)
+    saved = out / CONFIG_FILE
+    if overwrite and out.exists():
+        for name in (CONFIG_FILE, RESULTS_FILE, "metrics.csv", "model.keras"):
+            (out / name).unlink(missing_ok=True)
+        for name in ("checkpoints", "backup", "logs"):
+            shutil.rmtree(out / name, ignore_errors=True)
+    if saved.is_file():
+        import yaml
+
+        previous = yaml.safe_load(saved.read_text())
+        if previous != json.loads(json.dumps(config)):
+            changed = sorted(_differences(previous, config))
+            raise ConfigError(f"{out} holds a run with another config (differs in: {', '.join(changed[:8])}). "
+                              "Use a new --out, or --overwrite to start this folder afresh.")
+    out.mkdir(parents=True, exist_ok=True)
+    recipes_lib.dump(config, saved)
+    return out
+
+
+def _differences(a, b, prefix=""):
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in set(a) | set(b):
+            yield from _differences(a.get(key), b.get(key), f"{prefix}{key}.")
+    elif a != b and not (isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and list(a) == list(b)):
+        yield prefix.rstrip(".")
+
+
+def read_results(out):
+    path = Path(out) / RESULTS_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def train(config, data, out, *, val_data=None, test_data=None, overwrite=False, verbose="auto", print_fn=print):
+    """Train a resolved config on `data` (SPEC) into the run folder `out`; returns the results dict."""
+    import keras
+
+    strategy_name = resolve_strategy_name(config["train"]["strategy"])
+    if strategy_name == "multiworker":
+        from hqdepth.training.multiworker import train_multiworker
+
+        return train_multiworker(config, data, out, val_data=val_data, test_data=test_data, overwrite=overwrite,
+                                 print_fn=print_fn)
+    out = Path(out)
+    previous = read_results(out)
+    if previous and previous.get("status") == "finished" and not overwrite:
+        prepare_run_folder(out, config)  # still refuse a different config
+        print_fn(f"{out} holds a finished run; nothing to do (--overwrite retrains it).")
+        print_summary(previous, print_fn)
+        return previous
+    out = prepare_run_folder(out, config, overwrite=overwrite)
+
+    policy = resolve_precision(config["train"]["precision"])
+    keras.config.set_dtype_policy(policy)
+    strategy = make_strategy(strategy_name)
+    replicas = strategy.num_replicas_in_sync
+    val_data = val_data or data
+    plan = Plan(config, split_length(data, config["data"]["train_split"]), replicas)
+    val_count = split_length(val_data, config["data"]["val_split"])
+    validation_steps = config["train"]["validation_steps"]
+    if validation_steps is None:
+        validation_steps = max(val_count // plan.global_batch, 1 if val_count else 0)
+    print_fn(f"run {out}: {recipes_lib.summary_line(config)}")
+    print_fn(f"  data {data}: {plan.train_samples} training samples, {val_count} validation samples; "
+             f"strategy {strategy_name} ({replicas} replica{'s' * (replicas > 1)}), global batch "
+             f"{plan.global_batch}, precision {policy}{', XLA' * bool(config['train']['jit_compile'])}")
+    print_fn(f"  {plan.total_steps} steps ({plan.steps_per_epoch} per epoch), validation every {plan.period} "
+             f"steps on {validation_steps} batches")
+
+    if config["train"]["seed"] is not None:
+        keras.utils.set_random_seed(int(config["train"]["seed"]))
+    train_ds = load_split(config, data, config["data"]["train_split"], plan.global_batch, train=True)
+    val_ds = load_split(config, val_data, config["data"]["val_split"], plan.global_batch, train=False)
+    images, depths = fixed_validation_samples(config, val_data, config["train"]["image_samples"])
+
+    with strategy.scope():
+        model = build_model(config)
+        if replicas > 1:
+            synchronize_batchnorm(model)
+        loss = build_loss(config)
+        optimizer = build_optimizer(config, plan.steps_per_epoch, plan.total_steps)
+        model.compile(optimizer=optimizer, loss=loss, metrics=compile_metrics(loss, config),
+                      jit_compile=bool(config["train"]["jit_compile"]))
+
+    backup = RunBackupFactory(out, config)
+    state = backup.state()
+    position = (state["epoch"], state.get("step_in_epoch", 0)) if state else (0, 0)
+    if state:
+        print_fn(f"  resuming from the backup at step {state.get('iterations', '?')} (period {state['epoch'] + 1}, "
+                 f"step {position[1]} of it)")
+    callbacks = make_callbacks(config, out, plan, images, depths, backup, steps_done=state and state.get("iterations"),
+                               print_fn=print_fn)
+    if verbose == "auto":
+        verbose = 1 if _interactive() else 2
+    start = time.time()
+    history = {}
+    for initial_epoch, epochs, steps in plan.segments(*position):
+        result = model.fit(train_ds, epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
+                           validation_data=val_ds if validation_steps else None,
+                           validation_steps=validation_steps or None, callbacks=callbacks, verbose=verbose,
+                           shuffle=False)  # the pipeline shuffles
+        for key, values in result.history.items():
+            history.setdefault(key, []).extend(values)
+        if model.stop_training:
+            break
+    status = "stopped: loss became NaN" if _nan(history) else "finished"
+    results = finish_run(model, config, out, data, test_data, plan, history, status, time.time() - start, print_fn,
+                         steps_at_start=(state or {}).get("iterations", 0))
+    if status == "finished":
+        shutil.rmtree(out / "backup", ignore_errors=True)
+    print_summary(results, print_fn)
+    return results
+
+
+class RunBackupFactory:
+    """The run folder's backup location and state."""
+
+    def __init__(self, out, config):
+        self.dir = Path(out) / "backup"
+        self.every = config["train"]["checkpoint_every_steps"]
+
+    def state(self):
+        from hqdepth.training.callbacks import RunBackup
+
+        return RunBackup.read_state(self.dir)
+
+    def callback(self, enabled=True):
+        from hqdepth.training.callbacks import RunBackup
+
+        return RunBackup(str(self.dir), save_freq=self.every or "epoch", enabled=enabled)
+
+
+def make_callbacks(config, out, plan, images, depths, backup, steps_done=None, chief=True, print_fn=print):
+    import keras
+
+    from hqdepth.training.callbacks import RunCheckpoints, RunProgress, TensorBoardLogger
+
+    train = config["train"]
+    callbacks = [
+        keras.callbacks.TerminateOnNaN(),
+        TensorBoardLogger(out / "logs", images, depths, every_steps=train["log_every_steps"], enabled=chief),
+        RunCheckpoints(out / "checkpoints", train["monitor"], train["monitor_mode"], train["checkpoint_every_steps"],
+                       enabled=chief),
+        RunProgress(plan.total_steps, steps_done or 0, train["monitor"], print_fn=print_fn),
+    ]
+    if chief:
+        callbacks.insert(1, keras.callbacks.CSVLogger(str(out / "metrics.csv"), append=True))
+    callbacks.append(backup.callback(enabled=chief))  # last: saves after the checkpoints and logs are written
+    return callbacks
+
+
+def _interactive():
+    import sys
+
+    return sys.stdout.isatty()
+
+
+def _nan(history):
+    loss = history.get("loss", [])
+    return bool(loss) and not math.isfinite(loss[-1])
+
+
+def _floats(logs):
+    return {k: float(v[-1] if isinstance(v, list) else v) for k, v in logs.items()}
+
+
+def finish_run(model, config, out, data, test_data, plan, history, status, seconds, print_fn, chief=True,
+               steps_at_start=0):
+    """Save the final model, evaluate on the test split, write results.json (chief only)."""
+    from hqdepth.training.callbacks import iterations
+
+    out = Path(out)
+    results = {
+        "recipe": config["name"], "status": status, "run": str(out), "data": data,
+        "steps": iterations(model), "steps_this_session": iterations(model) - steps_at_start,
+        "total_steps": plan.total_steps, "global_batch": plan.global_batch,
+        "replicas": plan.replicas, "train_seconds_this_session": round(seconds, 1),
+        "final_logs": _floats(history) if history else {},
+        "model": str(out / "model.keras"), "logs": str(out / "logs"),
+    }
+    best = out / "checkpoints" / "best.json"
+    if best.is_file():
+        results["best"] = {**json.loads(best.read_text()), "path": str(out / "checkpoints" / "best.keras")}
+    if not chief:
+        return results
+    model.save(out / "model.keras")
+    if status == "finished" and config["train"]["test_evaluation"]:
+        print_fn(f"test evaluation ({config['evaluation']['protocol']} protocol) on "
+                 f"{test_data or data} split {config['data']['test_split']} ...")
+        evaluation = evaluate_in_memory(model, config, test_data or data)
+        results["test"] = evaluation.to_dict()
+    (out / RESULTS_FILE).write_text(json.dumps(results, indent=1))
+    return results
+
+
+class _InMemoryModel:
+    """The `evaluation.DepthModel` interface over a Keras model in memory (optionally with a focal input)."""
+
+    def __init__(self, model, with_focal):
+        import numpy as np
+
+        shape = model.inputs[0].shape
+        self.input_size = (int(shape[1]), int(shape[2])) if shape[1] is not None and shape[2] is not None else None
+        self.model, self.with_focal, self.focal = model, with_focal, None
+        self._np = np
+
+    def __call__(self, batch):
+        np = self._np
+        batch = np.asarray(batch, np.float32)
+        inputs = (batch, np.full((len(batch),), self.focal, np.float32)) if self.with_focal else batch
+        # A direct call, not predict(): no distribution strategy step (other workers may have exited).
+        out = self.model(inputs, training=False)
+        out = out[0] if isinstance(out, (list, tuple)) else out
+        return np.asarray(out, np.float32)[..., 0]
+
+
+def evaluate_in_memory(model, config, data):
+    """The recipe's protocol on the test split, image by image at full resolution (evaluation.Evaluator)."""
+    from hqdepth.data import open_source
+    from hqdepth.evaluation import Evaluator, predict_depth
+
+    protocol = protocol_of(config)
+    source = open_source(data, split=config["data"]["test_split"])
+    limit = config["evaluation"]["test_samples"]
+    count = len(source) if limit is None else min(limit, len(source))
+    evaluator = Evaluator(protocol)
+    runner = _InMemoryModel(model, config["data"]["with_focal"])
+    for index in range(count):
+        sample = source[index]
+        where = f"{data} test sample {sample.meta.get('id', index)}"
+        if sample.depth is None:
+            evaluator.skip(where)
+            continue
+        if runner.with_focal:
+            focal = sample.meta.get("focal")
+            if not focal:
+                raise DataError(f"{where}: the model needs a focal length and the sample has none.")
+            scale = runner.input_size[1] / sample.rgb.shape[1] if runner.input_size else 1.0
+            runner.focal = float(focal) * scale
+        evaluator.add(predict_depth(runner, sample.rgb, kb_crop=protocol.kb_crop), sample.depth[..., 0], where)
+    return evaluator.result()
+
+
+def print_summary(results, print_fn=print):
+    run = Path(results["run"])
+    print_fn("")
+    print_fn(f"run {results['recipe']}: {results['status']} after {results['steps']} of {results['total_steps']} steps")
+    print_fn(f"  run folder   {run}")
+    print_fn(f"  final model  {results['model']}")
+    if "best" in results:
+        best = results["best"]
+        print_fn(f"  best         {best['path']} ({best['monitor']} {best['value']:.4f} at step {best['step']})")
+    print_fn(f"  TensorBoard  tensorboard --logdir {results['logs']}")
+    logs = results.get("final_logs", {})
+    if logs:
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in logs.items() if k in ("loss", "rmse", "val_loss", "val_rmse",
+                                                                            "val_abs_rel", "val_d1"))
+        print_fn(f"  last logs    {shown}")
+    if "test" in results:
+        metrics = results["test"]["metrics"]
+        print_fn(f"  test ({results['test'].get('protocol', '')}, {results['test'].get('count', '?')} images): "
+                 + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))

@@ -1,0 +1,219 @@
+"""`hqdepth export`: the SavedModel (uint8 any-size serving_default, float32 serve, metadata) loads and runs in a
+fresh Python process that imports only TensorFlow and NumPy, and matches the Keras model within 1e-5 m at several
+sizes; `.keras` and ONNX exports; CLI errors."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from predict_helpers import hqmd_model, tiny_model
+
+import hqdepth
+from hqdepth.cli import main
+from hqdepth.export import export
+from hqdepth.predict import DepthModel, free_size, predict_images
+
+# Runs in a fresh interpreter: TensorFlow and NumPy only (no hqdepth; Keras only as TensorFlow itself loads it).
+FRESH_PROCESS = textwrap.dedent("""
+    import json, pathlib, sys
+    import numpy as np
+    import tensorflow as tf
+    assert not [name for name in sys.modules if name.split(".")[0] == "hqdepth"]
+    folder, inputs, outputs = sys.argv[1:4]
+    loaded = tf.saved_model.load(folder)
+    arrays = dict(np.load(inputs))
+    result = {}
+    for key, images in arrays.items():
+        if key.startswith("uint8"):
+            result[key] = loaded.signatures["serving_default"](images=tf.constant(images))["depth"].numpy()
+        else:
+            result[key] = loaded.signatures["serve"](images=tf.constant(images))["depth"].numpy()
+    meta = {key: value.numpy() for key, value in loaded.metadata().items()}
+    result["meta_max_depth"] = meta["max_depth"]
+    result["meta_input_size"] = meta["input_size"]
+    result["meta_json"] = np.array(meta["json"].decode())
+    result["meta_name"] = np.array(meta["model_name"].decode())
+    result["asset_json"] = np.array((pathlib.Path(folder) / "assets.extra" / "hqdepth.json").read_text())
+    np.savez(outputs, **result)
+    print("signatures", sorted(loaded.signatures))
+""")
+
+
+def run_cli(argv, capsys):
+    code = main(argv)
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    return code, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def hqmd_export(tmp_path_factory):
+    """hqmd_baseline_plus at 33x49 (random weights, unsaturated head) exported as a SavedModel through the API."""
+    root = tmp_path_factory.mktemp("hqmd")
+    model = hqmd_model((33, 49, 3))
+    config = {"name": "hqmd-export-test", "model": {"name": "hqmd_baseline_plus", "options": {"max_depth": 10.0}},
+              "data": {"input_size": [33, 49]}, "evaluation": {"max_depth": 10.0}}
+    result = export(DepthModel.from_keras(model, config=config), root / "saved", format="saved_model")
+    return model, root / "saved", result
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    run = root / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text("name: tiny-recipe\nmodel: {name: tiny, options: {max_depth: 8.0}}\n"
+                                     "data: {input_size: [24, 32]}\n")
+    model = tiny_model((24, 32, 3))
+    model.save(run / "checkpoints" / "best.keras")
+    free = tiny_model((None, None, 3), seed=4)
+    free.save(root / "free.keras")
+    return {"run": run, "model": model, "free": free, "root": root}
+
+
+def test_savedmodel_in_fresh_tensorflow_process(hqmd_export, tmp_path):
+    model, folder, result = hqmd_export
+    assert result["path"] == folder and (folder / "saved_model.pb").is_file()
+    from hqdepth.data import open_source
+
+    rng = np.random.default_rng(5)
+    scenes = np.stack([s.rgb for s in open_source("synthetic:2?size=64x96", split="test")])
+    inputs = {
+        "uint8_model_size": rng.integers(0, 256, (2, 33, 49, 3), dtype=np.uint8),
+        "uint8_scenes_64x96": scenes,  # a non-model size, upsampled depth
+        "uint8_small_20x30": rng.integers(0, 256, (1, 20, 30, 3), dtype=np.uint8),
+        "uint8_odd_71x45": rng.integers(0, 256, (3, 71, 45, 3), dtype=np.uint8),  # other aspect ratio
+        "float_serve": rng.uniform(0, 255, (2, 33, 49, 3)).astype(np.float32),
+    }
+    np.savez(tmp_path / "in.npz", **inputs)
+    process = subprocess.run([sys.executable, "-c", FRESH_PROCESS, str(folder), str(tmp_path / "in.npz"),
+                              str(tmp_path / "out.npz")], capture_output=True, text=True, timeout=300)
+    assert process.returncode == 0, process.stderr[-3000:]
+    assert "['metadata', 'serve', 'serving_default']" in process.stdout
+    got = dict(np.load(tmp_path / "out.npz"))
+    keras_model = DepthModel.from_keras(model)
+    worst = {}
+    for key, images in inputs.items():
+        out = got[key]
+        assert out.dtype == np.float32 and out.shape == (*images.shape[:3], 1), key
+        if key.startswith("uint8"):  # same batch as the Keras call (oneDNN results depend on the batch size)
+            want = np.stack(predict_images(keras_model, list(images.astype(np.float32)), batch_size=len(images)))
+        else:
+            want = np.asarray(model(images, training=False))[..., 0]
+        worst[key] = float(np.abs(out[..., 0] - want).max())
+    print("max |SavedModel - Keras| (m):", worst)
+    assert max(worst.values()) <= 1e-5, worst
+    assert 0.05 < got["uint8_scenes_64x96"].min() and got["uint8_scenes_64x96"].max() < 9.95  # not saturated
+    meta = json.loads(str(got["meta_json"]))
+    assert meta == json.loads(str(got["asset_json"]))
+    assert meta["model_name"] == str(got["meta_name"]) == "hqmd-export-test"
+    assert meta["max_depth"] == float(got["meta_max_depth"]) == 10.0
+    assert meta["input_size"] == list(got["meta_input_size"]) == [33, 49]
+    assert meta["recipe"]["model"]["name"] == "hqmd_baseline_plus"
+    assert meta["versions"]["hqdepth"] == hqdepth.__version__ and "tensorflow" in meta["versions"]
+
+
+def test_savedmodel_through_hqdepth_load_and_predict(hqmd_export, tmp_path, capsys):
+    model, folder, _ = hqmd_export
+    loaded = hqdepth.load(folder)
+    assert loaded.input_size == (33, 49) and loaded.max_depth == 10.0 and loaded.name == "hqmd-export-test"
+    assert loaded.config["data"]["input_size"] == [33, 49]
+    image = np.random.default_rng(6).integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    np.testing.assert_allclose(hqdepth.predict(loaded, image), hqdepth.predict(model, image), rtol=0, atol=1e-5)
+    from png_encoder import png_bytes
+
+    (tmp_path / "photo.png").write_bytes(png_bytes(image))
+    code, out, err = run_cli(["predict", str(folder), str(tmp_path / "photo.png"), "--out", str(tmp_path / "o"),
+                              "--quiet"], capsys)
+    assert code == 0 and "SavedModel" in out, err
+    np.testing.assert_allclose(np.load(tmp_path / "o" / "photo_depth.npy"), hqdepth.predict(model, image), atol=1e-5)
+    code, _, err = run_cli(["export", str(folder), "--out", str(tmp_path / "again")], capsys)
+    assert code == 2 and "already a SavedModel" in err
+
+
+def test_free_size_model_export(tiny_run, tmp_path):
+    import tensorflow as tf
+
+    from hqdepth.export import _tf_free_size
+
+    for height, width in ((1, 1), (17, 999), (50, 70), (289, 385), (480, 640), (1000, 1001), (3024, 4032),
+                          (4032, 3024), (48, 1040), (16, 16), (33, 97)):
+        assert tuple(_tf_free_size(height, width).numpy()) == free_size(height, width), (height, width)
+    result = export(tiny_run["root"] / "free.keras", tmp_path / "saved")
+    assert result["metadata"]["input_size"] is None and "32k+1" in result["metadata"]["free_size_rule"]
+    loaded = tf.saved_model.load(str(tmp_path / "saved"))
+    assert list(loaded.metadata()["input_size"].numpy()) == [0, 0]
+    spec = loaded.signatures["serve"].structured_input_signature[1]["images"]
+    assert spec.shape.as_list() == [None, None, None, 3]
+    keras_model = DepthModel.from_keras(tiny_run["free"])
+    for shape in ((1, 50, 70, 3), (2, 31, 90, 3)):
+        images = np.random.default_rng(7).integers(0, 256, shape, dtype=np.uint8)
+        got = loaded.signatures["serving_default"](images=tf.constant(images))["depth"].numpy()[..., 0]
+        want = np.stack(predict_images(keras_model, list(images.astype(np.float32)), batch_size=len(images)))
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+    # With --input-size the export runs every image at that size.
+    result = export(tiny_run["root"] / "free.keras", tmp_path / "sized", input_size=(40, 48))
+    assert result["metadata"]["input_size"] == [40, 48]
+
+
+def test_cli_export_keras_with_check(tiny_run, tmp_path, capsys):
+    out = tmp_path / "keras"
+    code, stdout, err = run_cli(["export", str(tiny_run["run"]), "--out", str(out), "--format", "keras", "--check"],
+                                capsys)
+    assert code == 0, err
+    assert "best checkpoint" in stdout and "max |exported - keras| = 0 m" in stdout
+    meta = json.loads((out / "hqdepth.json").read_text())
+    assert meta["model_name"] == "tiny-recipe" and meta["recipe"]["name"] == "tiny-recipe" and meta["max_depth"] == 8
+    reloaded = hqdepth.load(out / "model.keras")
+    image = np.random.default_rng(8).integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(hqdepth.predict(reloaded, image), hqdepth.predict(tiny_run["model"], image))
+    # A second export into the same folder needs --overwrite.
+    code, _, err = run_cli(["export", str(tiny_run["run"]), "--out", str(out), "--format", "keras"], capsys)
+    assert code == 2 and "--overwrite" in err
+    code, stdout, err = run_cli(["export", str(tiny_run["run"]), "--out", str(out), "--overwrite", "--check"], capsys)
+    assert code == 0 and (out / "saved_model.pb").is_file() and not (out / "model.keras").exists(), err
+    differences = [float(line.rsplit("=", 1)[1].split()[0]) for line in stdout.splitlines() if "max |" in line]
+    assert len(differences) == 3 and max(differences) <= 1e-5, stdout
+
+
+def test_cli_export_errors(tiny_run, tmp_path, capsys):
+    code, _, err = run_cli(["export", str(tiny_run["run"]), "--out", str(tmp_path / "o"), "--input-size", "33x33"],
+                           capsys)
+    assert code == 2 and "fixed input size 24x32" in err
+    code, _, err = run_cli(["export", str(tmp_path / "missing"), "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and "model not found" in err
+    code, _, err = run_cli(["export", str(tiny_run["root"] / "free.keras"), "--out", str(tmp_path / "o"),
+                            "--format", "onnx"], capsys)
+    assert code == 2 and "--input-size" in err
+    (tmp_path / "file").write_text("x")
+    code, _, err = run_cli(["export", str(tiny_run["run"]), "--out", str(tmp_path / "file")], capsys)
+    assert code == 2 and "is a file" in err
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    code, _, err = run_cli(["export", str(tiny_run["run"]), "--out", str(tmp_path / "mine"), "--overwrite"], capsys)
+    assert code == 2 and "not from an export" in err and (tmp_path / "mine" / "notes.txt").is_file()
+
+
+def test_onnx_export(tiny_run, tmp_path, capsys):
+    pytest.importorskip("tf2onnx")
+    onnx = pytest.importorskip("onnx")
+    onnxruntime = pytest.importorskip("onnxruntime")
+    out = tmp_path / "onnx"
+    code, stdout, err = run_cli(["export", str(tiny_run["run"]), "--out", str(out), "--format", "onnx", "--check"],
+                                capsys)
+    assert code == 0, err
+    assert "onnxruntime 24x32" in stdout
+    proto = onnx.load(str(out / "model.onnx"))
+    props = {entry.key: entry.value for entry in proto.metadata_props}
+    assert json.loads(props["hqdepth"])["model_name"] == "tiny-recipe" and props["input_size"] == "[24, 32]"
+    session = onnxruntime.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    (spec,) = session.get_inputs()
+    assert spec.shape[1:] == [24, 32, 3]
+    images = np.random.default_rng(9).uniform(0, 255, (3, 24, 32, 3)).astype(np.float32)
+    got = session.run(None, {spec.name: images})[0]
+    want = np.asarray(tiny_run["model"](images, training=False))
+    assert got.shape == want.shape == (3, 24, 32, 1)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)

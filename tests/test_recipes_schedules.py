@@ -1,0 +1,145 @@
+"""Recipes (as data, overrides, files) and learning-rate schedules against their formulas."""
+
+import json
+import math
+
+import keras
+import numpy as np
+import pytest
+import yaml
+
+from hqdepth.cli import main
+from hqdepth.errors import ConfigError
+from hqdepth.training import recipes
+from hqdepth.training.schedules import TriangularCyclic, build_schedule
+
+RNG = np.random.default_rng()
+TABLE1 = ["hqmd_baseline_ldepth", "hqmd_plus_hu", "hqmd_plus_ldepth", "hqmd_plus_ldepth_gradmg", "hqmd_plus_full"]
+
+
+def test_hqmd_table1_recipes_follow_the_official_code():
+    names = {r["name"] for r in recipes.list_recipes()}
+    assert set(TABLE1) <= names
+    for name in TABLE1:
+        config = recipes.get_recipe(name)
+        assert config["optimizer"] == {"name": "adam", "learning_rate": 1e-4,
+                                       "options": {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-8}}
+        assert config["schedule"] == {"name": "exponential",
+                                      "options": {"decay_steps": 10000, "decay_rate": 0.9, "staircase": True}}
+        assert (config["train"]["batch_size"], config["train"]["epochs"]) == (8, 20)
+        assert config["data"]["input_size"] == [289, 385] and config["data"]["augmentation"] == "hqmd"
+        assert config["evaluation"]["protocol"] == "nyu-hqmd"
+        assert config["model"]["options"]["max_depth"] == 10.0
+    weights = {name: recipes.get_recipe(name)["loss"]["options"] for name in TABLE1 if name != "hqmd_plus_hu"}
+    assert (weights["hqmd_plus_full"]["grad_magnitude_weight"], weights["hqmd_plus_full"]["grad_direction_weight"]) == (1, 1)
+    assert (weights["hqmd_plus_ldepth_gradmg"]["grad_magnitude_weight"],
+            weights["hqmd_plus_ldepth_gradmg"]["grad_direction_weight"]) == (1, 0)
+    for name in ("hqmd_plus_ldepth", "hqmd_baseline_ldepth"):
+        assert (weights[name]["grad_magnitude_weight"], weights[name]["grad_direction_weight"]) == (0, 0)
+    assert recipes.get_recipe("hqmd_baseline_ldepth")["model"]["name"] == "hqmd_baseline"
+    hu = recipes.get_recipe("hqmd_plus_hu")["loss"]
+    # a new loss class starts from its own options: nothing of HQMDLoss leaks into HuLoss
+    assert hu["name"] == "HuLoss" and "grad_magnitude_weight" not in hu["options"]
+
+
+def test_every_recipe_builds_its_loss_and_optimizer():
+    from hqdepth.training.trainer import build_loss, build_optimizer
+
+    for config in recipes.list_recipes():
+        loss = build_loss(config)
+        assert isinstance(loss, keras.losses.Loss)
+        optimizer = build_optimizer(config, steps_per_epoch=100, total_steps=1000)
+        assert optimizer.__class__.__name__.lower() == config["optimizer"]["name"].lower()
+
+
+def test_overrides_from_set_and_files(tmp_path):
+    json_file = tmp_path / "change.json"
+    json_file.write_text(json.dumps({"train": {"epochs": 3}, "loss": {"options": {"berhu_ratio": 0.3}}}))
+    yaml_file = tmp_path / "change.yaml"
+    yaml_file.write_text("optimizer:\n  learning_rate: 5.0e-5\n")
+    config = recipes.resolve_config("hqmd_plus_full", [json_file, yaml_file],
+                                    ["optimizer.learning_rate=3e-4", "data.input_size=[64, 96]", "train.jit_compile=true",
+                                     "model.options.aspp_rates=[2, 4, 6]"])
+    assert config["optimizer"]["learning_rate"] == 3e-4 and isinstance(config["optimizer"]["learning_rate"], float)
+    assert config["train"]["epochs"] == 3 and config["train"]["jit_compile"] is True
+    assert config["loss"]["options"]["berhu_ratio"] == 0.3
+    assert config["loss"]["options"]["grad_direction_weight"] == 1.0  # untouched fields stay
+    assert config["data"]["input_size"] == [64, 96]
+    assert config["model"]["options"]["aspp_rates"] == [2, 4, 6]
+    saved = tmp_path / "config.yaml"
+    recipes.dump(config, saved)
+    assert yaml.safe_load(saved.read_text()) == config
+    assert recipes.resolve_config(saved) == config  # a saved config is itself a recipe
+
+
+@pytest.mark.parametrize("item,message", [
+    ("optimizer.learnign_rate=1", "unknown recipe field 'optimizer.learnign_rate'"),
+    ("train.batch_size=0", "train.batch_size=0"),
+    ("train.precision=fp8", "train.precision='fp8'"),
+    ("epochs", "expected KEY=VALUE"),
+])
+def test_bad_overrides_name_the_field(item, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace(".", r"\.")):
+        recipes.resolve_config("hqmd_plus_full", sets=[item])
+
+
+def test_cli_lists_and_shows_recipes(capsys):
+    assert main(["recipes"]) == 0
+    out = capsys.readouterr().out
+    for name in TABLE1:
+        assert name in out
+    assert main(["recipes", "hqmd_plus_ldepth", "--set", "train.epochs=2"]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown["train"]["epochs"] == 2 and shown["loss"]["options"]["grad_magnitude_weight"] == 0.0
+    assert main(["recipes", "no_such_recipe"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown recipe 'no_such_recipe'" in err and "Traceback" not in err
+
+
+def _values(schedule, steps):
+    return np.array([float(keras.ops.convert_to_numpy(schedule(s))) for s in steps])
+
+
+def test_exponential_staircase_matches_hqmd_formula():
+    schedule = build_schedule("exponential", 1e-4, {"decay_steps": 10000, "decay_rate": 0.9, "staircase": True})
+    steps = np.concatenate([[0, 9999, 10000, 19999, 20000, 299999], RNG.integers(0, 300000, 20)])
+    expected = 1e-4 * 0.9 ** np.floor(steps / 10000.0)
+    np.testing.assert_allclose(_values(schedule, steps), expected, rtol=1e-5)
+
+
+def test_step_decay_every_five_epochs():
+    steps_per_epoch = int(RNG.integers(50, 500))
+    schedule = build_schedule("step", 1e-4, {"every_epochs": 5, "factor": 0.9}, steps_per_epoch=steps_per_epoch)
+    steps = np.concatenate([[0, 5 * steps_per_epoch - 1, 5 * steps_per_epoch, 10 * steps_per_epoch],
+                            RNG.integers(0, 50 * steps_per_epoch, 20)])
+    expected = 1e-4 * 0.9 ** np.floor(steps / steps_per_epoch / 5)
+    np.testing.assert_allclose(_values(schedule, steps), expected, rtol=1e-5)
+
+
+def test_polynomial_decay_matches_bts_formula():
+    total = int(RNG.integers(1000, 100000))
+    schedule = build_schedule("polynomial", 1e-4, {"end_learning_rate": 1e-5, "power": 0.9}, total_steps=total)
+    steps = np.concatenate([[0, total // 2, total, total + 10], RNG.integers(0, total, 20)])
+    expected = (1e-4 - 1e-5) * (1 - np.minimum(steps, total) / total) ** 0.9 + 1e-5
+    np.testing.assert_allclose(_values(schedule, steps), expected, rtol=1e-5)
+
+
+def test_triangular_cyclic_matches_smith_formula():
+    low, high, step_size = 1e-5, float(RNG.uniform(1e-4, 1e-2)), int(RNG.integers(10, 2000))
+    schedule = build_schedule("cyclic", low, {"max_learning_rate": high, "step_size": step_size})
+    steps = np.concatenate([[0, step_size, 2 * step_size, 3 * step_size, step_size // 2], RNG.integers(0, 20 * step_size, 30)])
+    cycle = np.floor(1 + steps / (2.0 * step_size))
+    expected = low + (high - low) * np.maximum(0.0, 1 - np.abs(steps / step_size - 2 * cycle + 1))
+    np.testing.assert_allclose(_values(schedule, steps), expected, rtol=1e-5, atol=1e-12)
+    assert math.isclose(_values(schedule, [step_size])[0], high, rel_tol=1e-6)  # peak after one half cycle
+    restored = keras.optimizers.schedules.deserialize(keras.optimizers.schedules.serialize(schedule))
+    assert isinstance(restored, TriangularCyclic) and restored.get_config() == schedule.get_config()
+
+
+def test_schedule_errors_are_clear():
+    with pytest.raises(ConfigError, match="unknown schedule 'cosine'"):
+        build_schedule("cosine", 1e-4)
+    with pytest.raises(ConfigError, match="needs option 'decay_rate'"):
+        build_schedule("exponential", 1e-4, {"decay_steps": 10})
+    with pytest.raises(ConfigError, match="unknown option"):
+        build_schedule("polynomial", 1e-4, {"power": 0.9, "warmup": 3})
