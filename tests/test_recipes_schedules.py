@@ -143,3 +143,14 @@ def test_schedule_errors_are_clear():
         build_schedule("exponential", 1e-4, {"decay_steps": 10})
     with pytest.raises(ConfigError, match="unknown option"):
         build_schedule("polynomial", 1e-4, {"power": 0.9, "warmup": 3})
+
+
+def test_global_batch_per_replica_or_as_stated():
+    from hqdepth.training.trainer import Plan
+
+    per_replica = recipes.resolve_config("hqmd_plus_full", sets=["train.batch_size=4"])
+    assert Plan(per_replica, 100, replicas=2).global_batch == 8
+    stated = recipes.resolve_config("hqmd_plus_full", sets=["train.batch_size=4", "train.batch_size_is_global=true"])
+    assert Plan(stated, 100, replicas=2).global_batch == 4
+    with pytest.raises(ConfigError, match="must divide among 3 replicas"):
+        Plan(stated, 100, replicas=3)

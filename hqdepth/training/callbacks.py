@@ -52,13 +52,12 @@ class TensorBoardLogger(keras.callbacks.Callback):
     validation samples (`images`, `depths` arrays). Only the chief writes (`enabled`).
     """
 
-    def __init__(self, log_dir, images=None, depths=None, every_steps=10, enabled=True, predict=None):
+    def __init__(self, log_dir, images=None, depths=None, every_steps=10, enabled=True):
         super().__init__()
         self.log_dir = Path(log_dir)
         self.images, self.depths = images, depths
         self.every_steps = max(int(every_steps), 1)
         self.enabled = enabled
-        self.predict = predict  # callable(images) -> depth; default: the model in inference mode
         self._writers = {}
 
     def _writer(self, name):
@@ -83,8 +82,7 @@ class TensorBoardLogger(keras.callbacks.Callback):
 
         if not self.enabled or self.images is None:
             return
-        predict = self.predict or (lambda x: keras.ops.convert_to_numpy(self.model(x, training=False)))
-        preds = np.asarray(predict(self.images), dtype=np.float32)
+        preds = np.asarray(keras.ops.convert_to_numpy(self.model(self.images, training=False)), dtype=np.float32)
         with self._writer("validation").as_default(step=step):
             tf.summary.image("depth", depth_panels(self.images, self.depths, preds), max_outputs=len(self.images))
 

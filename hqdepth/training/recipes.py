@@ -45,8 +45,8 @@ DEFAULTS = {
         "skip_bad": False,
     },
     "train": {
-        "batch_size": 8,             # global batch = per-replica batch x replicas
-        "batch_size_is_global": False,
+        "batch_size": 8,             # per replica: global batch = batch x replicas ...
+        "batch_size_is_global": False,  # ... unless True (a paper's total batch split over its GPUs)
         "epochs": 1,
         "steps_per_epoch": None,     # None: one pass over the training split
         "max_steps": None,           # stop after this many optimizer steps in total (quick runs)

@@ -222,7 +222,13 @@ class Plan:
     def __init__(self, config, train_samples, replicas):
         train = config["train"]
         self.replicas = replicas
-        self.global_batch = train["batch_size"] * replicas
+        if train["batch_size_is_global"]:
+            if train["batch_size"] % replicas:
+                raise ConfigError(f"train.batch_size={train['batch_size']} is global (batch_size_is_global) and must "
+                                  f"divide among {replicas} replicas.")
+            self.global_batch = train["batch_size"]
+        else:
+            self.global_batch = train["batch_size"] * replicas
         if train_samples < self.global_batch and not train["steps_per_epoch"]:
             raise ConfigError(f"the training split has {train_samples} samples, fewer than one global batch "
                               f"({self.global_batch}).")
