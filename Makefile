@@ -20,9 +20,10 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(PY) experiments/demo.py
 
+# Every model against this machine's matmul rate -> benchmarks/results.json + RESULTS.md (~20 min on 2 cores).
+# `make bench BENCH_ARGS=--quick` for a 3-minute smoke run (written to a temporary folder).
 bench: $(STAMP)
-	$(PY) benchmarks/synthetic_scenes.py
-	$(PY) benchmarks/input_pipeline.py
+	$(PY) benchmarks/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -1,5 +1,6 @@
 """What the experiment scripts share: quick CPU overrides, running recipes, and paper-vs-ours tables."""
 
+import argparse
 import json
 import os
 import sys
@@ -12,14 +13,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 COLUMNS = [("abs_rel", "Abs Rel", "lower"), ("sq_rel", "Sq Rel", "lower"), ("log10", "log10", "lower"),
            ("rmse", "RMSE", "lower"), ("rmse_log", "RMSE_log", "lower"), ("d1", "δ<1.25", "higher"),
            ("d2", "δ<1.25²", "higher"), ("d3", "δ<1.25³", "higher")]
+SSIM_COLUMN = ("ssim", "SSIM", "higher")
 
 
 def quick_sets(size=(64, 96), steps=150, batch_size=8, deeplab=True):
     """Overrides that make a paper recipe a few-minute CPU run on synthetic scenes.
 
     Reduced input size and steps; Adam at 1e-3 without decay (a short run needs a larger rate);
-    BN momentum 0.9 so the moving statistics used at inference follow a short run (HQMD's 0.9997
-    suits its 300k steps); evaluation with a custom protocol, 1e-3 < gt < 10 m, since the NYU crops
+    for the DeepLab models BN momentum 0.9 so the moving statistics used at inference follow a short
+    run (HQMD's 0.9997 suits its 300k steps) and no frozen stem (HQMD freezes ImageNet layers; frozen
+    random ones only hurt); evaluation with a custom protocol, 1e-3 < gt < 10 m, since the NYU crops
     assume 480x640 frames.
     """
     sets = [f"data.input_size=[{size[0]}, {size[1]}]", f"train.max_steps={steps}", f"train.batch_size={batch_size}",
@@ -28,7 +31,7 @@ def quick_sets(size=(64, 96), steps=150, batch_size=8, deeplab=True):
             "data.cache=true", "evaluation.protocol=custom",
             "evaluation.protocol_options={min_depth: 0.001, max_depth: 10.0}"]
     if deeplab:
-        sets.append("model.options.bn_momentum=0.9")
+        sets += ["model.options.bn_momentum=0.9", "model.options.freeze=none"]
     return sets
 
 
@@ -41,32 +44,102 @@ def parse_size(text):
     return height, width
 
 
-def train_recipe(recipe, data, out, sets=(), print_fn=print):
+def train_recipe(recipe, data, out, sets=(), print_fn=print, val_data=None):
     """Train (or resume, or reuse a finished) run of `recipe` in `out`; returns its results dict."""
     from hqdepth.training import recipes
     from hqdepth.training.trainer import train
 
     config = recipes.resolve_config(recipe, sets=list(sets))
-    return train(config, data, out, print_fn=print_fn, verbose=2)
+    return train(config, data, out, val_data=val_data, print_fn=print_fn, verbose=2)
 
 
-def format_table(rows, title):
-    """Markdown table: each row {"method", "source" (paper | ours), metric: value}."""
-    header = ["Method", "source"] + [label for _, label, _ in COLUMNS]
+def experiment_parser(description, out, steps=120, size="64x96"):
+    """The command line every experiment script shares (`--quick` defaults: `steps`, `size`)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--data", default="synthetic", help="dataset SPEC, or 'synthetic' (default)")
+    parser.add_argument("--val-data", help="validation SPEC (default: --data)")
+    parser.add_argument("--quick", action="store_true", help="few steps at a reduced size (default with synthetic)")
+    parser.add_argument("--steps", type=int, default=steps, help="--quick: training steps per row")
+    parser.add_argument("--size", default=size, help="--quick: input size HxW")
+    parser.add_argument("--set", action="append", default=[], dest="sets", help="extra recipe override, repeatable")
+    parser.add_argument("--out", default=out)
+    return parser
+
+
+def experiment_setup(args, scenes=400, test_samples=48, **quick_options):
+    """(data SPEC, quick, overrides) from `experiment_parser`'s arguments.
+
+    `--quick` (the default with `--data synthetic`: `scenes` training scenes at `--size`) uses
+    `quick_sets(size, --steps, **quick_options)` and `test_samples` test images; on real data the
+    recipe's evaluation protocol is kept. The command line's `--set`s are not included: they go last.
+    """
+    size = parse_size(args.size)
+    quick = args.quick or args.data == "synthetic"
+    data = synthetic_spec(scenes, size) if args.data == "synthetic" else args.data
+    sets = quick_sets(size, args.steps, **quick_options) + [f"evaluation.test_samples={test_samples}"] if quick else []
+    if quick and args.data != "synthetic":
+        sets = [s for s in sets if not s.startswith("evaluation.protocol")]  # real data: the recipe's protocol
+    return data, quick, sets
+
+
+def train_rows(rows, data, out, sets, quick, user_sets=(), val_data=None, print_fn=print):
+    """Train each row and return the table rows: the paper's line (when the row has one) and ours.
+
+    rows: dicts with "label", "recipe", optional "paper" (metric dict), "sets" (the row's overrides,
+    after `sets` and before `user_sets`), "run" (folder under `out`, default the recipe) and "data"
+    (SPEC, default `data`). Our line carries the test metrics of results.json, the recipe and the steps.
+    A row without "recipe" is a paper line only (a method the paper cites).
+    """
+    table = []
+    for row in rows:
+        if not row.get("recipe"):
+            table.append({"method": row["label"], "source": row.get("source", "paper"), **row["paper"]})
+            continue
+        spec = row.get("data") or data
+        print_fn(f"\n=== {row['label']} ({row['recipe']}) ===")
+        results = train_recipe(row["recipe"], spec, Path(out) / row.get("run", row["recipe"]),
+                               list(sets) + list(row.get("sets", ())) + list(user_sets), print_fn=print_fn,
+                               val_data=val_data)
+        if row.get("paper"):
+            table.append({"method": row["label"], "source": "paper", **row["paper"]})
+        table.append({"method": row["label"], "source": f"ours ({'quick, ' if quick else ''}{spec})",
+                      **results.get("test", {}).get("metrics", {}), "recipe": row["recipe"],
+                      "steps": results["steps"]})
+    return table
+
+
+def format_table(rows, title, columns=COLUMNS):
+    """Markdown table: each row {"method", "source" (paper | ours), metric: value}; `columns` as COLUMNS."""
+    header = ["Method", "source"] + [label for _, label, _ in columns]
     lines = [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         values = [row["method"], row["source"]]
-        for key, _, _ in COLUMNS:
+        for key, _, _ in columns:
             value = row.get(key)
             values.append("–" if value is None else f"{value:.3f}")
         lines.append("| " + " | ".join(values) + " |")
     return "\n".join(lines)
 
 
-def write_outputs(out, title, rows, extra=None):
+def write_outputs(out, title, rows, extra=None, columns=COLUMNS):
+    """table.md and table.json in `out`; returns the Markdown table."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    table = format_table(rows, title)
+    table = format_table(rows, title, columns)
     (out / "table.md").write_text(table + "\n")
     (out / "table.json").write_text(json.dumps({"title": title, "rows": rows, **(extra or {})}, indent=1))
+    return table
+
+
+def print_outputs(out, title, rows, quick, extra=None, columns=COLUMNS, notes=(), paper_data="the paper's data",
+                  quick_note=None):
+    """Write and print the table, where it went, the notes, and (quick) what a quick run is for."""
+    table = write_outputs(out, title, rows, extra, columns)
+    print("\n" + table)
+    for note in notes:
+        print(note)
+    print(f"\nwritten: {Path(out) / 'table.md'}, {Path(out) / 'table.json'}")
+    if quick:
+        print(quick_note or "Quick runs on synthetic scenes check the machinery; compare with the paper only on "
+                            f"{paper_data}.")
     return table

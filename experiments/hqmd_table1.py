@@ -10,9 +10,6 @@ rerunning the command resumes unfinished rows and reuses finished ones. `--quick
 machinery and the relative order of the rows on a toy problem, not the paper's numbers.
 """
 
-import argparse
-from pathlib import Path
-
 import common
 
 # specs/hqmd.md section 8, in the paper's order; sq_rel is not in the paper.
@@ -33,40 +30,21 @@ PAPER = {
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default="synthetic", help="dataset SPEC, or 'synthetic' (default)")
-    parser.add_argument("--val-data", help="validation SPEC (default: --data)")
-    parser.add_argument("--quick", action="store_true", help="few steps at a reduced size (default with synthetic)")
-    parser.add_argument("--steps", type=int, default=120, help="--quick: training steps per row")
-    parser.add_argument("--size", default="64x96", help="--quick: input size HxW")
+    parser = common.experiment_parser(__doc__.splitlines()[0], "runs/hqmd_table1")
     parser.add_argument("--rows", default=",".join(PAPER), help="comma-separated recipes (default: all five)")
-    parser.add_argument("--set", action="append", default=[], dest="sets", help="extra recipe override, repeatable")
-    parser.add_argument("--out", default="runs/hqmd_table1")
     args = parser.parse_args(argv)
 
-    size = common.parse_size(args.size)
-    quick = args.quick or args.data == "synthetic"
-    data = common.synthetic_spec(400, size) if args.data == "synthetic" else args.data
-    sets = (common.quick_sets(size, args.steps) + ["evaluation.test_samples=48"] if quick else []) + args.sets
-    if quick and args.data != "synthetic":
-        sets = [s for s in sets if not s.startswith("evaluation.protocol")]  # real data: the recipe's protocol
+    data, quick, sets = common.experiment_setup(args)
     rows = []
     for recipe in args.rows.split(","):
         if recipe not in PAPER:
             parser.error(f"unknown row {recipe!r}; rows: {', '.join(PAPER)}")
         label, paper = PAPER[recipe]
-        print(f"\n=== {label} ({recipe}) ===")
-        results = common.train_recipe(recipe, data, Path(args.out) / recipe, sets)
-        ours = results.get("test", {}).get("metrics", {})
-        rows.append({"method": label, "source": "paper", **paper})
-        rows.append({"method": label, "source": f"ours ({'quick, ' if quick else ''}{data})", **ours,
-                     "recipe": recipe, "steps": results["steps"]})
+        rows.append({"label": label, "recipe": recipe, "paper": paper})
+    table = common.train_rows(rows, data, args.out, sets, quick, args.sets, val_data=args.val_data)
     title = f"HQMD Table 1 — paper (NYU Depth v2 test, 654 images) vs ours ({data}{', quick' if quick else ''})"
-    table = common.write_outputs(args.out, title, rows, {"data": data, "quick": quick, "sets": sets})
-    print("\n" + table)
-    print(f"\nwritten: {Path(args.out) / 'table.md'}, {Path(args.out) / 'table.json'}")
-    if quick:
-        print("Quick runs on synthetic scenes check the machinery; compare with the paper only on NYU Depth v2.")
+    common.print_outputs(args.out, title, table, quick, {"data": data, "quick": quick, "sets": sets + args.sets},
+                         paper_data="NYU Depth v2")
     return 0
 
 

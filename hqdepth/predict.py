@@ -265,7 +265,8 @@ class DepthModel:
 
         import keras
 
-        for module in ("hqdepth.layers", "hqdepth.losses", "hqdepth.metrics"):  # register custom objects
+        # register custom objects: layers, losses, metrics, and model classes (mrpan.DeepSupervisionModel)
+        for module in ("hqdepth.layers", "hqdepth.losses", "hqdepth.metrics", "hqdepth.models.mrpan"):
             try:
                 importlib.import_module(module)
             except ImportError:
@@ -277,9 +278,17 @@ class DepthModel:
         self._use_keras(model, path)
 
     def _use_keras(self, model, path=None):
-        if len(model.inputs) != 1:
-            raise DataError(f"{path or model.name}: expected a model with one RGB input, this one has "
-                            f"{len(model.inputs)}.")
+        from hqdepth.models.inference import depth_model, reference_focal
+
+        focal = reference_focal(model) if len(model.inputs) > 1 else None
+        if focal is not None:
+            self.note += f" (focal input fixed at {focal:g} px: depth not rescaled by focal)"
+        if len(model.outputs) > 1:
+            self.note += f" (finest of {len(model.outputs)} outputs, resized to the input)"
+        try:
+            model = depth_model(model, fix_focal=True)  # one image in, the final depth out
+        except ConfigError as error:
+            raise DataError(f"{path or model.name}: {error}") from None
         self.keras_model = model
         self.input_size = _fixed_size(model.inputs[0].shape)
         self.max_depth = _find_max_depth(model)

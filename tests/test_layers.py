@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from hqdepth.layers import AtrousSpatialPyramidPooling, BilinearResize, ImageNormalization, resize_bilinear
+from hqdepth.layers import (AtrousConv2D, AtrousSpatialPyramidPooling, BilinearResize, ImageNormalization, conv2d,
+                            resize_bilinear)
+from hqdepth.layers.conv import native_dilated_conv_available
 
 RNG = np.random.default_rng()
 
@@ -82,6 +84,34 @@ def np_conv(x, kernel, rate=1):
         for j in range(k):
             out += np.einsum("nhwc,cd->nhwd", p[:, i * rate:i * rate + h, j * rate:j * rate + w], kernel[i, j])
     return out
+
+
+@pytest.mark.parametrize("rate,size", [(2, (7, 9)), (12, (4, 6)), (5, (11, 3))])
+def test_atrous_conv_matches_numpy_and_keras_conv_gradients(rate, size):
+    """Rates larger than the map included (HQMD's ASPP at the demo size): the taps fall in the padding."""
+    x = RNG.normal(size=(2, *size, 6)).astype(np.float32)
+    layer = AtrousConv2D(5, 3, padding="same", dilation_rate=rate, use_bias=True, bias_initializer="random_normal")
+    reference = keras.layers.Conv2D(5, 3, padding="same", dilation_rate=rate, use_bias=True)
+    layer.build(x.shape), reference.build(x.shape)
+    reference.set_weights(layer.get_weights())
+    kernel, bias = (w.numpy().astype(np.float64) for w in layer.weights)
+    np.testing.assert_allclose(layer(x), np_conv(x.astype(np.float64), kernel, rate) + bias, rtol=1e-5, atol=1e-5)
+
+    xt = tf.constant(x)
+    gradients = []
+    for conv in (layer, reference):
+        with tf.GradientTape() as tape:
+            tape.watch(xt)
+            loss = tf.reduce_sum(tf.sin(conv(xt)))
+        gradients.append(tape.gradient(loss, [xt, *conv.trainable_weights]))
+    for ours, theirs in zip(*gradients):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
+
+    ops = {op.type for op in tf.function(layer).get_concrete_function(xt).graph.get_operations()}
+    assert native_dilated_conv_available() and "SpaceToBatchND" not in ops and "Conv2D" in ops
+    clone = AtrousConv2D.from_config(layer.get_config())
+    assert clone.dilation_rate == (rate, rate)
+    assert isinstance(conv2d(4, 3, dilation_rate=2), AtrousConv2D) and type(conv2d(4, 3)) is keras.layers.Conv2D
 
 
 def test_aspp_matches_numpy_reference_in_inference():

@@ -17,7 +17,7 @@ def test_stated_facts():
     assert saia["train"]["epochs"] == 20 and saia["model"]["options"]["frozen_stages"] == 4
 
     nyu = recipes.get_recipe("bts_nyu")
-    assert nyu["optimizer"] == {"name": "adamw", "learning_rate": 1e-4,
+    assert nyu["optimizer"] == {"name": "adamw", "learning_rate": 1e-4, "decay_encoder_only": True,
                                 "options": {"epsilon": 1e-3, "weight_decay": 1e-2}}
     assert nyu["schedule"] == {"name": "polynomial", "options": {"end_learning_rate": 1e-5, "power": 0.9}}
     assert nyu["loss"] == {"name": "SILog", "options": {"variance_focus": 0.85, "scale": 10.0, "min_depth": 0.1}}
@@ -35,6 +35,7 @@ def test_stated_facts():
     options = toolbox["optimizer"]["options"]
     assert options["beta_1"] == 0.95 and options["global_clipnorm"] == 35
     assert toolbox["loss"]["options"]["scale"] == 1.0 and toolbox["model"]["options"]["freeze"] == "none"
+    assert toolbox["optimizer"]["decay_encoder_only"] is False  # the Toolbox decays every parameter
     rate = build_schedule(toolbox["schedule"]["name"], toolbox["optimizer"]["learning_rate"],
                           toolbox["schedule"]["options"], steps_per_epoch=10, total_steps=240)
     assert float(rate(0)) == pytest.approx(4e-6) and float(rate(120)) == pytest.approx(1e-4)

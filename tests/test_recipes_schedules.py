@@ -22,7 +22,7 @@ def test_hqmd_table1_recipes_follow_the_official_code():
     assert set(TABLE1) <= names
     for name in TABLE1:
         config = recipes.get_recipe(name)
-        assert config["optimizer"] == {"name": "adam", "learning_rate": 1e-4,
+        assert config["optimizer"] == {"name": "adam", "learning_rate": 1e-4, "decay_encoder_only": False,
                                        "options": {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-8}}
         assert config["schedule"] == {"name": "exponential",
                                       "options": {"decay_steps": 10000, "decay_rate": 0.9, "staircase": True}}

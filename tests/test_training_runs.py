@@ -253,9 +253,10 @@ def test_mirrored_on_two_cpus_matches_one_device(tmp_path):
     keras.utils.set_random_seed(0)
     initial = [np.asarray(w) for w in recipes_model(None).weights]
     largest_update = max(np.abs(s - i).max() for s, i in zip(arrays[half:], initial))
-    assert largest_update > 1e-3  # a wrong gradient scale (x2 / x0.5) would show far above the tolerance
-    for mirrored, single in zip(arrays[:half], arrays[half:]):
-        np.testing.assert_allclose(mirrored, single, rtol=1e-3, atol=1e-4)
+    assert largest_update > 1e-3
+    # Rounding noise is a small fraction of the update; a wrong gradient scale (x2 / x0.5) is all of it.
+    difference = max(np.abs(m - s).max() for m, s in zip(arrays[:half], arrays[half:]))
+    assert difference < 0.05 * largest_update, (difference, largest_update)
 
 
 def test_mixed_bfloat16_fit_on_the_cpu(tmp_path):

@@ -11,6 +11,7 @@ import keras
 from keras import layers
 
 from hqdepth.errors import ConfigError, HQDepthError
+from hqdepth.layers.conv import conv2d
 from hqdepth.layers.preprocessing import ImageNormalization
 
 # (stage name, bottleneck width, units, nominal stride of the stage's strided unit)
@@ -72,9 +73,9 @@ def unit_schedule(version, output_stride, multi_grid):
 def _conv(filters, kernel_size, name, stride=1, rate=1, use_bias=True, padding="valid", settings=None,
           trainable=True):
     regularizer = keras.regularizers.L2(settings["weight_decay"]) if settings["weight_decay"] else None
-    return layers.Conv2D(filters, kernel_size, strides=stride, dilation_rate=rate, padding=padding,
-                         use_bias=use_bias, kernel_initializer="he_normal", kernel_regularizer=regularizer,
-                         trainable=trainable, name=name)
+    return conv2d(filters, kernel_size, strides=stride, dilation_rate=rate, padding=padding,
+                  use_bias=use_bias, kernel_initializer="he_normal", kernel_regularizer=regularizer,
+                  trainable=trainable, name=name)
 
 
 def _bn(name, settings):

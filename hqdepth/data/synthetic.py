@@ -4,10 +4,13 @@ Each scene is a procedural room rendered by vectorised NumPy ray casting:
 
 - a box room, floor 2-10 m by 2-10 m, 2.4-3.2 m high, floor, ceiling and four walls;
 - 1-5 boxes standing on the floor (random size and yaw) and 0-3 spheres (on the floor or floating);
-- every surface textured in world units (checker, stripes or value noise), so texture density
-  shrinks with distance (a texture-gradient cue);
-- Lambertian shading from one point light with inverse-square fall-off, hard shadows cast by the
-  objects, and a small ambient term;
+- every surface textured in world units (checker, stripes or value noise) with periods in a
+  familiar range (checker/stripes 0.25-0.5 m, noise features 0.08-0.16 m, as tiles, planks and
+  fabric are), so texture density shrinks with distance and tells the scale (texture-gradient and
+  familiar-size cues);
+- Lambertian shading from one point light of a fixed power range (a lamp, whatever the room size),
+  inverse-square fall-off, hard shadows cast by the objects, and a small ambient term: large rooms
+  are darker away from the lamp, as real ones are (an absolute shading cue);
 - a pinhole camera with NYU Depth V2 intrinsics scaled to the image size (fx = 518.8579 at width
   640, fy = 519.46961 at height 480, principal point at the image centre, pixel centres at +0.5),
   1.0-1.7 m above the floor, random yaw, pitch -25..+5 degrees, roll -4..+4 degrees.
@@ -43,6 +46,8 @@ SPLIT_SEED_BASE = {"train": 0, "val": 1 << 30, "test": 2 << 30}
 SPLIT_SEED_RANGE = 1 << 30
 DEFAULT_COUNTS = {"train": 2000, "val": 200, "test": 200}
 TEXTURES = ("checker", "stripes", "noise")  # "plain" is also accepted in hand-made scenes
+TEXTURE_SCALE = {"checker": (0.25, 0.5), "stripes": (0.25, 0.5), "noise": (0.08, 0.16)}  # metres
+LAMP_POWER = 25.0  # irradiance 1 at 5 m from the lamp, facing it
 
 # Surface ids in the id map: 0 floor (y = 0), 1 ceiling (y = height), 2 wall x = 0, 3 wall x = width,
 # 4 wall z = 0, 5 wall z = depth; objects follow from 6 in the order of `Scene.objects`.
@@ -154,10 +159,7 @@ def _random_material(rng):
         color_b = color_a * rng.uniform(0.25, 0.6)
     else:
         color_b = rng.uniform(0.05, 0.9, 3)
-    if kind == "noise":
-        scale = rng.uniform(0.05, 0.3)
-    else:
-        scale = rng.uniform(0.12, 0.8)
+    scale = rng.uniform(*TEXTURE_SCALE[kind])
     angle = float(rng.choice([0.0, math.pi / 2])) if rng.random() < 0.6 else rng.uniform(0, math.pi)
     return Material(kind, tuple(color_a), tuple(color_b), float(scale), float(angle), int(rng.integers(1 << 31)))
 
@@ -259,8 +261,7 @@ def random_scene(seed):
         if all(np.linalg.norm(light - c) > r + 0.05 for c, r in spheres_bound):
             break
     scene.light = tuple(light)
-    extent = 0.5 * (room[0] + room[2])
-    scene.light_power = float(rng.uniform(0.5, 1.1) * extent**2)
+    scene.light_power = float(rng.uniform(0.7, 1.1) * LAMP_POWER)
     scene.ambient = float(rng.uniform(0.04, 0.14))
     return scene
 

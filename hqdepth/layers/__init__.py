@@ -1,6 +1,7 @@
 """Reusable, serializable layers (registered under the `hqdepth` package)."""
 
 from hqdepth.layers.aspp import AtrousSpatialPyramidPooling, conv_bn_relu, conv_bn_relu_layers
+from hqdepth.layers.conv import AtrousConv2D, conv2d
 from hqdepth.layers.attention import PositionAttention, ScaleAttention
 from hqdepth.layers.heads import ScaledSigmoid
 from hqdepth.layers.normalization import FrozenAffineBatchNormalization
@@ -9,6 +10,7 @@ from hqdepth.layers.preprocessing import ImageNormalization
 from hqdepth.layers.resize import BilinearResize, resize_bilinear
 
 __all__ = [
+    "AtrousConv2D",
     "AtrousSpatialPyramidPooling",
     "BilinearResize",
     "FocalScaling",
@@ -19,6 +21,7 @@ __all__ = [
     "PositionAttention",
     "ScaleAttention",
     "ScaledSigmoid",
+    "conv2d",
     "conv_bn_relu",
     "conv_bn_relu_layers",
     "resize_bilinear",

@@ -3,15 +3,17 @@
 import keras
 from keras import layers, ops
 
+from hqdepth.layers.conv import conv2d
+
 
 def conv_bn_relu_layers(filters, kernel_size, name, dilation_rate=1, bn_momentum=0.9997,
                         bn_epsilon=1e-5, weight_decay=5e-5, kernel_initializer="he_normal", dtype=None):
     """A bias-free conv, batch norm and ReLU as three named layers (slim `conv2d` + `batch_norm`)."""
     regularizer = keras.regularizers.L2(weight_decay) if weight_decay else None
     return [
-        layers.Conv2D(filters, kernel_size, padding="same", dilation_rate=dilation_rate, use_bias=False,
-                      kernel_initializer=kernel_initializer, kernel_regularizer=regularizer,
-                      name=f"{name}_conv", dtype=dtype),
+        conv2d(filters, kernel_size, padding="same", dilation_rate=dilation_rate, use_bias=False,
+               kernel_initializer=kernel_initializer, kernel_regularizer=regularizer,
+               name=f"{name}_conv", dtype=dtype),
         layers.BatchNormalization(momentum=bn_momentum, epsilon=bn_epsilon, name=f"{name}_bn", dtype=dtype),
         layers.ReLU(name=f"{name}_relu", dtype=dtype),
     ]

@@ -45,6 +45,7 @@ from hqdepth.backbones.resnet import load_keras_application_weights, resnet50
 from hqdepth.errors import ConfigError, HQDepthError
 from hqdepth.layers import (FocalScaling, FrozenAffineBatchNormalization, LocalPlanarGuidance, PlaneCoefficients,
                             ScaledSigmoid)
+from hqdepth.layers.conv import conv2d
 from hqdepth.layers.planar import KITTI_MEAN_FOCAL
 from hqdepth.models.fcn import _check_multiple
 from hqdepth.models.registry import register_model
@@ -62,6 +63,7 @@ DENSENET_TAPS = ("conv1_relu", "pool1", "pool2_pool", "pool3_pool", "bn")
 TORCH_MEAN = (0.485, 0.456, 0.406)
 TORCH_STD = (0.229, 0.224, 0.225)
 DECODER_PREFIX = "bts_"
+SIZE_MULTIPLE = 32  # five stride-2 stages, five x2 upsamplings
 
 
 # --- encoders ---------------------------------------------------------------------------------------
@@ -203,8 +205,8 @@ def _load_densenet_weights(model, variant, weights):
 # --- decoder ----------------------------------------------------------------------------------------
 
 def _conv(filters, kernel, name, dilation=1, use_bias=False, dtype=None):
-    return layers.Conv2D(filters, kernel, padding="same", dilation_rate=dilation, use_bias=use_bias,
-                         kernel_initializer="glorot_uniform", name=DECODER_PREFIX + name, dtype=dtype)
+    return conv2d(filters, kernel, padding="same", dilation_rate=dilation, use_bias=use_bias,
+                  kernel_initializer="glorot_uniform", name=DECODER_PREFIX + name, dtype=dtype)
 
 
 def _bn(name, epsilon=1.1e-5, momentum=0.99):
@@ -325,7 +327,7 @@ def bts(input_shape=(None, None, 3), encoder="resnet50", max_depth=10.0, bts_siz
     """
     if freeze not in FREEZE_CHOICES:
         raise ConfigError(f"freeze must be one of {FREEZE_CHOICES}, got {freeze!r}.")
-    _check_multiple(input_shape, 32, "bts")
+    _check_multiple(input_shape, SIZE_MULTIPLE, "bts")
     options = dict(weights=backbone_weights, freeze=freeze, fix_first_conv_blocks=fix_first_conv_blocks,
                    preprocess=preprocess, bn_momentum=encoder_bn_momentum)
     if isinstance(encoder, keras.Model):
@@ -350,12 +352,13 @@ def bts(input_shape=(None, None, 3), encoder="resnet50", max_depth=10.0, bts_siz
 
 
 def decoder_variables(model):
-    """The decoder's trainable variables. BTS applies AdamW weight decay to the encoder only:
-    `optimizer.exclude_from_weight_decay(var_list=decoder_variables(model))` reproduces that."""
+    """The decoder's trainable variables. BTS applies AdamW weight decay to the encoder only; a recipe's
+    `optimizer.decay_encoder_only: true` makes the trainer exclude these
+    (`optimizer.exclude_from_weight_decay(var_list=decoder_variables(model))`)."""
     return [v for layer in model.layers if layer.name.startswith(DECODER_PREFIX) for v in layer.trainable_weights]
 
 
 @register_model("bts", (416, 544), "BTS: ResNet-50 + dense ASPP + local planar guidance (DenseNet-161 option)",
-                PAPER)
+                PAPER, decoder_variables=decoder_variables, size_multiple=SIZE_MULTIPLE)
 def bts_model(input_shape=(None, None, 3), **options):
     return bts(input_shape, **options)

@@ -30,6 +30,11 @@ def _check_multiple(input_shape, factor, model):
             raise ConfigError(f"{model}: input height and width must be multiples of {factor}, got {input_shape[:2]}.")
 
 
+def fcn_size_multiple(encoder_filters=(32, 64, 128), **_):
+    """Height and width must be multiples of 2**levels (one stride-2 conv per encoder level)."""
+    return 2 ** len(encoder_filters)
+
+
 def fcn_autoencoder(input_shape=(None, None, 3), max_depth=10.0, encoder_filters=(32, 64, 128),
                     decoder_filters=(64, 32, 16), kernel_initializer="glorot_uniform", batch_norm=True,
                     bn_momentum=0.99, name="fcn_autoencoder"):
@@ -43,7 +48,7 @@ def fcn_autoencoder(input_shape=(None, None, 3), max_depth=10.0, encoder_filters
     """
     if len(decoder_filters) != len(encoder_filters):
         raise ConfigError("fcn_autoencoder: decoder_filters needs one width per encoder level.")
-    _check_multiple(input_shape, 2 ** len(encoder_filters), "fcn_autoencoder")
+    _check_multiple(input_shape, fcn_size_multiple(encoder_filters), "fcn_autoencoder")
     image = keras.Input(shape=input_shape, name="image")
     x = layers.Rescaling(1.0 / 255.0, name="preprocess")(image)
 
@@ -67,6 +72,6 @@ def fcn_autoencoder(input_shape=(None, None, 3), max_depth=10.0, encoder_filters
 
 
 @register_model("fcn_autoencoder", (480, 640), "FCN encoder-decoder, ~0.5 M params, SSIM+MSE loss (reconstructed)",
-                PAPER)
+                PAPER, size_multiple=fcn_size_multiple)
 def fcn_autoencoder_model(input_shape=(None, None, 3), **options):
     return fcn_autoencoder(input_shape, **options)

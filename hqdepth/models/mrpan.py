@@ -34,7 +34,9 @@ Output (deep supervision, the default): a list of five depth maps, **finest firs
 output's loss resizes it to its own size: compile with `MultiScaleDepthLoss`, whose sum over the
 outputs is the MRPAN loss), and compiled metrics see the finest map resized (bilinear) to the
 ground truth, as SARPN's test does. `deep_supervision=False`, or `finest_depth_model(model)` on a
-trained model, gives a single-output model returning the finest map resized to the input size.
+trained model, gives a single-output model returning the finest map resized to the input size
+(`hqdepth.models.depth_model` applies it wherever the package runs a trained model: the trainer's
+images and test evaluation, `hqdepth evaluate --model`, `predict`, `export`).
 """
 
 import keras
@@ -83,7 +85,8 @@ def finest_depth_model(model, align_corners=True, name=None):
     finest = model.outputs[0]
     image = model.inputs[0]
     depth = BilinearResize(align_corners=align_corners, dtype="float32", name="depth")([finest, image])
-    return keras.Model(model.inputs, depth, name=name or f"{model.name}_finest")
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    return keras.Model(inputs, depth, name=name or f"{model.name}_finest")
 
 
 def _conv(x, filters, kernel, name, use_bias=False, dtype=None):

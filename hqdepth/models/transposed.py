@@ -28,6 +28,7 @@ from hqdepth.models.registry import register_model
 
 PAPER = "D. Saia, Monocular Depth Estimation (ResNet-50 + transposed convolutions, course report, seed 004)"
 OUTPUT_ACTIVATIONS = ("linear", "relu", "sigmoid")
+SIZE_MULTIPLE = 32  # encoder stride 32, five x2 transposed convs
 
 
 def freeze_resnet_stages(model, frozen_stages):
@@ -57,7 +58,7 @@ def resnet50_transposed(input_shape=(None, None, 3), frozen_stages=4, decoder_fi
     if len(decoder_filters) != 4:
         raise ConfigError(f"decoder_filters needs 4 widths (the 5th transposed conv outputs 1), "
                           f"got {decoder_filters!r}.")
-    _check_multiple(input_shape, 32, "resnet50_transposed")
+    _check_multiple(input_shape, SIZE_MULTIPLE, "resnet50_transposed")
     backbone = resnet50(version="v1", output_stride=32, weights=backbone_weights, preprocess=preprocess,
                         pool_padding="zero", bn_momentum=0.99, bn_epsilon=1.001e-5, weight_decay=0.0,
                         input_shape=input_shape)
@@ -79,6 +80,7 @@ def resnet50_transposed(input_shape=(None, None, 3), frozen_stages=4, decoder_fi
 
 
 @register_model("resnet50_transposed", (224, 224),
-                "ResNet-50 (frozen stem..conv4) + 5 stride-2 transposed convs, 224x224", PAPER)
+                "ResNet-50 (frozen stem..conv4) + 5 stride-2 transposed convs, 224x224", PAPER,
+                size_multiple=SIZE_MULTIPLE)
 def resnet50_transposed_model(input_shape=(None, None, 3), **options):
     return resnet50_transposed(input_shape, **options)

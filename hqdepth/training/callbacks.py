@@ -49,7 +49,9 @@ class TensorBoardLogger(keras.callbacks.Callback):
     Training scalars go to `log_dir/train` every `every_steps` optimizer steps, validation scalars
     (logs keys `val_*`, written without the prefix so both runs share a tag) to `log_dir/validation`
     at each validation, and `validation/depth` images: RGB | ground truth | prediction for fixed
-    validation samples (`images`, `depths` arrays). Only the chief writes (`enabled`).
+    validation samples (`images`: the model's inputs, an array or (images, focals); `depths`). The
+    prediction is the model's final depth (`hqdepth.models.depth_model`: the finest map of a
+    deep-supervision model, at the input size). Only the chief writes (`enabled`).
     """
 
     def __init__(self, log_dir, images=None, depths=None, every_steps=10, enabled=True):
@@ -59,6 +61,7 @@ class TensorBoardLogger(keras.callbacks.Callback):
         self.every_steps = max(int(every_steps), 1)
         self.enabled = enabled
         self._writers = {}
+        self._view = None  # (model, its inference view)
 
     def _writer(self, name):
         import tensorflow as tf
@@ -80,11 +83,16 @@ class TensorBoardLogger(keras.callbacks.Callback):
     def write_images(self, step):
         import tensorflow as tf
 
+        from hqdepth.models import depth_model
+
         if not self.enabled or self.images is None:
             return
-        preds = np.asarray(keras.ops.convert_to_numpy(self.model(self.images, training=False)), dtype=np.float32)
+        if self._view is None or self._view[0] is not self.model:
+            self._view = (self.model, depth_model(self.model))
+        rgb = self.images[0] if isinstance(self.images, tuple) else self.images
+        preds = np.asarray(keras.ops.convert_to_numpy(self._view[1](self.images, training=False)), dtype=np.float32)
         with self._writer("validation").as_default(step=step):
-            tf.summary.image("depth", depth_panels(self.images, self.depths, preds), max_outputs=len(self.images))
+            tf.summary.image("depth", depth_panels(rgb, self.depths, preds), max_outputs=len(rgb))
 
     def on_train_batch_end(self, batch, logs=None):
         step = iterations(self.model)

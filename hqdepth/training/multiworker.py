@@ -78,7 +78,7 @@ def train_multiworker(config, data, out, *, val_data=None, test_data=None, overw
             synchronize_batchnorm(model)
         loss = build_loss(config)
         metrics = compile_metrics(loss, config)
-        model.compile(optimizer=build_optimizer(config, plan.steps_per_epoch, plan.total_steps), loss=loss,
+        model.compile(optimizer=build_optimizer(config, plan.steps_per_epoch, plan.total_steps, model), loss=loss,
                       jit_compile=False)
         optimizer = model.optimizer
         optimizer.build(model.trainable_variables)

@@ -29,7 +29,9 @@ DEFAULTS = {
     "base": None,
     "model": {"name": None, "options": {}},
     "loss": {"name": None, "options": {}},
-    "optimizer": {"name": "adam", "learning_rate": 1e-4, "options": {}},
+    # decay_encoder_only: exempt the model family's decoder (`register_model(decoder_variables=...)`) from
+    # the optimizer's weight decay (BTS decays the encoder only).
+    "optimizer": {"name": "adam", "learning_rate": 1e-4, "decay_encoder_only": False, "options": {}},
     "schedule": {"name": "constant", "options": {}},
     "data": {
         "input_size": None,          # [H, W] the model is built and trained at
@@ -69,6 +71,7 @@ DEFAULTS = {
         "max_depth": 10.0,
         "min_depth": None,           # None: the protocol's
         "test_samples": None,        # None: the whole test split
+        "ssim": False,               # also SSIM of the test depth maps (results.json), max_val = max depth
     },
 }
 
@@ -199,6 +202,9 @@ def validate(config):
     for key in ("steps_per_epoch", "max_steps", "validation_every_steps", "validation_steps", "checkpoint_every_steps"):
         if train[key] is not None and (not isinstance(train[key], int) or train[key] <= 0):
             raise ConfigError(f"train.{key}={train[key]!r} must be a positive integer or null.")
+    if not isinstance(config["optimizer"]["decay_encoder_only"], bool):
+        raise ConfigError(f"optimizer.decay_encoder_only={config['optimizer']['decay_encoder_only']!r} must be "
+                          "true or false.")
     choices = {"precision": ("auto", "float32", "mixed_float16", "mixed_bfloat16"),
                "strategy": ("auto", "default", "mirrored", "multiworker"), "monitor_mode": ("min", "max")}
     for key, allowed in choices.items():

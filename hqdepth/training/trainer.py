@@ -114,7 +114,10 @@ def build_loss(config):
                           "(classes of hqdepth.losses) or a Keras loss name.") from None
 
 
-def build_optimizer(config, steps_per_epoch, total_steps):
+def build_optimizer(config, steps_per_epoch, total_steps, model=None):
+    """The recipe's optimizer and schedule. With `optimizer.decay_encoder_only`, `model`'s decoder is
+    exempt from weight decay (call before the optimizer is built, i.e. before the first step); without
+    a model the setting is only checked."""
     import keras
 
     from hqdepth.training.schedules import build_schedule
@@ -123,10 +126,30 @@ def build_optimizer(config, steps_per_epoch, total_steps):
     rate = build_schedule(config["schedule"]["name"], section["learning_rate"], config["schedule"]["options"],
                           steps_per_epoch=steps_per_epoch, total_steps=total_steps)
     try:
-        return keras.optimizers.get({"class_name": section["name"],
-                                     "config": {"learning_rate": rate, **section["options"]}})
+        optimizer = keras.optimizers.get({"class_name": section["name"],
+                                          "config": {"learning_rate": rate, **section["options"]}})
     except (ValueError, TypeError) as error:
         raise ConfigError(f"optimizer {section['name']!r} with options {section['options']}: {error}") from None
+    if section["decay_encoder_only"]:
+        exclude_decoder_from_weight_decay(optimizer, model, config)
+    return optimizer
+
+
+def exclude_decoder_from_weight_decay(optimizer, model, config):
+    """`optimizer.decay_encoder_only`: weight decay on the encoder only, as the BTS code does
+    (its AdamW parameter groups give the decoder weight_decay 0)."""
+    from hqdepth.models import get_entry
+
+    name = config["model"]["name"]
+    if not optimizer.weight_decay:
+        raise ConfigError(f"optimizer.decay_encoder_only is set but optimizer {config['optimizer']['name']!r} has no "
+                          "weight decay (optimizer.options.weight_decay).")
+    decoder_variables = get_entry(name).decoder_variables
+    if decoder_variables is None:
+        raise ConfigError(f"optimizer.decay_encoder_only: model {name!r} does not say which variables are its "
+                          "decoder (register_model(decoder_variables=...)); set it to false.")
+    if model is not None:
+        optimizer.exclude_from_weight_decay(var_list=decoder_variables(model))
 
 
 def protocol_of(config):
@@ -156,6 +179,18 @@ def build_model(config):
     size = config["data"]["input_size"]
     input_shape = (*size, 3) if size else None
     return build(config["model"]["name"], input_shape=input_shape, **config["model"]["options"])
+
+
+def build_before_fit(model, dataset):
+    """Create the metric and optimizer variables before the first step, from the dataset's element spec.
+
+    Variables created while `fit` traces its step make TensorFlow trace it a second time (for MRPAN
+    on a 2-core CPU, a third of the time a 2-step run takes). Keras does this itself
+    under a distribution strategy; under the default one it defers building to the trace. Uses
+    Keras' `_symbolic_build` when it exists; without it nothing changes but the time.
+    """
+    if getattr(model, "_distribute_strategy", None) is None and hasattr(model, "_symbolic_build"):
+        model._symbolic_build(data_batch=dataset.element_spec)
 
 
 def synchronize_batchnorm(model):
@@ -197,20 +232,65 @@ def load_split(config, spec, split, global_batch, *, train, input_context=None, 
     )
 
 
+def check_input_size(config, spec):
+    """Refuse, before building anything, an input size the model cannot take (e.g. BTS: multiples of 32):
+    `data.input_size`, or with a free size (null) the first training image's size."""
+    import math
+
+    from hqdepth.data import open_source
+    from hqdepth.models import size_multiple
+
+    name = config["model"]["name"]
+    multiple = size_multiple(name, config["model"]["options"])
+    if multiple == 1:
+        return
+    size, where = config["data"]["input_size"], "data.input_size"
+    if size is None:
+        source = open_source(spec, split=config["data"]["train_split"])
+        if not len(source):
+            return
+        size = source[0].rgb.shape[:2]
+        where = f"data.input_size is null (each image's own size) and {spec} has"
+    if size[0] % multiple or size[1] % multiple:
+        fit = [math.ceil(v / multiple) * multiple for v in size]
+        raise ConfigError(f"model {name} needs an input height and width that are multiples of {multiple}; {where} "
+                          f"{size[0]}x{size[1]}. Use e.g. --set data.input_size=[{fit[0]},{fit[1]}].")
+
+
+def check_test_frames(config, spec):
+    """Fail before training, not after it, when the test ground truth does not fit the protocol's frame
+    size (e.g. nyu-eigen, whose crop is in pixels of 480x640, on small synthetic scenes)."""
+    from hqdepth.data import open_source
+
+    protocol = protocol_of(config)
+    if not config["train"]["test_evaluation"] or protocol.frame_size is None:
+        return
+    source = open_source(spec, split=config["data"]["test_split"])
+    depth = source[0].depth if len(source) else None
+    if depth is not None and tuple(depth.shape[:2]) != tuple(protocol.frame_size):
+        raise ConfigError(f"{spec}, split {config['data']['test_split']}: ground truth is {depth.shape[0]}x"
+                          f"{depth.shape[1]} but evaluation.protocol {config['evaluation']['protocol']} is defined on "
+                          f"{protocol.frame_size[0]}x{protocol.frame_size[1]} frames; use e.g. --set "
+                          "evaluation.protocol=custom (whole image) or --set train.test_evaluation=false.")
+
+
 def fixed_validation_samples(config, spec, count):
-    """(images, depths) numpy arrays of the first `count` validation samples (TensorBoard images)."""
+    """(inputs, depths) of the first `count` validation samples (TensorBoard images): inputs are the
+    images, or (images, focals) for a focal-aware model (`data.with_focal`); numpy arrays."""
     import numpy as np
 
     if not count:
         return None, None
     dataset = load_split(config, spec, config["data"]["val_split"], None, train=False, batch=False).take(count)
-    images, depths = [], []
+    elements, depths = [], []
     for element, depth in dataset.as_numpy_iterator():
-        images.append(element[0] if isinstance(element, tuple) else element)
+        elements.append(element)
         depths.append(depth)
-    if not images:
+    if not elements:
         return None, None
-    return np.stack(images), np.stack(depths)
+    if isinstance(elements[0], tuple):
+        return tuple(np.stack(part) for part in zip(*elements)), np.stack(depths)
+    return np.stack(elements), np.stack(depths)
 
 
 # ---------------------------------------------------------------------------------------- the plan
@@ -299,6 +379,8 @@ def train(config, data, out, *, val_data=None, test_data=None, overwrite=False, 
     import keras
 
     strategy_name = resolve_strategy_name(config["train"]["strategy"])
+    check_input_size(config, data)
+    check_test_frames(config, test_data or data)
     if strategy_name == "multiworker":
         from hqdepth.training.multiworker import train_multiworker
 
@@ -341,9 +423,10 @@ def train(config, data, out, *, val_data=None, test_data=None, overwrite=False, 
         if replicas > 1:
             synchronize_batchnorm(model)
         loss = build_loss(config)
-        optimizer = build_optimizer(config, plan.steps_per_epoch, plan.total_steps)
+        optimizer = build_optimizer(config, plan.steps_per_epoch, plan.total_steps, model)
         model.compile(optimizer=optimizer, loss=loss, metrics=compile_metrics(loss, config),
                       jit_compile=bool(config["train"]["jit_compile"]))
+        build_before_fit(model, train_ds)
 
     backup = RunBackupFactory(out, config)
     state = backup.state()
@@ -457,14 +540,19 @@ def finish_run(model, config, out, data, test_data, plan, history, status, secon
 
 
 class _InMemoryModel:
-    """The `evaluation.DepthModel` interface over a Keras model in memory (optionally with a focal input)."""
+    """The `evaluation.DepthModel` interface over a Keras model in memory (optionally with a focal input).
+
+    Runs the model's inference view (`hqdepth.models.depth_model`): the finest output of a
+    deep-supervision model, at the input size."""
 
     def __init__(self, model, with_focal):
         import numpy as np
 
+        from hqdepth.models import depth_model
+
         shape = model.inputs[0].shape
         self.input_size = (int(shape[1]), int(shape[2])) if shape[1] is not None and shape[2] is not None else None
-        self.model, self.with_focal, self.focal = model, with_focal, None
+        self.model, self.with_focal, self.focal = depth_model(model), with_focal, None
         self._np = np
 
     def __call__(self, batch):
@@ -472,13 +560,13 @@ class _InMemoryModel:
         batch = np.asarray(batch, np.float32)
         inputs = (batch, np.full((len(batch),), self.focal, np.float32)) if self.with_focal else batch
         # A direct call, not predict(): no distribution strategy step (other workers may have exited).
-        out = self.model(inputs, training=False)
-        out = out[0] if isinstance(out, (list, tuple)) else out
-        return np.asarray(out, np.float32)[..., 0]
+        return np.asarray(self.model(inputs, training=False), np.float32)[..., 0]
 
 
 def evaluate_in_memory(model, config, data):
-    """The recipe's protocol on the test split, image by image at full resolution (evaluation.Evaluator)."""
+    """The recipe's protocol on the test split, image by image at full resolution (evaluation.Evaluator);
+    with `evaluation.ssim` also SSIM of the depth maps (tf.image.ssim, max_val = the protocol's or the
+    recipe's max depth)."""
     from hqdepth.data import open_source
     from hqdepth.evaluation import Evaluator, predict_depth
 
@@ -486,7 +574,8 @@ def evaluate_in_memory(model, config, data):
     source = open_source(data, split=config["data"]["test_split"])
     limit = config["evaluation"]["test_samples"]
     count = len(source) if limit is None else min(limit, len(source))
-    evaluator = Evaluator(protocol)
+    evaluation = config["evaluation"]
+    evaluator = Evaluator(protocol, ssim=evaluation["ssim"], ssim_max_val=protocol.max_depth or evaluation["max_depth"])
     runner = _InMemoryModel(model, config["data"]["with_focal"])
     for index in range(count):
         sample = source[index]

@@ -1,0 +1,136 @@
+"""SavedModel against ONNX Runtime, interleaved in one process: which change closes the gap (issue 8, item 3).
+
+    python benchmarks/inference_ab.py                      # hqmd_baseline_plus at 289x385, batch 1, 9 rounds
+    python benchmarks/inference_ab.py --no-onnx --rounds 5
+
+On a machine shared with other jobs, timings taken minutes apart are not comparable; here every variant is loaded
+first and the calls are interleaved round-robin (one batch-1 call of each variant per round), so all variants
+see the same load. Variants (same random weights, float32 RGB 0..255 at the model size, `serve` signature):
+- `savedmodel`: `hqdepth export` as the package does it today;
+- `savedmodel_frozen`: the same signature with its variables turned into constants
+  (`convert_variables_to_constants_v2`), so grappler and oneDNN see constant weights;
+- `savedmodel_fused_bn`: exported with the experimental `fused_bn` patch (benchmarks/patches.py: batch norm as
+  FusedBatchNormV3, which grappler fuses with the convolution and ReLU into one oneDNN op);
+- `savedmodel_fused_bn_frozen`: both;
+- `onnxruntime`: `hqdepth export --format onnx` run by ONNX Runtime (CPUExecutionProvider).
+Thread pools: TensorFlow intra = inter = `--cores`; ONNX Runtime intra = `--cores`. Reported per variant: median
+and min wall ms per call, median process CPU ms per call, and the ratio of the medians to ONNX Runtime.
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import argparse  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import emit  # noqa: E402
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="hqmd_baseline_plus")
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--cores", type=int, default=None)
+    parser.add_argument("--no-onnx", action="store_true")
+    parser.add_argument("--inter", type=int, default=None, help="TF inter-op threads (default: --cores)")
+    args = parser.parse_args(argv)
+    warnings.simplefilter("ignore")
+    cores = args.cores or len(os.sched_getaffinity(0))
+    import numpy as np
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(cores)
+    tf.config.threading.set_inter_op_parallelism_threads(args.inter or cores)
+    import keras
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    import inference
+    import patches
+    from hqdepth.export import export
+    from hqdepth.models import get_entry
+    from hqdepth.predict import DepthModel
+
+    entry = get_entry(args.model)
+    keras.utils.set_random_seed(0)
+    model = entry.builder(input_shape=(*entry.input_size, 3))
+    x = np.random.default_rng(0).uniform(0, 255, (1, *entry.input_size, 3)).astype(np.float32)
+    inference.unsaturate(model, x)
+    reference = np.asarray(model.predict(x, verbose=0))
+    wrapped = DepthModel.from_keras(model)
+    calls, keep, diffs = {}, [], {}
+    workdir = Path(tempfile.mkdtemp(prefix="hqdepth-ab-"))
+
+    def add_savedmodel(label, folder):
+        loaded = tf.saved_model.load(str(folder))
+        keep.append(loaded)
+        serve = loaded.signatures["serve"]
+        calls[label] = lambda v: serve(images=tf.constant(v))["depth"].numpy()
+        frozen = convert_variables_to_constants_v2(serve)
+        keep.append(frozen)
+
+        def frozen_call(v):
+            out = frozen(tf.constant(v))
+            return (out["depth"] if isinstance(out, dict) else tf.nest.flatten(out)[0]).numpy()
+
+        calls[label + "_frozen"] = frozen_call
+
+    export(wrapped, workdir / "plain", format="saved_model", overwrite=True)
+    add_savedmodel("savedmodel", workdir / "plain")
+    if not args.no_onnx:
+        import onnxruntime
+
+        export(wrapped, workdir / "onnx", format="onnx", overwrite=True)
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = cores
+        session = onnxruntime.InferenceSession(str(workdir / "onnx" / "model.onnx"), options,
+                                               providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        calls["onnxruntime"] = lambda v: session.run(None, {name: v})[0]
+    patches.apply(["fused_bn"])  # the layers' call changes; the export traces it again
+    export(wrapped, workdir / "fused", format="saved_model", overwrite=True)
+    add_savedmodel("savedmodel_fused_bn", workdir / "fused")
+
+    for label, call in calls.items():
+        diffs[label] = float(np.abs(call(x) - reference).max())
+        for _ in range(args.warmup - 1):
+            call(x)
+    wall = {label: [] for label in calls}
+    cpu = {label: [] for label in calls}
+    load_start = os.getloadavg()[0]
+    for _ in range(args.rounds):
+        for label, call in calls.items():
+            start, start_cpu = time.perf_counter(), time.process_time()
+            call(x)
+            wall[label].append(time.perf_counter() - start)
+            cpu[label].append(time.process_time() - start_cpu)
+    rows = {}
+    for label in calls:
+        rows[label] = {"median_ms": 1000 * statistics.median(wall[label]), "min_ms": 1000 * min(wall[label]),
+                       "cpu_ms_median": 1000 * statistics.median(cpu[label]), "max_abs_diff_vs_keras_m": diffs[label]}
+    if "onnxruntime" in rows:
+        ort = rows["onnxruntime"]
+        for row in rows.values():
+            row["over_ort_median"] = row["median_ms"] / ort["median_ms"]
+            row["over_ort_min"] = row["min_ms"] / ort["min_ms"]
+    for label, row in rows.items():
+        print(f"{label:<28} median {row['median_ms']:7.1f} ms  min {row['min_ms']:7.1f} ms  CPU {row['cpu_ms_median']:7.1f} ms"
+              + (f"  / ORT {row['over_ort_median']:.2f} (min {row['over_ort_min']:.2f})" if "over_ort_median" in row
+                 else "") + f"  max diff {row['max_abs_diff_vs_keras_m']:.2g} m", flush=True)
+    emit({"model": args.model, "input_size": list(entry.input_size), "batch": 1, "rounds": args.rounds,
+          "cores": cores, "tf_threads": [cores, args.inter or cores], "rows": rows, "load_start": load_start,
+          "load_end": os.getloadavg()[0]})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

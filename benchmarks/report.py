@@ -1,0 +1,360 @@
+"""Render benchmarks/RESULTS.md from results.json (+ tuning.json, results_gpu.json when present).
+
+    python benchmarks/report.py      # re-render after cpu_tuning.py or gpu.py wrote their JSON
+"""
+
+import json
+from pathlib import Path
+
+GPU_COMMAND = ("pip install --no-index --find-links wheels/ keras pyyaml  # only where Keras 3 is missing\n"
+               "KERAS_BACKEND=jax python benchmarks/gpu.py --block-tensorflow   # -> benchmarks/results_gpu.json")
+
+
+def read_json(path):
+    path = Path(path)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def fmt(value, digits=2, unit=""):
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        return value
+    return f"{value:.{digits}f}{unit}"
+
+
+def size_of(row):
+    size = row.get("size") or row.get("input_size")
+    return "x".join(map(str, size)) if size else "-"
+
+
+def machine_lines(results):
+    machine, versions = results["machine"], results["versions"]
+    load = machine["load_average"]
+    return [
+        f"- Date: {results['date']}; command: `{results['command']}` (`make bench`); duration "
+        f"{results.get('duration_s', 0) / 60:.1f} min; CPU time of all measurement processes "
+        f"{results.get('children_cpu_s', 0) / 60:.1f} min (what the run costs whatever else runs: on "
+        f"{results['machine']['nproc']} idle cores its wall time lies between this / {results['machine']['nproc']} "
+        "and this).",
+        f"- Machine: {machine['cpu']} ({'VM, ' if machine.get('hypervisor') else ''}{machine['nproc']} cores, "
+        f"{machine['cores_allowed']} allowed, {machine['memory_gib']} GiB), flags "
+        f"{', '.join(machine['cpu_flags'])}.",
+        f"- Load average at the start (1/5/15 min): {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}; at the end: "
+        + " / ".join(f"{v:.2f}" for v in results.get("load_average_end", [])) + ". Other jobs shared the two cores "
+        "unless the 15-minute figure is near 0.",
+        "- Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items() if v) + ".",
+    ]
+
+
+def headline(results, gpu):
+    lines = ["## Headline", ""]
+    cpu = results.get("cpu", {}).get("hqmd_baseline_plus", {})
+    train = cpu.get("float32", {}).get("modes", {}).get("train")
+    mm = results.get("matmul", {})
+    if train and "train_flops_ratio" in cpu:
+        lines.append(
+            f"- **CPU training, hqmd_plus_full (baseline+ + HQMDLoss + Adam), batch {cpu['float32']['batch']}, "
+            f"289x385, float32: {train['images_per_s']:.2f} images/s = {train['achieved_gflops']:.0f} GFLOP/s = "
+            f"{cpu['train_flops_ratio']:.2f} x the measured float32 matmul rate "
+            f"({mm['float32']['gflops_best']:.0f} GFLOP/s)** (`cpu.hqmd_baseline_plus.train_flops_ratio`; target "
+            f">= 0.60; fastest step {train['flops_ratio_best']:.2f}). Against the matmul timed in the same process just "
+            f"before and after the steps (same load): {fmt(cpu.get('train_flops_ratio_local'))}; per CPU-second, "
+            f"which other jobs on the cores do not dilute: {fmt(cpu.get('train_flops_ratio_per_cpu_s'))}.")
+    bf = cpu.get("mixed_bfloat16", {}).get("modes", {}).get("train")
+    if bf and "train_flops_ratio_bf16" in cpu:
+        lines.append(
+            f"- mixed_bfloat16: {bf['images_per_s']:.2f} images/s = {bf['achieved_gflops']:.0f} GFLOP/s = "
+            f"{cpu['train_flops_ratio_bf16']:.2f} x the bfloat16 matmul rate ({mm['bfloat16']['gflops_best']:.0f} "
+            f"GFLOP/s), {cpu.get('train_flops_ratio_bf16_vs_f32_matmul', 0):.2f} x the float32 one.")
+    inference = results.get("inference", {})
+    if "savedmodel_over_ort_latency" in inference:
+        rows = inference["rows"]
+        lines.append(
+            f"- **Inference, exported SavedModel vs ONNX Runtime (hqmd_baseline_plus, 289x385, batch 1, calls "
+            f"interleaved): {rows['savedmodel']['median_ms']:.0f} ms vs {rows['onnxruntime']['median_ms']:.0f} ms = "
+            f"{inference['savedmodel_over_ort_latency']:.2f}x** (target <= 1.2x; fastest calls "
+            f"{inference['savedmodel_over_ort_latency_min']:.2f}x).")
+    if gpu and gpu.get("summary"):
+        lines.append("- GPU: " + ", ".join(f"{k} {v:.2f}" for k, v in gpu["summary"].items()) + " (section GPU).")
+    else:
+        lines.append("- GPU: not measured (no GPU machine was lent to this work); the ready command is in section GPU.")
+    return lines + [""]
+
+
+def matmul_section(results):
+    mm = results.get("matmul")
+    if not mm:
+        return []
+    lines = ["## Reference: dense matmul on this CPU", "",
+             "`tf.linalg.matmul` of two n x n matrices in a `tf.function` (`benchmarks/cpu_step.py matmul`), "
+             "2 n^3 FLOPs per call, best and median of the timed calls after one warm-up; this is the denominator of "
+             "every ratio below (float32 runs against the float32 rate, mixed_bfloat16 against the bfloat16 rate). "
+             "Per CPU-second: FLOPs over the process CPU time (all threads) of the fastest call: the rate one busy "
+             "core sustains, independent of other jobs.",
+             "", "| dtype | n | best GFLOP/s | median GFLOP/s | GFLOP per CPU-second |", "|---|---|---|---|---|"]
+    for dtype, row in mm.items():
+        if "gflops_best" in row:
+            lines.append(f"| {dtype} | {row['n']} | {row['gflops_best']:.1f} | {row['gflops_median']:.1f} | "
+                         f"{fmt(row.get('gflops_per_cpu_s'), 1)} |")
+    return lines + [""]
+
+
+def models_section(results):
+    flops, cpu = results.get("flops", {}), results.get("cpu", {})
+    names = list(dict.fromkeys(list(cpu) + list(flops)))
+    if not names:
+        return []
+    lines = ["## Models: FLOPs, CPU speed, memory", "",
+             "Forward GFLOPs per image at the paper input size: analytic = 2 x multiply-adds of convolutions, "
+             "transposed convolutions, dense layers and matrix products (`hqdepth.flops.count_flops`); profiler = "
+             "`tf.compat.v1.profiler` float_operation on the frozen inference graph (all ops it has statistics for, "
+             "element-wise ones included; none for Einsum); ratio = analytic / profiler over the ops both count "
+             "(convolutions and matmuls outside Einsum layers).", "",
+             "| model | input | params | analytic GFLOPs | of which element-wise | profiler GFLOPs (total) | "
+             "ratio (comparable ops) |", "|---|---|---|---|---|---|---|"]
+    for name in names:
+        f = flops.get(name)
+        if not f:
+            continue
+        lines.append(f"| {name} | {size_of(f)} | {f['params']:,} | {f['gflops']:.2f} | {f['other_flops'] / 1e9:.2f} "
+                     f"| {fmt(f.get('profiler_total_flops') and f['profiler_total_flops'] / 1e9)} | "
+                     f"{fmt(f.get('ratio_comparable'), 4)} |")
+    lines += ["", "Training = the model's recipe step as `hqdepth train` compiles it (loss, optimizer with schedule, "
+              "compiled metrics), `train_on_batch` on a fixed batch, the optimizer's slots built before the first "
+              "step; inference = `model(x, training=False)` in a `tf.function` at the same batch; both in one "
+              "subprocess per model and precision (model built once). Median of the timed calls after one untimed "
+              "(tracing) call. Achieved GFLOP/s counts a training step as 3x the forward FLOPs. Three ratios: "
+              "/ matmul = achieved over the run's matmul rate of the same dtype (best of several, section above); "
+              "/ beside = over a matmul timed in the same process just before and after the steps (the rate "
+              "available under the same load); per CPU-s = FLOPs per CPU-second (all threads) over the matmul's. "
+              "Peak RSS = the process's high-water mark during that mode's calls (VmHWM reset before them), "
+              "including TensorFlow (~0.7 GB) and the model.", "",
+              "| model | input | batch | precision | train img/s | train GFLOP/s | train / matmul, / beside, per CPU-s | "
+              "first step (s) | infer img/s | infer GFLOP/s | infer / matmul, / beside, per CPU-s | "
+              "peak RSS infer / train (MB) |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name in names:
+        for precision, row in cpu.get(name, {}).items():
+            if not isinstance(row, dict) or "batch" not in row:
+                continue
+            if "modes" not in row:
+                lines.append(f"| {name} | - | - | {precision} | failed: {row.get('error', '?')[:120]} |")
+                continue
+            t, i = row["modes"].get("train", {}), row["modes"].get("infer", {})
+            lines.append(
+                f"| {name} | {size_of(row)} | {row['batch']} | {precision} | {fmt(t.get('images_per_s'))} | "
+                f"{fmt(t.get('achieved_gflops'), 0)} | {fmt(t.get('flops_ratio'))}, "
+                f"{fmt(t.get('local_flops_ratio'))}, {fmt(t.get('flops_ratio_per_cpu_s'))} | "
+                f"{fmt(t.get('warmup_s', [None])[0], 0)} | {fmt(i.get('images_per_s'))} | "
+                f"{fmt(i.get('achieved_gflops'), 0)} | {fmt(i.get('flops_ratio'))}, "
+                f"{fmt(i.get('local_flops_ratio'))}, {fmt(i.get('flops_ratio_per_cpu_s'))} | "
+                f"{fmt(i.get('peak_rss_mb'), 0)} / {fmt(t.get('peak_rss_mb'), 0)} |")
+    return lines + [""]
+
+
+def pipeline_section(results):
+    p, s = results.get("pipeline"), results.get("stream")
+    lines = []
+    if p:
+        lines += ["## Input pipeline beside training", ""]
+        if "images_per_s" in p:
+            lines.append(
+                f"`benchmarks/input_pipeline.py` (TFRecords, {p['records']} synthetic scenes at "
+                f"{'x'.join(map(str, p['record_size']))}, `hqmd` train augmentation to 289x385, batch 8, one epoch, "
+                f"{p.get('cores', 2)} cores): **{p['images_per_s']:.1f} images/s**"
+                + (f", {p['pipeline_over_training']:.0f}x the {p['training_images_per_s']:.2f} images/s float32 "
+                   f"training consumes (hqmd_plus_full, batch 8, 289x385)." if "pipeline_over_training" in p else "."))
+        else:
+            lines.append(f"failed: {p.get('error')}")
+        lines.append("")
+    scenes = results.get("scenes")
+    if scenes and "scenes_per_s" in scenes:
+        lines += [f"Synthetic scene rendering (`benchmarks/synthetic_scenes.py`, one core): "
+                  f"**{scenes['scenes_per_s']:.1f} scenes/s** at {'x'.join(map(str, scenes['size']))} (median "
+                  f"{scenes['median_ms']:.1f} ms per scene; target of issue 4: >= 50).", ""]
+    if s and "rss_end_mb" in s:
+        lines += ["## Streaming check: memory over one epoch", "",
+                  f"`benchmarks/streaming.py`: {s['records']} records at {'x'.join(map(str, s['record_size']))} "
+                  f"({s['disk_mb']:.0f} MB of TFRecords, {s['decoded_set_mb']:.0f} MB decoded) through "
+                  f"`hqdepth.data.load(\"tfrecord:DIR\", recipe=\"hqmd\", shuffle_buffer={s['shuffle_buffer']}, "
+                  f"batch_size={s['batch']})`, one epoch, RSS read after every batch:", "",
+                  "| point | images read | RSS (MB) |", "|---|---|---|",
+                  f"| before the first batch | 0 | {s['rss_before_mb']:.0f} |",
+                  f"| first batch | {s['batch']} | {s['rss_first_batch_mb']:.0f} |",
+                  f"| middle | {s['images'] // 2} | {s['rss_middle_mb']:.0f} |",
+                  f"| end | {s['images']} | {s['rss_end_mb']:.0f} |",
+                  f"| maximum | - | {s['rss_max_mb']:.0f} |", "",
+                  f"Growth from the first quarter to the end: {s['rss_growth_quarter_to_end_mb']:.0f} MB against "
+                  f"{s['decoded_set_mb']:.0f} MB for the decoded set: "
+                  + ("**the pipeline streams** (memory flat once the shuffle buffer is full)." if s.get("streams")
+                     else "**memory grew**: check the pipeline for caching."), ""]
+    return lines
+
+
+def scale_section(results):
+    rows = results.get("scale")
+    if not rows:
+        return []
+    lines = ["## Scale: training memory against batch size and input size (hqmd_plus_full, float32)", "",
+             "Peak RSS of a process that builds the model and runs the training step (one untimed and one timed "
+             "step; the 289x385 batch-8 row is the main measurement above). It includes about 0.7 GB for "
+             "TensorFlow itself and about 1.2 GB after the model is built.", "",
+             "| input | batch | peak RSS (MB) | per extra image (MB) | img/s | step GFLOP/s |", "|---|---|---|---|---|---|"]
+    base = {}
+    for row in sorted(rows, key=lambda r: (r["size"], r["batch"])):
+        if "peak_rss_mb" not in row:
+            lines.append(f"| {size_of(row)} | {row['batch']} | failed | | | |")
+            continue
+        key = tuple(row["size"])
+        per = None
+        if key in base and row["batch"] > base[key][0]:
+            per = (row["peak_rss_mb"] - base[key][1]) / (row["batch"] - base[key][0])
+        base.setdefault(key, (row["batch"], row["peak_rss_mb"]))
+        lines.append(f"| {size_of(row)} | {row['batch']} | {row['peak_rss_mb']:.0f} | {fmt(per, 0)} | "
+                     f"{fmt(row.get('images_per_s'))} | {fmt(row.get('achieved_gflops'), 0)} |")
+    return lines + [""]
+
+
+INFERENCE_VARIANTS = {
+    "savedmodel": "`hqdepth export` SavedModel, `serve` signature (the package as it is)",
+    "savedmodel_frozen": "the same, variables frozen to constants",
+    "onnxruntime": "`hqdepth export --format onnx` in ONNX Runtime (CPUExecutionProvider)",
+    "savedmodel_fused_bn": "SavedModel exported with the `fused_bn` patch (FusedBatchNormV3, fused by grappler "
+                           "with conv + ReLU)",
+    "savedmodel_fused_bn_frozen": "both",
+}
+
+
+def inference_section(results):
+    inf = results.get("inference")
+    if not inf:
+        return []
+    lines = ["## Inference: exported SavedModel against ONNX Runtime (hqmd_baseline_plus, 289x385, batch 1)", "",
+             f"`{inf.get('command')}`: every variant loaded first, then {inf.get('rounds', '?')} rounds of one "
+             "batch-1 call each, interleaved (all see the same load); TensorFlow intra/inter-op threads = ONNX "
+             "Runtime intra-op threads = cores; random weights with the head rescaled so that depths are not "
+             "saturated; float32 RGB 0..255 at the model size. `benchmarks/inference.py` (issue 7) times the "
+             "backends one after another and adds batch-8 throughput.", ""]
+    if "rows" not in inf:
+        return lines + [f"failed: {inf.get('error')}", ""]
+    lines += ["| variant | what | median ms | min ms | CPU ms per call | median / ORT | max diff vs Keras (m) |",
+              "|---|---|---|---|---|---|---|"]
+    for label, row in inf["rows"].items():
+        lines.append(f"| {label} | {INFERENCE_VARIANTS.get(label, '')} | {row['median_ms']:.0f} | {row['min_ms']:.0f} | "
+                     f"{row['cpu_ms_median']:.0f} | {fmt(row.get('over_ort_median'))} | "
+                     f"{row['max_abs_diff_vs_keras_m']:.2g} |")
+    return lines + [""]
+
+
+def tuning_section(tuning):
+    if not tuning:
+        return ["## CPU tuning study", "", "Not run yet: `python benchmarks/cpu_tuning.py` writes "
+                "benchmarks/tuning.json, rendered here.", ""]
+    lines = [f"## CPU tuning study (hqmd_plus_full training step, {tuning['size']}, batch {tuning['batch']})", "",
+             f"`{tuning['command']}`, {tuning['date']}, load average at the start "
+             f"{tuning['load_average_start']:.2f}, end {tuning['load_average_end']:.2f}; matmul reference "
+             f"{tuning['matmul_gflops']:.0f} GFLOP/s, {tuning['matmul_gflops_per_cpu_s']:.0f} GFLOP per CPU-second "
+             f"(float32, measured first). Each row is its own subprocess, {tuning['steps']} timed steps after one "
+             "untimed step; `best` is the fastest step (least disturbed by other jobs), median the typical one; "
+             "per CPU-s = FLOPs per second of process CPU time (all threads) over the matmul's, which other jobs on "
+             "the cores do not dilute (thread pools spinning count against it).", "",
+             "| variant | what changes | batch | img/s (median) | GFLOP/s median / best | / matmul (median / best) | "
+             "per CPU-s / matmul | first step (s) | peak RSS (MB) |", "|---|---|---|---|---|---|---|---|---|"]
+    for row in tuning["rows"]:
+        if "median_s" not in row:
+            lines.append(f"| {row['name']} | {row['description']} | - | failed: {row.get('error', '')[:100]} |")
+            continue
+        lines.append(
+            f"| {row['name']} | {row['description']} | {row['batch']} | {row['images_per_s']:.2f} | "
+            f"{row['achieved_gflops']:.0f} / {row['achieved_gflops_best']:.0f} | {row['ratio']:.2f} / "
+            f"{row['ratio_best']:.2f} | {fmt(row.get('ratio_cpu'))} | {row['warmup_s'][0]:.0f} | "
+            f"{row['peak_rss_mb']:.0f} |")
+    for profile in tuning.get("profiles", []):
+        if "stages_ms" not in profile:
+            continue
+        lines += ["", f"Profile, {profile['label']} (`benchmarks/cpu_profile.py`, ms per step of op self time "
+                  f"summed over threads; wall {profile['wall_ms_per_step']:.0f} ms per step):", "",
+                  "| stage | ms |", "|---|---|"]
+        lines += [f"| {k} | {v:.0f} |" for k, v in profile["stages_ms"].items()]
+        lines += ["", "| model part, direction, kind | ms |", "|---|---|"]
+        lines += [f"| {k} | {v:.0f} |" for k, v in list(profile["model_ms_by_part"].items())[:12]]
+        lines += ["", "| op type | ms |", "|---|---|"]
+        lines += [f"| {k} | {v:.0f} |" for k, v in profile["top_op_types_ms"].items()]
+    ab = tuning.get("train_ab")
+    if ab and "rows" in ab:
+        lines += ["", f"Interleaved A/B (`benchmarks/train_ab.py`, both variants in one process, steps alternating, "
+                  f"{ab['rounds']} rounds, load average {ab['load_start']:.1f} -> {ab['load_end']:.1f}):", "",
+                  "| variant | median s / step | min s | CPU s / step | GFLOP/s median (best) | GFLOP per CPU-s |",
+                  "|---|---|---|---|---|---|"]
+        for label, row in ab["rows"].items():
+            lines.append(f"| {label}: {row['patches'] or 'package as is'} | {row['median_s']:.2f} | {row['min_s']:.2f} "
+                         f"| {sorted(row['cpu_seconds'])[len(row['cpu_seconds']) // 2]:.1f} | "
+                         f"{row['achieved_gflops']:.0f} ({row['achieved_gflops_best']:.0f}) | "
+                         f"{row['gflops_per_cpu_s']:.0f} |")
+    if tuning.get("conclusions"):
+        lines += ["", *tuning["conclusions"]]
+    return lines + [""]
+
+
+def gpu_section(gpu):
+    lines = ["## GPU (Keras on JAX, no TensorFlow) beside torchvision DeepLabv3", ""]
+    if not gpu:
+        return lines + [
+            "Not measured: no GPU machine was lent to this work. On a machine with JAX (CUDA) and PyTorch + "
+            "torchvision, from the repository root (Keras >= 3.10 and PyYAML are the only other needs; carry their "
+            "wheels where the machine is offline, e.g. `pip download keras pyyaml -d wheels/` beforehand):", "",
+            "```", GPU_COMMAND, "```", "",
+            "It trains `hqmd_plus_full` (baseline+ + HQMDLoss + Adam, compiled metrics) at 289x385 batch 8 with "
+            "`KERAS_BACKEND=jax` in float32 and mixed_float16, then torchvision `deeplabv3_resnet50` (output stride 8, "
+            "channels_last, Adam, AMP float16 and float32) at the same size and batch, each in its own process, and "
+            "records images/s, step time, peak device memory and the device; `--block-tensorflow` makes the run fail "
+            "if anything imports TensorFlow. Checked here on the CPU with JAX (`--size 33x49 --batch 2 --steps 2 "
+            "--block-tensorflow`): our model, loss, metrics and optimizer run without TensorFlow; the peer part "
+            "reports \"PyTorch/torchvision not installed\" and is skipped. Targets: ours >= the peer's images/s; "
+            "mixed_float16 >= 2x float32.", ""]
+    lines += [f"`{gpu['command']}`, {gpu['date']}, {gpu.get('nvidia_smi') or ''}", "",
+              "| run | precision | images/s | step (ms) | peak device memory (MB) | forward GFLOPs/image |",
+              "|---|---|---|---|---|---|"]
+    for run in gpu["runs"]:
+        if "images_per_s" not in run:
+            lines.append(f"| {run.get('what')} | - | {run.get('skipped') or run.get('error', '')[:120]} | | | |")
+            continue
+        label = "ours (Keras/JAX)" if run["what"] == "ours" else "torchvision deeplabv3_resnet50"
+        lines.append(f"| {label} | {run['precision']} | {run['images_per_s']:.1f} | {run['median_s'] * 1000:.0f} | "
+                     f"{fmt(run.get('peak_device_memory_mb'), 0)} | {fmt(run.get('forward_gflops_per_image'), 1)} |")
+    lines += ["", "Summary: " + ", ".join(f"{k} = {v:.2f}" for k, v in gpu.get("summary", {}).items()), ""]
+    return lines
+
+
+def render(results, tuning=None, gpu=None):
+    lines = ["# Benchmarks (issue 8)", "",
+             "Written by `make bench` (`benchmarks/run_all.py`) from `benchmarks/results.json`; numbers from one run "
+             "on this machine, each measurement in its own subprocess. Random weights (speed does not depend on "
+             "them).", "", *machine_lines(results), ""]
+    lines += headline(results, gpu)
+    lines += matmul_section(results)
+    lines += models_section(results)
+    lines += pipeline_section(results)
+    lines += scale_section(results)
+    lines += inference_section(results)
+    lines += tuning_section(tuning)
+    lines += gpu_section(gpu)
+    if results.get("stage_s"):
+        lines += ["## Run time per stage", "", ", ".join(f"{k} {v:.0f} s" for k, v in results["stage_s"].items()), ""]
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    """Re-render benchmarks/RESULTS.md from the JSON files (e.g. after cpu_tuning.py or gpu.py wrote theirs)."""
+    here = Path(__file__).resolve().parent
+    results = read_json(here / "results.json")
+    if results is None:
+        raise SystemExit("benchmarks/results.json not found: run `make bench` first.")
+    (here / "RESULTS.md").write_text(render(results, tuning=read_json(here / "tuning.json"),
+                                            gpu=read_json(here / "results_gpu.json")))
+    print(f"wrote {here / 'RESULTS.md'}")
+
+
+if __name__ == "__main__":
+    main()

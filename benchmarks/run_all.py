@@ -1,0 +1,296 @@
+"""`make bench`: every model measured against this machine's matmul rate; writes results.json and RESULTS.md.
+
+    python benchmarks/run_all.py                      # the full run (about 15-20 minutes on 2 idle cores)
+    python benchmarks/run_all.py --quick              # smoke run: hqmd_baseline_plus only, 1 timed step, no ONNX
+    python benchmarks/run_all.py --models bts,mrpan --skip inference,scale
+
+Stages, each measurement in a fresh subprocess (benchmarks/common.py `run_worker`):
+  matmul     dense n x n `tf.linalg.matmul`, float32 and bfloat16, best of `--matmul-repeats` (cpu_step.py matmul)
+  flops      forward FLOPs per image at the paper input size: analytic (hqdepth.flops) and TensorFlow's profiler
+             on the frozen forward graph (flops_check.py)
+  cpu        per model and precision (float32, mixed_bfloat16): inference then the recipe's training step in one
+             process (cpu_step.py infer+train), images/s, achieved FLOP/s (training = 3x forward), peak RSS
+  pipeline   the TFRecord input pipeline's images/s (input_pipeline.py) beside the training consumption
+  scale      training peak RSS and speed of hqmd_baseline_plus against batch size and input size
+  stream     RSS over one epoch of a TFRecord set larger than the shuffle buffer (streaming.py)
+  scenes     synthetic scene rendering speed on one core (synthetic_scenes.py, the data benchmark of issue 4)
+  inference  exported SavedModel (`serve`) against ONNX Runtime on hqmd_baseline_plus, calls interleaved in one
+             process (inference_ab.py; benchmarks/inference.py times the backends one after the other)
+`benchmarks/tuning.json` (written by cpu_tuning.py, a separate, longer study) and `benchmarks/results_gpu.json`
+(gpu.py on a GPU machine) are rendered into RESULTS.md when present.
+"""
+
+import argparse
+import json
+import os
+import re
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import HERE, ROOT, machine, now, run_worker, versions  # noqa: E402
+
+STAGES = ("matmul", "flops", "cpu", "pipeline", "scale", "stream", "scenes", "inference")
+PRECISIONS = ("float32", "mixed_bfloat16")
+# Per model: batch (the recipe's, smaller where one step would take too long here) and timed steps (full run).
+PLAN = {
+    "hqmd_baseline_plus": {"batch": 8, "steps": 3},
+    "hqmd_baseline": {"batch": 8, "steps": 2},
+    "bts": {"batch": 4, "steps": 2},
+    "fcn_autoencoder": {"batch": 16, "steps": 2},
+    "resnet50_transposed": {"batch": 8, "steps": 2},
+    "mrpan": {"batch": 2, "steps": 2},
+}
+HEADLINE = "hqmd_baseline_plus"
+STREAM_SIZE = (300, 400)
+
+
+def log(message):
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def stage_matmul(args, results):
+    results["matmul"] = {}
+    for dtype in ("float32", "bfloat16"):
+        row = run_worker("cpu_step.py", ["matmul", "--dtype", dtype, "--n", args.matmul_n, "--warmup", 1,
+                                         "--steps", args.matmul_repeats])
+        results["matmul"][dtype] = row
+        if "gflops_best" in row:
+            log(f"matmul {dtype}: {row['gflops_best']:.1f} GFLOP/s (best of {args.matmul_repeats}; median "
+                f"{row['gflops_median']:.1f})")
+
+
+def stage_flops(args, results, models):
+    extra = ["--no-profiler"] if args.quick else []
+    row = run_worker("flops_check.py", ["--models", ",".join(models), *extra])
+    results["flops"] = row.get("models", {})
+    if "error" in row:
+        results["flops_error"] = row["error"]
+    for name, item in results["flops"].items():
+        log(f"flops {name}: {item['gflops']:.2f} GFLOPs analytic"
+            + (f", profiler {item['profiler_total_flops'] / 1e9:.2f} G (comparable ratio "
+               f"{item['ratio_comparable']:.4f})" if "profiler_total_flops" in item else ""))
+
+
+def matmul_rate(results, precision, per_cpu_second=False):
+    key = "bfloat16" if precision == "mixed_bfloat16" else "float32"
+    return results.get("matmul", {}).get(key, {}).get("gflops_per_cpu_s" if per_cpu_second else "gflops_best")
+
+
+def stage_cpu(args, results, models):
+    cpu = results.setdefault("cpu", {})
+    for name in models:
+        plan = PLAN.get(name, {"batch": 4, "steps": 2})
+        steps = 1 if args.quick else plan["steps"]
+        entry = cpu.setdefault(name, {})
+        for precision in args.precisions:
+            row = run_worker("cpu_step.py", ["infer+train", "--model", name, "--batch", plan["batch"], "--precision",
+                                             precision, "--steps", steps, "--warmup", 1, "--local-matmul"],
+                             label=f"{name} {precision}")
+            entry[precision] = row
+            if "modes" not in row:
+                continue
+            rate = matmul_rate(results, precision)
+            cpu_rate = matmul_rate(results, precision, per_cpu_second=True)
+            for mode, item in row["modes"].items():
+                if rate:
+                    item["flops_ratio"] = item["achieved_gflops"] / rate
+                    item["flops_ratio_best"] = item["achieved_gflops_best"] / rate
+                if cpu_rate:
+                    item["flops_ratio_per_cpu_s"] = item["gflops_per_cpu_s"] / cpu_rate
+                log(f"{name} {precision} {mode}: {item['images_per_s']:.2f} img/s (batch {row['batch']}, "
+                    f"{item['achieved_gflops']:.1f} GFLOP/s = {item.get('flops_ratio', float('nan')):.2f} x matmul, "
+                    f"{item.get('local_flops_ratio', float('nan')):.2f} x the matmul timed beside it, "
+                    f"{item.get('flops_ratio_per_cpu_s', float('nan')):.2f} per CPU-s), peak RSS "
+                    f"{item['peak_rss_mb']:.0f} MB")
+        f32 = entry.get("float32", {}).get("modes", {}).get("train", {})
+        bf16 = entry.get("mixed_bfloat16", {}).get("modes", {}).get("train", {})
+        if "flops_ratio" in f32:
+            entry["train_flops_ratio"] = f32["flops_ratio"]
+            entry["train_flops_ratio_best_step"] = f32["flops_ratio_best"]
+            entry["train_flops_ratio_local"] = f32.get("local_flops_ratio")
+            entry["train_flops_ratio_per_cpu_s"] = f32.get("flops_ratio_per_cpu_s")
+        if "flops_ratio" in bf16:
+            entry["train_flops_ratio_bf16"] = bf16["flops_ratio"]
+            if matmul_rate(results, "float32"):
+                entry["train_flops_ratio_bf16_vs_f32_matmul"] = bf16["achieved_gflops"] / matmul_rate(results,
+                                                                                                      "float32")
+
+
+def stage_stream(args, results, workdir):
+    if "stream" in results:  # already run for the pipeline stage's records
+        return
+    count = 192 if args.quick else 512
+    row = run_worker("streaming.py", ["--dir", workdir / "records", "--count", count,
+                                      "--size", "x".join(map(str, STREAM_SIZE)), "--buffer", 64])
+    results["stream"] = row
+    if "rss_end_mb" in row:
+        log(f"stream: RSS first batch {row['rss_first_batch_mb']:.0f} MB, middle {row['rss_middle_mb']:.0f} MB, "
+            f"end {row['rss_end_mb']:.0f} MB over {row['images']} images ({row['decoded_set_mb']:.0f} MB decoded)")
+
+
+def stage_pipeline(args, results, workdir):
+    count = 192 if args.quick else 512
+    records = workdir / "records"
+    if not (records / "manifest.json").exists():  # normally written by the stream stage
+        run_worker("streaming.py", ["--dir", records, "--count", count, "--size", "x".join(map(str, STREAM_SIZE))])
+    row = run_worker("input_pipeline.py", ["--dir", records, "--count", count, "--size",
+                                           "x".join(map(str, STREAM_SIZE)), "--source", "tfrecord", "--epochs", 1,
+                                           "--shard-size", 32], keep_stdout=True)
+    text = row.get("error", "")
+    result = {"command": row.get("command"), "records": count, "record_size": list(STREAM_SIZE)}
+    match = re.search(r"tfrecord: (\d+) images \((\d+) timed\): ([\d.]+) images/s on (\d+) core", row.get("stdout", text))
+    if match:
+        result.update(images=int(match[1]), timed=int(match[2]), images_per_s=float(match[3]), cores=int(match[4]))
+    else:
+        result["error"] = row.get("error") or "no rate in the output"
+    train = results.get("cpu", {}).get(HEADLINE, {}).get("float32", {}).get("modes", {}).get("train")
+    if train and "images_per_s" in result:
+        result["training_images_per_s"] = train["images_per_s"]
+        result["pipeline_over_training"] = result["images_per_s"] / train["images_per_s"]
+    results["pipeline"] = result
+    if "images_per_s" in result:
+        log(f"pipeline: {result['images_per_s']:.1f} images/s"
+            + (f" = {result['pipeline_over_training']:.0f}x what float32 training consumes"
+               if "pipeline_over_training" in result else ""))
+
+
+def stage_scale(args, results):
+    rows = []
+    main = results.get("cpu", {}).get(HEADLINE, {}).get("float32", {})
+    configs = [((289, 385), 1), ((289, 385), 2), ((289, 385), 4), ((289, 385), 8), ((145, 193), 8), ((145, 193), 1)]
+    if args.quick:
+        configs = [((145, 193), 1), ((145, 193), 4)]
+    for size, batch in configs:
+        if size == (289, 385) and batch == 8 and "modes" in main:
+            row = {**main["modes"]["train"], "size": list(size), "batch": batch, "reused": "cpu stage"}
+        else:
+            out = run_worker("cpu_step.py", ["train", "--model", HEADLINE, "--size", f"{size[0]}x{size[1]}",
+                                             "--batch", batch, "--steps", 1, "--warmup", 1])
+            row = {**out, "size": list(size), "batch": batch}
+        rows.append(row)
+        if "peak_rss_mb" in row and "images_per_s" in row:
+            log(f"scale {size[0]}x{size[1]} batch {batch}: peak RSS {row['peak_rss_mb']:.0f} MB, "
+                f"{row['images_per_s']:.2f} img/s")
+    results["scale"] = rows
+
+
+def stage_scenes(args, results):
+    row = run_worker("synthetic_scenes.py", ["--count", 50 if args.quick else 200], keep_stdout=True)
+    match = re.search(r"(\d+) scenes at (\d+)x(\d+): ([\d.]+) scenes/s \(median ([\d.]+) ms", row.get("stdout", ""))
+    if match:
+        results["scenes"] = {"command": row["command"], "scenes": int(match[1]), "size": [int(match[2]), int(match[3])],
+                             "scenes_per_s": float(match[4]), "median_ms": float(match[5])}
+        log(f"scenes: {results['scenes']['scenes_per_s']:.1f} scenes/s at {match[2]}x{match[3]} on one core")
+    else:
+        results["scenes"] = {"error": row.get("error") or "no rate in the output"}
+
+
+def stage_inference(args, results):
+    row = run_worker("inference_ab.py", ["--model", HEADLINE, "--rounds", args.inference_repeats, "--warmup", 2])
+    result = {"command": row.get("command"), "wall_s": row.get("wall_s")}
+    if "rows" in row:
+        result.update({k: row[k] for k in ("rows", "rounds", "cores", "tf_threads", "load_start", "load_end")})
+        rows = row["rows"]
+        if "onnxruntime" in rows:
+            result["savedmodel_over_ort_latency"] = rows["savedmodel"]["over_ort_median"]
+            result["savedmodel_over_ort_latency_min"] = rows["savedmodel"]["over_ort_min"]
+            log(f"inference: SavedModel {rows['savedmodel']['median_ms']:.0f} ms vs ONNX Runtime "
+                f"{rows['onnxruntime']['median_ms']:.0f} ms (batch 1, interleaved) = "
+                f"{result['savedmodel_over_ort_latency']:.2f}x")
+    else:
+        result["error"] = row.get("error") or "no result"
+    results["inference"] = result
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="hqmd_baseline_plus only, 1 step, small scale set, "
+                        "no profiler, no ONNX; writes to a temporary folder unless --out-dir is given")
+    parser.add_argument("--models", default=None, help="comma-separated registered models (default: all)")
+    parser.add_argument("--skip", default="", help=f"comma-separated stages to skip: {', '.join(STAGES)}")
+    parser.add_argument("--precisions", default=",".join(PRECISIONS))
+    parser.add_argument("--matmul-n", type=int, default=4096)
+    parser.add_argument("--matmul-repeats", type=int, default=6)
+    parser.add_argument("--inference-repeats", type=int, default=9, help="interleaved rounds of batch-1 calls")
+    parser.add_argument("--out-dir", default=None, help="where results.json and RESULTS.md go (default benchmarks/)")
+    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args.precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
+    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    unknown = skip - set(STAGES)
+    if unknown:
+        parser.error(f"unknown stages {sorted(unknown)}; stages: {', '.join(STAGES)}")
+    if args.quick:
+        skip.add("inference")
+    sys.path.insert(0, str(ROOT))
+    from hqdepth.models import list_models
+
+    registered = [entry.name for entry in list_models()]
+    models = registered if not args.models else [m.strip() for m in args.models.split(",") if m.strip()]
+    if args.quick and not args.models:
+        models = [HEADLINE]
+    missing = [m for m in models if m not in registered]
+    if missing:
+        parser.error(f"unknown models {missing}; registered: {', '.join(registered)}")
+    models = sorted(models, key=lambda m: (m != HEADLINE, m))
+    out_dir = Path(args.out_dir) if args.out_dir else (Path(tempfile.mkdtemp(prefix="hqdepth-bench-quick-"))
+                                                        if args.quick else HERE)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    started = time.perf_counter()
+    command = shlex.join(["python", "benchmarks/run_all.py", *argv])
+    results = {"date": now(), "command": command, "quick": args.quick, "models": models, "skipped": sorted(skip),
+               "machine": machine(), "versions": versions()}
+    log(f"{command}: {results['machine']['cpu']}, {results['machine']['nproc']} cores, load average "
+        f"{results['machine']['load_average']}")
+    with tempfile.TemporaryDirectory(prefix="hqdepth-bench-") as workdir:
+        workdir = Path(workdir)
+        for stage in STAGES:
+            if stage in skip:
+                continue
+            log(f"stage {stage}")
+            t0 = time.perf_counter()
+            if stage == "matmul":
+                stage_matmul(args, results)
+            elif stage == "flops":
+                stage_flops(args, results, models)
+            elif stage == "cpu":
+                stage_cpu(args, results, models)
+            elif stage == "stream":
+                stage_stream(args, results, workdir)
+            elif stage == "pipeline":
+                if "stream" not in skip:
+                    stage_stream(args, results, workdir)  # writes the records the pipeline reads
+                stage_pipeline(args, results, workdir)
+            elif stage == "scenes":
+                stage_scenes(args, results)
+            elif stage == "scale":
+                stage_scale(args, results)
+            elif stage == "inference":
+                stage_inference(args, results)
+            results.setdefault("stage_s", {})[stage] = round(time.perf_counter() - t0, 1)
+    results["duration_s"] = round(time.perf_counter() - started, 1)
+    import resource
+
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # CPU time of every measurement: with 2 idle cores the run needs at least this / 2 of wall time.
+    results["children_cpu_s"] = round(children.ru_utime + children.ru_stime, 1)
+    results["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
+    json_path = out_dir / "results.json"
+    json_path.write_text(json.dumps(results, indent=1) + "\n")
+    import report
+
+    md_path = out_dir / "RESULTS.md"
+    md_path.write_text(report.render(results, tuning=report.read_json(HERE / "tuning.json"),
+                                     gpu=report.read_json(HERE / "results_gpu.json")))
+    log(f"done in {results['duration_s'] / 60:.1f} min: {json_path}, {md_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

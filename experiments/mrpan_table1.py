@@ -1,0 +1,59 @@
+"""MRPAN Table I (Liu et al., ICPR 2020, NYU Depth v2): the paper's ablation rows (baseline = SARPN, + MACA,
++ MACA + RRM) trained and evaluated here, printed beside the paper's table.
+
+    python experiments/mrpan_table1.py --data densedepth:/data/nyu_data.zip --out runs/mrpan_table1
+    python experiments/mrpan_table1.py --quick        # synthetic scenes, minutes per row on a CPU
+
+Our three rows are the `mrpan_nyu` recipe with ResNet-50 (SENet-154, the paper's backbone, is not in
+Keras): baseline = SARPN (`rrm=sarpn`, no SAM, no GAM), + MACA (SAM at H/32..H/8 and GAM), + MACA + RRM
+(the recipe). MACA and the improved RRM are reconstructions (hqdepth/models/mrpan.py). The methods the
+paper cites are printed as paper lines. `--quick` (the default with `--data synthetic`) trains 40 steps
+at 64x96, batch 4, with the slim widths adff 160 / rpd 128 and predictions clipped to [1e-3, 10] m for
+the metrics (an untrained linear output can be negative; the recipe's Hu et al. protocol does not clip).
+"""
+
+import common
+
+# specs/other_models.md §4.1, Table I (NYU Depth V2); "–" in the paper = not given.
+CITED = [
+    ("Eigen et al.", dict(abs_rel=0.215, rmse=0.907, d1=0.611, d2=0.887, d3=0.971)),
+    ("Laina et al.", dict(abs_rel=0.127, rmse=0.573, log10=0.055, d1=0.811, d2=0.953, d3=0.988)),
+    ("Xu et al.", dict(abs_rel=0.125, rmse=0.593, log10=0.057, d1=0.806, d2=0.952, d3=0.986)),
+    ("Chen et al.", dict(abs_rel=0.138, rmse=0.496, d1=0.826, d2=0.964, d3=0.990)),
+    ("Fu et al.", dict(abs_rel=0.115, rmse=0.509, log10=0.051, d1=0.828, d2=0.965, d3=0.992)),
+    ("Jiao et al.", dict(abs_rel=0.098, rmse=0.329, log10=0.040, d1=0.917, d2=0.983, d3=0.996)),
+    ("Hu et al.", dict(abs_rel=0.115, rmse=0.530, log10=0.050, d1=0.866, d2=0.975, d3=0.993)),
+    ("Ding et al.", dict(abs_rel=0.101, rmse=0.519, log10=0.044, d1=0.847, d2=0.967, d3=0.992)),
+]
+ROWS = [
+    {"label": "Baseline (SARPN)", "run": "baseline",
+     "sets": ["model.options.rrm=sarpn", "model.options.sam_scales=[]", "model.options.gam=false"],
+     "paper": dict(abs_rel=0.123, rmse=0.596, log10=0.056, d1=0.838, d2=0.968, d3=0.992)},
+    {"label": "Baseline + MACA", "run": "maca", "sets": ["model.options.rrm=sarpn"],
+     "paper": dict(abs_rel=0.121, rmse=0.537, log10=0.051, d1=0.854, d2=0.973, d3=0.993)},
+    {"label": "Baseline + MACA + RRM (MRPAN)", "run": "maca_rrm",
+     "paper": dict(abs_rel=0.113, rmse=0.525, log10=0.049, d1=0.872, d2=0.974, d3=0.993)},
+]
+QUICK = ["model.options.adff_channels=160", "model.options.rpd_channels=128",
+         "evaluation.protocol_options.clip=range"]
+
+
+def main(argv=None):
+    parser = common.experiment_parser(__doc__.splitlines()[0], "runs/mrpan_table1", steps=40)
+    parser.add_argument("--no-cited", action="store_true", help="leave out the methods the paper cites")
+    args = parser.parse_args(argv)
+
+    data, quick, sets = common.experiment_setup(args, test_samples=16, batch_size=4, deeplab=False)
+    if quick:
+        sets += QUICK
+    rows = [] if args.no_cited else [{"label": label, "paper": paper} for label, paper in CITED]
+    rows += [{**row, "recipe": "mrpan_nyu"} for row in ROWS]
+    table = common.train_rows(rows, data, args.out, sets, quick, args.sets, val_data=args.val_data)
+    title = f"MRPAN Table I — paper (NYU Depth v2, SENet-154) vs ours (ResNet-50, {data}{', quick' if quick else ''})"
+    common.print_outputs(args.out, title, table, quick, {"data": data, "quick": quick, "sets": sets + args.sets},
+                         paper_data="NYU Depth v2")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,145 @@
+"""The training engine on the other model families (specs/other_models.md): `train()` for 2 steps at 32x32 on
+one recipe per family, test metrics in results.json computed on the final depth (MRPAN: the finest of its five
+outputs), TensorBoard images, export and reload of the MRPAN run, and BTS's encoder-only AdamW weight decay.
+
+BTS and MRPAN run their own builders on a tiny five-scale encoder instead of ResNet-50 (registered as
+`bts_tiny` / `mrpan_tiny` for this module): a ResNet-50 train step takes minutes to trace on a 2-core CPU.
+The ResNet-50 variants are built, saved and fitted in test_models_other.py.
+"""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+from test_models_other import five_scale_backbone
+from test_training_runs import event_tags
+
+from hqdepth.data import open_source
+from hqdepth.evaluation import evaluate_arrays
+from hqdepth.models import bts, mrpan, registry
+from hqdepth.training import recipes
+from hqdepth.training.trainer import build_optimizer, protocol_of, train
+
+DATA = "synthetic:8?size=32x32"
+SETS = [
+    "data.input_size=[32, 32]", "train.batch_size=2", "train.max_steps=2", "train.validation_steps=1",
+    "train.image_samples=2", "train.log_every_steps=1", "evaluation.test_samples=2", "evaluation.protocol=custom",
+    "evaluation.protocol_options={min_depth: 0.001, max_depth: 10.0, clip: range}",
+]
+TINY_BTS = ["model.name=bts_tiny", "model.options={bts_size: 128}"]
+RUNS = {  # one recipe per family: what makes it tiny
+    "fcn_ssim_mse": [],
+    "resnet50_transposed": ["model.options.frozen_stages=5", "model.options.decoder_filters=[8, 8, 8, 8]"],
+    "bts_kitti": TINY_BTS + ["model.options.with_focal=true", "model.options.max_depth=80.0"],  # (image, focal)
+    "mrpan_nyu": ["model.name=mrpan_tiny",  # SAM at H/32 only, no GAM: 380 variables instead of 509 to trace
+                  "model.options={adff_channels: 160, rpd_channels: 128, sam_scales: [5], gam: false}"],
+}
+
+
+def tiny_bts(input_shape=(None, None, 3), **options):
+    return bts.bts(input_shape, encoder=five_scale_backbone(), **options)
+
+
+def tiny_mrpan(input_shape=(None, None, 3), **options):
+    return mrpan.mrpan(input_shape, backbone=five_scale_backbone(), **options)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tiny_families():
+    """`bts_tiny` and `mrpan_tiny` in the model registry while this module runs."""
+    entries = [registry.ModelEntry("bts_tiny", tiny_bts, (32, 32), "BTS on a tiny encoder", "test",
+                                   bts.decoder_variables, bts.SIZE_MULTIPLE),
+               registry.ModelEntry("mrpan_tiny", tiny_mrpan, (32, 32), "MRPAN on a tiny encoder", "test")]
+    registry.list_models()  # load the real families first
+    with pytest.MonkeyPatch.context() as patch:
+        for entry in entries:
+            patch.setitem(registry._REGISTRY, entry.name, entry)
+        yield
+
+
+def run(recipe, out):
+    config = recipes.resolve_config(recipe, sets=SETS + RUNS[recipe])
+    keras.utils.set_random_seed(0)
+    return config, train(config, DATA, out, print_fn=lambda *a, **k: None, verbose=0)
+
+
+@pytest.fixture(scope="module")
+def mrpan_run(tmp_path_factory, tiny_families):
+    """(run folder, config, results, the final model)."""
+    out = tmp_path_factory.mktemp("mrpan")
+    config, results = run("mrpan_nyu", out)
+    return out, config, results, keras.saving.load_model(out / "model.keras", compile=False)
+
+
+@pytest.mark.parametrize("recipe", [r for r in RUNS if r != "mrpan_nyu"])
+def test_each_recipe_trains_evaluates_and_logs_images(recipe, tmp_path):
+    config, results = run(recipe, tmp_path)
+    assert results["status"] == "finished" and results["steps"] == 2
+    test = json.loads((tmp_path / "results.json").read_text())["test"]
+    assert test["count"] == 2 and np.isfinite(test["metrics"]["rmse"])
+    assert ("ssim" in test["metrics"]) == config["evaluation"]["ssim"]  # fcn_ssim_mse, resnet50_transposed
+    assert event_tags(tmp_path / "logs" / "validation")["depth"] == [2]
+    for name in ("model.keras", "checkpoints/best.keras", "checkpoints/latest.keras"):
+        assert (tmp_path / name).is_file()
+
+
+def finest(model, images):
+    return np.asarray(mrpan.finest_depth_model(model)(images, training=False))[..., 0]
+
+
+def test_mrpan_run_evaluates_the_finest_output(mrpan_run):
+    out, config, results, model = mrpan_run
+    assert results["status"] == "finished"
+    assert isinstance(model, mrpan.DeepSupervisionModel) and len(model.outputs) == 5
+    source = open_source(DATA, split="test")
+    samples = [source[i] for i in range(2)]
+    images = np.stack([s.rgb for s in samples]).astype(np.float32)
+    gts = [s.depth[..., 0] for s in samples]
+    expected = evaluate_arrays(list(finest(model, images)), gts, protocol_of(config)).metrics
+    got = json.loads((out / "results.json").read_text())["test"]["metrics"]
+    assert got == pytest.approx(expected, rel=1e-5)
+    coarse = np.asarray(model(images, training=False)[1])  # H/4: not what was evaluated
+    assert coarse.shape[1:3] == (8, 8) and finest(model, images).shape == (2, 32, 32)
+    assert event_tags(out / "logs" / "validation")["depth"] == [2]  # the finest map, drawn at the input size
+
+
+def test_mrpan_export_and_predict_give_the_finest_output(mrpan_run, tmp_path):
+    from hqdepth.export import export
+    from hqdepth.predict import load
+
+    out, _, _, model = mrpan_run
+    images = np.random.default_rng().uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
+    want = finest(model, images)  # best.keras = model.keras: the only validation is at the last step
+    run_model = load(out)  # what `hqdepth predict RUN` and `hqdepth export RUN` load
+    assert "finest of 5 outputs" in run_model.describe()
+    np.testing.assert_allclose(run_model(images), want, rtol=1e-5, atol=1e-5)
+    # the .keras export (the SavedModel export traces the same one-output view; ~4x the time here)
+    exported = export(run_model, tmp_path / "export", format="keras")["path"]
+    np.testing.assert_allclose(load(exported)(images), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("recipe,decoder_decayed", [("bts_nyu", False), ("bts_nyu_toolbox24", True)])
+def test_bts_weight_decay_on_the_encoder_only(recipe, decoder_decayed):
+    """One AdamW step with zero gradients: only decay moves weights, w <- w (1 - lr wd)."""
+    lr, wd = 0.1, 0.5
+    config = recipes.resolve_config(recipe, sets=TINY_BTS + [f"optimizer.learning_rate={lr}", "schedule.name=constant",
+                                                             f"optimizer.options.weight_decay={wd}"])
+    model = registry.build_model("bts_tiny", input_shape=(32, 32, 3), **config["model"]["options"])
+    optimizer = build_optimizer(config, steps_per_epoch=10, total_steps=100, model=model)
+    decoder = {id(v) for v in bts.decoder_variables(model)}
+    assert decoder and len(decoder) < len(model.trainable_variables)
+    before = [np.array(v) for v in model.trainable_variables]
+    optimizer.apply_gradients([(keras.ops.zeros_like(v), v) for v in model.trainable_variables])
+    for variable, old in zip(model.trainable_variables, before):
+        shrink = decoder_decayed or id(variable) not in decoder
+        np.testing.assert_allclose(np.array(variable), old * (1 - lr * wd) if shrink else old, rtol=1e-6,
+                                   err_msg=variable.path)
+
+
+def test_decay_encoder_only_needs_a_family_that_names_its_decoder():
+    from hqdepth.errors import ConfigError
+
+    config = recipes.resolve_config("mrpan_nyu", sets=["optimizer.decay_encoder_only=true"])
+    with pytest.raises(ConfigError, match="does not say which variables are its decoder"):
+        build_optimizer(config, steps_per_epoch=10, total_steps=100, model=None)
