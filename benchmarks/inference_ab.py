@@ -9,6 +9,8 @@ see the same load. Variants (same random weights, float32 RGB 0..255 at the mode
 - `savedmodel`: `hqdepth export` as the package does it today;
 - `savedmodel_frozen`: the same signature with its variables turned into constants
   (`convert_variables_to_constants_v2`), so grappler and oneDNN see constant weights;
+- `savedmodel_frozen_export`: that frozen function saved with `tf.saved_model.save` as a `serve` signature of its
+  own and loaded back (what `hqdepth export` could write: weights as graph constants, no variables);
 - `savedmodel_fused_bn`: exported with the experimental `fused_bn` patch (benchmarks/patches.py: batch norm as
   FusedBatchNormV3, which grappler fuses with the convolution and ReLU into one oneDNN op);
 - `savedmodel_fused_bn_frozen`: both;
@@ -70,6 +72,9 @@ def main(argv=None):
     calls, keep, diffs = {}, [], {}
     workdir = Path(tempfile.mkdtemp(prefix="hqdepth-ab-"))
 
+    def frozen_output(out):
+        return out["depth"] if isinstance(out, dict) else tf.nest.flatten(out)[0]
+
     def add_savedmodel(label, folder):
         loaded = tf.saved_model.load(str(folder))
         keep.append(loaded)
@@ -83,6 +88,17 @@ def main(argv=None):
             return (out["depth"] if isinstance(out, dict) else tf.nest.flatten(out)[0]).numpy()
 
         calls[label + "_frozen"] = frozen_call
+        if label == "savedmodel":
+            # The frozen function saved as a SavedModel of its own and loaded back: what an export could write.
+            module = tf.Module()
+            module.serve = tf.function(
+                lambda images: {"depth": frozen_output(frozen(images))},
+                input_signature=[tf.TensorSpec([None, *entry.input_size, 3], tf.float32, name="images")])
+            tf.saved_model.save(module, str(workdir / "frozen_export"), signatures={"serve": module.serve})
+            reloaded = tf.saved_model.load(str(workdir / "frozen_export"))
+            keep.append(reloaded)
+            frozen_serve = reloaded.signatures["serve"]
+            calls["savedmodel_frozen_export"] = lambda v: frozen_serve(images=tf.constant(v))["depth"].numpy()
 
     export(wrapped, workdir / "plain", format="saved_model", overwrite=True)
     add_savedmodel("savedmodel", workdir / "plain")
