@@ -24,6 +24,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse  # noqa: E402
+import shutil  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -38,6 +39,14 @@ from common import emit  # noqa: E402
 
 
 def main(argv=None):
+    workdir = Path(tempfile.mkdtemp(prefix="hqdepth-ab-"))
+    try:
+        return run(argv, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)  # three SavedModels and an ONNX file: about 0.8 GB
+
+
+def run(argv, workdir):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="hqmd_baseline_plus")
     parser.add_argument("--rounds", type=int, default=9)
@@ -70,7 +79,6 @@ def main(argv=None):
     reference = np.asarray(model.predict(x, verbose=0))
     wrapped = DepthModel.from_keras(model)
     calls, keep, diffs = {}, [], {}
-    workdir = Path(tempfile.mkdtemp(prefix="hqdepth-ab-"))
 
     def frozen_output(out):
         return out["depth"] if isinstance(out, dict) else tf.nest.flatten(out)[0]

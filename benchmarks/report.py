@@ -23,6 +23,14 @@ def fmt(value, digits=2, unit=""):
     return f"{value:.{digits}f}{unit}"
 
 
+def one_line(text, limit=160):
+    """A failure message fit for a table cell: its most telling line, no pipes or line breaks."""
+    lines = [line.strip() for line in str(text or "").splitlines() if line.strip()]
+    telling = [line for line in lines if not line.startswith(("File ", "^", "[[", "Traceback", "exit status"))]
+    line = (telling or lines or ["?"])[-1]
+    return line.replace("|", "/")[:limit]
+
+
 def size_of(row):
     size = row.get("size") or row.get("input_size")
     return "x".join(map(str, size)) if size else "-"
@@ -159,7 +167,7 @@ def models_section(results):
             if not isinstance(row, dict) or "batch" not in row:
                 continue
             if "modes" not in row:
-                lines.append(f"| {name} | - | - | {precision} | failed: {row.get('error', '?')[:120]} |")
+                lines.append(f"| {name} | - | - | {precision} | failed: {one_line(row.get('error'))} | | | | | | | |")
                 continue
             t, i = row["modes"].get("train", {}), row["modes"].get("infer", {})
             lines.append(
@@ -284,7 +292,7 @@ def tuning_section(tuning):
              "per CPU-s / matmul | first step (s) | peak RSS (MB) |", "|---|---|---|---|---|---|---|---|---|"]
     for row in tuning["rows"]:
         if "median_s" not in row:
-            lines.append(f"| {row['name']} | {row['description']} | - | failed: {row.get('error', '')[:100]} |")
+            lines.append(f"| {row['name']} | {row['description']} | - | failed: {one_line(row.get('error'))} | | | | | |")
             continue
         lines.append(
             f"| {row['name']} | {row['description']} | {row['batch']} | {row['images_per_s']:.2f} | "
@@ -339,7 +347,7 @@ def gpu_section(gpu):
               "|---|---|---|---|---|---|"]
     for run in gpu["runs"]:
         if "images_per_s" not in run:
-            lines.append(f"| {run.get('what')} | - | {run.get('skipped') or run.get('error', '')[:120]} | | | |")
+            lines.append(f"| {run.get('what')} | - | {run.get('skipped') or one_line(run.get('error'))} | | | |")
             continue
         label = "ours (Keras/JAX)" if run["what"] == "ours" else "torchvision deeplabv3_resnet50"
         lines.append(f"| {label} | {run['precision']} | {run['images_per_s']:.1f} | {run['median_s'] * 1000:.0f} | "

@@ -18,6 +18,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse  # noqa: E402
+import shutil  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -54,12 +55,21 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=8)
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")
-    from hqdepth.data import load
     from hqdepth.data.synthetic import parse_size
 
     size = parse_size(args.size)
     directory = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="hqdepth-stream-"))
     directory.mkdir(parents=True, exist_ok=True)
+    try:
+        return measure(args, size, directory)
+    finally:
+        if not args.dir:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def measure(args, size, directory):
+    from hqdepth.data import load
+
     disk = ensure_records(directory, args.count, size)
     dataset = load(f"tfrecord:{directory}", "train", recipe="hqmd", batch_size=args.batch, size=(289, 385),
                    shuffle_buffer=args.buffer, seed=0, repeat=False)
