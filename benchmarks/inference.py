@@ -35,17 +35,12 @@ from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from common import cpu_model  # noqa: E402  (benchmarks/common.py, beside this script)
+
 HERE = Path(__file__).resolve().parent
 RESULTS_JSON = HERE / "RESULTS_inference.json"
 RESULTS_MD = HERE / "RESULTS_inference.md"
 BACKENDS = ("keras", "savedmodel", "onnx")
-
-
-def cpu_model():
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def versions():

@@ -35,18 +35,13 @@ from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from common import cpu_model  # noqa: E402  (benchmarks/common.py, beside this script)
+
 from hqdepth.data import tools  # noqa: E402
 from hqdepth.data.synthetic import parse_size  # noqa: E402
 from hqdepth.data.tfrecord import read_manifest, tfrecord_dataset  # noqa: E402
 
 CROP = (289, 385)
-
-
-def cpu_model():
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 def augmentation(name):
