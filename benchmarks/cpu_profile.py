@@ -1,7 +1,7 @@
 """Where a CPU training step's time goes: TensorFlow profiler op statistics grouped by part of the step.
 
     python benchmarks/cpu_profile.py --size 145x193 --batch 4            # hqmd_plus_full step, 2 profiled steps
-    python benchmarks/cpu_profile.py --patch fused_bn                    # with an experimental patch
+    python benchmarks/cpu_profile.py --variant keras_bn                  # batch norm by Keras' code (variants.py)
 
 Builds the step exactly as `cpu_step.py train` (same options), runs `--warmup` steps, then profiles `--steps` steps
 with `tf.profiler.experimental` and reads the per-op self times ("framework_op_stats" of the profiler plugin).
@@ -110,7 +110,7 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--loss", default="recipe", choices=("recipe", "mse"))
     parser.add_argument("--metrics", default="recipe", choices=("recipe", "none"))
-    parser.add_argument("--patch", default="")
+    parser.add_argument("--variant", default="", help="benchmarks/variants.py names (default: the package as is)")
     parser.add_argument("--intra", type=int, default=None)
     parser.add_argument("--inter", type=int, default=None)
     parser.add_argument("--top", type=int, default=15, help="op types listed")
@@ -121,12 +121,8 @@ def main(argv=None):
     step_args = argparse.Namespace(mode="train", model=args.model, recipe=args.recipe, size=args.size,
                                    batch=args.batch, precision=args.precision, jit=False, loss=args.loss,
                                    metrics=args.metrics, upto=None, intra=args.intra, inter=args.inter,
-                                   no_prebuild=False)
+                                   no_prebuild=False, variant=args.variant)
     cpu_step.configure_threads(step_args)
-    if args.patch:
-        import patches
-
-        patches.apply([name.strip() for name in args.patch.split(",") if name.strip()])
     model, timed, config, size, count = cpu_step.build(step_args)
     call = cpu_step.step_function("train", step_args, model, timed, config, size)
     for _ in range(args.warmup):
@@ -143,7 +139,7 @@ def main(argv=None):
     per_step = lambda counter: {k: round(v / 1000 / args.steps, 1) for k, v in counter.most_common()}  # noqa: E731
     step_gflop = 3 * count.flops * args.batch / 1e9
     result = {"model": args.model, "recipe": config["name"], "size": list(size), "batch": args.batch,
-              "precision": args.precision, "patches": args.patch or None, "loss": args.loss, "metrics": args.metrics,
+              "precision": args.precision, "variant": args.variant or None, "loss": args.loss, "metrics": args.metrics,
               "wall_ms_per_step": round(wall * 1000, 1), "achieved_gflops": step_gflop / wall,
               "stages_ms": per_step(stages), "model_ms_by_part": per_step(by_part), "kind_ms": per_step(by_kind),
               "top_op_types_ms": dict(list(per_step(by_type).items())[:args.top]),

@@ -4,6 +4,7 @@
     python benchmarks/cpu_step.py infer --model bts --precision mixed_bfloat16
     python benchmarks/cpu_step.py matmul --dtype bfloat16 --n 4096
     python benchmarks/cpu_step.py grad --model hqmd_baseline_plus --upto aspp     # encoder + ASPP only
+    python benchmarks/cpu_step.py train --variant keras_bn,keras_adam            # without the fused kernels
 
 Modes
 - `train`: the training step as `hqdepth train` compiles it for the model's recipe (model, loss, optimizer with
@@ -20,7 +21,8 @@ Modes
 `--warmup` untimed calls (the first one traces and optimises the graph), then `--steps` timed calls; reported:
 every call's seconds, the median, images/s = batch / median, the analytic forward FLOPs per image of the timed
 (sub)model (`hqdepth.flops`), the peak RSS of this process (`ru_maxrss`) after set-up and at the end, and the load
-average. The last line is `RESULT {json}` (benchmarks/common.py).
+average. The last line is `RESULT {json}` (benchmarks/common.py). The package is measured as it is (fused batch
+norm and Adam); `--variant` switches those kernels back to Keras' code (benchmarks/variants.py).
 """
 
 import os
@@ -114,15 +116,17 @@ def build(args):
     """(model, timed model, config, forward FLOPs per image of the timed model)."""
     import keras
 
+    import variants
     from hqdepth.flops import count_flops
     from hqdepth.training import recipes, trainer
 
+    sets = variants.apply(args.variant)  # before the model is built and traced
     keras.config.set_dtype_policy(args.precision)
     keras.utils.set_random_seed(0)
     recipe = args.recipe or MODEL_RECIPES.get(args.model)
     if recipe is None:
         raise SystemExit(f"no recipe known for {args.model}; pass --recipe")
-    config = recipes.resolve_config(recipe)
+    config = recipes.resolve_config(recipe, sets=sets)
     if args.model and config["model"]["name"] != args.model:
         config["model"] = {"name": args.model, "options": {}}
     size = parse_size(args.size) if args.size else tuple(config["data"]["input_size"])
@@ -206,7 +210,7 @@ def measure_model(args):
     build_s = time.perf_counter() - start
     common = {
         "model": args.model, "recipe": config["name"], "upto": args.upto, "size": list(size), "batch": args.batch,
-        "precision": args.precision, "jit": bool(args.jit), "patches": args.patch or None,
+        "precision": args.precision, "jit": bool(args.jit), "variant": args.variant or None,
         "intra": args.intra, "inter": args.inter, "onednn_env": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
         "tf_threads": [tf.config.threading.get_intra_op_parallelism_threads(),
                        tf.config.threading.get_inter_op_parallelism_threads()],
@@ -260,7 +264,8 @@ def main(argv=None):
     parser.add_argument("--no-prebuild", action="store_true",
                         help="train: let the first step build the optimizer (Keras' default; traces twice)")
     parser.add_argument("--upto", default=None, help="grad/forward/infer: time the prefix ending at this layer")
-    parser.add_argument("--patch", default="", help="comma-separated experimental patches (benchmarks/patches.py)")
+    parser.add_argument("--variant", default="", help="comma-separated variants: package kernels switched back to "
+                        "Keras' code (benchmarks/variants.py: keras_bn, keras_adam)")
     parser.add_argument("--local-matmul", action="store_true",
                         help="also time a 4096 matmul (the precision's dtype) right before and after the timed steps")
     parser.add_argument("--dtype", default="float32", help="matmul dtype")
@@ -269,10 +274,6 @@ def main(argv=None):
     warnings.simplefilter("ignore")
     load = os.getloadavg()[0]
     configure_threads(args)
-    if args.patch:
-        import patches
-
-        patches.apply([name.strip() for name in args.patch.split(",") if name.strip()])
     result = matmul(args) if args.mode == "matmul" else measure_model(args)
     result.update(load_start=load, load_end=os.getloadavg()[0])
     result.setdefault("peak_rss_mb", peak_rss_mb())

@@ -4,12 +4,13 @@
     python benchmarks/cpu_tuning.py --only default,xla --steps 2
     python benchmarks/cpu_tuning.py --size 145x193 --batch 4 --out /tmp/tuning.json     # a quicker, smaller study
 
-Each variant is one `cpu_step.py` subprocess (same model, loss, optimizer and data as `make bench`): the default
-configuration, thread pools, oneDNN off, XLA on the whole step, batch size, mixed_bfloat16, the plain MSE step,
-experimental patches (benchmarks/patches.py: fused batch norm, fused Adam), and the step split by part (forward +
-backward of the encoder alone, of encoder + ASPP, of the whole network without loss/optimizer, forward only).
-Then `cpu_profile.py` splits the default step and the patched step by stage, model part and op type, and
-`train_ab.py` runs the default and the patched step interleaved in one process (same load for both).
+Each variant is one `cpu_step.py` subprocess (same model, loss, optimizer and data as `make bench`): the package's
+default configuration (fused batch norm and Adam included), thread pools, oneDNN off, XLA on the whole step, batch
+size, mixed_bfloat16, the plain MSE step, the fused kernels switched back to Keras' code (benchmarks/variants.py:
+keras_bn, keras_adam, both: what each is worth), and the step split by part (forward + backward of the encoder
+alone, of encoder + ASPP, of the whole network without loss/optimizer, forward only).
+Then `cpu_profile.py` splits the default step and the `--profile-variant` step by stage, model part and op type,
+and `train_ab.py` runs the two interleaved in one process (same load for both).
 Writes benchmarks/tuning.json (rendered into RESULTS.md by `make bench` / `python benchmarks/report.py`).
 """
 
@@ -26,8 +27,8 @@ from common import HERE, now, run_worker  # noqa: E402
 
 # name, description, cpu_step.py arguments, environment
 VARIANTS = [
-    ("default", "package defaults: TF thread pools (0 = one per core), oneDNN on, no XLA, optimizer slots built "
-     "before the first step", [], {}),
+    ("default", "package defaults: fused batch norm (FusedBatchNormV3) and Adam (ResourceApplyAdam), TF thread "
+     "pools (0 = one per core), oneDNN on, no XLA, optimizer slots built before the first step", [], {}),
     ("no_prebuild", "Keras' default: the optimizer's slots created inside the first step (traces the step twice)",
      ["--no-prebuild"], {}),
     ("intra2_inter1", "intra-op threads 2, inter-op threads 1", ["--intra", 2, "--inter", 1], {}),
@@ -39,11 +40,12 @@ VARIANTS = [
     ("batch4", "batch 4", ["--batch", 4], {}),
     ("batch16", "batch 16", ["--batch", 16], {}),
     ("bf16", "mixed_bfloat16 (ratio against the float32 matmul)", ["--precision", "mixed_bfloat16"], {}),
-    ("fused_bn", "patch: BatchNormalization via FusedBatchNormV3", ["--patch", "fused_bn"], {}),
-    ("fused_adam", "patch: Adam via ResourceApplyAdam", ["--patch", "fused_adam"], {}),
-    ("fused_bn_adam", "both patches", ["--patch", "fused_bn,fused_adam"], {}),
-    ("fused_bn_adam_bf16", "both patches, mixed_bfloat16", ["--patch", "fused_bn,fused_adam", "--precision",
-                                                            "mixed_bfloat16"], {}),
+    ("keras_bn", "variant: batch norm by Keras' code, not FusedBatchNormV3", ["--variant", "keras_bn"], {}),
+    ("keras_adam", "variant: Adam by Keras' code (optimizer.fused=false), not ResourceApplyAdam",
+     ["--variant", "keras_adam"], {}),
+    ("keras_bn_adam", "both variants: the package before its fused kernels", ["--variant", "keras_bn,keras_adam"], {}),
+    ("keras_bn_adam_bf16", "both variants, mixed_bfloat16", ["--variant", "keras_bn,keras_adam", "--precision",
+                                                             "mixed_bfloat16"], {}),
     ("part_forward", "part: forward pass only (training=True), no backward", ["--mode", "forward"], {}),
     ("part_encoder", "part: forward + backward of the encoder alone (up to post_relu), loss mean(y^2)",
      ["--mode", "grad", "--upto", "post_relu"], {}),
@@ -62,7 +64,8 @@ def main(argv=None):
     parser.add_argument("--no-profile", action="store_true")
     parser.add_argument("--no-ab", action="store_true", help="skip the interleaved A/B run (train_ab.py)")
     parser.add_argument("--ab-size", default="289x385", help="input size of the A/B run (batch 8)")
-    parser.add_argument("--profile-patch", default="fused_bn,fused_adam", help="patches of the second profile")
+    parser.add_argument("--profile-variant", default="keras_bn,keras_adam",
+                        help="benchmarks/variants.py names of the second profile and of the A/B run's B")
     parser.add_argument("--out", default=str(HERE / "tuning.json"))
     args = parser.parse_args(argv)
     argv = sys.argv[1:] if argv is None else argv
@@ -101,8 +104,8 @@ def main(argv=None):
         rows.append(row)
     profiles = []
     if not args.no_profile:
-        for label, patch in (("default", ""), (f"patches {args.profile_patch}", args.profile_patch)):
-            extra = ["--patch", patch] if patch else []
+        for label, variant in (("default", ""), (f"variant {args.profile_variant}", args.profile_variant)):
+            extra = ["--variant", variant] if variant else []
             profile = run_worker("cpu_profile.py", ["--size", args.size, "--batch", args.batch, "--steps", 2,
                                                     "--warmup", 1, *extra], label=f"profile {label}")
             profile["label"] = label
@@ -110,7 +113,7 @@ def main(argv=None):
     ab = None
     if not args.no_ab:
         ab = run_worker("train_ab.py", ["--size", args.ab_size, "--batch", 8, "--rounds", 3,
-                                        "--b-patch", args.profile_patch], label="train_ab")
+                                        "--b-variant", args.profile_variant], label="train_ab")
     result = {"date": started, "command": "python benchmarks/cpu_tuning.py " + " ".join(map(str, argv)),
               "size": args.size, "batch": args.batch, "steps": args.steps, "matmul_gflops": rate, "matmul_gflops_per_cpu_s": cpu_rate,
               "matmul": matmul,

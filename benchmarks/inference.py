@@ -131,22 +131,17 @@ def bench_model(entry, args, workdir):
         start = time.perf_counter()
         export(wrapped, workdir / f"{entry.name}_saved", format="saved_model", overwrite=True)
         result["export_s"]["savedmodel"] = time.perf_counter() - start
-        loaded = tf.saved_model.load(str(workdir / f"{entry.name}_saved"))  # kept: it owns the variables
+        loaded = tf.saved_model.load(str(workdir / f"{entry.name}_saved"))  # kept: it owns the signature
         serve = loaded.signatures["serve"]
         call = lambda x: serve(images=tf.constant(x))["depth"].numpy()  # noqa: E731
         result["max_abs_diff_vs_keras_m"]["savedmodel"] = float(np.abs(call(x1) - reference).max())
         result["rows"].append(measure("savedmodel", call, x1, x8, args.warmup, args.repeats))
-        if args.freeze:
-            from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
-
-            frozen = convert_variables_to_constants_v2(serve)
-
-            def frozen_call(x):
-                out = frozen(tf.constant(x))
-                return (out["depth"] if isinstance(out, dict) else tf.nest.flatten(out)[0]).numpy()
-
-            result["max_abs_diff_vs_keras_m"]["savedmodel_frozen"] = float(np.abs(frozen_call(x1) - reference).max())
-            result["rows"].append(measure("savedmodel_frozen", frozen_call, x1, x8, args.warmup, args.repeats))
+        if args.variables:
+            export(wrapped, workdir / f"{entry.name}_variables", format="saved_model", overwrite=True, freeze=False)
+            kept = tf.saved_model.load(str(workdir / f"{entry.name}_variables"))
+            call = lambda x: kept.signatures["serve"](images=tf.constant(x))["depth"].numpy()  # noqa: E731
+            result["max_abs_diff_vs_keras_m"]["savedmodel_variables"] = float(np.abs(call(x1) - reference).max())
+            result["rows"].append(measure("savedmodel_variables", call, x1, x8, args.warmup, args.repeats))
     if "onnx" in args.backends:
         try:
             import onnxruntime
@@ -187,7 +182,8 @@ def render_markdown(runs):
         "last). Random weights at each model's paper input size, float32 RGB input at that size, CPU only. "
         "Latency = median wall time of one batch-1 call; throughput = batch size / median time of one batch call. "
         "Keras = `model.predict(x, batch_size=len(x))` (includes its per-call set-up); SavedModel = the `serve` "
-        "signature of `hqdepth export` (float32 at the model size); ONNX Runtime = `hqdepth export --format onnx` "
+        "signature of `hqdepth export` (float32 at the model size; weights frozen into the graph in runs after "
+        "that became the export's default, variables before); ONNX Runtime = `hqdepth export --format onnx` "
         "run by `onnxruntime.InferenceSession` (CPUExecutionProvider). Differences: max |backend - Keras| in metres "
         "on the batch-1 input, with the random head rescaled so that depths are not saturated.",
         "",
@@ -233,9 +229,10 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls first (default 2)")
     parser.add_argument("--batch", type=int, default=8, help="throughput batch size (default 8)")
     parser.add_argument("--cores", type=int, default=None, help="cores to use (default: all allowed)")
-    parser.add_argument("--patch", default="", help="experimental patches applied before building (benchmarks/patches.py)")
-    parser.add_argument("--freeze", action="store_true",
-                        help="also time the `serve` signature frozen (variables as constants) as `savedmodel_frozen`")
+    parser.add_argument("--variant", default="", help="package kernels switched back to Keras' code before building "
+                        "(benchmarks/variants.py, e.g. keras_bn)")
+    parser.add_argument("--variables", action="store_true",
+                        help="also time `export(..., freeze=False)` (weights as variables) as `savedmodel_variables`")
     parser.add_argument("--record", action="store_true", help="append to RESULTS_inference.json and rewrite .md")
     parser.add_argument("--remark", help="a sentence stored with the recorded run")
     args = parser.parse_args(argv)
@@ -252,11 +249,10 @@ def main(argv=None):
     tf.config.threading.set_intra_op_parallelism_threads(args.cores)
     tf.config.threading.set_inter_op_parallelism_threads(args.cores)
     warnings.simplefilter("ignore", FutureWarning)
-    if args.patch:
-        sys.path.insert(0, str(HERE))
-        import patches
+    if args.variant:
+        import variants
 
-        patches.apply([name.strip() for name in args.patch.split(",") if name.strip()])
+        variants.apply(args.variant)
     from hqdepth.models import list_models
 
     entries = list_models()
@@ -280,7 +276,7 @@ def main(argv=None):
     machine["load_after"] = os.getloadavg()[0]
     run = {"date": datetime.date.today().isoformat(), "command": command.strip(), "machine": machine,
            "versions": versions(), "warmup": args.warmup, "repeats": args.repeats, "batch": args.batch,
-           "results": results, "remark": args.remark, "patches": args.patch or None}
+           "results": results, "remark": args.remark, "variant": args.variant or None}
     if args.record:
         runs = json.loads(RESULTS_JSON.read_text())["runs"] if RESULTS_JSON.is_file() else []
         runs.append(run)

@@ -1,4 +1,4 @@
-"""SavedModel against ONNX Runtime, interleaved in one process: which change closes the gap (issue 8, item 3).
+"""SavedModel against ONNX Runtime, interleaved in one process (issue 8, item 3).
 
     python benchmarks/inference_ab.py                      # hqmd_baseline_plus at 289x385, batch 1, 9 rounds
     python benchmarks/inference_ab.py --no-onnx --rounds 5
@@ -6,14 +6,10 @@
 On a machine shared with other jobs, timings taken minutes apart are not comparable; here every variant is loaded
 first and the calls are interleaved round-robin (one batch-1 call of each variant per round), so all variants
 see the same load. Variants (same random weights, float32 RGB 0..255 at the model size, `serve` signature):
-- `savedmodel`: `hqdepth export` as the package does it today;
-- `savedmodel_frozen`: the same signature with its variables turned into constants
-  (`convert_variables_to_constants_v2`), so grappler and oneDNN see constant weights;
-- `savedmodel_frozen_export`: that frozen function saved with `tf.saved_model.save` as a `serve` signature of its
-  own and loaded back (what `hqdepth export` could write: weights as graph constants, no variables);
-- `savedmodel_fused_bn`: exported with the experimental `fused_bn` patch (benchmarks/patches.py: batch norm as
-  FusedBatchNormV3, which grappler fuses with the convolution and ReLU into one oneDNN op);
-- `savedmodel_fused_bn_frozen`: both;
+- `savedmodel`: `hqdepth export` as the package does it by default (weights frozen into the graph as constants,
+  batch norm as FusedBatchNormV3: grappler folds it into the convolutions);
+- `savedmodel_variables`: `export(..., freeze=False)` (`hqdepth export --keep-variables`): weights as variables,
+  what the package wrote before freezing became the default;
 - `onnxruntime`: `hqdepth export --format onnx` run by ONNX Runtime (CPUExecutionProvider).
 Thread pools: TensorFlow intra = inter = `--cores`; ONNX Runtime intra = `--cores`. Reported per variant: median
 and min wall ms per call, median process CPU ms per call, and the ratio of the medians to ONNX Runtime.
@@ -43,7 +39,7 @@ def main(argv=None):
     try:
         return run(argv, workdir)
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)  # three SavedModels and an ONNX file: about 0.8 GB
+        shutil.rmtree(workdir, ignore_errors=True)  # two SavedModels and an ONNX file: about 0.5 GB
 
 
 def run(argv, workdir):
@@ -63,10 +59,8 @@ def run(argv, workdir):
     tf.config.threading.set_intra_op_parallelism_threads(cores)
     tf.config.threading.set_inter_op_parallelism_threads(args.inter or cores)
     import keras
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
     import inference
-    import patches
     from hqdepth.export import export
     from hqdepth.models import get_entry
     from hqdepth.predict import DepthModel
@@ -80,36 +74,11 @@ def run(argv, workdir):
     wrapped = DepthModel.from_keras(model)
     calls, keep, diffs = {}, [], {}
 
-    def frozen_output(out):
-        return out["depth"] if isinstance(out, dict) else tf.nest.flatten(out)[0]
-
-    def add_savedmodel(label, folder):
-        loaded = tf.saved_model.load(str(folder))
-        keep.append(loaded)
-        serve = loaded.signatures["serve"]
-        calls[label] = lambda v: serve(images=tf.constant(v))["depth"].numpy()
-        frozen = convert_variables_to_constants_v2(serve)
-        keep.append(frozen)
-
-        def frozen_call(v):
-            out = frozen(tf.constant(v))
-            return (out["depth"] if isinstance(out, dict) else tf.nest.flatten(out)[0]).numpy()
-
-        calls[label + "_frozen"] = frozen_call
-        if label == "savedmodel":
-            # The frozen function saved as a SavedModel of its own and loaded back: what an export could write.
-            module = tf.Module()
-            module.serve = tf.function(
-                lambda images: {"depth": frozen_output(frozen(images))},
-                input_signature=[tf.TensorSpec([None, *entry.input_size, 3], tf.float32, name="images")])
-            tf.saved_model.save(module, str(workdir / "frozen_export"), signatures={"serve": module.serve})
-            reloaded = tf.saved_model.load(str(workdir / "frozen_export"))
-            keep.append(reloaded)
-            frozen_serve = reloaded.signatures["serve"]
-            calls["savedmodel_frozen_export"] = lambda v: frozen_serve(images=tf.constant(v))["depth"].numpy()
-
-    export(wrapped, workdir / "plain", format="saved_model", overwrite=True)
-    add_savedmodel("savedmodel", workdir / "plain")
+    for label, freeze in (("savedmodel", True), ("savedmodel_variables", False)):
+        export(wrapped, workdir / label, format="saved_model", overwrite=True, freeze=freeze)
+        loaded = tf.saved_model.load(str(workdir / label))
+        keep.append(loaded)  # owns the signature's resources
+        calls[label] = lambda v, serve=loaded.signatures["serve"]: serve(images=tf.constant(v))["depth"].numpy()
     if not args.no_onnx:
         import onnxruntime
 
@@ -120,9 +89,6 @@ def run(argv, workdir):
                                                providers=["CPUExecutionProvider"])
         name = session.get_inputs()[0].name
         calls["onnxruntime"] = lambda v: session.run(None, {name: v})[0]
-    patches.apply(["fused_bn"])  # the layers' call changes; the export traces it again
-    export(wrapped, workdir / "fused", format="saved_model", overwrite=True)
-    add_savedmodel("savedmodel_fused_bn", workdir / "fused")
 
     for label, call in calls.items():
         diffs[label] = float(np.abs(call(x) - reference).max())

@@ -75,25 +75,29 @@ def headline(results, gpu):
             f"({reference_rate(results, 'float32'):.0f} GFLOP/s)** (`cpu.hqmd_baseline_plus.train_flops_ratio`; target "
             f">= 0.60; fastest step {train['flops_ratio_best']:.2f}). Against the matmul timed in the same process just "
             f"before and after the steps (same load): {fmt(cpu.get('train_flops_ratio_local'))}; per CPU-second, "
-            f"which other jobs on the cores do not dilute: {fmt(cpu.get('train_flops_ratio_per_cpu_s'))}.")
+            f"which other jobs on the cores do not dilute: {fmt(cpu.get('train_flops_ratio_per_cpu_s'))}."
+            + (f" Measured {results['date'][:10]}, before fused batch norm and fused Adam became package defaults "
+               "(Keras' own kernels then)." if "patches" in cpu["float32"] else ""))
     bf = cpu.get("mixed_bfloat16", {}).get("modes", {}).get("train")
     if bf and "train_flops_ratio_bf16" in cpu:
         lines.append(
             f"- mixed_bfloat16: {bf['images_per_s']:.2f} images/s = {bf['achieved_gflops']:.0f} GFLOP/s = "
             f"{cpu['train_flops_ratio_bf16']:.2f} x the bfloat16 matmul rate ({reference_rate(results, 'bfloat16'):.0f} "
             f"GFLOP/s), {cpu.get('train_flops_ratio_bf16_vs_f32_matmul', 0):.2f} x the float32 one.")
-    inference = results.get("inference", {})
-    if "savedmodel_over_ort_latency" in inference:
-        rows = inference["rows"]
+    rows = results.get("inference", {}).get("rows", {})
+    default, variables, legacy = inference_labels(rows)
+    if "over_ort_median" in rows.get(default, {}):
+        what = (f"SavedModel with the weights frozen into the graph (`{default}` of this {results['date'][:10]} run, "
+                "made before frozen weights became `hqdepth export`'s default)" if legacy else
+                "the package's SavedModel export (weights frozen into the graph, the default)")
         lines.append(
-            f"- **Inference, exported SavedModel vs ONNX Runtime (hqmd_baseline_plus, 289x385, batch 1, calls "
-            f"interleaved): {rows['savedmodel']['median_ms']:.0f} ms vs {rows['onnxruntime']['median_ms']:.0f} ms = "
-            f"{inference['savedmodel_over_ort_latency']:.2f}x** (target <= 1.2x; fastest calls "
-            f"{inference['savedmodel_over_ort_latency_min']:.2f}x)."
-            + (f" With the weights frozen into the exported graph (`savedmodel_frozen_export`, section Inference): "
-               f"{rows['savedmodel_frozen_export']['median_ms']:.0f} ms = "
-               f"**{rows['savedmodel_frozen_export']['over_ort_median']:.2f}x**."
-               if "over_ort_median" in rows.get("savedmodel_frozen_export", {}) else ""))
+            f"- **Inference, {what} vs ONNX Runtime (hqmd_baseline_plus, 289x385, batch 1, calls interleaved): "
+            f"{rows[default]['median_ms']:.0f} ms vs {rows['onnxruntime']['median_ms']:.0f} ms = "
+            f"{rows[default]['over_ort_median']:.2f}x** (target <= 1.2x; fastest calls "
+            f"{rows[default]['over_ort_min']:.2f}x)."
+            + (f" Weights as variables (`{variables}`, `export(..., freeze=False)`"
+               + (", the export of that time" if legacy else "") + f"): {rows[variables]['median_ms']:.0f} ms = "
+               f"{rows[variables]['over_ort_median']:.2f}x." if "over_ort_median" in rows.get(variables, {}) else ""))
     if gpu and gpu.get("summary"):
         lines.append("- GPU: " + ", ".join(f"{k} {v:.2f}" for k, v in gpu["summary"].items()) + " (section GPU).")
     else:
@@ -244,15 +248,31 @@ def scale_section(results):
     return lines + [""]
 
 
-INFERENCE_VARIANTS = {
-    "savedmodel": "`hqdepth export` SavedModel, `serve` signature (the package as it is)",
-    "savedmodel_frozen": "the same, variables frozen to constants",
-    "savedmodel_frozen_export": "that frozen function saved as a SavedModel of its own and loaded back",
-    "onnxruntime": "`hqdepth export --format onnx` in ONNX Runtime (CPUExecutionProvider)",
-    "savedmodel_fused_bn": "SavedModel exported with the `fused_bn` patch (FusedBatchNormV3, fused by grappler "
-                           "with conv + ReLU)",
-    "savedmodel_fused_bn_frozen": "both",
+ORT = "`hqdepth export --format onnx` in ONNX Runtime (CPUExecutionProvider)"
+INFERENCE_VARIANTS = {  # the rows of benchmarks/inference_ab.py
+    "savedmodel": "`hqdepth export` SavedModel, `serve` signature: the package's default (weights frozen into the "
+                  "graph)",
+    "savedmodel_variables": "`export(..., freeze=False)` (`hqdepth export --keep-variables`): weights as variables",
+    "onnxruntime": ORT,
 }
+# Runs made before the frozen export and fused batch norm became package defaults (benchmarks/patches.py then).
+LEGACY_INFERENCE_VARIANTS = {
+    "savedmodel": "`hqdepth export` of that time: weights as variables (now `export(..., freeze=False)`)",
+    "savedmodel_frozen": "the same signature frozen on load (`convert_variables_to_constants_v2`)",
+    "savedmodel_frozen_export": "that frozen function saved as a SavedModel of its own and loaded back: what "
+                                "`hqdepth export` now writes by default",
+    "onnxruntime": ORT,
+    "savedmodel_fused_bn": "exported with the `fused_bn` patch (FusedBatchNormV3, now the package's batch norm), "
+                           "weights as variables",
+    "savedmodel_fused_bn_frozen": "both (fused batch norm, frozen on load)",
+}
+
+
+def inference_labels(rows):
+    """(row of the package's default export, row of the export with variables, legacy run?) of inference_ab.py."""
+    if "savedmodel_frozen_export" in rows:
+        return "savedmodel_frozen_export", "savedmodel", True
+    return "savedmodel", "savedmodel_variables", False
 
 
 def inference_section(results):
@@ -267,10 +287,15 @@ def inference_section(results):
              "backends one after another and adds batch-8 throughput.", ""]
     if "rows" not in inf:
         return lines + [f"failed: {inf.get('error')}", ""]
+    legacy = inference_labels(inf["rows"])[2]
+    if legacy:
+        lines += [f"Run of {results['date'][:10]}, before the frozen export and fused batch norm became the package's "
+                  "defaults: labels as they were then.", ""]
+    descriptions = LEGACY_INFERENCE_VARIANTS if legacy else INFERENCE_VARIANTS
     lines += ["| variant | what | median ms | min ms | CPU ms per call | median / ORT | max diff vs Keras (m) |",
               "|---|---|---|---|---|---|---|"]
     for label, row in inf["rows"].items():
-        lines.append(f"| {label} | {INFERENCE_VARIANTS.get(label, '')} | {row['median_ms']:.0f} | {row['min_ms']:.0f} | "
+        lines.append(f"| {label} | {descriptions.get(label, '')} | {row['median_ms']:.0f} | {row['min_ms']:.0f} | "
                      f"{row['cpu_ms_median']:.0f} | {fmt(row.get('over_ort_median'))} | "
                      f"{row['max_abs_diff_vs_keras_m']:.2g} |")
     return lines + [""]
@@ -287,7 +312,12 @@ def tuning_section(tuning):
              f"(float32, measured first). Each row is its own subprocess, {tuning['steps']} timed steps after one "
              "untimed step; `best` is the fastest step (least disturbed by other jobs), median the typical one; "
              "per CPU-s = FLOPs per second of process CPU time (all threads) over the matmul's, which other jobs on "
-             "the cores do not dilute (thread pools spinning count against it).", "",
+             "the cores do not dilute (thread pools spinning count against it)."
+             + (" This study ran before fused batch norm and fused Adam became package defaults: its `default` is the "
+                "package of that time (Keras' batch norm and Adam), and the `fused_*` rows and the second profile "
+                "are the prototypes (`benchmarks/patches.py`, since replaced by `variants.py`) of what the package "
+                "now does. `python benchmarks/cpu_tuning.py` re-measures it the other way round (`keras_*` rows)."
+                if any("patches" in row for row in tuning["rows"]) else ""), "",
              "| variant | what changes | batch | img/s (median) | GFLOP/s median / best | / matmul (median / best) | "
              "per CPU-s / matmul | first step (s) | peak RSS (MB) |", "|---|---|---|---|---|---|---|---|---|"]
     for row in tuning["rows"]:
@@ -317,13 +347,21 @@ def tuning_section(tuning):
                   "| variant | median s / step | min s | CPU s / step | GFLOP/s median (best) | GFLOP per CPU-s |",
                   "|---|---|---|---|---|---|"]
         for label, row in ab["rows"].items():
-            lines.append(f"| {label}: {row['patches'] or 'package as is'} | {row['median_s']:.2f} | {row['min_s']:.2f} "
+            lines.append(f"| {label}: {ab_label(row)} | {row['median_s']:.2f} | {row['min_s']:.2f} "
                          f"| {sorted(row['cpu_seconds'])[len(row['cpu_seconds']) // 2]:.1f} | "
                          f"{row['achieved_gflops']:.0f} ({row['achieved_gflops_best']:.0f}) | "
                          f"{row['gflops_per_cpu_s']:.0f} |")
     if tuning.get("conclusions"):
         lines += ["", *tuning["conclusions"]]
     return lines + [""]
+
+
+def ab_label(row):
+    """What a train_ab.py variant ran; runs before the fused kernels became defaults name patches instead."""
+    if "patches" in row:
+        return (f"patches {row['patches']} (now the package's default)" if row["patches"] else
+                "package of that time (Keras' batch norm and Adam)")
+    return f"variant {row['variant']} (Keras' code)" if row.get("variant") else "package as is"
 
 
 def gpu_section(gpu):

@@ -18,7 +18,7 @@ def realdata():
     path = Path(folder)
     if not path.is_dir():
         pytest.fail(f"HQDEPTH_REALDATA={folder} is not a directory")
-    return path
+    return path.resolve()  # tests write paths into list files read from other folders
 
 
 @pytest.fixture(autouse=True)

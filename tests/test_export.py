@@ -1,6 +1,6 @@
 """`hqdepth export`: the SavedModel (uint8 any-size serving_default, float32 serve, metadata) loads and runs in a
-fresh Python process that imports only TensorFlow and NumPy, and matches the Keras model within 1e-5 m at several
-sizes; `.keras` and ONNX exports; CLI errors."""
+fresh Python process that imports only TensorFlow and NumPy, and matches the Keras model at several sizes; `.keras`
+and ONNX exports; CLI errors."""
 
 import json
 import subprocess
@@ -42,6 +42,12 @@ FRESH_PROCESS = textwrap.dedent("""
 """)
 
 
+# |SavedModel - eager Keras| for HQMD (max depth 10 m): in the exported graph grappler folds each batch norm into its
+# convolution (one oneDNN op), which rounds differently from the eager layers. Measured 4.4e-5 m (4e-6 of the range,
+# float32 round-off through 50 layers); a wrong resize, weight or normalisation is off by centimetres.
+HQMD_ROUND_OFF = 1e-4
+
+
 def run_cli(argv, capsys):
     code = main(argv)
     captured = capsys.readouterr()
@@ -49,14 +55,19 @@ def run_cli(argv, capsys):
     return code, captured.out, captured.err
 
 
-@pytest.fixture(scope="module")
-def hqmd_export(tmp_path_factory):
-    """hqmd_baseline_plus at 33x49 (random weights, unsaturated head) exported as a SavedModel through the API."""
+@pytest.fixture(scope="module", params=["frozen", "variables"])
+def hqmd_export(tmp_path_factory, request):
+    """hqmd_baseline_plus at 33x49 (random weights, unsaturated head) exported as a SavedModel through the API,
+    with the weights frozen into the graph (default) or kept as variables."""
     root = tmp_path_factory.mktemp("hqmd")
     model = hqmd_model((33, 49, 3))
     config = {"name": "hqmd-export-test", "model": {"name": "hqmd_baseline_plus", "options": {"max_depth": 10.0}},
               "data": {"input_size": [33, 49]}, "evaluation": {"max_depth": 10.0}}
-    result = export(DepthModel.from_keras(model, config=config), root / "saved", format="saved_model")
+    result = export(DepthModel.from_keras(model, config=config), root / "saved", format="saved_model",
+                    freeze=request.param == "frozen")
+    stored = sum(path.stat().st_size for path in (root / "saved" / "variables").glob("variables.data*"))
+    weights = sum(int(np.prod(w.shape)) * 4 for w in model.weights)
+    assert (stored >= weights) if request.param == "variables" else (stored < 1000), (stored, weights)
     return model, root / "saved", result
 
 
@@ -105,7 +116,7 @@ def test_savedmodel_in_fresh_tensorflow_process(hqmd_export, tmp_path):
             want = np.asarray(model(images, training=False))[..., 0]
         worst[key] = float(np.abs(out[..., 0] - want).max())
     print("max |SavedModel - Keras| (m):", worst)
-    assert max(worst.values()) <= 1e-5, worst
+    assert max(worst.values()) <= HQMD_ROUND_OFF, worst
     assert 0.05 < got["uint8_scenes_64x96"].min() and got["uint8_scenes_64x96"].max() < 9.95  # not saturated
     meta = json.loads(str(got["meta_json"]))
     assert meta == json.loads(str(got["asset_json"]))
@@ -122,14 +133,16 @@ def test_savedmodel_through_hqdepth_load_and_predict(hqmd_export, tmp_path, caps
     assert loaded.input_size == (33, 49) and loaded.max_depth == 10.0 and loaded.name == "hqmd-export-test"
     assert loaded.config["data"]["input_size"] == [33, 49]
     image = np.random.default_rng(6).integers(0, 256, (40, 60, 3), dtype=np.uint8)
-    np.testing.assert_allclose(hqdepth.predict(loaded, image), hqdepth.predict(model, image), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(hqdepth.predict(loaded, image), hqdepth.predict(model, image), rtol=0,
+                               atol=HQMD_ROUND_OFF)
     from png_encoder import png_bytes
 
     (tmp_path / "photo.png").write_bytes(png_bytes(image))
     code, out, err = run_cli(["predict", str(folder), str(tmp_path / "photo.png"), "--out", str(tmp_path / "o"),
                               "--quiet"], capsys)
     assert code == 0 and "SavedModel" in out, err
-    np.testing.assert_allclose(np.load(tmp_path / "o" / "photo_depth.npy"), hqdepth.predict(model, image), atol=1e-5)
+    np.testing.assert_allclose(np.load(tmp_path / "o" / "photo_depth.npy"), hqdepth.predict(model, image),
+                               atol=HQMD_ROUND_OFF)
     code, _, err = run_cli(["export", str(folder), "--out", str(tmp_path / "again")], capsys)
     assert code == 2 and "already a SavedModel" in err
 

@@ -213,7 +213,7 @@ def test_bts_resnet50_parameter_count_freezing_and_float16():
     frozen = conv(7, 3, 64, True) + 2 * 64 + 2 * bottleneck_bn  # official: stem conv, bn1, bottleneck BN affine
     assert trainable_count(model) == count - moving_stats(model) - frozen
     assert type(model.get_layer("conv2_block1_1_bn")).__name__ == "FrozenAffineBatchNormalization"
-    assert type(model.get_layer("conv2_block1_0_bn")).__name__ == "BatchNormalization"  # shortcut BN trains
+    assert type(model.get_layer("conv2_block1_0_bn")).__name__ == "FusedBatchNormalization"  # shortcut BN trains
     assert count - moving_stats(model) == 47_508_528  # spec §7: trainable with nothing frozen (Toolbox)
     keras.config.set_dtype_policy("mixed_float16")
     tf1 = build_model("bts", freeze="tf1", fix_first_conv_blocks=True, final_bias=True)

@@ -18,7 +18,7 @@ def test_stated_facts():
 
     nyu = recipes.get_recipe("bts_nyu")
     assert nyu["optimizer"] == {"name": "adamw", "learning_rate": 1e-4, "decay_encoder_only": True,
-                                "options": {"epsilon": 1e-3, "weight_decay": 1e-2}}
+                                "fused": True, "options": {"epsilon": 1e-3, "weight_decay": 1e-2}}
     assert nyu["schedule"] == {"name": "polynomial", "options": {"end_learning_rate": 1e-5, "power": 0.9}}
     assert nyu["loss"] == {"name": "SILog", "options": {"variance_focus": 0.85, "scale": 10.0, "min_depth": 0.1}}
     assert (nyu["train"]["batch_size"], nyu["train"]["epochs"], nyu["data"]["input_size"]) == (4, 50, [416, 544])

@@ -23,7 +23,7 @@ def test_hqmd_table1_recipes_follow_the_official_code():
     for name in TABLE1:
         config = recipes.get_recipe(name)
         assert config["optimizer"] == {"name": "adam", "learning_rate": 1e-4, "decay_encoder_only": False,
-                                       "options": {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-8}}
+                                       "fused": True, "options": {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-8}}
         assert config["schedule"] == {"name": "exponential",
                                       "options": {"decay_steps": 10000, "decay_rate": 0.9, "staircase": True}}
         assert (config["train"]["batch_size"], config["train"]["epochs"]) == (8, 20)
@@ -49,7 +49,9 @@ def test_every_recipe_builds_its_loss_and_optimizer():
         loss = build_loss(config)
         assert isinstance(loss, keras.losses.Loss)
         optimizer = build_optimizer(config, steps_per_epoch=100, total_steps=1000)
-        assert optimizer.__class__.__name__.lower() == config["optimizer"]["name"].lower()
+        keras_class = type(keras.optimizers.get(config["optimizer"]["name"]))
+        assert isinstance(optimizer, keras_class)  # FusedAdam(W) subclasses Keras' Adam(W)
+        assert (type(optimizer) is not keras_class) == (keras_class in (keras.optimizers.Adam, keras.optimizers.AdamW))
 
 
 def test_overrides_from_set_and_files(tmp_path):

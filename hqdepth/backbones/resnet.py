@@ -12,6 +12,7 @@ from keras import layers
 
 from hqdepth.errors import ConfigError, HQDepthError
 from hqdepth.layers.conv import conv2d
+from hqdepth.layers.normalization import FusedBatchNormalization
 from hqdepth.layers.preprocessing import ImageNormalization
 
 # (stage name, bottleneck width, units, nominal stride of the stage's strided unit)
@@ -79,7 +80,7 @@ def _conv(filters, kernel_size, name, stride=1, rate=1, use_bias=True, padding="
 
 
 def _bn(name, settings):
-    return layers.BatchNormalization(momentum=settings["bn_momentum"], epsilon=settings["bn_epsilon"], name=name)
+    return FusedBatchNormalization(momentum=settings["bn_momentum"], epsilon=settings["bn_epsilon"], name=name)
 
 
 def _unit_v2(x, width, name, stride, rate, first, settings, trainable):

@@ -4,7 +4,7 @@ from hqdepth.layers.aspp import AtrousSpatialPyramidPooling, conv_bn_relu, conv_
 from hqdepth.layers.conv import AtrousConv2D, conv2d
 from hqdepth.layers.attention import PositionAttention, ScaleAttention
 from hqdepth.layers.heads import ScaledSigmoid
-from hqdepth.layers.normalization import FrozenAffineBatchNormalization
+from hqdepth.layers.normalization import FrozenAffineBatchNormalization, FusedBatchNormalization
 from hqdepth.layers.planar import FocalScaling, LocalPlanarGuidance, PlaneCoefficients
 from hqdepth.layers.preprocessing import ImageNormalization
 from hqdepth.layers.resize import BilinearResize, resize_bilinear
@@ -15,6 +15,7 @@ __all__ = [
     "BilinearResize",
     "FocalScaling",
     "FrozenAffineBatchNormalization",
+    "FusedBatchNormalization",
     "ImageNormalization",
     "LocalPlanarGuidance",
     "PlaneCoefficients",

@@ -4,6 +4,7 @@ import keras
 from keras import layers, ops
 
 from hqdepth.layers.conv import conv2d
+from hqdepth.layers.normalization import FusedBatchNormalization
 
 
 def conv_bn_relu_layers(filters, kernel_size, name, dilation_rate=1, bn_momentum=0.9997,
@@ -14,7 +15,7 @@ def conv_bn_relu_layers(filters, kernel_size, name, dilation_rate=1, bn_momentum
         conv2d(filters, kernel_size, padding="same", dilation_rate=dilation_rate, use_bias=False,
                kernel_initializer=kernel_initializer, kernel_regularizer=regularizer,
                name=f"{name}_conv", dtype=dtype),
-        layers.BatchNormalization(momentum=bn_momentum, epsilon=bn_epsilon, name=f"{name}_bn", dtype=dtype),
+        FusedBatchNormalization(momentum=bn_momentum, epsilon=bn_epsilon, name=f"{name}_bn", dtype=dtype),
         layers.ReLU(name=f"{name}_relu", dtype=dtype),
     ]
 

@@ -43,8 +43,8 @@ from keras import layers
 
 from hqdepth.backbones.resnet import load_keras_application_weights, resnet50
 from hqdepth.errors import ConfigError, HQDepthError
-from hqdepth.layers import (FocalScaling, FrozenAffineBatchNormalization, LocalPlanarGuidance, PlaneCoefficients,
-                            ScaledSigmoid)
+from hqdepth.layers import (FocalScaling, FrozenAffineBatchNormalization, FusedBatchNormalization, LocalPlanarGuidance,
+                            PlaneCoefficients, ScaledSigmoid)
 from hqdepth.layers.conv import conv2d
 from hqdepth.layers.planar import KITTI_MEAN_FOCAL
 from hqdepth.models.fcn import _check_multiple
@@ -130,7 +130,7 @@ def densenet_encoder(input_shape, variant="densenet161", weights=None, freeze="o
 
     def batch_norm(name):
         frozen = _frozen_affine(name, freeze, fix_first_conv_blocks, True)
-        cls = FrozenAffineBatchNormalization if frozen else layers.BatchNormalization
+        cls = FrozenAffineBatchNormalization if frozen else FusedBatchNormalization
         return cls(momentum=bn_momentum, epsilon=1.001e-5, name=name)
 
     def conv(filters, kernel, name, **kwargs):
@@ -210,7 +210,7 @@ def _conv(filters, kernel, name, dilation=1, use_bias=False, dtype=None):
 
 
 def _bn(name, epsilon=1.1e-5, momentum=0.99):
-    return layers.BatchNormalization(momentum=momentum, epsilon=epsilon, name=DECODER_PREFIX + name)
+    return FusedBatchNormalization(momentum=momentum, epsilon=epsilon, name=DECODER_PREFIX + name)
 
 
 def _elu(name):

@@ -18,7 +18,7 @@ import keras
 from keras import layers
 
 from hqdepth.errors import ConfigError
-from hqdepth.layers import ScaledSigmoid
+from hqdepth.layers import FusedBatchNormalization, ScaledSigmoid
 from hqdepth.models.registry import register_model
 
 PAPER = "FCN autoencoder with SSIM + MSE loss (seed report 'Monocular Depth Estimation', 001)"
@@ -57,7 +57,7 @@ def fcn_autoencoder(input_shape=(None, None, 3), max_depth=10.0, encoder_filters
         x = conv(filters, kernel, strides=stride, padding="same", use_bias=True,
                  kernel_initializer=kernel_initializer, name=f"{label}_conv")(x)
         if batch_norm:
-            x = layers.BatchNormalization(momentum=bn_momentum, name=f"{label}_bn")(x)
+            x = FusedBatchNormalization(momentum=bn_momentum, name=f"{label}_bn")(x)
         return layers.ReLU(name=f"{label}_relu")(x)
 
     for level, filters in enumerate(encoder_filters, start=1):

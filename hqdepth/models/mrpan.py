@@ -44,7 +44,7 @@ from keras import layers, ops
 
 from hqdepth.backbones.resnet import resnet50
 from hqdepth.errors import ConfigError
-from hqdepth.layers import BilinearResize, PositionAttention, ScaleAttention, resize_bilinear
+from hqdepth.layers import BilinearResize, FusedBatchNormalization, PositionAttention, ScaleAttention, resize_bilinear
 from hqdepth.models.registry import register_model
 
 PAPER = "Liu, Zhang, Li & Mao, Multi-scale Residual Pyramid Attention Network for Monocular Depth Estimation, " \
@@ -95,7 +95,7 @@ def _conv(x, filters, kernel, name, use_bias=False, dtype=None):
 
 
 def _bn(x, name, momentum):
-    return layers.BatchNormalization(momentum=momentum, epsilon=1e-5, name=name)(x)
+    return FusedBatchNormalization(momentum=momentum, epsilon=1e-5, name=name)(x)
 
 
 def _conv_bn_relu(x, filters, kernel, name, momentum):

@@ -22,7 +22,7 @@ from keras import layers
 
 from hqdepth.backbones.resnet import resnet50
 from hqdepth.errors import ConfigError
-from hqdepth.layers import ScaledSigmoid
+from hqdepth.layers import FusedBatchNormalization, ScaledSigmoid
 from hqdepth.models.fcn import _check_multiple
 from hqdepth.models.registry import register_model
 
@@ -68,7 +68,7 @@ def resnet50_transposed(input_shape=(None, None, 3), frozen_stages=4, decoder_fi
         x = layers.Conv2DTranspose(filters, kernel_size, strides=2, padding="same", use_bias=not batch_norm,
                                    kernel_initializer="glorot_uniform", name=f"deconv{i}")(x)
         if batch_norm:
-            x = layers.BatchNormalization(name=f"deconv{i}_bn")(x)
+            x = FusedBatchNormalization(name=f"deconv{i}_bn")(x)
         x = layers.ReLU(name=f"deconv{i}_relu")(x)
     x = layers.Conv2DTranspose(1, kernel_size, strides=2, padding="same", kernel_initializer="glorot_uniform",
                                dtype="float32", name="deconv5")(x)

@@ -118,16 +118,14 @@ def build_optimizer(config, steps_per_epoch, total_steps, model=None):
     """The recipe's optimizer and schedule. With `optimizer.decay_encoder_only`, `model`'s decoder is
     exempt from weight decay (call before the optimizer is built, i.e. before the first step); without
     a model the setting is only checked."""
-    import keras
-
+    from hqdepth.training.optimizers import get_optimizer
     from hqdepth.training.schedules import build_schedule
 
     section = config["optimizer"]
     rate = build_schedule(config["schedule"]["name"], section["learning_rate"], config["schedule"]["options"],
                           steps_per_epoch=steps_per_epoch, total_steps=total_steps)
     try:
-        optimizer = keras.optimizers.get({"class_name": section["name"],
-                                          "config": {"learning_rate": rate, **section["options"]}})
+        optimizer = get_optimizer(section["name"], {"learning_rate": rate, **section["options"]}, section["fused"])
     except (ValueError, TypeError) as error:
         raise ConfigError(f"optimizer {section['name']!r} with options {section['options']}: {error}") from None
     if section["decay_encoder_only"]:

@@ -1,0 +1,55 @@
+"""Adam and AdamW whose per-variable update is TensorFlow's fused `ResourceApplyAdam` kernel.
+
+Keras 3's `Adam.update_step` is about nine element-wise ops per variable (two `assign_add`s, an
+`assign_sub`, a square, a square root, ...), each a pass over the variable's memory: for HQMD's 40 M
+parameters about 1.5 GB of memory traffic per step on the CPU. `ResourceApplyAdam` applies the same
+update in one multi-threaded pass. Same formulas (Kingma & Ba with Keras' epsilon placement):
+
+    m <- m + (g - m)(1 - beta_1);  v <- v + (g^2 - v)(1 - beta_2)
+    w <- w - lr sqrt(1 - beta_2^t) / (1 - beta_1^t) * m / (sqrt(v) + epsilon)
+
+AdamW's decoupled weight decay is applied by Keras before the update, unchanged. Other backends,
+amsgrad, sparse gradients and non-float32 variables take Keras' own `update_step`. Recipes choose with
+`optimizer.fused` (default true; false = Keras' classes).
+"""
+
+import keras
+
+
+class _FusedAdamUpdate:
+    def update_step(self, gradient, variable, learning_rate):
+        import tensorflow as tf
+
+        if (keras.backend.backend() != "tensorflow" or self.amsgrad or
+                keras.backend.standardize_dtype(variable.dtype) != "float32" or isinstance(gradient, tf.IndexedSlices)):
+            return super().update_step(gradient, variable, learning_rate)
+        index = self._get_variable_index(variable)
+        step = tf.cast(self.iterations + 1, "float32")
+        beta_1 = tf.cast(self.beta_1, "float32")
+        beta_2 = tf.cast(self.beta_2, "float32")
+        tf.raw_ops.ResourceApplyAdam(
+            var=variable.handle, m=self._momentums[index].handle, v=self._velocities[index].handle,
+            beta1_power=tf.pow(beta_1, step), beta2_power=tf.pow(beta_2, step), lr=tf.cast(learning_rate, "float32"),
+            beta1=beta_1, beta2=beta_2, epsilon=tf.cast(self.epsilon, "float32"), grad=tf.cast(gradient, "float32"),
+            use_locking=False)
+
+
+@keras.saving.register_keras_serializable(package="hqdepth")
+class FusedAdam(_FusedAdamUpdate, keras.optimizers.Adam):
+    """`keras.optimizers.Adam` (same config, slots and results) with a one-pass update on TensorFlow."""
+
+
+@keras.saving.register_keras_serializable(package="hqdepth")
+class FusedAdamW(_FusedAdamUpdate, keras.optimizers.AdamW):
+    """`keras.optimizers.AdamW` (same config, slots and results) with a one-pass update on TensorFlow."""
+
+
+FUSED = {"adam": FusedAdam, "adamw": FusedAdamW}
+
+
+def get_optimizer(name, config, fused=True):
+    """The Keras optimizer `name` (as `keras.optimizers.get`) built from `config`; Adam and AdamW fused when asked."""
+    cls = FUSED.get(name.lower()) if fused else None
+    if cls is None:
+        return keras.optimizers.get({"class_name": name, "config": config})
+    return cls.from_config(config)

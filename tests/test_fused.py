@@ -1,0 +1,131 @@
+"""Fused kernels the package uses on TensorFlow: `FusedBatchNormalization` and `FusedAdam`/`FusedAdamW` against
+float64 NumPy references of Keras' formulas, against Keras' own layer/optimizer, and that the fused ops are really
+in the traced graphs (a silent fall back to Keras' code would pass the numerical checks)."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from hqdepth.layers import FrozenAffineBatchNormalization, FusedBatchNormalization
+from hqdepth.training.optimizers import FusedAdam, FusedAdamW, get_optimizer
+
+
+def graph_ops(function, *specs):
+    return {op.type for op in tf.function(function).get_concrete_function(*specs).graph.get_operations()}
+
+
+def batch_norm_reference(x, gamma, beta, moving_mean, moving_variance, momentum, epsilon):
+    """Keras' BatchNormalization in float64: batch statistics (biased variance) and moving-average update."""
+    x = x.astype(np.float64)
+    mean, variance = x.mean(axis=(0, 1, 2)), x.var(axis=(0, 1, 2))
+    train = (x - mean) / np.sqrt(variance + epsilon) * gamma + beta
+    new_mean = moving_mean * momentum + mean * (1 - momentum)
+    new_variance = moving_variance * momentum + variance * (1 - momentum)
+    infer = (x - new_mean) / np.sqrt(new_variance + epsilon) * gamma + beta
+    return train, new_mean, new_variance, infer
+
+
+@pytest.mark.parametrize("epsilon", [1e-5, 1e-3])  # 1e-5: below the tf.nn wrapper's 1.001e-5 floor, used as given
+def test_fused_batch_norm_against_numpy_and_keras(epsilon):
+    rng = np.random.default_rng()
+    x = rng.normal(rng.uniform(-3, 3), rng.uniform(0.01, 4), (3, 7, 9, 6)).astype(np.float32)
+    x[..., 0] *= 1e-3  # a channel with a variance near epsilon
+    weights = rng.normal(size=x.shape).astype(np.float32)
+    gamma, beta = rng.uniform(0.5, 2, 6), rng.normal(size=6)
+    moving_mean, moving_variance = rng.normal(size=6), rng.uniform(0.5, 2, 6)
+    results = {}
+    for cls in (FusedBatchNormalization, keras.layers.BatchNormalization):
+        layer = cls(momentum=0.8, epsilon=epsilon)
+        layer.build(x.shape)
+        layer.set_weights([gamma, beta, moving_mean, moving_variance])
+        inputs = tf.constant(x)
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            train = layer(inputs, training=True)
+            value = tf.reduce_sum(train * weights)
+        gradients = tape.gradient(value, [inputs, layer.gamma, layer.beta])
+        results[cls] = [train, layer.moving_mean, layer.moving_variance, layer(x, training=False), *gradients]
+    want = batch_norm_reference(x, gamma, beta, moving_mean, moving_variance, 0.8, epsilon)
+    fused, keras_bn = results[FusedBatchNormalization], results[keras.layers.BatchNormalization]
+    for name, got, expected in zip(("train", "moving mean", "moving variance", "inference"), fused, want):
+        scale = np.abs(expected).max()
+        np.testing.assert_allclose(np.asarray(got), expected, rtol=0, atol=2e-6 * max(scale, 1.0), err_msg=name)
+    for name, got, expected in zip(("d input", "d gamma", "d beta"), fused[4:], keras_bn[4:]):
+        expected = np.asarray(expected)
+        np.testing.assert_allclose(np.asarray(got), expected, rtol=0, atol=1e-5 * max(np.abs(expected).max(), 1.0),
+                                   err_msg=name)
+    layer = FusedBatchNormalization()
+    layer.build((None, 4, 4, 3))
+    spec = tf.TensorSpec((2, 4, 4, 3))
+    assert "FusedBatchNormV3" in graph_ops(lambda v: layer(v, training=True), spec)
+    assert "FusedBatchNormV3" in graph_ops(lambda v: layer(v, training=False), spec)
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_fused_batch_norm_half_precision(policy):
+    x = np.random.default_rng().normal(1.0, 2.0, (2, 5, 5, 4)).astype(np.float32)
+    outputs = []
+    for cls in (FusedBatchNormalization, keras.layers.BatchNormalization):
+        layer = cls(dtype=policy)
+        outputs.append(layer(x, training=True))
+    assert outputs[0].dtype == outputs[1].dtype == keras.mixed_precision.Policy(policy).compute_dtype
+    tolerance = 1e-2 if policy == "mixed_float16" else 5e-2  # one rounding of the output to 11 / 8 bits
+    np.testing.assert_allclose(np.asarray(outputs[0], np.float32), np.asarray(outputs[1], np.float32),
+                               atol=tolerance * np.abs(np.asarray(outputs[1], np.float32)).max())
+
+
+def test_frozen_affine_is_fused_and_keeps_gamma_beta_fixed():
+    layer = FrozenAffineBatchNormalization()
+    layer.build((None, 3, 3, 2))
+    assert [v.name for v in layer.trainable_weights] == []
+    assert "FusedBatchNormV3" in graph_ops(lambda v: layer(v, training=True), tf.TensorSpec((2, 3, 3, 2)))
+    x = np.random.default_rng().normal(3.0, 1.0, (2, 3, 3, 2)).astype(np.float32)
+    layer(x, training=True)  # statistics still update (PyTorch semantics)
+    np.testing.assert_allclose(np.asarray(layer.moving_mean), 0.01 * x.mean(axis=(0, 1, 2)), rtol=1e-5)
+
+
+def adam_reference(w, gradients, rates, beta_1=0.9, beta_2=0.999, epsilon=1e-7, weight_decay=0.0):
+    """Keras' Adam / AdamW in float64 (decoupled decay applied before the update, as Keras does). The betas are
+    float32 constants there: 1 - float32(0.999) is 1.3e-5 away from 0.001, which shows in the second moment."""
+    beta_1, beta_2 = float(np.float32(beta_1)), float(np.float32(beta_2))
+    w = w.astype(np.float64)
+    m, v = np.zeros_like(w), np.zeros_like(w)
+    for t, (g, lr) in enumerate(zip(gradients, rates), start=1):
+        w = w - lr * weight_decay * w
+        m = m + (g - m) * (1 - beta_1)
+        v = v + (g * g - v) * (1 - beta_2)
+        w = w - lr * np.sqrt(1 - beta_2 ** t) / (1 - beta_1 ** t) * m / (np.sqrt(v) + epsilon)
+    return w, m, v
+
+
+@pytest.mark.parametrize("name,weight_decay", [("adam", 0.0), ("AdamW", 0.05)])
+def test_fused_adam_against_numpy(name, weight_decay):
+    rng = np.random.default_rng()
+    w0 = rng.normal(size=(6, 5)).astype(np.float32)
+    gradients = [rng.normal(scale=rng.uniform(0.01, 3), size=w0.shape).astype(np.float32) for _ in range(6)]
+    schedule = keras.optimizers.schedules.ExponentialDecay(1e-2, 2, 0.5, staircase=True)
+    rates = [float(schedule(step)) for step in range(len(gradients))]
+    config = {"learning_rate": schedule, "epsilon": 1e-7, **({"weight_decay": weight_decay} if weight_decay else {})}
+    optimizer = get_optimizer(name, config)
+    assert isinstance(optimizer, FusedAdamW if weight_decay else FusedAdam)
+    variable = keras.Variable(w0)
+    optimizer.build([variable])
+    step = tf.function(lambda g: optimizer.apply_gradients([(g, variable)]))
+    assert "ResourceApplyAdam" in {op.type for op in step.get_concrete_function(
+        tf.TensorSpec(w0.shape)).graph.get_operations()}
+    for gradient in gradients:
+        step(tf.constant(gradient))
+    w, m, v = adam_reference(w0, gradients, rates, weight_decay=weight_decay)
+    np.testing.assert_allclose(np.asarray(variable), w, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(optimizer._momentums[0]), m, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(np.asarray(optimizer._velocities[0]), v, rtol=1e-5, atol=1e-9)
+    assert np.abs(np.asarray(variable) - w0).max() > 1e-3  # the steps moved the weights
+
+
+def test_unfused_optimizer_is_keras_and_config_round_trips():
+    assert type(get_optimizer("adam", {"learning_rate": 1e-3}, fused=False)) is keras.optimizers.Adam
+    assert type(get_optimizer("sgd", {"learning_rate": 1e-3})) is keras.optimizers.SGD
+    fused = get_optimizer("adamw", {"learning_rate": 1e-3, "weight_decay": 0.01})
+    restored = keras.optimizers.deserialize(keras.optimizers.serialize(fused))
+    assert type(restored) is FusedAdamW and restored.weight_decay == 0.01
