@@ -136,12 +136,12 @@ def bench_model(entry, args, workdir):
         call = lambda x: serve(images=tf.constant(x))["depth"].numpy()  # noqa: E731
         result["max_abs_diff_vs_keras_m"]["savedmodel"] = float(np.abs(call(x1) - reference).max())
         result["rows"].append(measure("savedmodel", call, x1, x8, args.warmup, args.repeats))
-        if args.variables:
-            export(wrapped, workdir / f"{entry.name}_variables", format="saved_model", overwrite=True, freeze=False)
-            kept = tf.saved_model.load(str(workdir / f"{entry.name}_variables"))
+        if args.frozen:
+            export(wrapped, workdir / f"{entry.name}_frozen", format="saved_model", overwrite=True, freeze=True)
+            kept = tf.saved_model.load(str(workdir / f"{entry.name}_frozen"))
             call = lambda x: kept.signatures["serve"](images=tf.constant(x))["depth"].numpy()  # noqa: E731
-            result["max_abs_diff_vs_keras_m"]["savedmodel_variables"] = float(np.abs(call(x1) - reference).max())
-            result["rows"].append(measure("savedmodel_variables", call, x1, x8, args.warmup, args.repeats))
+            result["max_abs_diff_vs_keras_m"]["savedmodel_frozen"] = float(np.abs(call(x1) - reference).max())
+            result["rows"].append(measure("savedmodel_frozen", call, x1, x8, args.warmup, args.repeats))
     if "onnx" in args.backends:
         try:
             import onnxruntime
@@ -182,8 +182,8 @@ def render_markdown(runs):
         "last). Random weights at each model's paper input size, float32 RGB input at that size, CPU only. "
         "Latency = median wall time of one batch-1 call; throughput = batch size / median time of one batch call. "
         "Keras = `model.predict(x, batch_size=len(x))` (includes its per-call set-up); SavedModel = the `serve` "
-        "signature of `hqdepth export` (float32 at the model size; weights frozen into the graph in runs after "
-        "that became the export's default, variables before); ONNX Runtime = `hqdepth export --format onnx` "
+        "signature of `hqdepth export` (float32 at the model size, weights as variables; `savedmodel_frozen`: "
+        "`--freeze`); ONNX Runtime = `hqdepth export --format onnx` "
         "run by `onnxruntime.InferenceSession` (CPUExecutionProvider). Differences: max |backend - Keras| in metres "
         "on the batch-1 input, with the random head rescaled so that depths are not saturated.",
         "",
@@ -231,8 +231,8 @@ def main(argv=None):
     parser.add_argument("--cores", type=int, default=None, help="cores to use (default: all allowed)")
     parser.add_argument("--variant", default="", help="package kernels switched back to Keras' code before building "
                         "(benchmarks/variants.py, e.g. keras_bn)")
-    parser.add_argument("--variables", action="store_true",
-                        help="also time `export(..., freeze=False)` (weights as variables) as `savedmodel_variables`")
+    parser.add_argument("--frozen", action="store_true",
+                        help="also time `export(..., freeze=True)` (weights as graph constants) as `savedmodel_frozen`")
     parser.add_argument("--record", action="store_true", help="append to RESULTS_inference.json and rewrite .md")
     parser.add_argument("--remark", help="a sentence stored with the recorded run")
     args = parser.parse_args(argv)

@@ -6,10 +6,9 @@
 On a machine shared with other jobs, timings taken minutes apart are not comparable; here every variant is loaded
 first and the calls are interleaved round-robin (one batch-1 call of each variant per round), so all variants
 see the same load. Variants (same random weights, float32 RGB 0..255 at the model size, `serve` signature):
-- `savedmodel`: `hqdepth export` as the package does it by default (weights frozen into the graph as constants,
-  batch norm as FusedBatchNormV3: grappler folds it into the convolutions);
-- `savedmodel_variables`: `export(..., freeze=False)` (`hqdepth export --keep-variables`): weights as variables,
-  what the package wrote before freezing became the default;
+- `savedmodel`: `hqdepth export` as the package does it by default (weights as variables, batch norm as
+  FusedBatchNormV3: grappler folds it into the convolutions);
+- `savedmodel_frozen`: `export(..., freeze=True)` (`hqdepth export --freeze`): weights as graph constants;
 - `onnxruntime`: `hqdepth export --format onnx` run by ONNX Runtime (CPUExecutionProvider).
 Thread pools: TensorFlow intra = inter = `--cores`; ONNX Runtime intra = `--cores`. Reported per variant: median
 and min wall ms per call, median process CPU ms per call, and the ratio of the medians to ONNX Runtime.
@@ -74,7 +73,7 @@ def run(argv, workdir):
     wrapped = DepthModel.from_keras(model)
     calls, keep, diffs = {}, [], {}
 
-    for label, freeze in (("savedmodel", True), ("savedmodel_variables", False)):
+    for label, freeze in (("savedmodel", False), ("savedmodel_frozen", True)):
         export(wrapped, workdir / label, format="saved_model", overwrite=True, freeze=freeze)
         loaded = tf.saved_model.load(str(workdir / label))
         keep.append(loaded)  # owns the signature's resources

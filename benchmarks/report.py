@@ -88,15 +88,15 @@ def headline(results, gpu):
     default, variables, legacy = inference_labels(rows)
     if "over_ort_median" in rows.get(default, {}):
         what = (f"SavedModel with the weights frozen into the graph (`{default}` of this {results['date'][:10]} run, "
-                "made before frozen weights became `hqdepth export`'s default)" if legacy else
-                "the package's SavedModel export (weights frozen into the graph, the default)")
+                "made before the models used fused batch norm)" if legacy else
+                "the package's SavedModel export (weights as variables, the default)")
         lines.append(
             f"- **Inference, {what} vs ONNX Runtime (hqmd_baseline_plus, 289x385, batch 1, calls interleaved): "
             f"{rows[default]['median_ms']:.0f} ms vs {rows['onnxruntime']['median_ms']:.0f} ms = "
             f"{rows[default]['over_ort_median']:.2f}x** (target <= 1.2x; fastest calls "
             f"{rows[default]['over_ort_min']:.2f}x)."
-            + (f" Weights as variables (`{variables}`, `export(..., freeze=False)`"
-               + (", the export of that time" if legacy else "") + f"): {rows[variables]['median_ms']:.0f} ms = "
+            + (f" {'Weights as variables (the export of that time' if legacy else 'Weights frozen into the graph (`export(..., freeze=True)`'}"
+               f", `{variables}`): {rows[variables]['median_ms']:.0f} ms = "
                f"{rows[variables]['over_ort_median']:.2f}x." if "over_ort_median" in rows.get(variables, {}) else ""))
     if gpu and gpu.get("summary"):
         lines.append("- GPU: " + ", ".join(f"{k} {v:.2f}" for k, v in gpu["summary"].items()) + " (section GPU).")
@@ -250,17 +250,16 @@ def scale_section(results):
 
 ORT = "`hqdepth export --format onnx` in ONNX Runtime (CPUExecutionProvider)"
 INFERENCE_VARIANTS = {  # the rows of benchmarks/inference_ab.py
-    "savedmodel": "`hqdepth export` SavedModel, `serve` signature: the package's default (weights frozen into the "
-                  "graph)",
-    "savedmodel_variables": "`export(..., freeze=False)` (`hqdepth export --keep-variables`): weights as variables",
+    "savedmodel": "`hqdepth export` SavedModel, `serve` signature: the package's default (weights as variables)",
+    "savedmodel_frozen": "`export(..., freeze=True)` (`hqdepth export --freeze`): weights as graph constants",
     "onnxruntime": ORT,
 }
 # Runs made before the frozen export and fused batch norm became package defaults (benchmarks/patches.py then).
 LEGACY_INFERENCE_VARIANTS = {
-    "savedmodel": "`hqdepth export` of that time: weights as variables (now `export(..., freeze=False)`)",
+    "savedmodel": "`hqdepth export` of that time: weights as variables, Keras' batch norm",
     "savedmodel_frozen": "the same signature frozen on load (`convert_variables_to_constants_v2`)",
     "savedmodel_frozen_export": "that frozen function saved as a SavedModel of its own and loaded back: what "
-                                "`hqdepth export` now writes by default",
+                                "`hqdepth export --freeze` writes",
     "onnxruntime": ORT,
     "savedmodel_fused_bn": "exported with the `fused_bn` patch (FusedBatchNormV3, now the package's batch norm), "
                            "weights as variables",
@@ -269,10 +268,10 @@ LEGACY_INFERENCE_VARIANTS = {
 
 
 def inference_labels(rows):
-    """(row of the package's default export, row of the export with variables, legacy run?) of inference_ab.py."""
+    """(row of the package's default export, row of the other export, legacy run?) of inference_ab.py."""
     if "savedmodel_frozen_export" in rows:
         return "savedmodel_frozen_export", "savedmodel", True
-    return "savedmodel", "savedmodel_variables", False
+    return "savedmodel", "savedmodel_frozen", False
 
 
 def inference_section(results):
@@ -289,8 +288,8 @@ def inference_section(results):
         return lines + [f"failed: {inf.get('error')}", ""]
     legacy = inference_labels(inf["rows"])[2]
     if legacy:
-        lines += [f"Run of {results['date'][:10]}, before the frozen export and fused batch norm became the package's "
-                  "defaults: labels as they were then.", ""]
+        lines += [f"Run of {results['date'][:10]}, before fused batch norm became the package's default: labels as "
+                  "they were then.", ""]
     descriptions = LEGACY_INFERENCE_VARIANTS if legacy else INFERENCE_VARIANTS
     lines += ["| variant | what | median ms | min ms | CPU ms per call | median / ORT | max diff vs Keras (m) |",
               "|---|---|---|---|---|---|---|"]

@@ -14,8 +14,8 @@ Stages, each measurement in a fresh subprocess (benchmarks/common.py `run_worker
   scale      training peak RSS and speed of hqmd_baseline_plus against batch size and input size
   stream     RSS over one epoch of a TFRecord set larger than the shuffle buffer (streaming.py)
   scenes     synthetic scene rendering speed on one core (synthetic_scenes.py, the data benchmark of issue 4)
-  inference  the package's SavedModel export (`serve`; weights frozen into the graph, the default) and the same with
-             variables (`export(..., freeze=False)`) against ONNX Runtime on hqmd_baseline_plus, calls interleaved
+  inference  the package's SavedModel export (`serve`; weights as variables, the default) and the same frozen into
+             the graph (`export(..., freeze=True)`) against ONNX Runtime on hqmd_baseline_plus, calls interleaved
              in one process (inference_ab.py; benchmarks/inference.py times the backends one after the other)
 The package is measured as it is (fused batch norm and Adam); cpu_tuning.py measures it without them
 (benchmarks/variants.py).
@@ -244,7 +244,7 @@ def stage_inference(args, results):
         if "onnxruntime" in rows:
             result["savedmodel_over_ort_latency"] = rows["savedmodel"]["over_ort_median"]
             result["savedmodel_over_ort_latency_min"] = rows["savedmodel"]["over_ort_min"]
-            log(f"inference: SavedModel (the default export, frozen) {rows['savedmodel']['median_ms']:.0f} ms vs ONNX "
+            log(f"inference: SavedModel (the default export) {rows['savedmodel']['median_ms']:.0f} ms vs ONNX "
                 f"Runtime {rows['onnxruntime']['median_ms']:.0f} ms (batch 1, interleaved) = "
                 f"{result['savedmodel_over_ort_latency']:.2f}x")
     else:

@@ -5,14 +5,18 @@ reduced size through the training engine (`hqdepth train`), evaluates on held-ou
 constant predictor (the training-set mean depth), exports a SavedModel and predicts a few photos
 with `hqdepth predict`.
 
-What differs from the paper recipe, and why (a 10-minute CPU run from random weights instead of
-300k steps from ImageNet weights): 64x96 input; batch 16; Adam 1e-3 decaying linearly to 1e-5
-over the run; BN momentum 0.9 (so the moving statistics follow a short run); no frozen stem (HQMD
+What differs from the paper recipe, and why (a 14-minute CPU run from random weights instead of
+300k steps from ImageNet weights): 64x96 input; batch 16, 1000 steps; Adam 1e-3 decaying linearly to
+1e-5 over the run; BN momentum 0.9 (so the moving statistics follow a short run); no frozen stem (HQMD
 freezes pretrained layers; frozen random ones only hurt); no augmentation: fresh rendered scenes
-are cheaper than augmented ones, and HQMD's zoom (depth / s) blurs the absolute-scale cues of a
-small dataset.
+are cheaper than augmented ones (16000 scenes, each seen about once: with 1600 seen ten times the
+held-out RMSE was 0.88 against 0.70 on the training batches), and HQMD's zoom (depth / s) blurs
+the absolute-scale cues; mixed_bfloat16 where the CPU has native bfloat16 (0.63 vs 0.85 s per step
+here), otherwise float32.
+Measured (2-core Xeon with AMX, idle): 814 s, held-out RMSE 0.741 vs 1.268 for the constant
+predictor (42% lower). Same settings in float32 with 1600 scenes: 30% lower, 15.5 minutes.
 
-    python experiments/demo.py [--steps 500] [--batch 16] [--size 64x96] [--out demo_output]
+    python experiments/demo.py [--steps 1000] [--batch 16] [--size 64x96] [--out demo_output]
 """
 
 import argparse
@@ -22,12 +26,23 @@ from pathlib import Path
 import common
 
 
+def native_bfloat16():
+    """Whether this CPU computes bfloat16 natively (Linux flags avx512_bf16 / amx_bf16)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=500, help="training steps")
+    parser.add_argument("--steps", type=int, default=1000, help="training steps")
     parser.add_argument("--batch", type=int, default=16, help="batch size")
     parser.add_argument("--size", default="64x96", help="input size HxW")
-    parser.add_argument("--train-scenes", type=int, default=1600)
+    parser.add_argument("--train-scenes", type=int, default=16000)
+    parser.add_argument("--precision", default="auto", choices=("auto", "float32", "mixed_bfloat16"),
+                        help="auto: mixed_bfloat16 on a CPU with native bfloat16 (AVX512-BF16 / AMX), else float32")
     parser.add_argument("--test-scenes", type=int, default=48)
     parser.add_argument("--out", default="demo_output")
     args = parser.parse_args(argv)
@@ -45,12 +60,15 @@ def main(argv=None):
     size = common.parse_size(args.size)
     data = common.synthetic_spec(args.train_scenes, size)
     run = out / "run"
+    precision = args.precision if args.precision != "auto" else (
+        "mixed_bfloat16" if native_bfloat16() else "float32")
     sets = common.quick_sets(size, args.steps, args.batch) + [
+        f"train.precision={precision}", "data.cache=false",
         f"evaluation.test_samples={args.test_scenes}", "data.augmentation=none", "schedule.name=polynomial",
         "schedule.options={end_learning_rate: 1.0e-5, power: 1.0}", "train.checkpoint_every_steps=150"]
 
     print(f"[1/4] train hqmd_plus_full on {data} ({args.steps} steps of {args.batch}, Adam 1e-3 -> 1e-5, "
-          "BN momentum 0.9)")
+          f"BN momentum 0.9, {precision})")
     results = common.train_recipe("hqmd_plus_full", data, run, sets)
 
     print(f"\n[2/4] held-out evaluation: {args.test_scenes} test scenes (disjoint seeds), beside the constant predictor")

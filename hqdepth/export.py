@@ -12,11 +12,11 @@ SavedModel (`format="saved_model"`, loads with TensorFlow alone, no hqdepth or K
 - `assets.extra/hqdepth.json`: the same metadata as a file (model name, recipe, max depth, input size,
   package and library versions, signatures).
 
-By default the weights are frozen into the graph as constants (serving only: the SavedModel holds no variables,
-`saved_model.pb` carries the weights). oneDNN then reorders each filter once instead of on every call and grappler
-folds the inference batch norms into the convolutions: HQMD baseline+ at 289x385 batch 1 on a 2-core CPU ran
-1.40x -> 1.17x ONNX Runtime's latency (`benchmarks/RESULTS.md`). `freeze=False` (`--keep-variables`) keeps them as
-variables (fine-tunable with TensorFlow, slower to serve).
+The weights are saved as variables. `freeze=True` (`--freeze`) writes them into the graph as constants instead
+(serving only; `saved_model.pb` then carries them). Before the models used fused batch norm, freezing brought HQMD
+baseline+ at 289x385 batch 1 on a 2-core CPU from 1.40x to 1.17x ONNX Runtime's latency; with fused batch norm the
+variables export is at 1.10-1.16x and the frozen one 1.24-1.32x in median (better minimum, more CPU per call,
+`benchmarks/RESULTS.md`), so variables are the default.
 
 A model with a free input size (None spatial dims) runs at the run config's `data.input_size` or `input_size`
 given here; without either, at `hqdepth.predict.free_size` of the image (computed in the graph).
@@ -135,7 +135,7 @@ def _as_keras_backed(model):
     return depth_model
 
 
-def export(model, out, format="saved_model", input_size=None, overwrite=False, opset=None, freeze=True):
+def export(model, out, format="saved_model", input_size=None, overwrite=False, opset=None, freeze=False):
     """Export `model` (a path, `DepthModel` or `keras.Model`) to the folder `out`. Returns
     {"format", "path" (what to load), "metadata"}. `freeze`: SavedModel weights as graph constants."""
     if format not in FORMATS:
@@ -182,7 +182,7 @@ def _tf_free_size(height, width):
     return tf.stack([side(h), side(w)])
 
 
-def _write_saved_model(model, out, size, meta, freeze=True):
+def _write_saved_model(model, out, size, meta, freeze=False):
     import tensorflow as tf
 
     from hqdepth import __version__

@@ -22,9 +22,9 @@ def add_parser(subparsers):
     parser.add_argument("--input-size", metavar="HxW", help="input size for a model with a free input size "
                                                             "(default: the run config's)")
     parser.add_argument("--opset", type=int, help="ONNX opset (default: tf2onnx's)")
-    parser.add_argument("--keep-variables", action="store_true",
-                        help="SavedModel: keep the weights as variables instead of freezing them into the graph "
-                             "(fine-tunable, slower to serve)")
+    parser.add_argument("--freeze", action="store_true",
+                        help="SavedModel: weights as graph constants instead of variables (serving only; see "
+                             "benchmarks/RESULTS.md for when it is faster)")
     parser.add_argument("--overwrite", action="store_true", help="replace a previous export in --out (a folder holding other files is refused)")
     parser.add_argument("--check", action="store_true",
                         help="after export, run the exported model and the Keras model on random images and print "
@@ -41,7 +41,7 @@ def run(args):
     model = load(args.model)
     print(f"model: {model.describe()}")
     result = export(model, args.out, format=args.format, input_size=input_size, overwrite=args.overwrite,
-                    opset=args.opset, freeze=not args.keep_variables)
+                    opset=args.opset, freeze=args.freeze)
     size = result["metadata"]["input_size"]
     size = f"{size[0]}x{size[1]}" if size else "free"
     print(f"exported {args.format} to {result['path']} (input size {size}; metadata in "
