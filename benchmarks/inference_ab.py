@@ -4,8 +4,8 @@
     python benchmarks/inference_ab.py --no-onnx --rounds 5
 
 On a machine shared with other jobs, timings taken minutes apart are not comparable; here every variant is loaded
-first and the calls are interleaved round-robin (one batch-1 call of each variant per round), so all variants
-see the same load. Variants (same random weights, float32 RGB 0..255 at the model size, `serve` signature):
+first and the calls are interleaved: each round calls every variant twice in a row (the second call timed), in an
+order rotated from round to round, so all variants see the same load and none pays for following another runtime. Variants (same random weights, float32 RGB 0..255 at the model size, `serve` signature):
 - `savedmodel`: `hqdepth export` as the package does it by default (weights as variables, batch norm as
   FusedBatchNormV3: grappler folds it into the convolutions);
 - `savedmodel_frozen`: `export(..., freeze=True)` (`hqdepth export --freeze`): weights as graph constants;
@@ -96,10 +96,15 @@ def run(argv, workdir):
     wall = {label: [] for label in calls}
     cpu = {label: [] for label in calls}
     load_start = os.getloadavg()[0]
-    for _ in range(args.rounds):
-        for label, call in calls.items():
+    labels = list(calls)
+    for round_index in range(args.rounds):
+        # Rotated order, and each timed call right after an untimed one of the same variant: the first call after
+        # another runtime pays for waking its thread pool and refilling caches (measured: whichever SavedModel came
+        # first in a fixed order was 0.1-0.2x of ORT slower), which a server answering one model never pays.
+        for label in labels[round_index % len(labels):] + labels[:round_index % len(labels)]:
+            calls[label](x)
             start, start_cpu = time.perf_counter(), time.process_time()
-            call(x)
+            calls[label](x)
             wall[label].append(time.perf_counter() - start)
             cpu[label].append(time.process_time() - start_cpu)
     rows = {}
@@ -116,7 +121,7 @@ def run(argv, workdir):
               + (f"  / ORT {row['over_ort_median']:.2f} (min {row['over_ort_min']:.2f})" if "over_ort_median" in row
                  else "") + f"  max diff {row['max_abs_diff_vs_keras_m']:.2g} m", flush=True)
     emit({"model": args.model, "input_size": list(entry.input_size), "batch": 1, "rounds": args.rounds,
-          "cores": cores, "tf_threads": [cores, args.inter or cores], "rows": rows, "load_start": load_start,
+          "order": "rotated", "cores": cores, "tf_threads": [cores, args.inter or cores], "rows": rows, "load_start": load_start,
           "load_end": os.getloadavg()[0]})
     return 0
 

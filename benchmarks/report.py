@@ -279,8 +279,12 @@ def inference_section(results):
     if not inf:
         return []
     lines = ["## Inference: exported SavedModel against ONNX Runtime (hqmd_baseline_plus, 289x385, batch 1)", "",
-             f"`{inf.get('command')}`: every variant loaded first, then {inf.get('rounds', '?')} rounds of one "
-             "batch-1 call each, interleaved (all see the same load); TensorFlow intra/inter-op threads = ONNX "
+             f"`{inf.get('command')}`: every variant loaded first, then {inf.get('rounds', '?')} rounds; "
+             + ("a round calls each variant twice in a row and times the second call, in an order rotated from round "
+                "to round (the first call after another runtime pays to wake its threads: in a fixed order the first "
+                "SavedModel was 0.1-0.2x of ORT slower, whichever it was)" if inf.get("order") == "rotated" else
+                "one batch-1 call of each variant per round, fixed order")
+             + ", interleaved (all see the same load); TensorFlow intra/inter-op threads = ONNX "
              "Runtime intra-op threads = cores; random weights with the head rescaled so that depths are not "
              "saturated; float32 RGB 0..255 at the model size. `benchmarks/inference.py` (issue 7) times the "
              "backends one after another and adds batch-8 throughput.", ""]

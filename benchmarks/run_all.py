@@ -239,7 +239,8 @@ def stage_inference(args, results):
     row = run_worker("inference_ab.py", ["--model", HEADLINE, "--rounds", args.inference_repeats, "--warmup", 2])
     result = {"command": row.get("command"), "wall_s": row.get("wall_s")}
     if "rows" in row:
-        result.update({k: row[k] for k in ("rows", "rounds", "cores", "tf_threads", "load_start", "load_end")})
+        result.update({k: row[k] for k in ("rows", "rounds", "order", "cores", "tf_threads", "load_start", "load_end")
+                       if k in row})
         rows = row["rows"]
         if "onnxruntime" in rows:
             result["savedmodel_over_ort_latency"] = rows["savedmodel"]["over_ort_median"]
