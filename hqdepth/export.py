@@ -14,9 +14,9 @@ SavedModel (`format="saved_model"`, loads with TensorFlow alone, no hqdepth or K
 
 The weights are saved as variables. `freeze=True` (`--freeze`) writes them into the graph as constants instead
 (serving only; `saved_model.pb` then carries them). Before the models used fused batch norm, freezing brought HQMD
-baseline+ at 289x385 batch 1 on a 2-core CPU from 1.40x to 1.17x ONNX Runtime's latency; with fused batch norm the
-variables export is at 1.10-1.16x and the frozen one 1.24-1.32x in median (better minimum, more CPU per call,
-`benchmarks/RESULTS.md`), so variables are the default.
+baseline+ at 289x385 batch 1 on a 2-core CPU from 1.40x to 1.17x ONNX Runtime's latency; with fused batch norm both
+are within noise of each other (1.18x variables, 1.16x frozen, `benchmarks/RESULTS.md`), so the default keeps
+variables: the same numbers as Keras, fine-tunable, weights outside the graph proto.
 
 A model with a free input size (None spatial dims) runs at the run config's `data.input_size` or `input_size`
 given here; without either, at `hqdepth.predict.free_size` of the image (computed in the graph).
