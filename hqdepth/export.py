@@ -140,6 +140,8 @@ def export(model, out, format="saved_model", input_size=None, overwrite=False, o
     {"format", "path" (what to load), "metadata"}. `freeze`: SavedModel weights as graph constants."""
     if format not in FORMATS:
         raise ConfigError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}.")
+    if freeze and format != "saved_model":
+        raise ConfigError(f"--freeze applies to the SavedModel format only, not {format!r}.")
     model = _as_keras_backed(model)
     size = export_size(model, input_size)
     if format == "onnx" and size is None:
@@ -182,7 +184,7 @@ def _tf_free_size(height, width):
     return tf.stack([side(h), side(w)])
 
 
-def _write_saved_model(model, out, size, meta, freeze=False):
+def _write_saved_model(model, out, size, meta, freeze):
     import tensorflow as tf
 
     from hqdepth import __version__

@@ -201,6 +201,9 @@ def test_cli_export_errors(tiny_run, tmp_path, capsys):
     code, _, err = run_cli(["export", str(tiny_run["root"] / "free.keras"), "--out", str(tmp_path / "o"),
                             "--format", "onnx"], capsys)
     assert code == 2 and "--input-size" in err
+    code, _, err = run_cli(["export", str(tiny_run["run"]), "--out", str(tmp_path / "o"), "--format", "keras",
+                            "--freeze"], capsys)
+    assert code == 2 and "SavedModel format only" in err and not (tmp_path / "o").exists()
     (tmp_path / "file").write_text("x")
     code, _, err = run_cli(["export", str(tiny_run["run"]), "--out", str(tmp_path / "file")], capsys)
     assert code == 2 and "is a file" in err
