@@ -27,6 +27,7 @@ setup(
         "tqdm",
         "pyyaml",
         "tensorboard",  # tf.summary writers (TensorFlow no longer depends on it)
+        "scikit-image",  # Canny of the iBims-1 depth boundary errors, as the official evaluation code calls it
     ],
     extras_require={
         "test": ["pytest", "jax[cpu]", "tf2onnx>=1.17", "onnx", "onnxruntime"],
