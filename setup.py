@@ -16,6 +16,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["hqdepth", "hqdepth.*"]),
+    # the recipes and their sources tables are data files, not packages (no __init__.py)
+    package_data={"hqdepth.training": ["recipes/*.yaml", "recipes/sources/*.yaml"]},
     install_requires=[
         "tensorflow>=2.16",
         "keras>=3.10",

@@ -89,35 +89,52 @@ def train_rows(rows, data, out, sets, quick, user_sets=(), val_data=None, print_
     after `sets` and before `user_sets`), "run" (folder under `out`, default the recipe) and "data"
     (SPEC, default `data`). Our line carries the test metrics of results.json, the recipe and the steps.
     A row without "recipe" is a paper line only (a method the paper cites).
+    Notes (printed under the table, see `format_table`): "paper_note" on the paper line, "note" on ours;
+    "also": more published lines after the paper's, each {"source", "note", metric: value} (e.g. the
+    official code's README where it differs from the paper).
     """
     table = []
     for row in rows:
+        published = [{"method": row["label"], "source": row.get("source", "paper"), **row["paper"],
+                      **({"note": row["paper_note"]} if row.get("paper_note") else {})}] if row.get("paper") else []
+        published += [{"method": row["label"], **line} for line in row.get("also", ())]
         if not row.get("recipe"):
-            table.append({"method": row["label"], "source": row.get("source", "paper"), **row["paper"]})
+            table.extend(published)
             continue
         spec = row.get("data") or data
         print_fn(f"\n=== {row['label']} ({row['recipe']}) ===")
         results = train_recipe(row["recipe"], spec, Path(out) / row.get("run", row["recipe"]),
                                list(sets) + list(row.get("sets", ())) + list(user_sets), print_fn=print_fn,
                                val_data=val_data)
-        if row.get("paper"):
-            table.append({"method": row["label"], "source": "paper", **row["paper"]})
+        table.extend(published)
         table.append({"method": row["label"], "source": f"ours ({'quick, ' if quick else ''}{spec})",
                       **results.get("test", {}).get("metrics", {}), "recipe": row["recipe"],
-                      "steps": results["steps"]})
+                      "steps": results["steps"], **({"note": row["note"]} if row.get("note") else {})})
     return table
 
 
 def format_table(rows, title, columns=COLUMNS):
-    """Markdown table: each row {"method", "source" (paper | ours), metric: value}; `columns` as COLUMNS."""
+    """Markdown table: each row {"method", "source" (paper | ours), metric: value}; `columns` as COLUMNS.
+
+    A row's optional "note" (how that line was measured, where it differs from the lines it is compared
+    with: test-time augmentation, crop, protocol, backbone) is numbered once, marked [n] beside its source,
+    and printed under the table.
+    """
     header = ["Method", "source"] + [label for _, label, _ in columns]
     lines = [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    notes = []
     for row in rows:
         values = [row["method"], row["source"]]
+        if row.get("note"):
+            if row["note"] not in notes:
+                notes.append(row["note"])
+            values[1] += f" [{notes.index(row['note']) + 1}]"
         for key, _, _ in columns:
             value = row.get(key)
             values.append("–" if value is None else f"{value:.3f}")
         lines.append("| " + " | ".join(values) + " |")
+    if notes:
+        lines += [""] + [f"[{number}] {note}" for number, note in enumerate(notes, 1)]
     return "\n".join(lines)
 
 
