@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo bench clean
+.PHONY: install test demo bench clean docs
 
 install: $(STAMP)
 
@@ -20,10 +20,14 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(PY) experiments/demo.py
 
+# The documentation site (MkDocs Material + mkdocstrings), offline and strict, into site/ (git-ignored).
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
+
 # Every model against this machine's matmul rate -> benchmarks/results.json + RESULTS.md (~20 min on 2 cores).
 # `make bench BENCH_ARGS=--quick` for a 3-minute smoke run (written to a temporary folder).
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build site *.egg-info

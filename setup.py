@@ -8,6 +8,8 @@ from setuptools import find_packages, setup
 HERE = Path(__file__).parent
 VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "hqdepth" / "__init__.py").read_text()).group(1)
 
+DOCS = ["mkdocs>=1.6,<2", "mkdocs-material>=9.5", "mkdocstrings[python]>=0.26"]
+
 setup(
     name="hqdepth",
     version=VERSION,
@@ -32,10 +34,14 @@ setup(
         "scikit-image",  # Canny of the iBims-1 depth boundary errors, as the official evaluation code calls it
     ],
     extras_require={
-        "test": ["pytest", "jax[cpu]", "tf2onnx>=1.17", "onnx", "onnxruntime"],
+        # the suite also builds the docs (tests/test_docs.py), so `test` includes the `docs` packages
+        "test": ["pytest", "jax[cpu]", "tf2onnx>=1.17", "onnx", "onnxruntime", *DOCS],
         # `hqdepth export --format onnx` (Keras 3 model.export(format="onnx") = tf2onnx) and ONNX Runtime
         "onnx": ["tf2onnx>=1.17", "onnx", "onnxruntime"],
         "gpu": ["tensorflow[and-cuda]>=2.16"],
+        # `make docs`: MkDocs (1.x: Material does not support MkDocs 2) with the Material theme and
+        # mkdocstrings' Python handler (API reference from the docstrings)
+        "docs": DOCS,
     },
     entry_points={"console_scripts": ["hqdepth=hqdepth.cli:main"]},
 )
