@@ -37,12 +37,15 @@ def run(args):
         return 0
     from hqdepth.training import recipe_sources
 
-    print(f"{'recipe':<26} {'model':<22} {'loss':<10} {'input':<9} {'batch':>5} {'epochs':>6}  description")
+    print(f"{'recipe':<26} {'model':<22} {'loss':<19} {'input':<9} {'batch':>5} {'length':>10}  description")
     for config in recipes.list_recipes():
         size = "x".join(map(str, config["data"]["input_size"] or [])) or "any"
-        print(f"{config['name']:<26} {config['model']['name']:<22} {config['loss']['name']:<10} {size:<9} "
-              f"{config['train']['batch_size']:>5} {config['train']['epochs']:>6}  {config['description']}")
-    print("\n`hqdepth recipes NAME` shows one in full; `hqdepth train NAME --data SPEC --out RUN` trains it.")
+        train = config["train"]
+        length = f"{train['total_steps']} st" if train.get("total_steps") else f"{train['epochs']} ep"
+        print(f"{config['name']:<26} {config['model']['name']:<22} {config['loss']['name']:<19} {size:<9} "
+              f"{train['batch_size']:>5} {length:>10}  {config['description']}")
+    print("\nlength: optimizer steps (st) or epochs (ep) of the training data. `hqdepth recipes NAME` shows one in "
+          "full; `hqdepth train NAME --data SPEC --out RUN` trains it.")
     if recipe_sources.sourced_recipes():
         print("`hqdepth recipes NAME --sources` traces each setting to the paper and the official code.")
     return 0
