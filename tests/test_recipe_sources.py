@@ -111,3 +111,13 @@ def test_seed004_cyclic_rate_ends_at_its_minimum_where_the_report_takes_its_resu
         assert float(rate(total)) == pytest.approx(low, rel=1e-6)
         assert float(rate(total - 1)) == pytest.approx(low + (high - low) / (half * steps_per_epoch), rel=1e-4)
         assert float(rate(half * steps_per_epoch)) == pytest.approx(high, rel=1e-6)
+
+
+def test_cli_markdown_table(capsys):
+    assert main(["recipes", "resnet50_transposed", "--sources", "--markdown"]) == 0
+    out = capsys.readouterr().out
+    assert "| setting | ours | paper | official code | source | status | note |" in out
+    assert "| `schedule.options.step_size_epochs` | `5` |" in out and "reconstructed" in out
+    rows = [line for line in out.splitlines() if line.startswith("| `")]
+    assert len(rows) == len(rs.load_sources("resnet50_transposed")["settings"])
+    assert all(line.count(" | ") == 6 for line in rows)  # no unescaped '|' inside a cell

@@ -14,6 +14,8 @@ def add_parser(subparsers):
                              "and whether it is faithful, a documented deviation or reconstructed")
     parser.add_argument("--status", choices=("faithful", "deviation", "reconstructed"),
                         help="with --sources: only the settings of this status")
+    parser.add_argument("--markdown", action="store_true",
+                        help="with --sources: one Markdown table (for documentation pages)")
     return parser
 
 
@@ -23,11 +25,14 @@ def run(args):
     from hqdepth.errors import ConfigError
     from hqdepth.training import recipes
 
-    if args.sources or args.status:
+    if args.sources or args.status or args.markdown:
         if not args.name:
             raise ConfigError("--sources needs a recipe NAME (`hqdepth recipes` lists them).")
         config = recipes.resolve_config(args.name, args.config, args.sets)
-        print_sources(args.name, config, status=args.status)
+        if args.markdown:
+            sys.stdout.write(sources_markdown(args.name, config, status=args.status) + "\n")
+        else:
+            print_sources(args.name, config, status=args.status)
         return 0
     if args.name:
         config = recipes.resolve_config(args.name, args.config, args.sets)
@@ -102,3 +107,28 @@ def print_sources(name, config, status=None, print_fn=print):
     counts = rs.summary(table)
     print_fn(f"\n{len(table['settings'])} settings: " + ", ".join(f"{n} {s}" for s, n in counts.items())
              + (f"; {changed} changed by overrides" if changed else "") + ".")
+
+
+def sources_markdown(name, config, status=None):
+    """The sources table of recipe `name` as one Markdown table (setting, ours, paper, official code,
+    source, status, note), with its references above it; `config` as in `print_sources`."""
+    from hqdepth.training import recipe_sources as rs
+
+    table = rs.load_sources(config.get("name") or name)
+
+    def cell(text):
+        return "–" if text is None or text == "" else str(text).replace("|", "\\|").replace("\n", " ").strip()
+
+    lines = [f"**{table['recipe']}**" + (f": {config['paper']}" if config.get("paper") else ""), ""]
+    lines += [f"- `{key}`: {cell(text)}" for key, text in table["references"].items()]
+    lines += ["", "| setting | ours | paper | official code | source | status | note |", "|---|---|---|---|---|---|---|"]
+    for key, entry in table["settings"].items():
+        if status and entry.get("status") != status:
+            continue
+        value = rs.format_value(rs.recipe_value(config, key))
+        mark = entry.get("status", "?")
+        if not rs.same_value(rs.recipe_value(config, key), entry.get("ours")):
+            mark += f" (changed; table: {rs.format_value(entry.get('ours'))})"
+        lines.append("| " + " | ".join([f"`{key}`", f"`{value}`", cell(entry.get("paper")), cell(entry.get("code")),
+                                         cell(entry.get("source")), mark, cell(entry.get("note"))]) + " |")
+    return "\n".join(lines)
