@@ -23,3 +23,33 @@ class _DocstringRefFilter(logging.Filter):
 
 def on_startup(command, dirty):
     logging.getLogger("mkdocs.plugins.mkdocs_autorefs._internal.plugin").addFilter(_DocstringRefFilter())
+
+
+# ----------------------------------------------------------------------------------------------
+# "Recipe sources" page: the tables of `hqdepth recipes NAME --sources --markdown`, generated at build time
+# from hqdepth/training/recipes/sources/*.yaml (pure Python, no TensorFlow), so the page cannot drift from
+# the recipes.
+
+RECIPE_SOURCES_MARKER = "<!-- hqdepth:recipe-sources -->"
+
+
+def _recipe_sources_markdown():
+    from hqdepth.commands.recipes import sources_markdown
+    from hqdepth.training import recipe_sources, recipes
+
+    parts = []
+    for name in recipe_sources.sourced_recipes():
+        parts.append(f"## {name}\n\n" + sources_markdown(name, recipes.resolve_config(name)))
+    return "\n\n".join(parts)
+
+
+def on_page_markdown(markdown, page, config, files):
+    if RECIPE_SOURCES_MARKER not in markdown:
+        return markdown
+    import sys
+    from pathlib import Path
+
+    root = str(Path(config.config_file_path).resolve().parent)
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    return markdown.replace(RECIPE_SOURCES_MARKER, _recipe_sources_markdown())
