@@ -31,6 +31,7 @@ setup(
         "tqdm",
         "pyyaml",
         "tensorboard",  # tf.summary writers (TensorFlow no longer depends on it)
+        "safetensors",  # torchvision / BTS state dicts without PyTorch (hqdepth.weights.torch)
         "scikit-image",  # Canny of the iBims-1 depth boundary errors, as the official evaluation code calls it
     ],
     extras_require={

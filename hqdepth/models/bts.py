@@ -14,14 +14,18 @@ Glorot-uniform; BN momentum 0.01 (Keras 0.99), eps 1.1e-5.
   -> iconv1 3x3 nf/16 + ELU -> get_depth 3x3 -> 1 -> max_depth * sigmoid  [* focal / 715.0873]
 
 Encoders (taps skip0..3 at H/2..H/16, top at H/32):
-- "resnet50" (default): `hqdepth.backbones.resnet50` v1 (keras.applications `ResNet50` names,
-  `conv1_relu`, `conv2_block3_out`, `conv3_block4_out`, `conv4_block6_out`, `conv5_block3_out`).
+- "resnet50" (default): `hqdepth.backbones.resnet50` with keras.applications `ResNet50` names
+  (`conv1_relu`, `conv2_block3_out`, `conv3_block4_out`, `conv4_block6_out`, `conv5_block3_out`);
+  `backbone_version` "v1.5" (default: torchvision's layout, stride on the 3x3 conv, torchvision
+  preprocessing, BN eps 1e-5, as the official code's `models.resnet50(pretrained=True)`) or "v1"
+  (keras.applications layout, caffe preprocessing, eps 1.001e-5, for Keras' ImageNet weights).
 - "densenet161" / "densenet121": a DenseNet built here with keras.applications `DenseNet*` layer
   names (`conv1_relu`, `pool1`, `pool2_pool`, `pool3_pool`, `bn` = torchvision relu0, pool0,
   transition1, transition2, norm5). DenseNet-161 is not in keras.applications: growth 48, blocks
   (6, 12, 36, 24), 96 initial features. `bn` has no ReLU; the decoder's ReLU(top) supplies it.
 - any keras.Model with five outputs at H/2 .. H/32.
-Weights default to None (no download); "imagenet" exists for resnet50 and densenet121 only.
+Weights default to None (no download); "imagenet" exists for resnet50 v1 and densenet121 only.
+The published PyTorch checkpoints convert with `hqdepth.weights.torch.convert_bts`.
 
 Freezing (`freeze`): "official" = PyTorch `set_misc`: the stem conv and the affine parameters of the
 encoder batch norms (ResNet: `bn1` and every bottleneck BN, not the shortcut BN; DenseNet: every
@@ -41,7 +45,7 @@ import math
 import keras
 from keras import layers
 
-from hqdepth.backbones.resnet import load_keras_application_weights, resnet50
+from hqdepth.backbones.resnet import check_imagenet_allowed, load_keras_application_weights, resnet50
 from hqdepth.errors import ConfigError, HQDepthError
 from hqdepth.layers import (FocalScaling, FrozenAffineBatchNormalization, FusedBatchNormalization, LocalPlanarGuidance,
                             PlaneCoefficients, ScaledSigmoid)
@@ -97,10 +101,21 @@ def _apply_freezing(backbone, freeze, fix_first_conv_blocks):
 
 
 def resnet50_encoder(input_shape, weights=None, freeze="official", fix_first_conv_blocks=False, preprocess=None,
-                     bn_momentum=0.9):
-    """Keras ResNet-50 v1 (`hqdepth.backbones.resnet50`) with BTS's freezing; returns (model, taps)."""
-    backbone = resnet50(version="v1", output_stride=32, weights=None, preprocess=preprocess or "keras",
-                        pool_padding="zero", bn_momentum=bn_momentum, bn_epsilon=1.001e-5, weight_decay=0.0,
+                     bn_momentum=0.9, version="v1.5"):
+    """ResNet-50 (`hqdepth.backbones.resnet50`) with BTS's freezing; returns (model, taps).
+
+    version: "v1.5" (torchvision, the official code; preprocess None = "torch", BN eps 1e-5; weights
+    from `hqdepth.weights.torch.convert_torchvision_resnet50`) or "v1" (keras.applications; preprocess
+    None = "keras" caffe mode, eps 1.001e-5; "imagenet" allowed).
+    """
+    if version not in ("v1", "v1.5"):
+        raise ConfigError(f"bts: backbone_version must be 'v1.5' (torchvision) or 'v1' (keras.applications), "
+                          f"got {version!r}.")
+    check_imagenet_allowed(version, weights)  # before building anything
+    torchvision = version == "v1.5"
+    backbone = resnet50(version=version, output_stride=32, weights=None,
+                        preprocess=preprocess or ("torch" if torchvision else "keras"), pool_padding="zero",
+                        bn_momentum=bn_momentum, bn_epsilon=1e-5 if torchvision else 1.001e-5, weight_decay=0.0,
                         input_shape=input_shape, name="resnet50_encoder")
     if any(_frozen_affine(layer.name, freeze, fix_first_conv_blocks, False) for layer in backbone.layers):
         def clone(layer):  # the same layer, or a frozen-affine BN with the same config
@@ -113,7 +128,7 @@ def resnet50_encoder(input_shape, weights=None, freeze="official", fix_first_con
         backbone = keras.models.clone_model(backbone, clone_function=clone)
     _apply_freezing(backbone, freeze, fix_first_conv_blocks)
     if weights is not None:
-        load_keras_application_weights(backbone, "v1", weights)
+        load_keras_application_weights(backbone, version, weights)
     return backbone, [backbone.get_layer(name).output for name in RESNET_TAPS]
 
 
@@ -312,15 +327,17 @@ def bts_decoder(taps, max_depth=10.0, bts_size=512, theta_max=math.pi / 3, lpg_m
 def bts(input_shape=(None, None, 3), encoder="resnet50", max_depth=10.0, bts_size=512, with_focal=False,
         reference_focal=KITTI_MEAN_FOCAL, backbone_weights=None, freeze="official", fix_first_conv_blocks=False,
         preprocess=None, encoder_bn_momentum=0.9, theta_max=math.pi / 3, lpg_min_denominator=1e-3,
-        lpg_max_output=None, final_bias=False, name="bts"):
+        lpg_max_output=None, final_bias=False, backbone_version="v1.5", name="bts"):
     """Build BTS. Options (defaults = official PyTorch code):
 
     encoder: "resnet50" | "densenet161" | "densenet121", or a keras.Model mapping the image to the five
     taps [H/2, H/4, H/8, H/16, H/32] (the encoder options then do not apply). bts_size: nf (512; TF1 ResNet-50 256).
     with_focal: inputs (image, focal (B,)); output x focal / reference_focal (KITTI, 715.0873).
-    backbone_weights: None | "imagenet" | path. freeze: "official" | "tf1" | "none" (Toolbox);
+    backbone_weights: None | "imagenet" (resnet50 with backbone_version "v1", densenet121) | path.
+    backbone_version (resnet50 only): "v1.5" (torchvision, as the official code) | "v1" (keras.applications).
+    freeze: "official" | "tf1" | "none" (Toolbox);
     fix_first_conv_blocks: also freeze the first two bottlenecks / dense layers.
-    preprocess: None = the encoder's ("keras" caffe mode for ResNet-50, "torch" for DenseNet).
+    preprocess: None = the encoder's ("torch" for ResNet-50 v1.5 and DenseNet, "keras" caffe mode for v1).
     encoder_bn_momentum: 0.9 (torchvision default 0.1). theta_max: pi/3 (PyTorch; TF1 pi/6).
     lpg_min_denominator: 1e-3 (guard; None = exact formula); lpg_max_output: clip LPG depth (None).
     final_bias: the Toolbox head has a bias on the last conv (PyTorch: none).
@@ -336,7 +353,7 @@ def bts(input_shape=(None, None, 3), encoder="resnet50", max_depth=10.0, bts_siz
                               f"it has {len(encoder.outputs)} outputs.")
         backbone, taps = encoder, list(encoder.outputs)
     elif encoder == "resnet50":
-        backbone, taps = resnet50_encoder(input_shape, **options)
+        backbone, taps = resnet50_encoder(input_shape, **options, version=backbone_version)
     elif encoder in DENSENETS:
         backbone, taps = densenet_encoder(input_shape, encoder, **options)
     else:

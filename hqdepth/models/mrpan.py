@@ -8,6 +8,8 @@ See specs/other_models.md §4.
 
 Follows the SARPN code (its ResNet-50 configuration; SENet-154, the paper's backbone, is not in
 Keras: any backbone exposing five scales can be passed instead):
+- encoder: ResNet-50 `backbone_version` "v1.5" (default: torchvision's layout, as SARPN's
+  `torchvision.models.resnet50(pretrained=True)`) or "v1" (keras.applications, for Keras' ImageNet file);
 - encoder taps, five scales H/2..H/32 (`conv1_relu`, `conv2_block3_out`, `conv3_block4_out`,
   `conv4_block6_out`, `conv5_block3_out`); every resize bilinear with align_corners=True to the
   exact size of the target scale (odd sizes such as 228x304 -> 29x38 -> 15x19 -> 8x10 work);
@@ -134,7 +136,7 @@ def _improved_refine(x, features, rgb, channels, name, momentum):
     return layers.Add(name=f"{name}_add")([x, residual])
 
 
-def _encoder(backbone, input_shape, backbone_weights, preprocess, bn_momentum):
+def _encoder(backbone, input_shape, backbone_weights, preprocess, bn_momentum, version="v1.5"):
     if isinstance(backbone, keras.Model):
         if len(backbone.outputs) != 5:
             raise ConfigError(f"mrpan: a backbone model must output five feature maps (H/2 .. H/32), "
@@ -143,21 +145,29 @@ def _encoder(backbone, input_shape, backbone_weights, preprocess, bn_momentum):
     if backbone != "resnet50":
         raise ConfigError(f"mrpan: backbone must be 'resnet50' or a keras.Model with five outputs, got {backbone!r} "
                           "(SENet-154, the paper's backbone, is not in Keras).")
-    model = resnet50(version="v1", output_stride=32, weights=backbone_weights, preprocess=preprocess,
-                     pool_padding="zero", bn_momentum=bn_momentum, bn_epsilon=1.001e-5, weight_decay=0.0,
+    if version not in ("v1", "v1.5"):
+        raise ConfigError(f"mrpan: backbone_version must be 'v1.5' (torchvision) or 'v1' (keras.applications), "
+                          f"got {version!r}.")
+    torchvision = version == "v1.5"
+    model = resnet50(version=version, output_stride=32, weights=backbone_weights,
+                     preprocess=preprocess or ("torch" if torchvision else "keras"), pool_padding="zero",
+                     bn_momentum=bn_momentum, bn_epsilon=1e-5 if torchvision else 1.001e-5, weight_decay=0.0,
                      input_shape=input_shape)
     return model.input, [model.get_layer(name).output for name in RESNET_TAPS]
 
 
-def mrpan(input_shape=(None, None, 3), backbone="resnet50", backbone_weights=None, preprocess="keras",
+def mrpan(input_shape=(None, None, 3), backbone="resnet50", backbone_weights=None, preprocess=None,
           adff_channels=1280, rpd_channels=2048, sam_scales=(5, 4, 3), gam=True, gam_key_channels=64,
           sam_reduction=8, rrm="improved", rrm_channels=None, deep_supervision=True, bn_momentum=0.9,
-          align_corners=True, name="mrpan"):
+          align_corners=True, backbone_version="v1.5", name="mrpan"):
     """Build MRPAN (see the module docstring). Options:
 
-    backbone: "resnet50" (Keras ResNet-50 v1, `backbone_weights` None | "imagenet" | path,
-    `preprocess` "keras" (caffe) | "mean_subtract" | "none") or a keras.Model mapping the image to five
-    feature maps, finest (H/2) first. adff_channels / rpd_channels: SARPN widths (1280 / 2048; the
+    backbone: "resnet50" (`hqdepth.backbones.resnet50`, keras.applications layer names) or a
+    keras.Model mapping the image to five feature maps, finest (H/2) first. backbone_version:
+    "v1.5" (torchvision layout, SARPN's; `backbone_weights` None | path from
+    `hqdepth.weights.torch.convert_torchvision_resnet50`; BN eps 1e-5) or "v1" (keras.applications;
+    None | "imagenet" | path; eps 1.001e-5). preprocess: None = what the version's weights expect
+    ("torch" for v1.5, "keras" caffe mode for v1) | "torch" | "keras" | "mean_subtract" | "none". adff_channels / rpd_channels: SARPN widths (1280 / 2048; the
     slim variant 640 / 1024 halves the parameters). sam_scales: scales (1 = H/2 .. 5 = H/32) with
     position attention, () for none; gam: scale attention at every scale. rrm: "improved" | "sarpn";
     rrm_channels: improved-RRM width per scale (default R_t / 4). deep_supervision: five outputs,
@@ -173,7 +183,7 @@ def mrpan(input_shape=(None, None, 3), backbone="resnet50", backbone_weights=Non
     if bad_scales:
         raise ConfigError(f"sam_scales must be among {SCALES} (1 = H/2 .. 5 = H/32), got {tuple(sam_scales)}.")
     m = bn_momentum
-    image, taps = _encoder(backbone, input_shape, backbone_weights, preprocess, m)
+    image, taps = _encoder(backbone, input_shape, backbone_weights, preprocess, m, backbone_version)
     widths = {t: (adff_channels >> (5 - t), (rpd_channels // 2) >> (5 - t)) for t in SCALES}  # (F_t, R_t)
 
     fused, projections = {}, {}

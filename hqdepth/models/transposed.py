@@ -12,7 +12,9 @@ fine-tunes "the last layer":
   reading (a) frozen_stages=3: conv1, conv2, conv3 frozen; conv4 and conv5 trained;
   reading (b) frozen_stages=4: stem + torchvision layer1-3 frozen, only layer4 (`conv5_*`) trained.
 Default 4, reading (b): it is the only one consistent with both sentences ("the last layer" =
-torchvision `layer4`; under (a) two stages would be trained). Frozen layers, batch norms
+torchvision `layer4`; under (a) two stages would be trained). The encoder is torchvision's ResNet-50 layout by default (`backbone_version="v1.5"`:
+stride on the 3x3 conv; the report uses PyTorch's pretrained `resnet50`), or keras.applications'
+("v1", for Keras' ImageNet file). Frozen layers, batch norms
 included, run in inference mode (Keras' convention for frozen layers; a PyTorch model would keep
 updating the BN statistics unless put in eval mode).
 """
@@ -43,15 +45,18 @@ def freeze_resnet_stages(model, frozen_stages):
 
 def resnet50_transposed(input_shape=(None, None, 3), frozen_stages=4, decoder_filters=(512, 256, 128, 64),
                         kernel_size=4, output_activation="linear", max_depth=10.0, backbone_weights=None,
-                        preprocess="keras", batch_norm=True, name="resnet50_transposed"):
+                        preprocess=None, batch_norm=True, backbone_version="v1.5", name="resnet50_transposed"):
     """Build the model. Options:
 
     frozen_stages: 0..5, default 4 (see the module docstring for the two readings of the report).
     decoder_filters: widths of the first four transposed convs (the fifth outputs 1 channel).
     kernel_size: 4 (stride 2, "same": exact doubling). output_activation: "linear" (the report's
     conv output, default), "relu", or "sigmoid" = max_depth * sigmoid.
-    backbone_weights: None, "imagenet" (keras.applications ResNet50, downloaded only when asked) or a path.
-    preprocess: "keras" (caffe: BGR minus means, matching Keras' ImageNet weights) | "mean_subtract" | "none".
+    backbone_version: "v1.5" (torchvision layout, default) or "v1" (keras.applications).
+    backbone_weights: None, a path (v1.5: written by `hqdepth.weights.torch.convert_torchvision_resnet50`),
+    or "imagenet" (v1 only: keras.applications ResNet50, downloaded only when asked).
+    preprocess: None = what the version's weights expect ("torch" for v1.5: RGB / 255, ImageNet
+    mean / std; "keras" for v1: caffe, BGR minus means) | "torch" | "keras" | "mean_subtract" | "none".
     """
     if output_activation not in OUTPUT_ACTIVATIONS:
         raise ConfigError(f"output_activation must be one of {OUTPUT_ACTIVATIONS}, got {output_activation!r}.")
@@ -59,9 +64,14 @@ def resnet50_transposed(input_shape=(None, None, 3), frozen_stages=4, decoder_fi
         raise ConfigError(f"decoder_filters needs 4 widths (the 5th transposed conv outputs 1), "
                           f"got {decoder_filters!r}.")
     _check_multiple(input_shape, SIZE_MULTIPLE, "resnet50_transposed")
-    backbone = resnet50(version="v1", output_stride=32, weights=backbone_weights, preprocess=preprocess,
-                        pool_padding="zero", bn_momentum=0.99, bn_epsilon=1.001e-5, weight_decay=0.0,
-                        input_shape=input_shape)
+    if backbone_version not in ("v1", "v1.5"):
+        raise ConfigError(f"resnet50_transposed: backbone_version must be 'v1.5' (torchvision) or 'v1' "
+                          f"(keras.applications), got {backbone_version!r}.")
+    torchvision = backbone_version == "v1.5"
+    backbone = resnet50(version=backbone_version, output_stride=32, weights=backbone_weights,
+                        preprocess=preprocess or ("torch" if torchvision else "keras"), pool_padding="zero",
+                        bn_momentum=0.9 if torchvision else 0.99, bn_epsilon=1e-5 if torchvision else 1.001e-5,
+                        weight_decay=0.0, input_shape=input_shape)
     freeze_resnet_stages(backbone, frozen_stages)
     x = backbone.output
     for i, filters in enumerate(decoder_filters, start=1):
