@@ -31,8 +31,22 @@ def quick_sets(size=(64, 96), steps=150, batch_size=8, deeplab=True):
             "data.cache=true", "evaluation.protocol=custom",
             "evaluation.protocol_options={min_depth: 0.001, max_depth: 10.0}"]
     if deeplab:
-        sets += ["model.options.bn_momentum=0.9", "model.options.freeze=none"]
+        sets += ["model.options.bn_momentum=0.9", "model.options.freeze=none", "model.options.backbone_weights=none"]
     return sets
+
+
+def random_init_sets(recipe):
+    """Overrides for a quick CPU run from random weights: backbone_weights=none and nothing frozen
+    (the paper's pretrained start is for real data; frozen random layers only hurt)."""
+    from hqdepth.training import recipes
+    from hqdepth.weights import pretrained
+
+    config = recipes.get_recipe(recipe)
+    name, options = config["model"]["name"], config["model"]["options"]
+    if not pretrained.has_backbone(name, options):
+        return []
+    return ["model.options.backbone_weights=none"] + [
+        f"model.options.{key}={pretrained.UNFROZEN[key]}" for key in pretrained.frozen_options(name, options)]
 
 
 def synthetic_spec(count, size):
@@ -46,11 +60,9 @@ def parse_size(text):
 
 def train_recipe(recipe, data, out, sets=(), print_fn=print, val_data=None):
     """Train (or resume, or reuse a finished) run of `recipe` in `out`; returns its results dict."""
-    from hqdepth.training import recipes
-    from hqdepth.training.trainer import train
+    import hqdepth
 
-    config = recipes.resolve_config(recipe, sets=list(sets))
-    return train(config, data, out, val_data=val_data, print_fn=print_fn, verbose=2)
+    return hqdepth.recipe(recipe, sets=list(sets)).train(data, out, val_data=val_data, print_fn=print_fn, verbose=2)
 
 
 def experiment_parser(description, out, steps=120, size="64x96"):
@@ -103,8 +115,9 @@ def train_rows(rows, data, out, sets, quick, user_sets=(), val_data=None, print_
             continue
         spec = row.get("data") or data
         print_fn(f"\n=== {row['label']} ({row['recipe']}) ===")
+        init = random_init_sets(row["recipe"]) if quick else []
         results = train_recipe(row["recipe"], spec, Path(out) / row.get("run", row["recipe"]),
-                               list(sets) + list(row.get("sets", ())) + list(user_sets), print_fn=print_fn,
+                               init + list(sets) + list(row.get("sets", ())) + list(user_sets), print_fn=print_fn,
                                val_data=val_data)
         table.extend(published)
         table.append({"method": row["label"], "source": f"ours ({'quick, ' if quick else ''}{spec})",

@@ -8,7 +8,15 @@ Importing the package is cheap: Keras/TensorFlow load only when a submodule that
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "load", "predict"]
+__all__ = ["Recipe", "__version__", "load", "predict", "recipe"]
+
+
+def recipe(source, overrides=None, sets=(), config_files=()):
+    """A paper recipe (name, YAML/JSON file or dict) as Keras pieces: `build_model`, `compile`, `datasets`,
+    `callbacks`, `evaluate`, `train` (`hqdepth.training.api.Recipe`)."""
+    from hqdepth.training.api import recipe as _recipe
+
+    return _recipe(source, overrides=overrides, sets=sets, config_files=config_files)
 
 
 def load(path):
@@ -24,4 +32,8 @@ def __getattr__(name):  # PEP 562: `hqdepth.predict` is the callable module `hqd
         import importlib
 
         return importlib.import_module("hqdepth.predict")
+    if name == "Recipe":
+        from hqdepth.training.api import Recipe
+
+        return Recipe
     raise AttributeError(f"module 'hqdepth' has no attribute {name!r}")

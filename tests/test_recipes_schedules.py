@@ -26,8 +26,11 @@ def test_hqmd_table1_recipes_follow_the_official_code():
                                        "fused": True, "options": {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-8}}
         assert config["schedule"] == {"name": "exponential",
                                       "options": {"decay_steps": 10000, "decay_rate": 0.9, "staircase": True}}
-        assert (config["train"]["batch_size"], config["train"]["epochs"]) == (8, 20)
+        assert (config["train"]["batch_size"], config["train"]["total_steps"]) == (8, 300000)  # 20 x 15k
         assert config["data"]["input_size"] == [289, 385] and config["data"]["augmentation"] == "hqmd"
+        assert config["data"]["augmentation_options"] == {"max_angle": 0.0}  # as published: no rotation
+        assert config["model"]["options"]["backbone_weights"] == "slim-resnet_v2_50"
+        assert config["model"]["options"]["freeze"] == "stem_block1"
         assert config["evaluation"]["protocol"] == "nyu-hqmd"
         assert config["model"]["options"]["max_depth"] == 10.0
     weights = {name: recipes.get_recipe(name)["loss"]["options"] for name in TABLE1 if name != "hqmd_plus_hu"}
@@ -156,3 +159,30 @@ def test_global_batch_per_replica_or_as_stated():
     assert Plan(stated, 100, replicas=2).global_batch == 4
     with pytest.raises(ConfigError, match="must divide among 3 replicas"):
         Plan(stated, 100, replicas=3)
+
+
+def test_hqmd_plan_is_300k_steps_and_29_decays_on_any_dataset():
+    from hqdepth.training.trainer import Plan
+
+    config = recipes.get_recipe("hqmd_plus_full")
+    for samples in (50688, 120000, int(RNG.integers(2000, 200000))):  # DenseDepth's list, HQMDE's, any
+        plan = Plan(config, samples, replicas=1)
+        assert plan.total_steps == 300000 and plan.steps_per_epoch == samples // 8
+        text = plan.describe(config)
+        assert "300000 optimizer steps (train.total_steps)" in text
+        assert f"{300000 / (samples // 8):.4g} epochs of {samples} samples" in text
+        last = float(text.split("at the first step, ")[1].split(" at the last")[0])
+        assert math.isclose(last, 1e-4 * 0.9 ** 29, rel_tol=1e-3)  # 4.71e-6
+    quick = Plan(recipes.resolve_config("hqmd_plus_full", sets=["train.max_steps=7"]), 800, replicas=1)
+    assert quick.total_steps == 7
+    by_epochs = Plan(recipes.resolve_config("bts_nyu"), 24231, replicas=1)  # BTS stays in epochs: 50 x 6057
+    assert by_epochs.total_steps == 50 * (24231 // 4)
+
+
+def test_a_new_augmentation_starts_from_its_own_options():
+    config = recipes.resolve_config("hqmd_plus_full", sets=["data.augmentation=none"])
+    assert config["data"]["augmentation_options"] == {}
+    paper = recipes.resolve_config("hqmd_plus_full", sets=["data.augmentation_options.max_angle=5.0"])
+    assert paper["data"]["augmentation"] == "hqmd" and paper["data"]["augmentation_options"] == {"max_angle": 5.0}
+    kitti = recipes.get_recipe("bts_kitti")  # same augmentation as its base: options merge
+    assert kitti["data"]["augmentation_options"] == {"dataset": "kitti"}

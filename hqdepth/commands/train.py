@@ -21,7 +21,8 @@ def add_parser(subparsers):
     parser.add_argument("--strategy", choices=["auto", "default", "mirrored", "multiworker"],
                         help="distribution (auto: multiworker with a TF_CONFIG cluster, mirrored with >1 GPU)")
     parser.add_argument("--batch-size", type=int, help="per-replica batch size (= --set train.batch_size=N)")
-    parser.add_argument("--epochs", type=int, help="= --set train.epochs=N")
+    parser.add_argument("--epochs", type=int,
+                        help="= --set train.epochs=N --set train.total_steps=null (a run length in epochs instead)")
     parser.add_argument("--max-steps", type=int, help="stop after N optimizer steps (= --set train.max_steps=N)")
     parser.add_argument("--overwrite", action="store_true", help="discard what the run folder holds and start afresh")
     parser.add_argument("--quiet", action="store_true", help="one line per epoch instead of a progress bar")
@@ -29,15 +30,16 @@ def add_parser(subparsers):
 
 
 def run(args):
-    from hqdepth.training import recipes
-    from hqdepth.training.trainer import train
+    import hqdepth
 
     sets = list(args.sets)
     for key, value in (("precision", args.precision), ("jit_compile", args.jit_compile), ("strategy", args.strategy),
                        ("batch_size", args.batch_size), ("epochs", args.epochs), ("max_steps", args.max_steps)):
         if value is not None:
             sets.append(f"train.{key}={str(value).lower() if isinstance(value, bool) else value}")
-    config = recipes.resolve_config(args.recipe, args.config, sets)
-    results = train(config, args.data, args.out, val_data=args.val_data, test_data=args.test_data,
-                    overwrite=args.overwrite, verbose=2 if args.quiet else "auto")
+    if args.epochs is not None:
+        sets.append("train.total_steps=null")
+    recipe = hqdepth.recipe(args.recipe, sets=sets, config_files=args.config)
+    results = recipe.train(args.data, args.out, val_data=args.val_data, test_data=args.test_data,
+                           overwrite=args.overwrite, verbose=2 if args.quiet else "auto")
     return 0 if results["status"] == "finished" else 1

@@ -284,7 +284,8 @@ class NoAugmentation(Recipe):
 
 class HQMDAugmentation(Recipe):
     """`hqmd` (specs/hqmd.md §5), in this order: scale s ~ U[1, 1.5): resize to floor((300, 400) * s),
-    depth / s; rotation U[-5, 5) deg (pi = 3.14), RGB bilinear / depth nearest, fill 0; random crop
+    depth / s; rotation U[-max_angle, max_angle) deg, default 5 (pi = 3.14; max_angle 0 = none, as HQMDE's
+    published run), RGB bilinear / depth nearest, fill 0; random crop
     289x385; colour (gamma, brightness, per-channel); flip p 0.5.
     val: resize to (300, 400), random crop (official code). test: RGB resized directly to 289x385.
     A different `size` scales the (300, 400) base by size / (289, 385)."""
@@ -310,8 +311,9 @@ class HQMDAugmentation(Recipe):
         rgb, depth = scale_pair(rgb, depth, s, self.base_size)
         zoom = _zoom(width, _size_of(rgb)[1])
         max_angle = float(self.config["max_angle"])
-        angle = _uniform(seed_angle, -max_angle, max_angle) * float(self.config["pi"]) / 180.0
-        rgb, depth = rotate_pair(rgb, depth, angle)
+        if max_angle:  # 0: no rotation, as HQMDE's published run (recipe hqmd_plus_full)
+            angle = _uniform(seed_angle, -max_angle, max_angle) * float(self.config["pi"]) / 180.0
+            rgb, depth = rotate_pair(rgb, depth, angle)
         rgb, depth = random_crop_pair(rgb, depth, self.size, seed_crop, "hqmd crop")
         rgb, depth = color_hqmd(rgb, depth, seed_colour)
         rgb, depth = random_flip_pair(rgb, depth, seed_flip)

@@ -6,11 +6,13 @@ augmentation, batch size, epochs, evaluation protocol). `base:` inherits from an
 is saved as `config.yaml` in the run folder, so a run can be repeated exactly.
 
 Merge rule: in a section with `name` and `options` (model, loss, optimizer, schedule), a new
-`name` starts from empty `options`: options belong to the class they configure.
+`name` starts from empty `options`: options belong to the class they configure. Likewise a new
+`data.augmentation` starts from empty `data.augmentation_options`.
 """
 
 import copy
 import json
+import os
 from pathlib import Path
 
 import yaml
@@ -51,6 +53,8 @@ DEFAULTS = {
         "batch_size": 8,             # per replica: global batch = batch x replicas ...
         "batch_size_is_global": False,  # ... unless True (a paper's total batch split over its GPUs)
         "epochs": 1,
+        "total_steps": None,         # optimizer steps of the whole run, whatever the dataset size (replaces
+                                     # epochs; schedules decay over these), e.g. HQMD's 300k
         "steps_per_epoch": None,     # None: one pass over the training split
         "max_steps": None,           # stop after this many optimizer steps in total (quick runs)
         "validation_every_steps": None,  # None: validate once per epoch
@@ -59,6 +63,10 @@ DEFAULTS = {
         "monitor": "val_rmse",       # best.keras is chosen by this
         "monitor_mode": "min",
         "seed": 0,
+        # deterministic: TensorFlow op determinism + the seed (needs one) + an input order that keeps its
+        # element order: two runs, or a run killed at any moment and rerun, end with the same weights
+        # (the training steps cost more; benchmarks/deterministic.md).
+        "deterministic": False,
         "log_every_steps": 10,       # TensorBoard training scalars
         "image_samples": 4,          # fixed validation samples drawn to TensorBoard
         "precision": "auto",         # auto | float32 | mixed_float16 | mixed_bfloat16
@@ -103,6 +111,8 @@ def _read_file(path):
 def merge(base, changes, where="config"):
     """Deep-merge `changes` into a copy of `base`, checking keys against `base` outside `options`."""
     result = copy.deepcopy(base)
+    if where == "data" and changes.get("augmentation") not in (None, result.get("augmentation")):
+        result["augmentation_options"] = {}  # options belong to the augmentation they configure
     for key, value in changes.items():
         path = f"{where}.{key}" if where != "config" else key
         if key not in result and not _free_form(where):
@@ -165,10 +175,11 @@ def _nested(key, value):
     return value
 
 
-def resolve_config(recipe, config_files=(), sets=()):
-    """Recipe name or file, then each YAML/JSON file, then each `--set` (in order) -> checked dict."""
-    if isinstance(recipe, dict):
-        config = merge(DEFAULTS, recipe, "config")
+def resolve_config(recipe, config_files=(), sets=(), overrides=None):
+    """Recipe name, file or dict, then each YAML/JSON file, then each `--set` (in order), then `overrides`
+    ({dotted.field: value}) -> checked dict."""
+    if isinstance(recipe, dict):  # like a file: `base` names the recipe it starts from
+        config = merge(get_recipe(recipe["base"]) if recipe.get("base") else DEFAULTS, recipe, "config")
     elif Path(str(recipe)).suffix.lower() in (".yaml", ".yml", ".json"):
         data = _read_file(recipe)
         parent = get_recipe(data["base"]) if data.get("base") else DEFAULTS
@@ -180,6 +191,8 @@ def resolve_config(recipe, config_files=(), sets=()):
         config = merge(config, _read_file(path), "config")
     for item in sets:
         key, value = parse_set(item)
+        config = merge(config, _nested(key, value), "config")
+    for key, value in (overrides or {}).items():
         config = merge(config, _nested(key, value), "config")
     return validate(config)
 
@@ -200,12 +213,17 @@ def validate(config):
     for key in ("batch_size", "epochs"):
         if not isinstance(train[key], int) or train[key] <= 0:
             raise ConfigError(f"train.{key}={train[key]!r} must be a positive integer.")
-    for key in ("steps_per_epoch", "max_steps", "validation_every_steps", "validation_steps", "checkpoint_every_steps"):
+    for key in ("total_steps", "steps_per_epoch", "max_steps", "validation_every_steps", "validation_steps",
+                "checkpoint_every_steps"):
         if train[key] is not None and (not isinstance(train[key], int) or train[key] <= 0):
             raise ConfigError(f"train.{key}={train[key]!r} must be a positive integer or null.")
     for key in ("decay_encoder_only", "fused"):
         if not isinstance(config["optimizer"][key], bool):
             raise ConfigError(f"optimizer.{key}={config['optimizer'][key]!r} must be true or false.")
+    if not isinstance(train["deterministic"], bool):
+        raise ConfigError(f"train.deterministic={train['deterministic']!r} must be true or false.")
+    if train["deterministic"] and train["seed"] is None:
+        raise ConfigError("train.deterministic needs a seed (train.seed, e.g. 0).")
     choices = {"precision": ("auto", "float32", "mixed_float16", "mixed_bfloat16"),
                "strategy": ("auto", "default", "mirrored", "multiworker"), "monitor_mode": ("min", "max")}
     for key, allowed in choices.items():
@@ -215,13 +233,19 @@ def validate(config):
 
 
 def dump(config, path):
-    """Write a resolved config as YAML (the run folder's config.yaml)."""
-    Path(path).write_text(yaml.safe_dump(config, sort_keys=False, default_flow_style=None, width=110))
+    """Write a resolved config as YAML (the run folder's config.yaml); atomically (temporary file + rename),
+    since a rerun reads it back to check that it continues the same run."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    temporary.write_text(yaml.safe_dump(config, sort_keys=False, default_flow_style=None, width=110))
+    os.replace(temporary, path)
 
 
 def summary_line(config):
     size = config["data"]["input_size"]
     size = "x".join(map(str, size)) if size else "any"
+    train = config["train"]
+    length = f"{train['total_steps']} steps" if train["total_steps"] else f"{train['epochs']} epochs"
     return (f"{config['model']['name']} + {config['loss']['name']}, {config['optimizer']['name']} "
             f"{config['optimizer']['learning_rate']:g} ({config['schedule']['name']}), batch "
-            f"{config['train']['batch_size']}, {config['train']['epochs']} epochs, {size}")
+            f"{config['train']['batch_size']}, {length}, {size}")
