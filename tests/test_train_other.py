@@ -30,7 +30,8 @@ SETS = [
 TINY_BTS = ["model.name=bts_tiny", "model.options={bts_size: 128}"]
 RUNS = {  # one recipe per family: what makes it tiny
     "fcn_ssim_mse": [],
-    "resnet50_transposed": ["model.options.frozen_stages=5", "model.options.decoder_filters=[8, 8, 8, 8]"],
+    "resnet50_transposed": ["model.options.backbone_weights=none", "model.options.frozen_stages=0",
+                            "model.options.decoder_filters=[8, 8, 8, 8]"],
     "bts_kitti": TINY_BTS + ["model.options.with_focal=true", "model.options.max_depth=80.0"],  # (image, focal)
     "mrpan_nyu": ["model.name=mrpan_tiny",  # SAM at H/32 only, no GAM: 380 variables instead of 509 to trace
                   "model.options={adff_channels: 160, rpd_channels: 128, sam_scales: [5], gam: false}"],
