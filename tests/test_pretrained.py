@@ -117,3 +117,37 @@ def test_cached_and_local_files_are_used_without_the_network(empty_cache, tmp_pa
     model = build_model(config)
     want = reference.get_layer("conv4_block2_2_conv").get_weights()[0]
     np.testing.assert_array_equal(model.get_layer("conv4_block2_2_conv").get_weights()[0], want)
+
+
+def test_named_initialisations_are_converted_once_from_the_cache(empty_cache, rng):
+    """The files `keras.utils.get_file` leaves in the cache (slim's unpacked tarball, torchvision's
+    safetensors) are converted on first use and then read back, never downloaded here."""
+    from safetensors.numpy import save_file
+    from test_weights_slim import random_values, write_checkpoint
+    from test_weights_torch import torchvision_resnet50
+
+    from hqdepth.training.trainer import build_model
+    from hqdepth.weights.slim import resnet_v2_50_variables
+
+    unpacked = empty_cache / "resnet_v2_50_2017_04_14_extracted"  # keras.utils.get_file(extract=True)'s folder name
+    unpacked.mkdir(parents=True)
+    slim = random_values(resnet_v2_50_variables(), rng)
+    write_checkpoint(unpacked / "resnet_v2_50.ckpt", slim)
+    converted = pretrained.resolve("slim-resnet_v2_50", "v2")
+    assert converted == str(empty_cache / "hqdepth" / "slim-resnet_v2_50.weights.h5")
+    stamp = (empty_cache / "hqdepth" / "slim-resnet_v2_50.weights.h5").stat().st_mtime_ns
+    assert pretrained.resolve("slim-resnet_v2_50", "v2") == converted  # cached: not converted again
+    assert (empty_cache / "hqdepth" / "slim-resnet_v2_50.weights.h5").stat().st_mtime_ns == stamp
+    config = recipes.resolve_config("hqmd_plus_full", sets=["data.input_size=[32, 48]"])
+    model = build_model(config)
+    np.testing.assert_array_equal(model.get_layer("conv4_block2_2_conv").get_weights()[0],
+                                  slim["resnet_v2_50/block3/unit_2/bottleneck_v2/conv2/weights"])
+
+    state = {k: np.ascontiguousarray(v) for k, v in torchvision_resnet50().items()}
+    save_file(state, str(empty_cache / "resnet50.tv_in1k.safetensors"))
+    config = recipes.resolve_config("mrpan_nyu", sets=["data.input_size=[64, 64]"])
+    assert pretrained.model_options(config)["backbone_weights"] == str(
+        empty_cache / "hqdepth" / "torchvision-resnet50.weights.h5")
+    model = build_model(config)
+    np.testing.assert_array_equal(model.get_layer("conv1_conv").get_weights()[0],
+                                  state["conv1.weight"].transpose(2, 3, 1, 0))
