@@ -10,6 +10,8 @@ Keras): baseline = SARPN (`rrm=sarpn`, no SAM, no GAM), + MACA (SAM at H/32..H/8
 paper cites are printed as paper lines. `--quick` (the default with `--data synthetic`) trains 40 steps
 at 64x96, batch 4, with the slim widths adff 160 / rpd 128 and predictions clipped to [1e-3, 10] m for
 the metrics (an untrained linear output can be negative; the recipe's Hu et al. protocol does not clip).
+With real data the rows are evaluated as the paper's: the recipe's `nyu-hu` protocol (SARPN/Hu et al. test:
+228x304 centre crop of the frame scaled to 240x320, delta <=, RMSE = sqrt(mean of per-image MSE)).
 """
 
 import common

@@ -8,7 +8,11 @@
 - `predict_files(...)`: the `hqdepth predict` command: colourised PNG, 16-bit PNG, `.npy` and `.ply` per image.
 
 An image is resized (bilinear, `tf.image.resize` as the data pipeline's test transform) to the size the model runs
-at and the depth is resized back the same way; the SavedModel of `hqdepth.export` does the same inside. (`hqdepth
+at and the depth is resized back the same way; the SavedModel of `hqdepth.export` does the same inside. The size is
+the one the run's recipe tests at (`DepthModel.run_size`): a model whose evaluation protocol runs the network at the
+image's own resolution (BTS, DenseDepth, Hu/SARPN; `hqdepth.evaluation.Protocol.test_input`) is rebuilt with a free
+input size (weights shared) and runs at the photo's size; a resize that changes the aspect ratio by more than 0.5 %
+is reported with both sizes, never silent. (`hqdepth
 evaluate --model`, through `predict_depth`, resizes with `cv2.resize` INTER_LINEAR like the HQMD evaluation code;
 the two differ by float rounding of the sample positions, < 1e-3 of the pixel range.) Importing this module is
 cheap (NumPy only): Keras/TensorFlow load with the model.
@@ -35,6 +39,7 @@ COLORMAPS = ("plasma", "magma", "turbo", "gray")
 FREE_SIZE_MULTIPLE = 32  # a model with a free input size runs at 32k+1 (like the paper's 289x385 = 32*9+1 x 32*12+1)
 FREE_SIZE_MAX_SIDE = 1024  # ... after scaling the image down so that its longer side is at most this
 FOV_GUESS_DEGREES = 60.0
+ASPECT_TOLERANCE = 0.005  # = hqdepth.evaluation.ASPECT_TOLERANCE (not imported: keeps this module light)
 SUMMARY_FILE = "predictions.json"
 
 
@@ -190,12 +195,15 @@ def _fixed_size(shape):
     return (int(height), int(width)) if height is not None and width is not None else None
 
 
-def free_size(height, width, multiple=FREE_SIZE_MULTIPLE, max_side=FREE_SIZE_MAX_SIDE):
+def free_size(height, width, multiple=FREE_SIZE_MULTIPLE, max_side=FREE_SIZE_MAX_SIDE, plus_one=True):
     """The size a model with a free input size runs an image at when nothing else says: the image scaled down
     so that its longer side is at most `max_side`, each side then rounded to the nearest k * multiple + 1
-    (at least multiple + 1). The exported SavedModel computes the same in its graph."""
+    (at least multiple + 1), or with `plus_one=False` to the nearest k * multiple (at least multiple: models
+    whose registry `size_multiple` asks for it, e.g. BTS 32). The exported SavedModel computes the default in
+    its graph."""
     scale = min(1.0, max_side / max(height, width))
-    return tuple(max(1, int(math.floor((side * scale - 1.0) / multiple + 0.5))) * multiple + 1
+    offset = 1 if plus_one else 0
+    return tuple(max(1, int(math.floor((side * scale - offset) / multiple + 0.5))) * multiple + offset
                  for side in (height, width))
 
 
@@ -218,8 +226,20 @@ class DepthModel:
     `input_size` (the fixed (H, W) of the model input, or None when it takes any size), `config_size` (a run
     config's `data.input_size`), `max_depth` (metres, from the `ScaledSigmoid` head, the run config or export
     metadata; None if unknown), `name`, `config` (the run's resolved recipe or None), `keras_model` (None for a
-    SavedModel), `metadata` (the export metadata of a SavedModel made by `hqdepth export`).
+    SavedModel), `metadata` (the export metadata of a SavedModel made by `hqdepth export`), `reference_focal` (the
+    focal length in pixels a focal-aware Keras model's depth is relative to, else None), `trained_size` (the fixed
+    input size the model was built with before `at_free_size`, else its `input_size`).
+
+    Calling it with `focal=` (pixels, one value or one per image) runs a focal-aware model with that focal length
+    (BTS KITTI: depth x focal / 715.0873); without it, or for a model without a focal input, the reference focal
+    (the depth is not rescaled).
     """
+
+    _keras_source = None  # the Keras model as loaded (all outputs and inputs), None for a SavedModel
+    _focal_model = None  # its (image, focal) -> depth view, for focal-aware models
+    reference_focal = None
+    trained_size = None
+    size_override = None  # `hqdepth predict --input-size`: the size a free-size model runs every image at
 
     def __init__(self, path):
         path = Path(path)
@@ -282,15 +302,18 @@ class DepthModel:
 
         focal = reference_focal(model) if len(model.inputs) > 1 else None
         if focal is not None:
-            self.note += f" (focal input fixed at {focal:g} px: depth not rescaled by focal)"
+            self.note += f" (focal input: depth x focal / {focal:g} px; {focal:g} px when no focal is given)"
         if len(model.outputs) > 1:
             self.note += f" (finest of {len(model.outputs)} outputs, resized to the input)"
+        self._keras_source, self.reference_focal = model, focal
         try:
+            self._focal_model = depth_model(model) if focal is not None else None
             model = depth_model(model, fix_focal=True)  # one image in, the final depth out
         except ConfigError as error:
             raise DataError(f"{path or model.name}: {error}") from None
         self.keras_model = model
         self.input_size = _fixed_size(model.inputs[0].shape)
+        self.trained_size = self.input_size
         self.max_depth = _find_max_depth(model)
         self.name = model.name
         self._call = lambda batch: model(batch, training=False)
@@ -332,14 +355,84 @@ class DepthModel:
                 self.config = self.metadata["recipe"]
         self.name = self.name or path.name
 
+    def test_input(self):
+        """How the run's recipe tests the model: its evaluation protocol's `test_input` ("native", "kb_crop",
+        "resize", "hqmd", "hu"; see `hqdepth.evaluation.Protocol`), or None without a run configuration."""
+        protocol = _nested(self.config, "evaluation", "protocol") if self.config else None
+        if not protocol:
+            return None
+        from hqdepth.evaluation import PROTOCOLS
+
+        options = _nested(self.config, "evaluation", "protocol_options") or {}
+        if protocol == "custom":
+            return options.get("test_input") or ("kb_crop" if options.get("kb_crop") else "resize")
+        return options.get("test_input") or (PROTOCOLS[protocol].test_input if protocol in PROTOCOLS else None)
+
+    def size_multiple(self):
+        """What the model's input height and width must be multiples of (registry `size_multiple` of the run's
+        model), or None when unknown."""
+        name = _nested(self.config, "model", "name") if self.config else None
+        if not name:
+            return None
+        from hqdepth.models import size_multiple
+
+        try:
+            return size_multiple(name, _nested(self.config, "model", "options") or {})
+        except (ConfigError, TypeError):
+            return None
+
+    def at_free_size(self):
+        """This model taking images of any size (weights shared, `hqdepth.models.inference.free_size_model`);
+        itself when its input size is already free. A SavedModel with a fixed input size cannot be rebuilt:
+        DataError naming the size."""
+        if self.input_size is None:
+            return self
+        if self._keras_source is None:
+            raise DataError(f"{self.loaded}: this SavedModel takes {self.input_size[0]}x{self.input_size[1]} images "
+                            "only and cannot be rebuilt with a free input size; evaluate its .keras file (or run "
+                            "folder), or export it with a free size.")
+        from hqdepth.models.inference import free_size_model
+
+        try:
+            free = free_size_model(self._keras_source)
+        except ConfigError as error:
+            raise DataError(f"{self.loaded or free.name}: {error}") from None
+        other = DepthModel.from_keras(free, config=self.config, note=(
+            f"{self.note.split(' (')[0]} (rebuilt with a free input size from {self.input_size[0]}x"
+            f"{self.input_size[1]}, weights shared)"))
+        other.path, other.loaded, other.run, other.metadata = self.path, self.loaded, self.run, self.metadata
+        other.trained_size = self.input_size
+        other.max_depth = self.max_depth if other.max_depth is None else other.max_depth
+        if other.config_size is None:
+            other.config_size = self.input_size
+        return other
+
     def run_size(self, height, width):
         """The (H, W) an image of (height, width) is run at: the fixed input size; for a model with a free
-        size, the run config's `data.input_size`, else `free_size(height, width)`."""
+        size, the run config's `data.input_size` when the recipe tests on resized images ("resize", "hqmd" or no
+        protocol), else the image's own size (scaled so that its shorter side is 240 for "hu"), longer side at
+        most 1024, rounded to the model's size multiple (`free_size`)."""
         if self.input_size is not None:
             return self.input_size
-        if self.config_size is not None:
+        if self.size_override is not None:
+            return self.size_override
+        mode = self.test_input()
+        if self.config_size is not None and mode in (None, "resize", "hqmd"):
             return self.config_size
+        if mode == "hu":
+            scale = 240.0 / min(height, width)
+            height, width = height * scale, width * scale
+        multiple = self.size_multiple()
+        if multiple and multiple > 1:
+            return free_size(height, width, multiple, plus_one=False)
         return free_size(height, width)
+
+    def for_photos(self):
+        """The model `hqdepth predict` runs: rebuilt with a free input size (`at_free_size`) when the run's
+        recipe tests at the image's own resolution ("native", "kb_crop", "hu"), else itself."""
+        if self.input_size is not None and self.test_input() in ("native", "kb_crop", "hu"):
+            return self.at_free_size()
+        return self
 
     def describe(self):
         """One line: what was loaded, its name, size and depth range."""
@@ -350,9 +443,15 @@ class DepthModel:
         depth = f"{self.max_depth:g} m" if self.max_depth is not None else "unknown"
         return f"{self.note}; model {self.name}, input {size}, max depth {depth}"
 
-    def __call__(self, batch):
-        """Depth (N, H', W') float32 for a float32 batch (N, H, W, 3) of RGB 0..255."""
-        out = self._call(np.asarray(batch, dtype=np.float32))
+    def __call__(self, batch, focal=None):
+        """Depth (N, H', W') float32 for a float32 batch (N, H, W, 3) of RGB 0..255; `focal` (pixels, a number
+        or one per image) for a focal-aware Keras model, else ignored (the reference focal)."""
+        batch = np.asarray(batch, dtype=np.float32)
+        if focal is not None and self._focal_model is not None:
+            focal = np.broadcast_to(np.asarray(focal, dtype=np.float32).reshape(-1), (len(batch),)).copy()
+            out = self._focal_model([batch, focal], training=False)
+        else:
+            out = self._call(batch)
         if isinstance(out, dict):
             if len(out) != 1:
                 raise DataError(f"{self.loaded}: model returns {len(out)} outputs ({', '.join(out)}); "
@@ -385,13 +484,15 @@ def _as_model(model):
     raise ConfigError(f"expected a DepthModel, a keras.Model or a path to a model, got {type(model).__name__}.")
 
 
-def predict_depth(model, rgb, flip=False, kb_crop=False):
-    """Depth (H, W) float32 for one RGB image with a `DepthModel` (the evaluator's per-image prediction).
+def predict_depth(model, rgb, flip=False, kb_crop=False, focal=None):
+    """Depth (H, W) float32 for one RGB image with a `DepthModel` (the "resize" way of
+    `hqdepth.evaluation.protocol_prediction`, which is what the evaluators call).
 
     With kb_crop the image is first cut to the KITTI benchmark window and the result covers that
     window (the evaluator pastes it back). A fixed-size model gets the image resized bilinearly
-    (`cv2.resize` INTER_LINEAR, as the HQMD evaluation code) to its input and the prediction resized
-    back. flip: mean with the un-mirrored prediction of the mirrored image.
+    (`cv2.resize` INTER_LINEAR) to its input and the prediction resized back. flip: mean with the
+    un-mirrored prediction of the mirrored image. focal: the image's focal length in pixels for a
+    focal-aware model (scaled with the image's width when it is resized).
     """
     from hqdepth.evaluation import KB_CROP_SIZE
     from hqdepth.evaluation import resize_bilinear as cv2_resize
@@ -407,7 +508,8 @@ def predict_depth(model, rgb, flip=False, kb_crop=False):
     images = [image, image[:, ::-1]] if flip else [image]
     if model.input_size is not None and model.input_size != (height, width):
         images = [cv2_resize(x, *model.input_size) for x in images]
-    outputs = model(np.stack(images))
+        focal = None if focal is None else focal * model.input_size[1] / width
+    outputs = model(np.stack(images)) if focal is None else model(np.stack(images), focal=focal)
     preds = [p if p.shape == (height, width) else cv2_resize(p, height, width) for p in outputs]
     if flip:
         return 0.5 * preds[0] + 0.5 * preds[1][:, ::-1]
@@ -488,10 +590,36 @@ def resize_bilinear(image, height, width):
     return out[..., 0] if image.ndim == 2 else out
 
 
-def predict_images(model, images, batch_size=8):
+def aspect_note(image_size, run_size):
+    """A sentence naming both sizes when running an image of `image_size` at `run_size` changes its aspect
+    ratio by more than `ASPECT_TOLERANCE` (0.5 %), else None."""
+    ratios = (run_size[1] / run_size[0], image_size[1] / image_size[0])
+    change = max(ratios) / min(ratios) - 1.0  # = hqdepth.evaluation.aspect_change
+    if change <= ASPECT_TOLERANCE:
+        return None
+    return (f"images of {image_size[0]}x{image_size[1]} run at {run_size[0]}x{run_size[1]}: the aspect ratio "
+            f"changes by {100 * change:.2f} % (the depth is resized back to the image)")
+
+
+def _warn_aspect(model, image_size, run_size, warn):
+    note = aspect_note(image_size, run_size)
+    seen = model.__dict__.setdefault("_aspect_warned", set())
+    if note is not None and (image_size, run_size) not in seen:
+        seen.add((image_size, run_size))
+        if warn is None:
+            import warnings
+
+            warnings.warn(note, stacklevel=3)
+        else:
+            warn(f"warning: {note}")
+
+
+def predict_images(model, images, batch_size=8, warn=None):
     """Depth maps (H, W) float32 for a list of float32 RGB images: each resized (`resize_bilinear`) to
     `model.run_size`, batched by `batch_size` (images of the same run size in a chunk share a model call),
-    the depth resized back to its image's size."""
+    the depth resized back to its image's size. A resize that changes the aspect ratio by more than 0.5 % is
+    reported once per pair of sizes (`aspect_note`) through `warn` (a function of one string; default
+    `warnings.warn`)."""
     if batch_size < 1:
         raise ConfigError(f"batch size must be >= 1, got {batch_size}.")
     results = [None] * len(images)
@@ -502,6 +630,8 @@ def predict_images(model, images, batch_size=8):
             height, width = images[index].shape[:2]
             groups.setdefault(tuple(model.run_size(height, width)), []).append(index)
         for size, members in groups.items():
+            for index in members:
+                _warn_aspect(model, tuple(images[index].shape[:2]), tuple(size), warn)
             batch = np.stack([resize_bilinear(images[index], *size) for index in members])
             outputs = model(batch)
             for index, depth in zip(members, outputs):
@@ -517,7 +647,7 @@ def predict(model, inputs, batch_size=8):
     a list/tuple of paths or images -> a list of (H, W) maps. uint8/uint16 arrays are converted as `read_image`
     does; float arrays are taken as RGB in 0..255. Paths get the EXIF orientation applied, arrays do not.
     """
-    model = _as_model(model)
+    model = _as_model(model).for_photos()
     if isinstance(inputs, (list, tuple)):
         images = [_image_float(item, f"input {i}") for i, item in enumerate(inputs)]
         return predict_images(model, images, batch_size)
@@ -711,7 +841,7 @@ def predict_files(model, inputs, out, recursive=False, batch_size=4, colormap="p
     skipped = [{"input": argument, "error": problem} for argument, problem in problems]
     if not files:
         raise DataError("no image to predict: " + "; ".join(f"{s['input']}: {s['error']}" for s in skipped))
-    model = _as_model(model)
+    model = _as_model(model).for_photos()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if ply and intrinsics is None:
@@ -730,7 +860,7 @@ def predict_files(model, inputs, out, recursive=False, batch_size=4, colormap="p
                     bar.update()
             if not batch:
                 continue
-            depths = predict_images(model, [rgb.astype(np.float32) for _, _, rgb in batch], batch_size)
+            depths = predict_images(model, [rgb.astype(np.float32) for _, _, rgb in batch], batch_size, warn=log)
             for (path, stem, rgb), depth in zip(batch, depths):
                 record, clipped = _write_outputs(out, path, stem, rgb, depth, colormap, value_range, side_by_side,
                                                  png_scale, ply, intrinsics, ply_step)

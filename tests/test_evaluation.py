@@ -181,7 +181,21 @@ def test_protocol_objects_match_the_spec():
     assert dense.averaging == "pooled" and not dense.densedepth_swap_bug
     for name in ("kitti-garg", "kitti-eigen"):
         assert (PROTOCOLS[name].max_depth, PROTOCOLS[name].clip, PROTOCOLS[name].png_scale) == (80.0, (1e-3, 80.0), 256)
-    assert set(PROTOCOLS) == {"nyu-eigen", "nyu-hqmd", "nyu-densedepth", "kitti-garg", "kitti-eigen", "custom"}
+    assert set(PROTOCOLS) == {"nyu-eigen", "nyu-hqmd", "nyu-densedepth", "kitti-garg", "kitti-eigen", "nyu-hu",
+                              "custom"}
+    # delta comparison: `<` in BTS compute_errors, HQMD metrics.py, DenseDepth utils.py; `<=` (torch.le) in Hu et al.
+    # util.py and SARPN utils.py. How a model sees a test image follows each official test script.
+    assert {name: p.delta_comparison for name, p in PROTOCOLS.items()} == {
+        "nyu-eigen": "<", "nyu-hqmd": "<", "nyu-densedepth": "<", "kitti-garg": "<", "kitti-eigen": "<",
+        "nyu-hu": "<=", "custom": "<"}
+    assert {name: p.test_input for name, p in PROTOCOLS.items()} == {
+        "nyu-eigen": "native", "nyu-hqmd": "hqmd", "nyu-densedepth": "native", "kitti-garg": "kb_crop",
+        "kitti-eigen": "kb_crop", "nyu-hu": "hu", "custom": "resize"}
+    hu = PROTOCOLS["nyu-hu"]
+    assert (hu.crop, hu.clip, hu.clamp_floor, hu.mask, hu.averaging, hu.frame_size) == (
+        None, None, None, "nan", "rms_of_mse", (480, 640))
+    with pytest.raises(ConfigError, match="delta_comparison"):
+        custom_protocol(delta_comparison="=<")
     assert all(p.description and p.used_by for p in PROTOCOLS.values())
     with pytest.raises(ConfigError, match="Unknown protocol"):
         get_protocol("nyu")

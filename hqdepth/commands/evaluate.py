@@ -2,6 +2,12 @@
 
     hqdepth evaluate --pairs PAIRS.txt --protocol nyu-eigen [--pred-scale S] [--gt-scale S] [--json OUT] [--csv OUT]
     hqdepth evaluate --model MODEL --data SPEC --protocol nyu-hqmd [--flip] [--json OUT]
+
+With --model each test image is run as the protocol's official test code runs its network
+(`hqdepth.evaluation.Protocol.test_input`): BTS NYU on the whole 480x640 frame, BTS KITTI on the
+352x1216 KB crop at native resolution with each frame's focal (a pairs file's third column or the
+dataset's calibration), HQMD on the image resized to 289x385, Hu/SARPN on the 228x304 centre crop of
+the frame scaled to 240x320; a model trained on fixed-size crops is rebuilt with a free input size.
 """
 
 import json
@@ -10,15 +16,15 @@ import sys
 from pathlib import Path
 
 CUSTOM_OPTIONS = ("crop", "min_depth", "max_depth", "max_inclusive", "clip", "clamp_floor", "averaging",
-                  "densedepth_swap_bug")
+                  "densedepth_swap_bug", "delta", "test_input")
 
 
 def add_parser(subparsers):
-    from hqdepth.evaluation import AVERAGINGS, PROTOCOLS
+    from hqdepth.evaluation import AVERAGINGS, DELTA_COMPARISONS, PROTOCOLS, TEST_INPUTS
 
     parser = subparsers.add_parser(
         "evaluate",
-        help="depth metrics under a published protocol (BTS, HQMD, DenseDepth, KITTI Garg/Eigen)",
+        help="depth metrics under a published protocol (BTS, HQMD, DenseDepth, KITTI Garg/Eigen, Hu/SARPN)",
         description="Evaluate depth predictions with the crop, valid range, clipping and averaging of a "
                     "published evaluator. Protocols: "
                     + "; ".join(f"{name}: {protocol.description}" for name, protocol in PROTOCOLS.items()),
@@ -27,9 +33,12 @@ def add_parser(subparsers):
     source.add_argument("--pairs", metavar="PAIRS.txt",
                         help="lines '<prediction> <ground truth>', paths relative to this file's folder; "
                              ".png = value/scale, .npy = metres")
-    source.add_argument("--model", metavar="MODEL", help="a .keras file or a SavedModel folder to run over --data")
+    source.add_argument("--model", metavar="MODEL",
+                        help="a .keras file, a training run folder or a SavedModel folder to run over --data, each "
+                             "image as the protocol's official test runs it")
     parser.add_argument("--data", metavar="SPEC",
-                        help="with --model: a dataset SPEC (see hqdepth.data) or a pairs file '<rgb> <ground truth>'")
+                        help="with --model: a dataset SPEC (see hqdepth.data) or a pairs file '<rgb> <ground truth> "
+                             "[focal]' (focal in pixels, used by focal-aware models such as BTS KITTI)")
     parser.add_argument("--split", default="test", help="dataset split for a SPEC (default: test)")
     parser.add_argument("--protocol", required=True, choices=list(PROTOCOLS), help="evaluation protocol")
     parser.add_argument("--pred-scale", type=float, metavar="S",
@@ -37,7 +46,8 @@ def add_parser(subparsers):
     parser.add_argument("--gt-scale", type=float, metavar="S",
                         help="PNG value per metre of ground truth (default 1000 for nyu-*, 256 for kitti-*)")
     parser.add_argument("--kb-crop", action="store_true",
-                        help="predictions cover the KITTI benchmark crop 352x1216 (a model gets that crop); "
+                        help="predictions cover the KITTI benchmark crop 352x1216 (a model gets that crop; kitti-* "
+                             "protocols give it to a model anyway); "
                              "pasted into the full frame as BTS --do_kb_crop")
     parser.add_argument("--flip", action="store_true", help="with --model: flip test-time augmentation")
     parser.add_argument("--ssim", action="store_true", help="also report SSIM on depth (tf.image.ssim computation)")
@@ -60,6 +70,11 @@ def add_parser(subparsers):
     custom.add_argument("--averaging", choices=AVERAGINGS, help="default per_image")
     custom.add_argument("--densedepth-swap-bug", action="store_true", default=None,
                         help="reproduce DenseDepth master's swapped compute_errors arguments")
+    custom.add_argument("--delta", choices=DELTA_COMPARISONS,
+                        help="delta_k counts max(d/g, g/d) < 1.25^k (default, BTS/HQMD) or <= (Hu et al.)")
+    custom.add_argument("--test-input", choices=TEST_INPUTS,
+                        help="with --model: how the network sees a test image (default resize; kb_crop with "
+                             "--kb-crop)")
     return parser
 
 
@@ -73,7 +88,9 @@ def _protocol(args):
             flags = ", ".join("--" + name.replace("_", "-") for name in given)
             raise ConfigError(f"{flags} only apply to --protocol custom; {args.protocol} is fixed.")
         protocol = get_protocol(args.protocol)
-        return protocol.with_options(kb_crop=True) if args.kb_crop else protocol
+        if args.kb_crop:  # the predictions cover the KB crop; a model is run on it
+            return protocol.with_options(kb_crop=True, test_input="kb_crop" if args.model else protocol.test_input)
+        return protocol
     clip = args.clip if args.clip is not None else "range"
     if clip not in ("range", "none"):
         try:
@@ -86,7 +103,7 @@ def _protocol(args):
         min_depth=1e-3 if args.min_depth is None else args.min_depth,
         max_depth=args.max_depth, max_inclusive=bool(args.max_inclusive), clip=clip, clamp_floor=args.clamp_floor,
         averaging=args.averaging or "per_image", densedepth_swap_bug=bool(args.densedepth_swap_bug),
-        kb_crop=args.kb_crop,
+        kb_crop=args.kb_crop, delta_comparison=args.delta or "<", test_input=args.test_input,
     )
 
 

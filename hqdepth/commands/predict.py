@@ -15,8 +15,11 @@ def add_parser(subparsers):
         help="depth for photos: colourised PNG, 16-bit PNG, .npy (metres), optional .ply point cloud",
         description="Predict metric depth for image files, folders or globs. MODEL is a training run folder "
                     "(checkpoints/best.keras, else model.keras, else checkpoints/latest.keras), a .keras file or a "
-                    "SavedModel. Each image is resized to the model's input size and the depth back to the image "
-                    "size; the EXIF orientation is applied; grey, RGBA and 16-bit images are converted. Per image "
+                    "SavedModel. Each image is resized to the size the model runs at (its fixed input size, or "
+                    "for a run whose recipe tests at the image's own resolution, e.g. BTS, the image's size: the "
+                    "model is then rebuilt with a free input size, weights shared) and the depth back to the image "
+                    "size; an aspect-ratio change above 0.5 percent is reported; the EXIF orientation is applied; "
+                    "grey, RGBA and 16-bit images are converted. Per image "
                     "NAME it writes NAME_depth_color.png, NAME_depth.png (uint16, metres x --png-scale), "
                     "NAME_depth.npy (float32 metres) and with --ply NAME.ply; DIR/predictions.json lists them. "
                     "Unreadable files are reported and skipped (exit status 1).",
@@ -68,14 +71,14 @@ def run(args):
     value_range = _parse_range(args.range) if args.range else None
     intrinsics = camera_intrinsics(args.camera, args.fx, args.fy, args.cx, args.cy)
     input_size = parse_size(args.input_size) if args.input_size else None
-    model = load(args.model)
+    model = load(args.model).for_photos()  # rebuilt with a free input size when its recipe tests that way
     if input_size is not None:
         from hqdepth.errors import ConfigError
 
         if model.input_size is not None and tuple(input_size) != model.input_size:
             raise ConfigError(f"--input-size {args.input_size}: the model has a fixed input size "
                               f"{model.input_size[0]}x{model.input_size[1]}.")
-        model.config_size = tuple(input_size)
+        model.size_override = tuple(input_size)
     print(f"model: {model.describe()}")
     if intrinsics is not None and getattr(intrinsics, "width", None):
         print(f"intrinsics: {intrinsics.source} (fx {intrinsics.fx:g}, fy {intrinsics.fy:g}, cx {intrinsics.cx:g}, "

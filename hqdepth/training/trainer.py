@@ -537,58 +537,23 @@ def finish_run(model, config, out, data, test_data, plan, history, status, secon
     return results
 
 
-class _InMemoryModel:
-    """The `evaluation.DepthModel` interface over a Keras model in memory (optionally with a focal input).
-
-    Runs the model's inference view (`hqdepth.models.depth_model`): the finest output of a
-    deep-supervision model, at the input size."""
-
-    def __init__(self, model, with_focal):
-        import numpy as np
-
-        from hqdepth.models import depth_model
-
-        shape = model.inputs[0].shape
-        self.input_size = (int(shape[1]), int(shape[2])) if shape[1] is not None and shape[2] is not None else None
-        self.model, self.with_focal, self.focal = depth_model(model), with_focal, None
-        self._np = np
-
-    def __call__(self, batch):
-        np = self._np
-        batch = np.asarray(batch, np.float32)
-        inputs = (batch, np.full((len(batch),), self.focal, np.float32)) if self.with_focal else batch
-        # A direct call, not predict(): no distribution strategy step (other workers may have exited).
-        return np.asarray(self.model(inputs, training=False), np.float32)[..., 0]
-
-
 def evaluate_in_memory(model, config, data):
-    """The recipe's protocol on the test split, image by image at full resolution (evaluation.Evaluator);
-    with `evaluation.ssim` also SSIM of the depth maps (tf.image.ssim, max_val = the protocol's or the
-    recipe's max depth)."""
+    """The recipe's protocol on the test split (`evaluation.evaluate_source`): each image run as the protocol's
+    official test runs the network (`Protocol.test_input`: BTS on the whole NYU frame or the KITTI KB crop at
+    native resolution with each frame's focal, HQMD resized to its input, Hu/SARPN on the 228x304 crop; a
+    model built for fixed-size crops is rebuilt with a free input size, weights shared), then evaluated at
+    full resolution; with `evaluation.ssim` also SSIM of the depth maps (tf.image.ssim, max_val = the
+    protocol's or the recipe's max depth)."""
     from hqdepth.data import open_source
-    from hqdepth.evaluation import Evaluator, predict_depth
+    from hqdepth.evaluation import evaluate_source
+    from hqdepth.predict import DepthModel
 
     protocol = protocol_of(config)
     source = open_source(data, split=config["data"]["test_split"])
-    limit = config["evaluation"]["test_samples"]
-    count = len(source) if limit is None else min(limit, len(source))
     evaluation = config["evaluation"]
-    evaluator = Evaluator(protocol, ssim=evaluation["ssim"], ssim_max_val=protocol.max_depth or evaluation["max_depth"])
-    runner = _InMemoryModel(model, config["data"]["with_focal"])
-    for index in range(count):
-        sample = source[index]
-        where = f"{data} test sample {sample.meta.get('id', index)}"
-        if sample.depth is None:
-            evaluator.skip(where)
-            continue
-        if runner.with_focal:
-            focal = sample.meta.get("focal")
-            if not focal:
-                raise DataError(f"{where}: the model needs a focal length and the sample has none.")
-            scale = runner.input_size[1] / sample.rgb.shape[1] if runner.input_size else 1.0
-            runner.focal = float(focal) * scale
-        evaluator.add(predict_depth(runner, sample.rgb, kb_crop=protocol.kb_crop), sample.depth[..., 0], where)
-    return evaluator.result()
+    return evaluate_source(DepthModel.from_keras(model, config=config), source, protocol,
+                           name=f"{data} test sample", limit=evaluation["test_samples"], ssim=evaluation["ssim"],
+                           ssim_max_val=protocol.max_depth or evaluation["max_depth"])
 
 
 def print_summary(results, print_fn=print):

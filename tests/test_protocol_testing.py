@@ -1,0 +1,498 @@
+"""Models tested as their papers' official code tests them, and the Hu / SARPN protocol (`nyu-hu`).
+
+- BTS KITTI (`cleinc/bts` `bts_dataloader.py` test mode, `bts_eval.py`): the network sees the KB crop 352x1216
+  (top = H - 352, left = (W - 1216) // 2) at native resolution with the frame's own focal; the prediction is
+  pasted into a zero canvas of the frame, clipped to [1e-3, 80], Garg crop, per-image metrics. A model built
+  at 352x704 is rebuilt with a free input size for that (weights shared).
+- BTS NYU: the whole 480x640 frame (no resize to the 416x544 training crop).
+- Hu et al. / SARPN (`JunjH/Revisiting_Single_Depth_Estimation` `test.py`, `util.py`, `loaddata.py`,
+  `nyu_transform.py`; `Xt-Chen/SARPN` `evaluate.py`): the references below are written from
+  specs/evaluation_and_data.md section 3.5 in float64 NumPy and never call hqdepth code.
+"""
+
+import json
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+from hqdepth.cli import main
+from hqdepth.errors import DataError
+from hqdepth.evaluation import (
+    PROTOCOLS, Evaluator, custom_protocol, evaluate_model, get_protocol, hu_ground_truth, hu_rgb,
+    protocol_prediction, resize_bilinear_tf1,
+)
+from hqdepth.predict import DepthModel
+
+KITTI_FOCAL = 707.0493  # realdata/kitti3/test_annotations.json cam_in fx
+HU_KEYS = ("abs_rel", "rmse", "log10", "mae", "d1", "d2", "d3")
+
+
+def run_cli(args, capsys):
+    code = main(args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+# ------------------------------------------------------------------------------------------ models
+
+
+def tiny_encoder(shape):
+    """Five taps at H/2 .. H/32 (the BTS encoder interface), a nested functional model like the ResNet."""
+    import keras
+
+    image = keras.Input(shape)
+    x, taps = image, []
+    for i, channels in enumerate((8, 16, 16, 32, 32)):
+        x = keras.layers.Conv2D(channels, 3, strides=2, padding="same", activation="elu", name=f"enc{i}")(x)
+        taps.append(x)
+    return keras.Model(image, taps, name="tiny_encoder")
+
+
+def tiny_bts(input_shape, seed=0, max_depth=80.0, with_focal=True):
+    """BTS (decoder, LPG, focal scaling) on a small encoder, its last conv rescaled so that depths spread."""
+    import keras
+
+    from hqdepth.models.bts import bts
+
+    keras.utils.set_random_seed(seed)
+    model = bts(input_shape=input_shape, encoder=tiny_encoder(input_shape), with_focal=with_focal,
+                max_depth=max_depth, bts_size=128)
+    spread_logits(model, [n for n in (layer.name for layer in model.layers) if n.endswith("get_depth")][0], seed)
+    return model
+
+
+def spread_logits(model, name, seed):
+    import keras
+
+    layer = model.get_layer(name)
+    probe = keras.Model(model.inputs if len(model.inputs) > 1 else model.inputs[0], layer.output)
+    shape = tuple(64 if v is None else int(v) for v in model.inputs[0].shape[1:3])
+    images = np.random.default_rng(seed).integers(0, 256, (1, *shape, 3)).astype(np.float32)
+    inputs = [images, np.array([715.0873], np.float32)] if len(model.inputs) > 1 else images
+    values = np.asarray(probe(inputs, training=False))
+    weights = layer.get_weights()
+    weights[0] = weights[0] * (1.0 / max(float(values.std()), 1e-6))
+    layer.set_weights(weights)
+
+
+def free_copy(model, build):
+    """The same network built independently with a free input size, the trained weights copied in."""
+    free = build()
+    free.set_weights(model.get_weights())
+    return free
+
+
+class Spy:
+    """Records the batch shapes and focal lengths a DepthModel is called with."""
+
+    def __init__(self, monkeypatch):
+        self.calls = []
+        original = DepthModel.__call__
+
+        def call(model, batch, focal=None):
+            self.calls.append((tuple(np.shape(batch)), None if focal is None else float(np.ravel(focal)[0])))
+            return original(model, batch, focal=focal)
+
+        monkeypatch.setattr(DepthModel, "__call__", call)
+
+
+# ------------------------------------------------------------------------------- BTS references
+
+
+def bts_errors(gt, pred):
+    """BTS compute_errors(gt, pred) in float64 on 1-D arrays."""
+    ratio = np.maximum(gt / pred, pred / gt)
+    err = np.log(pred) - np.log(gt)
+    return {"abs_rel": np.mean(np.abs(gt - pred) / gt), "sq_rel": np.mean((gt - pred) ** 2 / gt),
+            "rmse": np.sqrt(np.mean((gt - pred) ** 2)), "rmse_log": np.sqrt(np.mean(err**2)),
+            "log10": np.mean(np.abs(np.log10(pred) - np.log10(gt))),
+            "silog": np.sqrt(np.mean(err**2) - np.mean(err) ** 2) * 100,
+            **{f"d{k}": np.mean(ratio < 1.25**k) for k in (1, 2, 3)}}
+
+
+def bts_kitti_reference(free_model, rgb, gt, focal):
+    """bts_dataloader test mode + bts_eval.py --do_kb_crop --garg_crop for one frame."""
+    h, w = gt.shape
+    top, left = int(h - 352), int((w - 1216) / 2)
+    crop = rgb[top:top + 352, left:left + 1216].astype(np.float32)
+    depth = np.asarray(free_model([crop[None], np.array([focal], np.float32)], training=False))[0, ..., 0]
+    pred = np.zeros((h, w), np.float64)
+    pred[top:top + 352, left:left + 1216] = depth
+    pred[pred < 1e-3] = 1e-3
+    pred[pred > 80] = 80
+    valid = (gt > 1e-3) & (gt < 80)
+    mask = np.zeros_like(valid)
+    mask[int(0.40810811 * h):int(0.99189189 * h), int(0.03594771 * w):int(0.96405229 * w)] = True
+    valid &= mask
+    return bts_errors(gt[valid], pred[valid])
+
+
+def mean_rows(rows):
+    return {key: float(np.mean([row[key] for row in rows])) for key in rows[0]}
+
+
+def assert_close(got, ref, tol, what=""):
+    for key, value in ref.items():
+        assert got[key] == pytest.approx(value, rel=tol, abs=tol), f"{what}: {key} {got[key]} != {value}"
+
+
+def kitti_frames(realdata):
+    folder = realdata / "kitti3"
+    frames = []
+    for path in sorted((folder / "depth").glob("*.png")):
+        gt = cv2.imread(str(path), cv2.IMREAD_UNCHANGED).astype(np.float64) / 256.0
+        rgb = cv2.cvtColor(cv2.imread(str(folder / "rgb" / path.name)), cv2.COLOR_BGR2RGB)
+        frames.append((path.name, rgb, gt))
+    assert len(frames) == 3 and all(f[2].shape == (375, 1242) for f in frames)
+    return frames
+
+
+def test_bts_kitti_built_at_352x704_is_tested_on_the_kb_crop_with_each_frames_focal(realdata, tmp_path, capsys,
+                                                                                   monkeypatch):
+    frames = kitti_frames(realdata)
+    model = tiny_bts((352, 704, 3))
+    model.save(tmp_path / "bts_kitti.keras")
+    # Each frame its own focal (the real one, and two others to show that the per-line value is used).
+    focals = [KITTI_FOCAL, 718.856, 721.5377]
+    listing = tmp_path / "eigen_test_files_with_gt.txt"
+    listing.write_text("".join(f"rgb/{name} depth/{name} {focal}\n" for (name, _, _), focal in zip(frames, focals)))
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("".join(f"{realdata / 'kitti3' / 'rgb' / name} {realdata / 'kitti3' / 'depth' / name} {focal}\n"
+                             for (name, _, _), focal in zip(frames, focals)))
+
+    free = free_copy(model, lambda: tiny_bts((None, None, 3)))
+    reference = mean_rows([bts_kitti_reference(free, rgb, gt, focal) for (_, rgb, gt), focal in zip(frames, focals)])
+
+    spy = Spy(monkeypatch)
+    code, out, err = run_cli(["evaluate", "--model", str(tmp_path / "bts_kitti.keras"), "--data", str(pairs),
+                              "--protocol", "kitti-garg", "--quiet", "--json", str(tmp_path / "cli.json")], capsys)
+    assert code == 0, err
+    assert_close(json.loads((tmp_path / "cli.json").read_text())["metrics"], reference, 1e-5, "hqdepth evaluate")
+    # The fixed-size path (the whole frame squashed to 352x704) is not used: 352x1216 crops, each frame's focal.
+    assert spy.calls == [((1, 352, 1216, 3), focal) for focal in focals]
+
+    # The trainer's test evaluation is the same path (a kitti: list source, its focal column).
+    from hqdepth.training.trainer import evaluate_in_memory
+
+    spy.calls.clear()
+    config = {"evaluation": {"protocol": "kitti-garg", "protocol_options": {}, "test_samples": None, "ssim": False,
+                             "max_depth": 80.0},
+              "data": {"test_split": "test", "with_focal": True, "input_size": [352, 704]}}
+    result = evaluate_in_memory(model, config, f"kitti:{listing}@{realdata / 'kitti3'}")
+    assert result.count == 3
+    assert_close(result.metrics, reference, 1e-5, "trainer test evaluation")
+    assert spy.calls == [((1, 352, 1216, 3), focal) for focal in focals]
+
+    # What the old fixed-size path computed differs: the evaluation above cannot have been that.
+    squashed = []
+    for (_, rgb, gt), focal in zip(frames, focals):
+        small = cv2.resize(rgb.astype(np.float32), (704, 352), interpolation=cv2.INTER_LINEAR)
+        depth = np.asarray(model([small[None], np.array([focal * 704 / 1242], np.float32)], training=False))[0, ..., 0]
+        pred = np.clip(cv2.resize(depth, (1242, 375), interpolation=cv2.INTER_LINEAR).astype(np.float64), 1e-3, 80)
+        valid = (gt > 1e-3) & (gt < 80)
+        valid[:153], valid[371:], valid[:, :44], valid[:, 1197:] = False, False, False, False
+        squashed.append(bts_errors(gt[valid], pred[valid]))
+    assert abs(mean_rows(squashed)["abs_rel"] - reference["abs_rel"]) > 1e-3
+
+
+def test_bts_kitti_without_focal_uses_the_reference_focal_and_says_so(realdata, tmp_path, caplog):
+    frames = kitti_frames(realdata)[:1]
+    model = tiny_bts((352, 704, 3))
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text(f"{realdata / 'kitti3' / 'rgb' / frames[0][0]} {realdata / 'kitti3' / 'depth' / frames[0][0]}\n")
+    free = free_copy(model, lambda: tiny_bts((None, None, 3)))
+    with caplog.at_level("WARNING", logger="hqdepth.evaluation"):
+        result = evaluate_model(DepthModel.from_keras(model), pairs, "kitti-garg", progress=False)
+    assert "reference focal 715.087" in caplog.text
+    assert_close(result.metrics, bts_kitti_reference(free, frames[0][1], frames[0][2], 715.0873), 1e-5)
+
+
+def test_bts_nyu_resnet50_at_416x544_is_tested_on_the_whole_480x640_frame(realdata, tmp_path, capsys, monkeypatch):
+    import keras
+
+    from hqdepth.models import build_model
+
+    folder = realdata / "nyu_test10"
+    options = {"encoder": "resnet50", "max_depth": 10.0, "bts_size": 128, "backbone_weights": None}
+    keras.utils.set_random_seed(1)
+    model = build_model("bts", input_shape=(416, 544, 3), **options)
+    spread_logits(model, [layer.name for layer in model.layers if layer.name.endswith("get_depth")][0], 1)
+    model.save(tmp_path / "bts_nyu.keras")
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text(f"{folder / 'image_0.png'} {folder / 'depth_0.png'} 518.8579\n")
+
+    spy = Spy(monkeypatch)
+    code, out, err = run_cli(["evaluate", "--model", str(tmp_path / "bts_nyu.keras"), "--data", str(pairs),
+                              "--protocol", "nyu-eigen", "--quiet", "--json", str(tmp_path / "o.json")], capsys)
+    assert code == 0, err
+    assert [shape for shape, _ in spy.calls] == [(1, 480, 640, 3)]
+
+    free = free_copy(model, lambda: build_model("bts", input_shape=(None, None, 3), **options))
+    rgb = cv2.cvtColor(cv2.imread(str(folder / "image_0.png")), cv2.COLOR_BGR2RGB).astype(np.float32)
+    gt = cv2.imread(str(folder / "depth_0.png"), cv2.IMREAD_UNCHANGED).astype(np.float64) / 1000.0
+    pred = np.asarray(free(rgb[None], training=False), np.float64)[0, ..., 0]
+    assert pred.std() > 0.1
+    pred = np.clip(pred, 1e-3, 10)
+    valid = (gt > 1e-3) & (gt < 10)
+    mask = np.zeros_like(valid)
+    mask[45:471, 41:601] = True
+    ref = bts_errors(gt[valid & mask], pred[valid & mask])
+    assert_close(json.loads((tmp_path / "o.json").read_text())["metrics"], ref, 1e-5, "bts nyu")
+
+
+def test_free_size_model_shares_weights_and_keeps_the_fixed_size_result():
+    from hqdepth.models.inference import depth_model, free_size_model, input_size
+
+    model = tiny_bts((64, 96, 3))
+    free = free_size_model(model)
+    assert input_size(model) == (64, 96) and input_size(free) is None and free.name == model.name
+    assert len(free.weights) == len(model.weights) and all(a is b for a, b in zip(free.weights, model.weights))
+    assert free_size_model(free) is free
+    images = np.random.default_rng(3).uniform(0, 255, (2, 64, 96, 3)).astype(np.float32)
+    focal = np.array([700.0, 720.0], np.float32)
+    np.testing.assert_array_equal(np.asarray(free([images, focal], training=False)),
+                                  np.asarray(model([images, focal], training=False)))
+    # A weight change shows in both (shared, not copied); other sizes run.
+    layer = model.get_layer("enc0")
+    layer.set_weights([w * 1.1 for w in layer.get_weights()])
+    np.testing.assert_array_equal(np.asarray(free([images, focal], training=False)),
+                                  np.asarray(model([images, focal], training=False)))
+    bigger = np.random.default_rng(4).uniform(0, 255, (1, 96, 160, 3)).astype(np.float32)
+    assert free([bigger, focal[:1]], training=False).shape == (1, 96, 160, 1)
+    image_only = depth_model(model, fix_focal=True, free_size=True)
+    assert len(image_only.inputs) == 1 and image_only(bigger, training=False).shape == (1, 96, 160, 1)
+
+
+def test_a_savedmodel_of_fixed_size_is_refused_for_native_testing(tmp_path):
+    model = tiny_bts((64, 96, 3), with_focal=False, max_depth=10.0)
+    model.export(str(tmp_path / "saved"), verbose=False)
+    with pytest.raises(DataError, match="64x96 images only"):
+        DepthModel(tmp_path / "saved").at_free_size()
+
+
+# ---------------------------------------------------------------------------------- HQMD test input
+
+
+def test_hqmd_test_input_is_tf1_resize_images_then_cv2_back():
+    import tensorflow as tf
+
+    rng = np.random.default_rng()
+    image = rng.uniform(0, 255, (48, 64, 3)).astype(np.float32)
+    tf1 = tf.compat.v1.image.resize_bilinear(image[None], (29, 39), align_corners=False,
+                                             half_pixel_centers=False).numpy()[0]
+    np.testing.assert_allclose(resize_bilinear_tf1(image, 29, 39), tf1, atol=1e-3)
+
+    class Fixed:  # a fixed-size model (29x39): depth = mean of the RGB
+        input_size, config_size, reference_focal, name = (29, 39), None, None, "fixed"
+        seen = []
+
+        def __call__(self, batch, focal=None):
+            self.seen.append(batch.shape)
+            return batch.mean(axis=-1)
+
+    model = Fixed()
+    pred = protocol_prediction(model, image, "nyu-hqmd")
+    assert model.seen == [(1, 29, 39, 3)]
+    expected = cv2.resize(tf1.mean(axis=-1), (64, 48), interpolation=cv2.INTER_LINEAR)
+    np.testing.assert_allclose(pred, expected, atol=1e-3)
+
+
+# ----------------------------------------------------------------------------------- aspect changes
+
+
+def test_an_aspect_change_is_never_silent(rng, caplog):
+    gt = rng.uniform(1, 9, (480, 640))
+    pred = rng.uniform(1, 9, (416, 544))  # BTS NYU's 416x544 for 480x640: 1.96 %, refused naming both sizes
+    with pytest.raises(DataError, match="416x544.*480x640.*1.96 %"):
+        Evaluator("nyu-eigen").add(pred, gt)
+    with caplog.at_level("WARNING", logger="hqdepth.evaluation"):
+        Evaluator("nyu-eigen", resize_any=True).add(pred, gt)
+    assert "416x544" in caplog.text and "480x640" in caplog.text and "1.96 %" in caplog.text
+    Evaluator("nyu-eigen").add(rng.uniform(1, 9, (289, 385)), gt)  # HQMD's own 289x385: 0.09 %, rounding
+
+    # hqdepth predict / hqdepth.predict: a fixed 416x544 model on a 480x640 photo says so, with both sizes.
+    from predict_helpers import tiny_model
+
+    from hqdepth.predict import predict_images
+
+    said = []
+    model = DepthModel.from_keras(tiny_model((416, 544, 3)))
+    depth = predict_images(model, [rng.uniform(0, 255, (480, 640, 3)).astype(np.float32)] * 2, warn=said.append)
+    assert depth[0].shape == (480, 640)
+    assert len(said) == 1 and "480x640" in said[0] and "416x544" in said[0] and "1.96 %" in said[0]
+    with pytest.warns(UserWarning, match="480x640 run at 416x544"):
+        import hqdepth
+
+        hqdepth.predict(tiny_model((416, 544, 3)), rng.uniform(0, 255, (480, 640, 3)).astype(np.float32))
+
+
+def test_predict_runs_a_bts_run_at_the_photo_size(tmp_path, rng):
+    """A run whose recipe tests at native resolution (BTS, nyu-eigen) predicts photos at their own size."""
+    from hqdepth.predict import load, predict
+
+    model = tiny_bts((64, 96, 3), with_focal=False, max_depth=10.0)
+    run = tmp_path / "run"
+    run.mkdir()
+    model.save(run / "model.keras")
+    (run / "config.yaml").write_text("name: bts_nyu\nmodel: {name: bts, options: {max_depth: 10.0}}\n"
+                                     "data: {input_size: [64, 96]}\nevaluation: {protocol: nyu-eigen}\n")
+    loaded = load(run).for_photos()
+    assert loaded.input_size is None and loaded.trained_size == (64, 96) and "free input size" in loaded.note
+    assert loaded.run_size(96, 160) == (96, 160) and loaded.run_size(100, 150) == (96, 160)
+    photo = rng.uniform(0, 255, (96, 160, 3)).astype(np.float32)
+    free = free_copy(model, lambda: tiny_bts((None, None, 3), with_focal=False, max_depth=10.0))
+    np.testing.assert_allclose(predict(run, photo), np.asarray(free(photo[None], training=False))[0, ..., 0],
+                               atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------- Hu / SARPN
+
+
+def align_corners(image, height, width):
+    """Bilinear, align_corners=True, written independently (scipy map_coordinates, order 1)."""
+    from scipy.ndimage import map_coordinates
+
+    rows = np.arange(height) * (image.shape[0] - 1) / (height - 1)
+    cols = np.arange(width) * (image.shape[1] - 1) / (width - 1)
+    grid = np.meshgrid(rows, cols, indexing="ij")
+    return map_coordinates(np.asarray(image, np.float64), grid, order=1, mode="nearest")
+
+
+def hu_reference(pred, gt_frame):
+    """One image under specs/evaluation_and_data.md 3.5, float64: metric grid 228x304, NaN-only mask, <=."""
+    gt = gt_frame[1::2, 1::2][6:234, 8:312]  # Scale(240) NEAREST (factor 2) + CenterCrop (x1 8, y1 6)
+    if pred.shape == (480, 640):
+        pred = align_corners(pred[12:468, 16:624], 228, 304)
+    elif pred.shape != (228, 304):
+        pred = align_corners(pred, 228, 304)
+    nan = np.isnan(gt)
+    n = np.sum(~nan)
+    p, g = np.where(nan, 0.0, pred), np.where(nan, 0.0, gt)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        diff = np.abs(p - g)
+        rel = np.where(nan, 0.0, diff / g)
+        lg = np.where(nan, 0.0, np.abs(np.log10(p) - np.log10(g)))
+        ratio = np.maximum(p / g, g / p)
+    return {"mse": np.sum(diff**2) / n, "mae": np.sum(diff) / n, "abs_rel": np.sum(rel) / n,
+            "log10": np.sum(lg) / n, **{f"d{k}": np.sum(ratio <= 1.25**k) / n for k in (1, 2, 3)}}
+
+
+def hu_average(rows):
+    out = {key: float(np.mean([row[key] for row in rows])) for key in ("mae", "abs_rel", "log10", "d1", "d2", "d3")}
+    out["rmse"] = math.sqrt(np.mean([row["mse"] for row in rows]))
+    return out
+
+
+def write_mm_png(path, depth_m):
+    cv2.imwrite(str(path), np.clip(np.rint(depth_m * 1000), 0, 65535).astype(np.uint16))
+    return cv2.imread(str(path), cv2.IMREAD_UNCHANGED).astype(np.float64) / 1000.0
+
+
+def test_nyu_hu_matches_the_spec_definition_on_random_data(tmp_path, rng, capsys):
+    lines, refs = [], []
+    for k, shape in enumerate([(480, 640), (228, 304), (114, 152), (480, 640)]):
+        gt = write_mm_png(tmp_path / f"gt{k}.png", rng.uniform(0.7, 9.9, (480, 640)))
+        pred = rng.uniform(0.5, 10.5, shape)
+        if k == 3:  # NaN ground truth (a .npy) is the only thing the protocol masks; gt beyond 10 m counts
+            gt = gt.copy()
+            gt[rng.random(gt.shape) < 0.3] = np.nan
+            gt[:40] = 12.0
+            np.save(tmp_path / f"gt{k}.npy", gt)
+        np.save(tmp_path / f"pred{k}.npy", pred)
+        lines.append(f"pred{k}.npy gt{k}.{'npy' if k == 3 else 'png'}")
+        refs.append(hu_reference(pred, gt))
+    (tmp_path / "pairs.txt").write_text("\n".join(lines) + "\n")
+    code, out, err = run_cli(["evaluate", "--pairs", str(tmp_path / "pairs.txt"), "--protocol", "nyu-hu", "--quiet",
+                              "--json", str(tmp_path / "o.json")], capsys)
+    assert code == 0, err
+    doc = json.loads((tmp_path / "o.json").read_text())
+    assert tuple(doc["metrics"]) == HU_KEYS and doc["count"] == 4 and doc["averaging"] == "rms_of_mse"
+    assert_close(doc["metrics"], hu_average(refs), 1e-6, "nyu-hu")
+    assert "<= 1.25^k" in out
+
+
+def test_nyu_hu_delta_is_less_or_equal_and_nothing_is_clipped(rng):
+    gt = np.full((480, 640), 2.0)
+    pred = np.full((228, 304), 2.5)  # ratio exactly 1.25: counted by <= (Hu), not by < (BTS)
+    row = Evaluator("nyu-hu").add(pred, gt)
+    assert row["d1"] == 1.0 and row["valid_pixels"] == 228 * 304
+    assert Evaluator(get_protocol("nyu-hu", delta_comparison="<")).add(pred, gt)["d1"] == 0.0
+    assert Evaluator(custom_protocol(delta_comparison="<=", max_depth=10)).add(np.full((8, 8), 2.5),
+                                                                               np.full((8, 8), 2.0))["d1"] == 1.0
+    pred[0, 0] = 0.0  # no clipping: log10 of a zero prediction is infinite, as in the official code
+    with np.errstate(divide="ignore"):
+        assert math.isinf(Evaluator("nyu-hu").add(pred, gt)["log10"])
+
+
+def test_nyu_hu_grid_is_pils_as_in_the_official_loader(rng):
+    from PIL import Image
+
+    gt_mm = rng.integers(500, 10000, (480, 640)).astype(np.uint16)
+    pil = Image.fromarray(gt_mm.astype(np.int32), mode="I").resize((320, 240), Image.NEAREST).crop((8, 6, 312, 234))
+    np.testing.assert_array_equal(hu_ground_truth(gt_mm.astype(np.float64)), np.asarray(pil))
+    rgb = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    pil = Image.fromarray(rgb).resize((320, 240), Image.BILINEAR).crop((8, 6, 312, 234))
+    np.testing.assert_array_equal(hu_rgb(rgb), np.asarray(pil))
+
+    from hqdepth import evaluation
+
+    # The NumPy stand-in used without Pillow: the same filter, within one grey level.
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_pil(name, *args, **kwargs):
+        if name == "PIL" or name.startswith("PIL."):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    builtins.__import__ = no_pil
+    try:
+        fallback = evaluation._pil_bilinear(rgb, 240, 320)
+    finally:
+        builtins.__import__ = real_import
+    reference = np.asarray(Image.fromarray(rgb).resize((320, 240), Image.BILINEAR)).astype(int)
+    assert np.abs(fallback.astype(int) - reference).max() <= 1
+
+
+def test_nyu_hu_model_path_runs_the_228x304_crop(rng, monkeypatch):
+    from predict_helpers import tiny_model
+
+    model = tiny_model((228, 304, 3))  # trained at the Hu crop size: run as is
+    spy = Spy(monkeypatch)
+    rgb = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    pred = protocol_prediction(DepthModel.from_keras(model), rgb, "nyu-hu")
+    assert spy.calls == [((1, 228, 304, 3), None)] and pred.shape == (228, 304)
+    np.testing.assert_allclose(pred, np.asarray(model(hu_rgb(rgb)[None].astype(np.float32)))[0, ..., 0], atol=1e-6)
+
+
+def test_nyu_hu_on_real_nyu_test_frames(realdata, tmp_path, rng, capsys):
+    folder = realdata / "nyu_test10"
+    lines, refs = [], []
+    for k in range(10):
+        gt = cv2.imread(str(folder / f"depth_{k}.png"), cv2.IMREAD_UNCHANGED).astype(np.float64) / 1000.0
+        shape = (228, 304) if k % 2 else (480, 640)
+        pred = np.clip(cv2.resize(gt, shape[::-1], interpolation=cv2.INTER_AREA), 0.5, None) * rng.lognormal(
+            0, 0.1, shape)
+        np.save(tmp_path / f"pred_{k}.npy", pred)
+        lines.append(f"pred_{k}.npy {folder / f'depth_{k}.png'}")
+        refs.append(hu_reference(pred, gt))
+    (tmp_path / "pairs.txt").write_text("\n".join(lines) + "\n")
+    code, out, err = run_cli(["evaluate", "--pairs", str(tmp_path / "pairs.txt"), "--protocol", "nyu-hu", "--quiet",
+                              "--json", str(tmp_path / "o.json")], capsys)
+    assert code == 0, err
+    print(out)
+    doc = json.loads((tmp_path / "o.json").read_text())
+    assert doc["count"] == 10
+    assert_close(doc["metrics"], hu_average(refs), 1e-6, "nyu-hu real frames")
+    assert 0.05 < doc["metrics"]["abs_rel"] < 0.2 and doc["metrics"]["d1"] > 0.8
+
+
+def test_mrpan_recipe_evaluates_with_nyu_hu():
+    from hqdepth.training import recipes
+    from hqdepth.training.trainer import protocol_of
+
+    config = recipes.resolve_config("mrpan_nyu", sets=["model.options.backbone_weights=none"])
+    assert config["evaluation"]["protocol"] == "nyu-hu" and protocol_of(config) is PROTOCOLS["nyu-hu"]
