@@ -32,6 +32,7 @@ setup(
         "pyyaml",
         "tensorboard",  # tf.summary writers (TensorFlow no longer depends on it)
         "safetensors",  # torchvision / BTS state dicts without PyTorch (hqdepth.weights.torch)
+        "pillow",  # the Hu/SARPN test protocol resizes RGB with PIL's bilinear filter, as their loaders do
         "scikit-image",  # Canny of the iBims-1 depth boundary errors, as the official evaluation code calls it
     ],
     extras_require={

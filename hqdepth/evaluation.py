@@ -491,30 +491,10 @@ def hu_rgb(rgb):
 
 
 def _pil_bilinear(rgb, height, width):
-    """Pillow `Image.resize((width, height), Image.BILINEAR)` of a uint8 RGB image (Pillow itself when
-    installed; otherwise the same triangle filter, support scaled by the reduction, in NumPy)."""
-    try:
-        from PIL import Image
-    except ImportError:
-        Image = None
-    if Image is not None:
-        return np.asarray(Image.fromarray(rgb).resize((int(width), int(height)), Image.BILINEAR))
+    """Pillow `Image.resize((width, height), Image.BILINEAR)` of a uint8 RGB image, as Hu et al.'s loader."""
+    from PIL import Image
 
-    def weights(n_in, n_out):
-        scale = n_in / n_out
-        support = max(scale, 1.0)
-        matrix = np.zeros((n_out, n_in))
-        for i in range(n_out):
-            centre = (i + 0.5) * scale
-            lo, hi = max(int(centre - support + 0.5), 0), min(int(centre + support + 0.5), n_in)
-            j = np.arange(lo, hi)
-            w = np.maximum(0.0, 1.0 - np.abs((j + 0.5 - centre) / support))
-            matrix[i, lo:hi] = w / w.sum()
-        return matrix
-
-    rows, cols = weights(rgb.shape[0], int(height)), weights(rgb.shape[1], int(width))
-    out = np.einsum("ikc,lk->ilc", np.einsum("ij,jkc->ikc", rows, rgb.astype(np.float64)), cols)
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    return np.asarray(Image.fromarray(rgb).resize((int(width), int(height)), Image.BILINEAR))
 
 
 def aspect_change(a, b):

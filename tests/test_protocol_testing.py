@@ -436,26 +436,6 @@ def test_nyu_hu_grid_is_pils_as_in_the_official_loader(rng):
     pil = Image.fromarray(rgb).resize((320, 240), Image.BILINEAR).crop((8, 6, 312, 234))
     np.testing.assert_array_equal(hu_rgb(rgb), np.asarray(pil))
 
-    from hqdepth import evaluation
-
-    # The NumPy stand-in used without Pillow: the same filter, within one grey level.
-    import builtins
-
-    real_import = builtins.__import__
-
-    def no_pil(name, *args, **kwargs):
-        if name == "PIL" or name.startswith("PIL."):
-            raise ImportError(name)
-        return real_import(name, *args, **kwargs)
-
-    builtins.__import__ = no_pil
-    try:
-        fallback = evaluation._pil_bilinear(rgb, 240, 320)
-    finally:
-        builtins.__import__ = real_import
-    reference = np.asarray(Image.fromarray(rgb).resize((320, 240), Image.BILINEAR)).astype(int)
-    assert np.abs(fallback.astype(int) - reference).max() <= 1
-
 
 def test_nyu_hu_model_path_runs_the_228x304_crop(rng, monkeypatch):
     from predict_helpers import tiny_model
