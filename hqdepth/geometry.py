@@ -16,9 +16,24 @@ the widely copied "V2"; facts in the spec `evaluation_and_data.md`, section "iBi
   in front while truly behind (eps_minus: underestimated) and behind while truly in front (eps_plus).
 
 Per image, then averaged ignoring NaN (`GeometryEvaluator`); planes are pooled over all images.
+
+Ground truth travels in a sample's `meta` under `GROUND_TRUTH_KEYS` (`edges` bool (H, W); `plane_ids`
+int (H, W), 0 = no plane; `plane_normals` {id: normal in the frame x right, y forward, z up};
+`intrinsics` (fx, fy, cx, cy) with 1-based pixel coordinates, i.e. cx = 0-based centre + 1), as the
+`ibims` source (`hqdepth.data.ibims`) fills it; `ground_truth_from_meta` turns it into the arguments of
+`GeometryEvaluator.add`. The true edge map marks the pixels a depth discontinuity runs along; which side
+of a step carries it moves the boundary errors by about a pixel (the worked example marks the last near
+column).
+
+`hqdepth evaluate --geometry` runs `evaluate_pairs_with_geometry` (pairs files, optional edge-map column)
+or `evaluate_model_with_geometry` (a model over a dataset): the standard metrics exactly as without
+`--geometry`, and these on the whole frame (no crop, depth cap or clipping; 0 = no depth), as the iBims
+driver computes them. Metrics without ground truth are reported as not computed; true edges are never
+derived from the ground-truth depth.
 """
 
 import math
+from pathlib import Path
 
 import numpy as np
 
@@ -145,14 +160,27 @@ class GeometryEvaluator:
         self.dde_reference = dde_reference
         self.per_image = {name: [] for name in GEOMETRY_METRICS[:5]}
         self.planes = []
+        self.images = 0              # images added
+        self.images_with_edges = 0   # ... that had a true edge map
+        self.images_with_planes = 0  # ... that had plane ground truth
 
     def add(self, prediction, gt, edges=None, plane_ids=None, plane_normals=None, intrinsics=None):
         """One image: `edges` (H, W) binary true depth edges, `plane_ids` (H, W) with `plane_normals` and
-        `intrinsics` (fx, fy, cx, cy) for planarity; metrics without their ground truth are skipped."""
+        `intrinsics` (fx, fy, cx, cy) for planarity; metrics without their ground truth are skipped.
+
+        `prediction` is the unmasked prediction on the ground truth's grid (NaN / 0 = none), `gt` the
+        ground truth with 0 where it is missing or masked (as the `ibims` source gives it)."""
         prediction = np.nan_to_num(np.asarray(prediction, np.float64), nan=0.0)
         gt = np.asarray(gt, np.float64)
+        for what, array in (("prediction", prediction), ("edges", edges), ("plane_ids", plane_ids)):
+            if array is not None and np.shape(array) != gt.shape:
+                raise ConfigError(f"{what} has shape {np.shape(array)} but the ground truth {gt.shape}.")
+        if plane_ids is not None and (intrinsics is None or plane_normals is None):
+            raise ConfigError("planarity errors need the plane normals and the camera intrinsics.")
         masked = np.where((gt > 0) & (prediction > 0), prediction, 0.0)
+        self.images += 1
         if edges is not None:
+            self.images_with_edges += 1
             acc, comp = depth_boundary_errors(prediction, edges, self.version)
             self.per_image["dbe_acc"].append(acc)
             self.per_image["dbe_comp"].append(comp)
@@ -160,8 +188,7 @@ class GeometryEvaluator:
                                directed_depth_errors(masked, gt, self.dde_reference)):
             self.per_image[name].append(value)
         if plane_ids is not None:
-            if intrinsics is None or plane_normals is None:
-                raise ConfigError("planarity errors need the plane normals and the camera intrinsics.")
+            self.images_with_planes += 1
             self.planes += planarity_errors(masked, gt, plane_ids, plane_normals, intrinsics)
 
     def result(self):
@@ -170,6 +197,220 @@ class GeometryEvaluator:
         out["pe_plan"] = _nanmean([p[0] for p in self.planes])
         out["pe_orie"] = _nanmean([p[1] for p in self.planes])
         return out
+
+    def not_computed(self):
+        """{metric: reason} for the metrics no added image had the ground truth for (they are not 0, not NaN:
+        they do not exist). True edges are never derived from the ground-truth depth."""
+        missing = {}
+        if self.images_with_edges == 0:
+            reason = ("no true edge map (a dataset with edges such as ibims:DIR, or a third column "
+                      "'<prediction> <ground truth> <edges.png>' in a pairs file; edges are not guessed from the depth)")
+            missing.update(dict.fromkeys(("dbe_acc", "dbe_comp"), reason))
+        if self.images_with_planes == 0:
+            reason = "no plane ground truth (plane masks, normals and intrinsics, e.g. from ibims:DIR; pairs files carry none)"
+            missing.update(dict.fromkeys(("pe_plan", "pe_orie"), reason))
+        return missing
+
+    def to_dict(self):
+        """The JSON section: settings, counts and metrics (None where not computed or NaN)."""
+        missing = self.not_computed()
+        metrics = {key: (None if key in missing or not math.isfinite(value) else value)
+                   for key, value in self.result().items()}
+        return {"version": self.version, "canny": f"scikit-image {_skimage_version()}",
+                "dde_reference_m": self.dde_reference, "images": self.images,
+                "images_with_edges": self.images_with_edges, "images_with_planes": self.images_with_planes,
+                "planes": len(self.planes), "planes_scored": int(sum(math.isfinite(p[0]) for p in self.planes)),
+                "metrics": metrics, "not_computed": missing}
+
+    def format_table(self):
+        """Human-readable block: the metrics (n/a where not computed) and why any is missing."""
+        result, missing = self.result(), self.not_computed()
+        scored = int(sum(math.isfinite(p[0]) for p in self.planes))
+        planes = f" ({scored} of {len(self.planes)} planes scored, >= 5 % of 640x480)" if self.images_with_planes else ""
+        lines = [
+            f"iBims-1 geometric errors (official code {self.version}, Canny: scikit-image {_skimage_version()}): "
+            f"{self.images} images, true edges for {self.images_with_edges}, planes for {self.images_with_planes}"
+            + planes,
+            "  dbe in px (mean over images), dde fractions at 3 m, pe_plan cm and pe_orie degrees (mean over planes)",
+            " ".join(f"{key:>9}" for key in GEOMETRY_METRICS),
+            " ".join(f"{'n/a':>9}" if key in missing else f"{result[key]:>9.4f}" for key in GEOMETRY_METRICS),
+        ]
+        for reason in dict.fromkeys(missing.values()):
+            keys = ", ".join(key for key, why in missing.items() if why == reason)
+            lines.append(f"  {keys}: not computed, {reason}.")
+        if 0 < self.images_with_edges < self.images:
+            lines.append(f"  dbe_acc, dbe_comp: over the {self.images_with_edges} of {self.images} images that have a "
+                         "true edge map.")
+        return "\n".join(lines)
+
+
+def _skimage_version():
+    try:
+        import skimage
+    except ImportError:
+        return "not installed"
+    return skimage.__version__
+
+
+# ------------------------------------------------------------------------- ground truth from data
+
+
+GROUND_TRUTH_KEYS = ("edges", "plane_ids", "plane_normals", "intrinsics")
+
+
+def ground_truth_from_meta(meta):
+    """The keyword arguments of `GeometryEvaluator.add` that a sample's `meta` provides (keys
+    `GROUND_TRUTH_KEYS`, as the `ibims` source fills them); planes only with normals and intrinsics."""
+    found = {key: meta[key] for key in GROUND_TRUTH_KEYS if meta.get(key) is not None}
+    if "plane_ids" in found and not ("plane_normals" in found and "intrinsics" in found):
+        for key in ("plane_ids", "plane_normals"):
+            found.pop(key, None)
+    return found
+
+
+def read_edge_map(path, shape=None, where=None):
+    """A true edge map file as bool (H, W): a single-channel (or grey RGB) PNG / image where non-zero marks
+    an edge, or a `.npy` array; `shape` (H, W) is checked when given (an edge map cannot be resized)."""
+    from hqdepth.errors import DataError
+
+    path = Path(path)
+    prefix = f"{where}: " if where else ""
+    if not path.is_file():
+        raise DataError(f"{prefix}edge map not found: {path}")
+    if path.suffix.lower() == ".npy":
+        try:
+            edges = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as error:
+            raise DataError(f"{prefix}{path}: cannot read edge map ({error}).") from None
+    else:
+        import cv2
+
+        edges = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if edges is None:
+            raise DataError(f"{prefix}{path}: cannot decode edge map (corrupt or unsupported image).")
+        if edges.ndim == 3:
+            if not all(np.array_equal(edges[..., 0], edges[..., c]) for c in range(1, min(edges.shape[2], 3))):
+                raise DataError(f"{prefix}{path}: edge map has {edges.shape[2]} different channels (expected one).")
+            edges = edges[..., 0]
+    if edges.ndim != 2:
+        raise DataError(f"{prefix}{path}: edge map has shape {edges.shape} (expected H x W).")
+    if shape is not None and edges.shape != tuple(shape):
+        raise DataError(f"{prefix}{path}: edge map is {edges.shape[0]}x{edges.shape[1]} but the ground truth is "
+                        f"{shape[0]}x{shape[1]}.")
+    return edges != 0
+
+
+# ------------------------------------------------------------------- with the standard evaluation
+
+
+def _require_full_frame(protocol):
+    if protocol.kb_crop or protocol.test_input in ("hu", "kb_crop"):
+        raise ConfigError(f"--geometry needs predictions of the whole ground-truth frame; protocol {protocol.name} "
+                          "predicts a crop (KB crop / Hu centre crop). Use a full-frame protocol such as custom.")
+
+
+def _on_frame(prediction, shape, resize_any=False, where="image"):
+    """The prediction on the ground truth's grid (bilinear, as the standard evaluator resizes)."""
+    from hqdepth.errors import DataError
+    from hqdepth.evaluation import ASPECT_TOLERANCE, aspect_change, resize_bilinear
+
+    prediction = np.asarray(prediction, np.float64)
+    if prediction.shape == tuple(shape):
+        return prediction
+    if aspect_change(prediction.shape, shape) > ASPECT_TOLERANCE and not resize_any:
+        raise DataError(f"{where}: prediction {prediction.shape} and ground truth {shape} differ in aspect ratio.")
+    return np.asarray(resize_bilinear(prediction, *shape), np.float64)
+
+
+def evaluate_pairs_with_geometry(pairs_file, protocol, pred_scale=None, gt_scale=None, version="v2", ssim=False,
+                                 ssim_max_val=None, resize_any=False, progress=True):
+    """`hqdepth evaluate --pairs FILE --geometry`: (standard `EvaluationResult`, `GeometryEvaluator`).
+
+    Lines are `<prediction> <ground truth> [<edge map>]`; the optional third column is the true edge map
+    (see `read_edge_map`; `None` for a line without one). The standard metrics are computed exactly as
+    `hqdepth.evaluation.evaluate_pairs` computes them; the geometric ones on the whole frame, as the iBims
+    driver does (no crop, no depth cap, no clipping; 0 = no depth). DBE needs the edge map: lines without
+    one do not count for it, and true edges are never derived from the ground-truth depth. Pairs files
+    carry no planes, so the planarity errors are not computed.
+    """
+    from hqdepth import evaluation
+
+    protocol = evaluation.get_protocol(protocol)
+    _require_full_frame(protocol)
+    pairs = evaluation.read_pairs(pairs_file, extra_columns=1)
+    standard = evaluation.Evaluator(protocol, ssim=ssim, ssim_max_val=ssim_max_val, resize_any=resize_any)
+    geometry = GeometryEvaluator(version)
+    pred_scale = evaluation._png_scale(pred_scale, protocol)
+    gt_scale = evaluation._png_scale(gt_scale, protocol)
+    warned_8bit = False
+    with evaluation._progress(len(pairs), "evaluate", progress) as bar:
+        for pair in pairs:
+            if pair.second is None:
+                standard.skip(pair.where)
+                bar.update()
+                continue
+            if not warned_8bit:
+                warned_8bit = evaluation._warn_8bit(pair, pred_scale, gt_scale)
+            pred = evaluation.read_depth(pair.first, pred_scale, f"{pair.where} (prediction)")
+            gt = evaluation.read_depth(pair.second, gt_scale, f"{pair.where} (ground truth)")
+            edge_file = pair.extra[0] if pair.extra and pair.extra[0] != "None" else None
+            edges = None
+            if edge_file is not None:
+                edges = read_edge_map(Path(pairs_file).parent / edge_file, gt.shape, f"{pair.where} (edge map)")
+            standard.add(pred, gt, pair.where, prediction=str(pair.first), ground_truth=str(pair.second))
+            geometry.add(_on_frame(pred, gt.shape, resize_any, pair.where), gt, edges=edges)
+            bar.update()
+    return standard.result(), geometry
+
+
+def evaluate_model_with_geometry(model, data, protocol, split="test", flip=False, gt_scale=None, version="v2",
+                                 ssim=False, ssim_max_val=None, resize_any=False, progress=True):
+    """`hqdepth evaluate --model M --data SPEC --geometry`: (standard `EvaluationResult`, `GeometryEvaluator`).
+
+    Each image is predicted once, as `hqdepth.evaluation.evaluate_model` predicts it (the protocol's test
+    input, the sample's focal), and scored by both evaluators; the geometric ground truth comes from the
+    samples' meta (`ground_truth_from_meta`: the `ibims` source gives edges, planes and intrinsics). A
+    pairs file of RGB / ground truth carries no geometric ground truth: only the directed depth errors.
+    """
+    from hqdepth import evaluation
+
+    protocol = evaluation.get_protocol(protocol)
+    _require_full_frame(protocol)
+    total, samples = _model_samples(data, split, evaluation._png_scale(gt_scale, protocol))
+    model = evaluation.model_for_protocol(model, protocol)
+    standard = evaluation.Evaluator(protocol, ssim=ssim, ssim_max_val=ssim_max_val, resize_any=resize_any)
+    geometry = GeometryEvaluator(version)
+    with evaluation._progress(total, "predict+evaluate", progress) as bar:
+        for where, rgb, gt, focal, meta in samples:
+            if gt is None:
+                standard.skip(where)
+            else:
+                pred = evaluation.protocol_prediction(model, rgb, protocol, focal=focal, flip=flip)
+                standard.add(pred, gt, where)
+                geometry.add(_on_frame(pred, gt.shape, resize_any, where), gt, **ground_truth_from_meta(meta))
+            bar.update()
+    return standard.result(), geometry
+
+
+def _model_samples(data, split, gt_scale):
+    """(count, iterator of (where, rgb, gt, focal, meta)) for a pairs file (meta empty) or a dataset SPEC."""
+    from hqdepth import evaluation
+    from hqdepth.data import open_source
+
+    if Path(data).is_file() or ":" not in str(data):
+        total, samples = evaluation._samples(data, split, gt_scale)
+        return total, ((where, rgb, gt, focal, {}) for where, rgb, gt, focal in samples)
+    source = open_source(data, split=split)
+
+    def iterate():
+        for index in range(len(source)):
+            sample = source[index]
+            depth = None if sample.depth is None else np.asarray(sample.depth)
+            if depth is not None and depth.ndim == 3:
+                depth = depth[..., 0]
+            yield f"{data} sample {sample.meta.get('id', index)}", sample.rgb, depth, sample.meta.get("focal"), sample.meta
+
+    return len(source), iterate()
 
 
 def _nanmean(values):

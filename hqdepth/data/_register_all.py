@@ -2,3 +2,4 @@
 from hqdepth.data import sources  # noqa: F401  (nyu-mat, densedepth, list, kitti, folder, csv)
 from hqdepth.data import synthetic  # noqa: F401  (synthetic)
 from hqdepth.data import tfrecord  # noqa: F401  (tfrecord)
+from hqdepth.data import ibims  # noqa: F401  (ibims)
