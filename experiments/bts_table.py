@@ -27,8 +27,10 @@ TOOLBOX_NYU = ("Depth Toolbox log bts_r50_nyu_24e, epoch 24: WITH flip test-time
                "--model RUN/model.keras --protocol nyu-eigen --flip`.")
 TOOLBOX_KITTI = ("Depth Toolbox log bts_r50_kitti_24e, epoch 24: WITH flip test-time augmentation, KB crop, Garg "
                  "crop, 1e-3 .. 80 m; no KITTI Toolbox recipe here.")
-OURS_NYU = "Ours: one pass, no flip, protocol nyu-eigen (the official evaluator's crop, range and averaging)."
-OURS_KITTI = "Ours: one pass, no flip, protocol kitti-garg (the official evaluator's crops, range and averaging)."
+OURS_NYU = ("Ours: one pass, no flip, the whole 480x640 frame (the model rebuilt at a free input size), protocol "
+            "nyu-eigen (the official evaluator's crop, range and averaging).")
+OURS_KITTI = ("Ours: one pass, no flip, KB crop 352x1216 at native resolution with each frame's focal, pasted into a "
+              "zero canvas, protocol kitti-garg (the official evaluator's crops, range and averaging).")
 QUICK_NOTE = "Quick run: synthetic scenes at a reduced size, a custom protocol; checks the machinery only."
 
 # specs/other_models.md §3.9; the full lines from cleinc/bts README.md (model zoo) and the Toolbox logs
