@@ -169,7 +169,9 @@ class GeometryEvaluator:
         `intrinsics` (fx, fy, cx, cy) for planarity; metrics without their ground truth are skipped.
 
         `prediction` is the unmasked prediction on the ground truth's grid (NaN / 0 = none), `gt` the
-        ground truth with 0 where it is missing or masked (as the `ibims` source gives it)."""
+        ground truth with 0 where it is missing or masked (as the `ibims` source gives it). Returns this
+        image's values ({metric: value} for the metrics it had ground truth for; pe_* = mean over its planes),
+        e.g. for a per-image table."""
         prediction = np.nan_to_num(np.asarray(prediction, np.float64), nan=0.0)
         gt = np.asarray(gt, np.float64)
         for what, array in (("prediction", prediction), ("edges", edges), ("plane_ids", plane_ids)):
@@ -179,17 +181,20 @@ class GeometryEvaluator:
             raise ConfigError("planarity errors need the plane normals and the camera intrinsics.")
         masked = np.where((gt > 0) & (prediction > 0), prediction, 0.0)
         self.images += 1
+        image = {}
         if edges is not None:
             self.images_with_edges += 1
-            acc, comp = depth_boundary_errors(prediction, edges, self.version)
-            self.per_image["dbe_acc"].append(acc)
-            self.per_image["dbe_comp"].append(comp)
-        for name, value in zip(("dde_0", "dde_minus", "dde_plus"),
-                               directed_depth_errors(masked, gt, self.dde_reference)):
+            image["dbe_acc"], image["dbe_comp"] = depth_boundary_errors(prediction, edges, self.version)
+        image.update(zip(("dde_0", "dde_minus", "dde_plus"), directed_depth_errors(masked, gt, self.dde_reference)))
+        for name, value in image.items():
             self.per_image[name].append(value)
         if plane_ids is not None:
             self.images_with_planes += 1
-            self.planes += planarity_errors(masked, gt, plane_ids, plane_normals, intrinsics)
+            planes = planarity_errors(masked, gt, plane_ids, plane_normals, intrinsics)
+            self.planes += planes
+            image["pe_plan"] = _nanmean([p[0] for p in planes])
+            image["pe_orie"] = _nanmean([p[1] for p in planes])
+        return image
 
     def result(self):
         """{metric: mean} over what was added; NaN where nothing counted."""
@@ -324,7 +329,8 @@ def _on_frame(prediction, shape, resize_any=False, where="image"):
 
 def evaluate_pairs_with_geometry(pairs_file, protocol, pred_scale=None, gt_scale=None, version="v2", ssim=False,
                                  ssim_max_val=None, resize_any=False, progress=True):
-    """`hqdepth evaluate --pairs FILE --geometry`: (standard `EvaluationResult`, `GeometryEvaluator`).
+    """`hqdepth evaluate --pairs FILE --geometry`: (standard `EvaluationResult`, `GeometryEvaluator`); the
+    result's per-image rows (`--csv`) carry each image's geometric values too.
 
     Lines are `<prediction> <ground truth> [<edge map>]`; the optional third column is the true edge map
     (see `read_edge_map`; `None` for a line without one). The standard metrics are computed exactly as
@@ -357,15 +363,16 @@ def evaluate_pairs_with_geometry(pairs_file, protocol, pred_scale=None, gt_scale
             edges = None
             if edge_file is not None:
                 edges = read_edge_map(Path(pairs_file).parent / edge_file, gt.shape, f"{pair.where} (edge map)")
-            standard.add(pred, gt, pair.where, prediction=str(pair.first), ground_truth=str(pair.second))
-            geometry.add(_on_frame(pred, gt.shape, resize_any, pair.where), gt, edges=edges)
+            row = standard.add(pred, gt, pair.where, prediction=str(pair.first), ground_truth=str(pair.second))
+            row.update(geometry.add(_on_frame(pred, gt.shape, resize_any, pair.where), gt, edges=edges))
             bar.update()
     return standard.result(), geometry
 
 
 def evaluate_model_with_geometry(model, data, protocol, split="test", flip=False, gt_scale=None, version="v2",
                                  ssim=False, ssim_max_val=None, resize_any=False, progress=True):
-    """`hqdepth evaluate --model M --data SPEC --geometry`: (standard `EvaluationResult`, `GeometryEvaluator`).
+    """`hqdepth evaluate --model M --data SPEC --geometry`: (standard `EvaluationResult`, `GeometryEvaluator`);
+    per-image rows as in `evaluate_pairs_with_geometry`.
 
     Each image is predicted once, as `hqdepth.evaluation.evaluate_model` predicts it (the protocol's test
     input, the sample's focal), and scored by both evaluators; the geometric ground truth comes from the
@@ -386,8 +393,8 @@ def evaluate_model_with_geometry(model, data, protocol, split="test", flip=False
                 standard.skip(where)
             else:
                 pred = evaluation.protocol_prediction(model, rgb, protocol, focal=focal, flip=flip)
-                standard.add(pred, gt, where)
-                geometry.add(_on_frame(pred, gt.shape, resize_any, where), gt, **ground_truth_from_meta(meta))
+                row = standard.add(pred, gt, where)
+                row.update(geometry.add(_on_frame(pred, gt.shape, resize_any, where), gt, **ground_truth_from_meta(meta)))
             bar.update()
     return standard.result(), geometry
 
