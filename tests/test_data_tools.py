@@ -297,9 +297,6 @@ def test_synthetic_png_pairs_and_list_file(tmp_path, capsys):
     assert (out / "train/rgb/0000001.png").stat().st_mtime_ns == mtime
     assert main([*args[:5], "48x64", *args[6:]]) == 2  # other size for the same split
     assert "--overwrite" in capsys.readouterr().err
-    try:  # the file sources read the list back (BTS format, millimetres)
-        listed = open_source(f"list:{out}/train.txt@{out}?scale=1000")
-    except ConfigError:  # pragma: no cover - only if the list source's options change
-        pytest.skip("list source options differ")
+    listed = open_source(f"list:{out}/train.txt@{out}?scale=1000")  # the README: the list source reads it back
     np.testing.assert_array_equal(listed[2].depth, quantised(original[2].depth))
     assert listed[2].meta.get("focal") == pytest.approx(25.9429)

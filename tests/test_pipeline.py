@@ -137,7 +137,7 @@ def test_any_indexed_source_and_errors(bts_list):
 
 
 def test_tfrecord_shards_read_natively_give_the_same_samples(bts_list, tmp_path):
-    tools = pytest.importorskip("hqdepth.data.tools")
+    from hqdepth.data import tools
     spec, rgbs, depths, _ = bts_list
     out = tmp_path / "shards"
     tools.convert(spec, out, split="train", shard_size=4, depth_scale=1000.0)
@@ -160,7 +160,7 @@ TFR_SPEC = "synthetic:6,size=30x40"
 @pytest.fixture(scope="module")
 def tfr_dir(tmp_path_factory):
     """`hqdepth.data.tools` shards of TFR_SPEC: 2 shards of 3 records, depth scale 1000."""
-    tools = pytest.importorskip("hqdepth.data.tools")
+    from hqdepth.data import tools
     out = tmp_path_factory.mktemp("tfr") / "synthetic"
     tools.convert(TFR_SPEC, out, shard_size=3, depth_scale=1000.0)
     return out
@@ -237,7 +237,7 @@ class HalfFocal(Source):
 
 
 def test_tfrecord_records_without_focal(tmp_path, caplog):
-    tools = pytest.importorskip("hqdepth.data.tools")
+    from hqdepth.data import tools
     out = tmp_path / "half"
     tools.convert("test-pipeline-half-focal", out, shard_size=4, depth_scale=1000.0)
     with pytest.raises(tf.errors.OpError, match="no focal length"):
@@ -248,12 +248,8 @@ def test_tfrecord_records_without_focal(tmp_path, caplog):
     assert dataset.bad_records.total == 2 and "'s1' has no focal length" in dataset.bad_records.report()
 
 
-def test_synthetic_source_when_available():
-    pytest.importorskip("hqdepth.data.synthetic")
-    try:
-        source = open_source("synthetic", "train")
-    except Exception as error:  # noqa: BLE001 - its options belong to another module
-        pytest.skip(f"synthetic source not usable with defaults: {error}")
+def test_synthetic_source_through_the_pipeline():
+    source = open_source("synthetic", "train")  # the package's own source: any failure is a failure
     image, depth = next(iter(load(source, "train", "hqmd", 2, size=(29, 38), seed=0)))
     assert image.shape == (2, 29, 38, 3) and depth.shape == (2, 29, 38, 1)
 
@@ -268,3 +264,51 @@ def test_real_frames_through_the_pipeline(realdata):
     assert image.shape == (3, 88, 176, 3) and depth.shape == (3, 88, 176, 1)
     valid = depth.numpy()[depth.numpy() > 0]
     assert valid.size and valid.min() >= 5.1 and valid.max() <= 85.0
+
+
+# ------------------------------------------------------- resume: a stream that starts after k batches
+
+
+def batches_of(dataset, count):
+    return [(image.numpy(), depth.numpy()) for (image, depth), _ in zip(dataset, range(count))]
+
+
+@pytest.mark.parametrize("options", [{}, {"cache": True}, {"skip_bad": True}, {"shuffle_buffer": 4},
+                                     {"shuffle": False}, {"tfrecord": True}], ids=str)
+def test_a_stream_started_after_k_batches_is_the_rest_of_the_full_stream(bts_list, tmp_path, test_seed, options):
+    """`start_batches=k` (a resumed run) yields batches k, k+1, ... of the stream from the start: the same
+    samples across pass boundaries and the same augmentation of each (hqmd: scale, crop, colour, flip)."""
+    options = dict(options)
+    spec = bts_list[0]
+    if options.pop("tfrecord", False):
+        from hqdepth.data import tools
+
+        tools.convert(spec, tmp_path / "shards", split="train", shard_size=4, depth_scale=1000.0)
+        spec = f"tfrecord:{tmp_path / 'shards'}"
+    seed = test_seed % 1000
+
+    def stream(start):
+        return load(spec, "train", "hqmd", 3, size=(8, 10), seed=seed, deterministic=True, repeat=True,
+                    drop_remainder=True, start_batches=start, **options)
+
+    full = batches_of(stream(0), 12)  # 36 samples: three and a half passes of 10
+    for start in (1, 3, 4, 7):
+        rest = batches_of(stream(start), 12 - start)
+        for index, ((image, depth), (image0, depth0)) in enumerate(zip(rest, full[start:])):
+            np.testing.assert_array_equal(image, image0, err_msg=f"start {start}, batch {start + index}")
+            np.testing.assert_array_equal(depth, depth0, err_msg=f"start {start}, batch {start + index}")
+
+
+def test_each_pass_is_a_permutation_given_by_the_seed_and_the_pass(bts_list, test_seed):
+    spec = bts_list[0]
+    seed = test_seed % 1000
+    first = ids(load(spec, "train", "none", 5, seed=seed, deterministic=True, repeat=4))
+    passes = [first[i * COUNT:(i + 1) * COUNT] for i in range(4)]
+    assert all(sorted(p) == list(range(COUNT)) for p in passes)
+    assert len({tuple(p) for p in passes}) > 1  # a new order every pass
+    # Pass 2 started on its own is pass 2 of the stream (start_batches = 2 passes of 2 batches).
+    assert ids(load(spec, "train", "none", 5, seed=seed, deterministic=True, repeat=4, start_batches=4))[:COUNT] == passes[2]
+    # Without a seed the order is still a permutation per pass, different between two loads.
+    unseeded = [ids(load(spec, "train", "none", 5, repeat=2)) for _ in range(3)]
+    assert all(sorted(u[:COUNT]) == list(range(COUNT)) for u in unseeded)
+    assert len({tuple(u) for u in unseeded}) > 1

@@ -125,66 +125,76 @@ def test_rerun_of_a_finished_run_does_not_retrain_and_a_changed_config_is_refuse
     from hqdepth.errors import ConfigError
 
     out, config, results = finished_run
-    again = train(config, DATA, out, print_fn=quiet_print, verbose=0)
-    assert again["steps"] == results["steps"]
+    files = {name: ((out / name).read_bytes(), (out / name).stat().st_mtime_ns) for name in ("model.keras", "results.json")}
+    printed = []
+    again = train(config, DATA, out, print_fn=printed.append, verbose=0)
+    assert again == json.loads((out / "results.json").read_text())  # the saved results, not a new run's
+    assert again["train_seconds_this_session"] == results["train_seconds_this_session"]
+    assert any("holds a finished run; nothing to do" in line for line in printed), printed
+    for name, (content, mtime) in files.items():  # a retrain would rewrite both files
+        assert (out / name).read_bytes() == content and (out / name).stat().st_mtime_ns == mtime, name
+    assert not (out / "backup").exists()
     with pytest.raises(ConfigError, match="another config .*optimizer.learning_rate"):
         train(config_with("train.max_steps=12", "optimizer.learning_rate=5e-4"), DATA, out, print_fn=quiet_print)
 
 
-def test_resume_after_sigkill_continues_counters(tmp_path):
-    out = tmp_path / "run"
-    command = cli("train.checkpoint_every_steps=2", "train.max_steps=9") + ["--out", str(out)]
-    process = subprocess.Popen(command, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    metadata = out / "backup" / "training_metadata.json"
-    deadline = time.time() + 240
-    state = None
-    while time.time() < deadline and process.poll() is None:
-        if metadata.is_file():
-            try:
-                state = json.loads(metadata.read_text())
-            except ValueError:
-                state = None
-            if state and state["iterations"] >= 4:  # mid-period (periods of 3 steps, backups every 2)
-                break
-        time.sleep(0.2)
-    assert process.poll() is None, process.stdout.read().decode()
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    state = json.loads(metadata.read_text())
-    assert state["iterations"] >= 4 and not (out / "results.json").exists()
+def h5_arrays(path):
+    """{dataset path: array} of a Keras .weights.h5 file (model variables under layers/, optimizer's under optimizer/)."""
+    import h5py
 
-    done = subprocess.run(command, env=env(), capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert f"resuming from the backup at step {state['iterations']}" in done.stdout
+    arrays = {}
+    with h5py.File(path, "r") as file:
+        file.visititems(lambda name, item: arrays.__setitem__(name, item[()]) if isinstance(item, h5py.Dataset) else None)
+    return arrays
+
+
+def test_resume_after_sigkill_restores_weights_optimizer_and_counters(tmp_path):
+    out = tmp_path / "run"
+    config = config_with("train.checkpoint_every_steps=2", "train.max_steps=9")
+    server = fork_server("train", {"config": config, "data": DATA, "out": str(out), "print": True}, tmp_path)
+    try:
+        pid = server.start(pause_after=4)  # mid-period (periods of 3 steps, backups every 2); the worker waits
+        server.expect("paused 4")
+        server.kill(pid)
+        server.expect(f"exit {pid}")
+        state = json.loads((out / "backup" / "training_metadata.json").read_text())
+        assert state["iterations"] == 4 and not (out / "results.json").exists()
+        backed_up = h5_arrays(out / "backup" / state["weights"])
+        server.start(save_restored=str(tmp_path / "restored.weights.h5"))
+        lines = []
+        while not lines or not lines[-1].startswith("finished"):
+            lines.append(server.expect(""))
+        server.expect("exit ")
+    finally:
+        server.close()
+    assert lines[-1] == "finished finished", lines
+    assert any("resuming from the backup at step 4 (period 2, step 1 of it)" in line for line in lines), lines
+    assert "restored 4" in lines
+    # What the resumed run started from is the backup, every model and optimizer variable of it.
+    restored = h5_arrays(tmp_path / "restored.weights.h5")
+    assert sorted(restored) == sorted(backed_up)
+    for name, array in backed_up.items():
+        np.testing.assert_array_equal(restored[name], array, err_msg=name)
+    moments = [a for name, a in backed_up.items() if name.startswith("optimizer/") and np.ndim(a) > 0]
+    assert moments and all(np.abs(a).max() > 0 for a in moments)  # Adam's m and v after 4 steps
+    assert 4 in [int(a) for name, a in backed_up.items() if name.startswith("optimizer/") and np.ndim(a) == 0]
+
     results = json.loads((out / "results.json").read_text())
     assert results["status"] == "finished" and results["steps"] == 9  # optimizer iterations continued
-    assert results["steps_this_session"] == 9 - state["iterations"]
+    assert results["steps_this_session"] == 5
     epochs = [int(row.split(",")[0]) for row in (out / "metrics.csv").read_text().strip().splitlines()[1:]]
     assert epochs == [0, 1, 2]  # each validation period logged once across the two processes
     steps = event_tags(out / "logs" / "validation")["rmse"]
     assert steps == [3, 6, 9]
 
 
-def free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("localhost", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def test_two_workers_train_synchronously_with_equal_weights(tmp_path):
     out = tmp_path / "run"
-    ports = free_ports(2)
+    from kill_helpers import communicate_all, start_cluster
+
     command = cli("train.max_steps=2", "train.batch_size=2", "train.validation_every_steps=2") + ["--out", str(out)]
-    processes = []
-    for index in range(2):
-        tf_config = {"cluster": {"worker": [f"localhost:{p}" for p in ports]}, "task": {"type": "worker", "index": index}}
-        processes.append(subprocess.Popen(command, env={**env(), "TF_CONFIG": json.dumps(tf_config)},
-                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    outputs = [p.communicate(timeout=400)[0] for p in processes]
+    processes = start_cluster(command[3:], 2, env())  # the members choose their ports
+    outputs = communicate_all(processes, timeout=400)  # kills both on a timeout
     for process, output in zip(processes, outputs):
         assert process.returncode == 0, output[-3000:]
     assert "multi-worker: 2 replicas, global batch 4" in outputs[0]
@@ -267,3 +277,134 @@ def test_mixed_bfloat16_fit_on_the_cpu(tmp_path):
     model = keras.saving.load_model(tmp_path / "run" / "model.keras", compile=False)
     assert model.layers[1].dtype_policy.name == "mixed_bfloat16"
     assert model.outputs[0].dtype == "float32"  # the depth head computes in float32
+
+
+# ----------------------------------------------------------------------------------- kill tests
+# A fork server (kill_helpers.py) imports TensorFlow once; every restart after a SIGKILL is a fork,
+# so a test can afford tens of kills. Kill moments are drawn from HQDEPTH_TEST_SEED (replayable);
+# every wait is on a line the worker writes after doing something, never on a fixed sleep.
+
+KILLS = int(os.environ.get("HQDEPTH_KILLS", "24"))
+
+
+def fork_server(mode, args, tmp_path):
+    from kill_helpers import ForkServer
+
+    return ForkServer(mode, args, tmp_path / f"{mode}-server.stderr", env=env())
+
+
+def read_until_exit(server, pid, saved, begun):
+    """The worker's lines up to its exit (the server writes `exit` after the worker is gone, so every
+    line the worker wrote comes first): the last cycle begun and the last one saved before the kill."""
+    while True:
+        line = server.next(timeout=120)
+        assert line is not None and not line.startswith("error "), (line, server.stderr())
+        kind, _, value = line.partition(" ")
+        if kind == "begin":
+            begun = int(value)
+        elif kind == "saved":
+            saved = int(value)
+        elif kind == "exit" and int(value.split()[0]) == pid:
+            assert value.split()[1] != "0", "the worker ended on its own before the kill landed"
+            return saved, begun
+
+
+def test_a_backup_killed_at_any_moment_of_its_writing_restores_a_complete_one(tmp_path, test_seed):
+    """SIGKILL at random moments in and around the backup writing: every restart restores exactly the
+    last complete backup (all model and optimizer variables of one cycle, the metadata's step)."""
+    rng = np.random.default_rng(test_seed)
+    cycles = 4 * KILLS + 10
+    server = fork_server("cycles", {"folder": str(tmp_path / "backup"), "cycles": cycles}, tmp_path)
+    try:
+        saved, begun, kills, durations, outcomes = 0, 0, 0, [], {"before rename": 0, "after rename": 0}
+        while True:
+            pid = server.start()
+            line = server.expect("resumed ")
+            step = int(line.split()[1])
+            assert line.endswith(" ok"), line
+            # The last save reported complete, or the one in flight when the kill came (if its rename happened).
+            assert step in (saved, begun), (line, saved, begun)
+            if kills:
+                outcomes["after rename" if step == begun and begun != saved else "before rename"] += 1
+            saved = begun = step
+            if kills == KILLS:
+                server.expect("done")
+                break
+            target = step + int(rng.integers(1, 4))  # let a few cycles pass, then kill within one
+            while True:
+                begun = int(server.expect("begin ").split()[1])
+                started = time.perf_counter()
+                if begun >= target and durations:  # (the first save is timed, never killed)
+                    time.sleep(rng.uniform(0.0, 1.5 * float(np.median(durations))))
+                    server.kill(pid)
+                    kills += 1
+                    break
+                saved = int(server.expect("saved ").split()[1])
+                durations.append(time.perf_counter() - started)
+            saved, begun = read_until_exit(server, pid, saved, begun)
+    finally:
+        server.close()
+    assert kills == KILLS
+    left = sorted(p.name for p in (tmp_path / "backup").iterdir())
+    assert left == [f"state-{cycles:08d}.weights.h5", "training_metadata.json"], left
+    print(f"{KILLS} kills; save {1e3 * np.median(durations):.1f} ms (median); resumed {outcomes}")
+
+
+KILL_RUN_SETS = [
+    "data.input_size=[32, 32]", "train.batch_size=2", "train.max_steps=12", "train.validation_every_steps=4",
+    "train.validation_steps=1", "train.checkpoint_every_steps=1", "train.deterministic=true", "train.log_every_steps=1",
+    "train.image_samples=0", "train.test_evaluation=false", "evaluation.protocol=custom", "optimizer.learning_rate=1e-3",
+]
+
+
+def test_a_deterministic_run_killed_at_random_moments_ends_equal_to_an_uninterrupted_one(tmp_path, test_seed):
+    """`fcn_ssim_mse` (shuffled, augmented: flip + noise) with a backup every step, SIGKILLed at random
+    moments (start-up, steps, backups, validation) and rerun each time: it finishes with the weights of
+    the same run uninterrupted, and every validation period is logged once."""
+    rng = np.random.default_rng(test_seed)
+    kills = int(os.environ.get("HQDEPTH_TRAIN_KILLS", "4"))
+    config = recipes.resolve_config("fcn_ssim_mse", sets=KILL_RUN_SETS)
+    server = fork_server("train", {"config": config, "data": "synthetic:16?size=32x32"}, tmp_path)
+    try:
+        server.start(out=str(tmp_path / "reference"))
+        step_times, last, started = [], None, time.perf_counter()
+        while True:  # the reference run also measures how long a step takes
+            line = server.expect("")
+            if line.startswith("saved "):
+                now = time.perf_counter()
+                if last is not None:
+                    step_times.append(now - last)
+                last = now
+            if line.startswith("finished"):
+                assert line == "finished finished", line
+                break
+        server.expect("exit ")
+        step = float(np.median(step_times))
+        saved = begun = 0
+        for kill in range(kills):
+            pid = server.start(out=str(tmp_path / "run"))
+            target = min(saved + int(rng.integers(1, 4)), 11)
+            while saved < target:
+                kind, _, value = server.expect("").partition(" ")
+                if kind in ("begin", "saved"):
+                    saved = int(value) if kind == "saved" else saved
+                    begun = int(value) if kind == "begin" else begun
+            time.sleep(rng.uniform(0.0, 1.5 * step))
+            server.kill(pid)
+            saved, begun = read_until_exit(server, pid, saved, begun)
+        server.start(out=str(tmp_path / "run"))
+        assert server.expect("finished") == "finished finished"
+        server.expect("exit ")
+    finally:
+        server.close()
+    print(f"{kills} kills, {time.perf_counter() - started:.0f} s, step {1e3 * step:.0f} ms")
+    reference = keras.saving.load_model(tmp_path / "reference" / "model.keras", compile=False)
+    resumed = keras.saving.load_model(tmp_path / "run" / "model.keras", compile=False)
+    top = max(float(np.abs(np.asarray(w)).max()) for w in reference.weights)
+    difference = max(float(np.abs(np.asarray(a) - np.asarray(b)).max())
+                     for a, b in zip(reference.weights, resumed.weights))
+    assert difference <= 1e-6 * top, difference / top
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["status"] == "finished" and results["steps"] == 12
+    epochs = [int(row.split(",")[0]) for row in (tmp_path / "run" / "metrics.csv").read_text().strip().splitlines()[1:]]
+    assert epochs == [0, 1, 2]

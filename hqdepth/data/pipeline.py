@@ -184,6 +184,7 @@ def load(
     prefetch=AUTOTUNE,
     bad_records=None,
     source_options=None,
+    start_batches=0,
 ):
     """A batched, prefetched `tf.data.Dataset` of (image float32 0..255 (B, H, W, 3), depth float32
     metres (B, H, W, 1)); with `with_focal=True`, ((image, focal (B,)), depth), the focal length
@@ -207,6 +208,16 @@ def load(
     batch_size None: unbatched. skip_bad: drop unreadable samples, counted in
     `dataset.bad_records` (a `BadRecords`; pass your own with `bad_records=`) and reported at the
     end of every pass. source_options: keyword options for `open_source`.
+
+    start_batches: batches of this stream already consumed (by a run that was interrupted): the
+    dataset continues the same stream after them, the order across passes and the augmentation of
+    every sample as if it had been read from the start (the resume of `hqdepth train`). Needs a
+    seed (or shuffle off) for the same order, and `drop_remainder` or `repeat` so batches are full.
+    How the position is reached depends on the source: for an indexed source without `cache`,
+    `skip_bad` or `shuffle_buffer` the index order of pass p is a pure function of (seed, p) and the
+    first sample is found by arithmetic, without reading anything; otherwise (`tfrecord:`, `cache`,
+    `skip_bad`, `shuffle_buffer`) the consumed samples are read again and dropped (exact with a seed
+    and `deterministic=True`; costs reading them).
     """
     mode = mode or ("train" if split == "train" else "test" if split == "test" else "val")
     augmentation = get_recipe(recipe, mode=mode, size=size, **dict(recipe_options or {}))
@@ -230,6 +241,10 @@ def load(
             batch_size = input_context.get_per_replica_batch_size(batch_size)
     if batch_size is not None and int(batch_size) <= 0:
         raise ConfigError(f"batch_size={batch_size!r} must be positive.")
+    start_batches = int(start_batches or 0)
+    if start_batches < 0:
+        raise ConfigError(f"start_batches={start_batches!r} must be >= 0.")
+    start = start_batches * (int(batch_size) if batch_size is not None else 1)  # samples of this pipeline consumed
 
     kind = None if isinstance(spec, Source) else parse_spec(spec)[0]
     if kind == "tfrecord":
@@ -240,12 +255,17 @@ def load(
             samples = samples.shuffle(shuffle_buffer or 1024, seed=shuffle_seed, reshuffle_each_iteration=True)
         if repeat_count:
             samples = samples.repeat(repeat_count)
+        skip = start
     else:
         source = spec if isinstance(spec, Source) else open_source(spec, split, **dict(source_options or {}))
-        samples = _indexed_samples(
+        if shuffle and shuffle_seed is None:
+            shuffle_seed = seed  # the index permutations are functions of (seed, pass)
+        samples, skip = _indexed_samples(
             source, shuffle, shuffle_buffer, shuffle_seed, cache, repeat_count, skip_bad, with_focal,
-            bad_records, deterministic, num_parallel_calls, pipeline_id, pipelines,
+            bad_records, deterministic, num_parallel_calls, pipeline_id, pipelines, start,
         )
+    if skip:
+        samples = samples.skip(skip)  # read again and dropped: the position of a resumed run
 
     base_seed = int(seed) + pipeline_id * _SEED_STRIDE
 
@@ -257,7 +277,8 @@ def load(
             return (image, focal * zoom), depth
         return image, depth
 
-    dataset = samples.enumerate().map(augment, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
+    # The counter seeds each sample's augmentation: a resumed stream numbers its samples from `start`.
+    dataset = samples.enumerate(start=start).map(augment, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
     if batch_size is not None:
         dataset = dataset.batch(int(batch_size), drop_remainder=drop_remainder)
     if prefetch:
@@ -274,11 +295,36 @@ def load(
     return dataset
 
 
+def _index_passes(shard, shuffle, seed, first_pass, passes, offset):
+    """The index stream: pass p is a permutation of `shard` that depends on (seed, p) only (the
+    identity without shuffle), followed by the end-of-pass marker -1; passes `first_pass` ..
+    `passes - 1` (None: forever), the first one from position `offset`."""
+    shard = tf.constant(shard, tf.int64)
+    count = int(shard.shape[0])
+    seed = tf.constant(int(seed or 0) % (2**63 - 1), tf.int64)
+    end = tf.constant([-1], tf.int64)
+
+    def one_pass(index):
+        order = shard
+        if shuffle:
+            order = tf.gather(shard, tf.random.experimental.stateless_shuffle(tf.range(count, dtype=tf.int64),
+                                                                             seed=tf.stack([seed, index])))
+        skip = tf.where(tf.equal(index, first_pass), tf.constant(offset, tf.int64), tf.constant(0, tf.int64))
+        return tf.data.Dataset.from_tensor_slices(tf.concat([order[skip:], end], 0))
+
+    numbers = tf.data.Dataset.range(first_pass, passes) if passes is not None else tf.data.Dataset.range(
+        first_pass, 2**62)
+    return numbers.flat_map(one_pass)
+
+
 def _indexed_samples(
     source, shuffle, shuffle_buffer, shuffle_seed, cache, repeat_count, skip_bad, with_focal,
-    bad_records, deterministic, num_parallel_calls, pipeline_id, pipelines,
+    bad_records, deterministic, num_parallel_calls, pipeline_id, pipelines, start=0,
 ):
-    """(rgb, depth, focal) elements of an indexable Source: shuffled indices -> parallel decode."""
+    """(rgb, depth, focal) elements of an indexable Source: shuffled indices -> parallel decode.
+
+    Returns (samples, skip): `skip` samples still to be dropped to reach position `start` (0 when the
+    index stream could start there itself)."""
     total = len(source)
     if total == 0:
         raise DataError(f"{getattr(source, 'listing', None) or type(source).__name__}: no samples.")
@@ -290,7 +336,16 @@ def _indexed_samples(
         if count == 0:
             raise DataError(f"{total} samples cannot be sharded over {pipelines} input pipelines.")
     end_of_pass = tf.data.Dataset.from_tensors(tf.constant(-1, tf.int64))
-    if not cache:
+    skip = start
+    if not cache and not skip_bad and not (shuffle and shuffle_buffer):
+        # Positions by arithmetic: `start` samples = whole passes + an offset into the next one.
+        first_pass, offset = divmod(start, count)
+        passes = 1 if not repeat_count else (None if repeat_count < 0 else repeat_count)
+        if passes is not None and first_pass >= passes:
+            first_pass, offset = passes, 0  # past the end: an empty stream
+        indices = _index_passes(range(pipeline_id, total, pipelines), shuffle, shuffle_seed, first_pass, passes, offset)
+        skip = 0
+    elif not cache:
         if shuffle:
             indices = indices.shuffle(shuffle_buffer or count, seed=shuffle_seed, reshuffle_each_iteration=True)
         indices = indices.concatenate(end_of_pass)
@@ -311,7 +366,7 @@ def _indexed_samples(
             samples = samples.shuffle(shuffle_buffer or min(count, 1024), seed=shuffle_seed, reshuffle_each_iteration=True)
         if repeat_count:
             samples = samples.repeat(repeat_count)
-    return samples
+    return samples, skip
 
 
 def _tfrecord_samples(spec, split, shuffle, deterministic, skip_bad, cache, with_focal, seed, pipeline_id, pipelines, bad_records):

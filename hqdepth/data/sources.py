@@ -791,22 +791,29 @@ class NyuMatSource(Source):
         self._file = None
         handle = self._open()
         try:
-            for key in ("images", self.depth_key):
-                if key not in handle:
-                    raise DataError(f"{self.path}: no variable {key!r} (is this nyu_depth_v2_labeled.mat?).")
-            images, depths = handle["images"], handle[self.depth_key]
-            if images.ndim != 4 or images.shape[1] != 3 or depths.ndim != 3 or depths.shape[0] != images.shape[0]:
-                raise DataError(
-                    f"{self.path}: unexpected shapes images {images.shape}, {self.depth_key} {depths.shape} "
-                    "(expected (N, 3, W, H) and (N, W, H) as h5py reads MATLAB v7.3)."
-                )
-            if depths.shape[1:] != images.shape[2:]:
-                raise DataError(f"{self.path}: image size {images.shape[2:]} and depth size {depths.shape[1:]} differ.")
-            self.total = images.shape[0]
-        except Exception:
+            self._check_layout(handle)
+        except DataError:
             self.close()
             raise
+        except Exception as error:  # noqa: BLE001 - h5py raises many types for a damaged file
+            self.close()
+            raise DataError(f"{self.path}: damaged HDF5 file ({type(error).__name__}: {error}).") from None
         self.indices = self._split_indices(split, options.get("splits"))
+
+    def _check_layout(self, handle):
+        """The variables and their shapes (h5py raises on a damaged file; the caller names the file)."""
+        for key in ("images", self.depth_key):
+            if key not in handle:
+                raise DataError(f"{self.path}: no variable {key!r} (is this nyu_depth_v2_labeled.mat?).")
+        images, depths = handle["images"], handle[self.depth_key]
+        if images.ndim != 4 or images.shape[1] != 3 or depths.ndim != 3 or depths.shape[0] != images.shape[0]:
+            raise DataError(
+                f"{self.path}: unexpected shapes images {images.shape}, {self.depth_key} {depths.shape} "
+                "(expected (N, 3, W, H) and (N, W, H) as h5py reads MATLAB v7.3)."
+            )
+        if depths.shape[1:] != images.shape[2:]:
+            raise DataError(f"{self.path}: image size {images.shape[2:]} and depth size {depths.shape[1:]} differ.")
+        self.total = images.shape[0]
 
     def _open(self):
         import h5py
@@ -859,16 +866,23 @@ class NyuMatSource(Source):
 
     def __getitem__(self, index):
         frame = int(self.indices[index])
-        with self._lock:
-            handle = self._open()
-            rgb = np.ascontiguousarray(np.asarray(handle["images"][frame]).T)  # (3, W, H) -> (H, W, 3)
-            depth = np.ascontiguousarray(np.asarray(handle[self.depth_key][frame]).T)  # (W, H) -> (H, W)
         where = f"{self.path} frame {frame + 1}"
+        with self._lock:
+            try:
+                handle = self._open()
+                rgb = np.ascontiguousarray(np.asarray(handle["images"][frame]).T)  # (3, W, H) -> (H, W, 3)
+                depth = np.ascontiguousarray(np.asarray(handle[self.depth_key][frame]).T)  # (W, H) -> (H, W)
+            except DataError:
+                raise
+            except Exception as error:  # noqa: BLE001 - h5py raises many types for a damaged file
+                raise DataError(f"{where}: cannot read ({type(error).__name__}: {error}).") from None
         if rgb.dtype != np.uint8:
             raise DataError(f"{where}: images are {rgb.dtype}, expected uint8.")
         depth = depth.astype(np.float32)
         if not np.all(np.isfinite(depth)):
             raise DataError(f"{where}: {self.depth_key} contains NaN/inf values.")
+        if np.any(depth < 0):
+            raise DataError(f"{where}: {self.depth_key} contains negative values (min {float(depth.min()):g}).")
         return Sample(rgb=rgb, depth=depth[:, :, None], meta={"id": f"{frame + 1:04d}", "focal": NYU_FOCAL, "frame": frame + 1})
 
     def __getstate__(self):

@@ -6,6 +6,7 @@ interrupted one stopped.
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -159,29 +160,136 @@ class RunCheckpoints(keras.callbacks.Callback):
             self.best = value
             self._save(self.best_path)
             if self.enabled:
-                self.state_path.write_text(json.dumps({"monitor": self.monitor, "value": value, "epoch": epoch + 1,
-                                                       "step": iterations(self.model)}))
+                write_atomically(self.state_path, json.dumps({"monitor": self.monitor, "value": value, "epoch": epoch + 1,
+                                                              "step": iterations(self.model)}))
+
+
+def write_atomically(path, data, fsync=True):
+    """Write `data` (str or bytes) to `path` through a temporary file in the same folder and `os.replace`.
+
+    A reader sees the old file or the new one, never a partial one, whatever moment the writer is
+    killed at (SIGKILL, pre-emption); with `fsync` the data also reaches the disk before the rename,
+    so a power loss cannot leave a renamed but empty file.
+    """
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(temporary, "wb") as file:
+        file.write(data.encode("utf-8") if isinstance(data, str) else data)
+        if fsync:
+            file.flush()
+            os.fsync(file.fileno())
+    os.replace(temporary, path)
+    if fsync:
+        _fsync_folder(path.parent)
+
+
+def _fsync_folder(folder):
+    """Make a rename in `folder` durable (no-op where folders cannot be opened, e.g. Windows)."""
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+def _fsync_file(path):
+    with open(path, "rb") as file:
+        os.fsync(file.fileno())
+
+
+def trim_metrics_csv(path, epochs):
+    """Keep the header and the rows of the first `epochs` epochs of a CSVLogger file (atomically).
+
+    A run killed after it logged a validation but before the backup of that epoch redoes the epoch
+    when resumed; trimming the rows the backup does not cover keeps one row per validation period."""
+    path = Path(path)
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    if not lines:
+        return
+    kept = [lines[0]] + [line for line in lines[1:] if line.split(",", 1)[0].strip().isdigit()
+                         and int(line.split(",", 1)[0]) < epochs]
+    if len(kept) != len(lines):
+        write_atomically(path, "".join(kept))
 
 
 class RunBackup(keras.callbacks.BackupAndRestore):
-    """`BackupAndRestore` that also records the step within the epoch and the optimizer iteration.
+    """Crash-safe `BackupAndRestore`: a kill at any moment resumes from the last complete backup.
 
-    Keras restores weights, optimizer state (so the schedule) and the epoch; the trainer uses
-    `step_in_epoch` to finish an interrupted epoch with the steps it had left. Always saves at the
-    end of an epoch; the backup is kept until the run has written its results.
+    A backup is two files in `backup_dir`:
+
+    - `state-<iterations>.weights.h5`: Keras' `save_weights` of the compiled model, i.e. the model
+      variables (batch-norm statistics included) and the optimizer's (its iteration, hence the
+      schedule, and its moments). Written under a temporary name, flushed to disk, then renamed.
+    - `training_metadata.json`: which weights file is current, the epoch, the step within the epoch,
+      the optimizer iteration and `extra` (the trainer records its data seed). Written the same way;
+      this rename is the moment the new backup becomes the current one.
+
+    The previous weights file is deleted only after the new metadata is in place, so whatever moment
+    the process dies at, the metadata names a complete weights file of the same step. Leftover
+    temporary files and unreferenced weights of an interrupted save are removed by the next save.
+    (Keras' own callback overwrites `latest.weights.h5` and the JSON in place, and its
+    `double_checkpoint` copies files non-atomically; neither survives a kill during the write.)
+
+    Restoring sets the model and optimizer variables only; the trainer starts each `fit` at the
+    position the state gives. A backup due at the last step of an epoch is taken at the end of the
+    epoch instead (after its validation), so a resumed run never skips a validation.
+    The trainer uses `step_in_epoch` to finish an interrupted epoch with the steps it had left and
+    `iterations` to place the input pipeline where the backed-up run stopped reading. Give
+    `steps_per_epoch` (all epochs but the last have it) when a fit can start mid-epoch: the step
+    within the epoch is then computed from the iteration, not from the batch index of that fit. Always saves at
+    the end of an epoch; the backup is kept until the run has written its results. With
+    `enabled=False` (a worker that is not the chief) nothing is written but the state is restored.
     """
 
-    def __init__(self, backup_dir, save_freq="epoch", enabled=True):
+    METADATA = "training_metadata.json"
+
+    def __init__(self, backup_dir, save_freq="epoch", enabled=True, extra=None, steps_per_epoch=None):
         super().__init__(backup_dir, save_freq=save_freq, delete_checkpoint=False)
         self.enabled = enabled
+        self.extra = dict(extra or {})
+        self.steps_per_epoch = steps_per_epoch
         self._step_in_epoch = 0
 
+    def on_train_begin(self, logs=None):
+        self._load_model()
+
+    def restore(self, model):
+        """Restore the current backup into `model` now (the trainer calls this before its first `fit`, which
+        restores again: a run killed after its last backup has no `fit` left to call)."""
+        self.set_model(model)
+        self._load_model()
+
+    def _load_model(self):
+        """Restore weights, optimizer state and the epoch from the current backup (if any)."""
+        state = self.read_state(self.backup_dir)
+        if state is None:
+            return
+        weights = self.weights_path(self.backup_dir, state)
+        if not weights.is_file():
+            raise FileNotFoundError(f"{self._training_metadata_path} names {weights}, which does not exist; the "
+                                    "backup folder was changed by hand. Remove it to start the run afresh.")
+        if self.model.optimizer is not None and not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)
+        self.model.load_weights(str(weights))
+        # Not `model._initial_epoch` (Keras' callback sets it, and fit then ignores its `initial_epoch`):
+        # the trainer computes where each fit call starts from the state (`read_state`).
+
     def on_epoch_begin(self, epoch, logs=None):
+        self._current_epoch = epoch  # the epoch a save within it belongs to (a resumed fit starts mid-run)
         self._step_in_epoch = 0
 
     def on_train_batch_end(self, batch, logs=None):
         self._step_in_epoch = batch + 1
-        super().on_train_batch_end(batch, logs)
+        steps = (self.params or {}).get("steps")
+        if self._should_save_on_batch(batch) and not (steps and batch + 1 >= steps):
+            self._save_model()  # the last step of an epoch is backed up at its end, after the validation
 
     def on_epoch_end(self, epoch, logs=None):
         self._current_epoch = epoch + 1
@@ -192,14 +300,35 @@ class RunBackup(keras.callbacks.BackupAndRestore):
     def _save_model(self):
         if not self.enabled:
             return
-        super()._save_model()
-        metadata = {"epoch": self._current_epoch, "step_in_epoch": self._step_in_epoch,
-                    "iterations": iterations(self.model), "saved_at": time.time()}
-        Path(self._training_metadata_path).write_text(json.dumps(metadata))
+        folder = Path(self.backup_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        step = iterations(self.model)
+        name = f"state-{step:08d}.weights.h5"
+        temporary = folder / f".tmp-{os.getpid()}-{name}"  # Keras wants the .weights.h5 ending
+        self.model.save_weights(str(temporary), overwrite=True)
+        _fsync_file(temporary)
+        os.replace(temporary, folder / name)
+        step_in_epoch = self._step_in_epoch
+        if step_in_epoch and self.steps_per_epoch:
+            # From the iteration: a fit that resumed mid-epoch numbers its batches from 0.
+            step_in_epoch = step - self._current_epoch * self.steps_per_epoch
+        metadata = {"format": 2, "weights": name, "epoch": self._current_epoch, "step_in_epoch": step_in_epoch,
+                    "iterations": step, "saved_at": time.time(), **self.extra}
+        write_atomically(self._training_metadata_path, json.dumps(metadata))
+        for path in folder.iterdir():  # older states and what an interrupted save left behind
+            if path.name != name and (path.name.startswith(("state-", ".tmp-", f".{self.METADATA}.tmp-"))
+                                      or path.name in ("latest.weights.h5", "latest.weights.h5.bkp")):
+                path.unlink(missing_ok=True)
 
-    @staticmethod
-    def read_state(backup_dir):
-        path = Path(backup_dir) / "training_metadata.json"
+    @classmethod
+    def weights_path(cls, backup_dir, state):
+        """The weights file a backup state refers to (`latest.weights.h5` for backups of older versions)."""
+        return Path(backup_dir) / state.get("weights", "latest.weights.h5")
+
+    @classmethod
+    def read_state(cls, backup_dir):
+        """The current backup's metadata (dict), or None when there is no backup."""
+        path = Path(backup_dir) / cls.METADATA
         if not path.is_file():
             return None
         return json.loads(path.read_text())

@@ -3,16 +3,38 @@
 Run folder:
     config.yaml            the resolved recipe (what `--set` and config files made of it)
     checkpoints/latest.keras, checkpoints/best.keras (+ best.json)
-    backup/                BackupAndRestore state (weights, optimizer, epoch, step), removed when done
+    backup/                the resumable state (callbacks.RunBackup: weights + optimizer, data position), removed when done
     logs/train, logs/validation   TensorBoard
     metrics.csv            one row per validation ("epoch" = validation period)
     model.keras            the final model
     results.json           final train/validation logs and the test evaluation with the recipe's protocol
 
-Rerunning the same command continues an interrupted run from its last backup (weights, optimizer
-state and iteration, so the schedule, epoch and step within the epoch); a finished run is reported,
-not retrained. Steps of an epoch that were done after the last backup are redone, and the data
-order after a resume is a fresh shuffle (Keras restarts the input iterator).
+Rerunning the same command continues an interrupted run from its last backup; a finished run is
+reported, not retrained. Backups are crash-safe: every file a resume reads (backup weights and
+metadata, config.yaml, results.json, best.json) is written to a temporary name and renamed, and a
+backup replaces the previous one only once it is complete, so a run killed at any moment (SIGKILL,
+pre-emption) resumes from the last complete backup (`train.checkpoint_every_steps`, else every
+validation period). What a resume restores:
+
+- always: the model variables (batch-norm statistics included), the optimizer's variables (Adam's
+  moments, the iteration, so the schedule), the position (validation period and step within it),
+  and the data position: the training stream continues after the batches the backed-up steps
+  consumed, in the same order, each sample with the same augmentation (`hqdepth.data.load`,
+  `start_batches`; the data seed is `train.seed`, or one drawn at the start and kept in the backup).
+  Steps done after the last backup are redone on the same batches. metrics.csv rows of periods
+  the backup does not cover are dropped and logged again; TensorBoard may hold such steps twice.
+- with `train.deterministic: true` (op determinism, a seed, ordered input), the weights at the end
+  are those of the same run uninterrupted (equal on the CPU; tests/test_training_runs.py kills runs
+  at random moments). Without it, the order of the samples is the same but the float reductions of
+  TensorFlow may differ from run to run, as between two uninterrupted runs.
+- how the data position is reached: indexed sources without `cache`, `skip_bad` or `shuffle_buffer`
+  compute it (the permutation of pass p is a function of (seed, p)); `tfrecord:`, `cache`, `skip_bad`
+  and `shuffle_buffer` read the consumed samples again and drop them (exact for a seeded run, costs
+  the reading; a TFRecord run with `deterministic` off reads its shards in a nondeterministic order,
+  so it continues at the right count of samples but not with the same ones).
+- not restored: the skipped-record counts of `skip_bad` of the interrupted session and Keras'
+  running means of the training metrics within the interrupted period (its logged row averages the
+  steps of the last session).
 """
 
 import json
@@ -215,15 +237,20 @@ def split_length(spec, split):
         raise ConfigError(f"--data {spec}, split {split!r}: {error}") from None
 
 
-def load_split(config, spec, split, global_batch, *, train, input_context=None, repeat=None, batch=True):
+def load_split(config, spec, split, global_batch, *, train, input_context=None, repeat=None, batch=True, seed=None,
+               start_batches=0):
+    """The `hqdepth.data.load` dataset of a split as the recipe says; `seed` replaces `train.seed` (the data
+    seed of a run without one), `start_batches` continues the stream after that many batches (resume)."""
     from hqdepth.data import load
 
     data = config["data"]
+    seeded = config["train"]["seed"] is not None or bool(config["train"].get("deterministic"))
     return load(
         spec, split, recipe=data["augmentation"], recipe_options=data["augmentation_options"],
         batch_size=global_batch if batch else None, size=data["input_size"],
-        mode="train" if train else "val", shuffle=train and data["shuffle"], seed=config["train"]["seed"],
-        deterministic=True if config["train"]["seed"] is not None else None,
+        mode="train" if train else "val", shuffle=train and data["shuffle"],
+        seed=config["train"]["seed"] if seed is None else seed, deterministic=True if seeded else None,
+        start_batches=start_batches,
         cache=data["cache"], repeat=train if repeat is None else repeat, drop_remainder=train,
         skip_bad=data["skip_bad"], with_focal=data["with_focal"], input_context=input_context,
         shuffle_buffer=data["shuffle_buffer"],
@@ -412,7 +439,12 @@ def train(config, data, out, *, val_data=None, test_data=None, overwrite=False, 
 
     if config["train"]["seed"] is not None:
         keras.utils.set_random_seed(int(config["train"]["seed"]))
-    train_ds = load_split(config, data, config["data"]["train_split"], plan.global_batch, train=True)
+    set_determinism(config)
+    backup = RunBackupFactory(out, config)
+    state = backup.state()
+    done = (state or {}).get("iterations", 0)
+    train_ds = load_split(config, data, config["data"]["train_split"], plan.global_batch, train=True,
+                          seed=backup.data_seed, start_batches=done)
     val_ds = load_split(config, val_data, config["data"]["val_split"], plan.global_batch, train=False)
     images, depths = fixed_validation_samples(config, val_data, config["train"]["image_samples"])
 
@@ -426,25 +458,33 @@ def train(config, data, out, *, val_data=None, test_data=None, overwrite=False, 
                       jit_compile=bool(config["train"]["jit_compile"]))
         build_before_fit(model, train_ds)
 
-    backup = RunBackupFactory(out, config)
-    state = backup.state()
     position = (state["epoch"], state.get("step_in_epoch", 0)) if state else (0, 0)
     if state:
         print_fn(f"  resuming from the backup at step {state.get('iterations', '?')} (period {state['epoch'] + 1}, "
                  f"step {position[1]} of it)")
     callbacks = make_callbacks(config, out, plan, images, depths, backup, steps_done=state and state.get("iterations"),
                                print_fn=print_fn)
+    if state:
+        callbacks[-1].restore(model)  # the RunBackup; also when no step is left (killed after the last backup)
+    from hqdepth.training.callbacks import trim_metrics_csv
+
+    trim_metrics_csv(out / "metrics.csv", position[0])  # rows of periods the backup does not cover are redone
     if verbose == "auto":
         verbose = 1 if _interactive() else 2
     start = time.time()
     history = {}
     for initial_epoch, epochs, steps in plan.segments(*position):
+        if done != (state or {}).get("iterations", 0) or initial_epoch != position[0]:
+            # fit starts a new iterator: the stream continues at the steps done, not from its start
+            train_ds = load_split(config, data, config["data"]["train_split"], plan.global_batch, train=True,
+                                  seed=backup.data_seed, start_batches=done)
         result = model.fit(train_ds, epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
                            validation_data=val_ds if validation_steps else None,
                            validation_steps=validation_steps or None, callbacks=callbacks, verbose=verbose,
                            shuffle=False)  # the pipeline shuffles
         for key, values in result.history.items():
             history.setdefault(key, []).extend(values)
+        done = iterations_of(model)
         if model.stop_training:
             break
     status = "stopped: loss became NaN" if _nan(history) else "finished"
@@ -456,22 +496,46 @@ def train(config, data, out, *, val_data=None, test_data=None, overwrite=False, 
     return results
 
 
+def set_determinism(config):
+    """`train.deterministic`: TensorFlow op determinism (same inputs -> same results on every run, at some
+    cost in speed); the seeds are set by the caller from `train.seed`."""
+    if config["train"].get("deterministic"):
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+
+
+def iterations_of(model):
+    from hqdepth.training.callbacks import iterations
+
+    return iterations(model)
+
+
 class RunBackupFactory:
-    """The run folder's backup location and state."""
+    """The run folder's backup location and state, and the seed of the training data order.
+
+    `data_seed`: `train.seed`, or without one a random seed drawn when the run starts and kept in
+    the backup, so a resumed run continues the same data order where it stopped."""
 
     def __init__(self, out, config):
+        import random
+
         self.dir = Path(out) / "backup"
         self.every = config["train"]["checkpoint_every_steps"]
+        state = self.state() or {}
+        seed = config["train"]["seed"]
+        self.data_seed = int(seed) if seed is not None else state.get("data_seed", random.randrange(2**31 - 1))
 
     def state(self):
         from hqdepth.training.callbacks import RunBackup
 
         return RunBackup.read_state(self.dir)
 
-    def callback(self, enabled=True):
+    def callback(self, enabled=True, period=None):
         from hqdepth.training.callbacks import RunBackup
 
-        return RunBackup(str(self.dir), save_freq=self.every or "epoch", enabled=enabled)
+        return RunBackup(str(self.dir), save_freq=self.every or "epoch", enabled=enabled,
+                         extra={"data_seed": self.data_seed}, steps_per_epoch=period)
 
 
 def make_callbacks(config, out, plan, images, depths, backup, steps_done=None, chief=True, print_fn=print):
@@ -489,7 +553,7 @@ def make_callbacks(config, out, plan, images, depths, backup, steps_done=None, c
     ]
     if chief:
         callbacks.insert(1, keras.callbacks.CSVLogger(str(out / "metrics.csv"), append=True))
-    callbacks.append(backup.callback(enabled=chief))  # last: saves after the checkpoints and logs are written
+    callbacks.append(backup.callback(enabled=chief, period=plan.period))  # last: saves after the checkpoints and logs are written
     return callbacks
 
 
@@ -533,7 +597,9 @@ def finish_run(model, config, out, data, test_data, plan, history, status, secon
                  f"{test_data or data} split {config['data']['test_split']} ...")
         evaluation = evaluate_in_memory(model, config, test_data or data)
         results["test"] = evaluation.to_dict()
-    (out / RESULTS_FILE).write_text(json.dumps(results, indent=1))
+    from hqdepth.training.callbacks import write_atomically
+
+    write_atomically(out / RESULTS_FILE, json.dumps(results, indent=1))  # a rerun reads it
     return results
 
 
