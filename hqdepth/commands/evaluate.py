@@ -2,6 +2,7 @@
 
     hqdepth evaluate --pairs PAIRS.txt --protocol nyu-eigen [--pred-scale S] [--gt-scale S] [--json OUT] [--csv OUT]
     hqdepth evaluate --model MODEL --data SPEC --protocol nyu-hqmd [--flip] [--json OUT]
+    hqdepth evaluate --model MODEL --data ibims:DIR --protocol custom --geometry   (iBims-1 metrics too)
 
 With --model each test image is run as the protocol's official test code runs its network
 (`hqdepth.evaluation.Protocol.test_input`): BTS NYU on the whole 480x640 frame, BTS KITTI on the
@@ -55,6 +56,14 @@ def add_parser(subparsers):
                         help="SSIM dynamic range in metres (default: the protocol's max depth)")
     parser.add_argument("--resize-any", action="store_true",
                         help="resize predictions to the ground truth even when the aspect ratios differ")
+    parser.add_argument("--geometry", action="store_true",
+                        help="also the iBims-1 geometric errors (depth boundary, directed depth, planarity; "
+                             "hqdepth.geometry) on the whole frame. True edges and planes come from the dataset "
+                             "(ibims:DIR) or, with --pairs, an edge map as a third column '<prediction> <ground truth> "
+                             "<edges.png>'; metrics without their ground truth are reported as not computed")
+    parser.add_argument("--geometry-version", choices=("v2", "v1"),
+                        help="with --geometry: depth boundary errors of the official code (v2, default) or the older "
+                             "v1 (Canny 0.10/0.20, directed completeness)")
     parser.add_argument("--json", metavar="OUT", help="write {protocol, count, metrics, ...} as JSON")
     parser.add_argument("--csv", metavar="PER_IMAGE", help="write one row per image (CSV)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -126,23 +135,45 @@ def _run(args):
     protocol = _protocol(args)
     common = {"ssim": args.ssim, "ssim_max_val": args.ssim_max_val, "resize_any": args.resize_any,
               "progress": not args.quiet}
+    if args.geometry_version and not args.geometry:
+        raise ConfigError("--geometry-version goes with --geometry.")
+    geometry = None  # the iBims-1 metrics (hqdepth.geometry.GeometryEvaluator) with --geometry
     if args.pairs:
         if args.data or args.flip:
             raise ConfigError("--data and --flip go with --model, not --pairs.")
-        result = evaluate_pairs(args.pairs, protocol, pred_scale=args.pred_scale, gt_scale=args.gt_scale, **common)
+        if args.geometry:
+            from hqdepth.geometry import evaluate_pairs_with_geometry
+
+            result, geometry = evaluate_pairs_with_geometry(args.pairs, protocol, pred_scale=args.pred_scale,
+                                                            gt_scale=args.gt_scale,
+                                                            version=args.geometry_version or "v2", **common)
+        else:
+            result = evaluate_pairs(args.pairs, protocol, pred_scale=args.pred_scale, gt_scale=args.gt_scale, **common)
     else:
         if not args.data:
             raise ConfigError("--model needs --data SPEC (a dataset SPEC or a pairs file of RGB and ground truth).")
         if args.pred_scale is not None:
             raise ConfigError("--pred-scale applies to prediction files (--pairs), not to --model.")
-        result = evaluate_model(args.model, args.data, protocol, split=args.split, flip=args.flip,
-                                gt_scale=args.gt_scale, **common)
+        if args.geometry:
+            from hqdepth.geometry import evaluate_model_with_geometry
+
+            result, geometry = evaluate_model_with_geometry(args.model, args.data, protocol, split=args.split,
+                                                            flip=args.flip, gt_scale=args.gt_scale,
+                                                            version=args.geometry_version or "v2", **common)
+        else:
+            result = evaluate_model(args.model, args.data, protocol, split=args.split, flip=args.flip,
+                                    gt_scale=args.gt_scale, **common)
     print(result.format_table())
+    if geometry is not None:
+        print(geometry.format_table())
     sys.stdout.flush()
     if args.json:
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+        document = result.to_dict()
+        if geometry is not None:
+            document["geometry"] = geometry.to_dict()
+        path.write_text(json.dumps(document, indent=2) + "\n")
     if args.csv:
         path = Path(args.csv)
         path.parent.mkdir(parents=True, exist_ok=True)
