@@ -239,14 +239,16 @@ def cluster_member(argv):
 
 
 def start_cluster(command, count, env, timeout=300):
-    """`count` `cluster_member` processes running `command` (hqdepth CLI args) as workers of one cluster.
+    """`count` `cluster_member` processes running `command` (hqdepth CLI args; or a list of `count`
+    commands, one per worker) as workers of one cluster.
 
     Returns the Popen objects (stdout: text, the ports line consumed). On any failure every process
     started is killed."""
+    commands = command if command and isinstance(command[0], (list, tuple)) else [command] * count
     processes = []
     try:
-        for _ in range(count):
-            processes.append(subprocess.Popen([sys.executable, __file__, "--member", *command], env=env, text=True,
+        for member in commands:
+            processes.append(subprocess.Popen([sys.executable, __file__, "--member", *member], env=env, text=True,
                                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
         ports = []
         deadline = time.time() + timeout
@@ -261,11 +263,38 @@ def start_cluster(command, count, env, timeout=300):
         for index, process in enumerate(processes):
             tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
             process.stdin.write(json.dumps(tf_config) + "\n")
-            process.stdin.close()
+            process.stdin.flush()  # left open: communicate() flushes and closes it
         return processes
     except BaseException:
         kill_all(processes)
         raise
+
+
+def read_until(process, prefix, timeout):
+    """Lines of `process.stdout` up to one starting with `prefix` (returned with the lines before it).
+
+    A reader thread feeds a queue kept on the process, so a silent child fails the test after
+    `timeout` s instead of blocking it, and later calls continue where this one stopped."""
+    if not hasattr(process, "lines"):
+        process.lines = queue.Queue()
+
+        def pump():
+            for line in process.stdout:
+                process.lines.put(line.rstrip("\n"))
+            process.lines.put(None)
+
+        threading.Thread(target=pump, daemon=True).start()
+    seen, deadline = [], time.time() + timeout
+    while True:
+        try:
+            line = process.lines.get(timeout=max(deadline - time.time(), 0.01))
+        except queue.Empty:
+            raise AssertionError(f"no line starting with {prefix!r} in {timeout} s:\n" + "\n".join(seen[-40:])) from None
+        if line is None:
+            raise AssertionError(f"the process ended before printing {prefix!r}:\n" + "\n".join(seen[-40:]))
+        seen.append(line)
+        if line.startswith(prefix):
+            return seen
 
 
 def kill_all(processes):

@@ -241,7 +241,10 @@ class RunBackup(keras.callbacks.BackupAndRestore):
     position the state gives. A backup due at the last step of an epoch is taken at the end of the
     epoch instead (after its validation), so a resumed run never skips a validation.
     The trainer uses `step_in_epoch` to finish an interrupted epoch with the steps it had left and
-    `iterations` to place the input pipeline where the backed-up run stopped reading. Give
+    `iterations` to place the input pipeline where the backed-up run stopped reading. With `keep=k`
+    the k-1 backups before the current one stay restorable (`previous` in the metadata; set
+    `at_iterations` to restore one): workers of a cluster that were killed between their saves of
+    the same step restore the newest step they all have. Give
     `steps_per_epoch` (all epochs but the last have it) when a fit can start mid-epoch: the step
     within the epoch is then computed from the iteration, not from the batch index of that fit. Always saves at
     the end of an epoch; the backup is kept until the run has written its results. With
@@ -250,11 +253,13 @@ class RunBackup(keras.callbacks.BackupAndRestore):
 
     METADATA = "training_metadata.json"
 
-    def __init__(self, backup_dir, save_freq="epoch", enabled=True, extra=None, steps_per_epoch=None):
+    def __init__(self, backup_dir, save_freq="epoch", enabled=True, extra=None, steps_per_epoch=None, keep=1):
         super().__init__(backup_dir, save_freq=save_freq, delete_checkpoint=False)
         self.enabled = enabled
         self.extra = dict(extra or {})
         self.steps_per_epoch = steps_per_epoch
+        self.keep = max(int(keep), 1)
+        self.at_iterations = None  # restore this backed-up iteration (None: the latest, 0: none)
         self._step_in_epoch = 0
 
     def on_train_begin(self, logs=None):
@@ -267,9 +272,13 @@ class RunBackup(keras.callbacks.BackupAndRestore):
         self._load_model()
 
     def _load_model(self):
-        """Restore weights, optimizer state and the epoch from the current backup (if any)."""
-        state = self.read_state(self.backup_dir)
+        """Restore weights and optimizer state from the current backup (or the one `at_iterations` names)."""
+        if self.at_iterations == 0:
+            return
+        state = self.read_state(self.backup_dir, self.at_iterations)
         if state is None:
+            if self.at_iterations is not None:
+                raise FileNotFoundError(f"{self.backup_dir}: no backup of iteration {self.at_iterations}.")
             return
         weights = self.weights_path(self.backup_dir, state)
         if not weights.is_file():
@@ -314,9 +323,14 @@ class RunBackup(keras.callbacks.BackupAndRestore):
             step_in_epoch = step - self._current_epoch * self.steps_per_epoch
         metadata = {"format": 2, "weights": name, "epoch": self._current_epoch, "step_in_epoch": step_in_epoch,
                     "iterations": step, "saved_at": time.time(), **self.extra}
+        if self.keep > 1:  # the states before it stay restorable (workers agree on a common one)
+            old = self.read_state(folder) or {}
+            history = [old] + old.pop("previous", []) if old else []
+            metadata["previous"] = [entry for entry in history if entry["iterations"] != step][:self.keep - 1]
         write_atomically(self._training_metadata_path, json.dumps(metadata))
+        kept = {name} | {entry["weights"] for entry in metadata.get("previous", [])}
         for path in folder.iterdir():  # older states and what an interrupted save left behind
-            if path.name != name and (path.name.startswith(("state-", ".tmp-", f".{self.METADATA}.tmp-"))
+            if path.name not in kept and (path.name.startswith(("state-", ".tmp-", f".{self.METADATA}.tmp-"))
                                       or path.name in ("latest.weights.h5", "latest.weights.h5.bkp")):
                 path.unlink(missing_ok=True)
 
@@ -326,12 +340,19 @@ class RunBackup(keras.callbacks.BackupAndRestore):
         return Path(backup_dir) / state.get("weights", "latest.weights.h5")
 
     @classmethod
-    def read_state(cls, backup_dir):
-        """The current backup's metadata (dict), or None when there is no backup."""
+    def read_state(cls, backup_dir, iterations=None):
+        """The current backup's metadata (dict), or None when there is no backup; with `iterations`, the
+        kept backup of that iteration (`keep` > 1), or None."""
         path = Path(backup_dir) / cls.METADATA
         if not path.is_file():
             return None
-        return json.loads(path.read_text())
+        state = json.loads(path.read_text())
+        if iterations is None:
+            return state
+        for entry in [state] + state.get("previous", []):
+            if entry["iterations"] == iterations:
+                return entry
+        return None
 
 
 class RunProgress(keras.callbacks.Callback):

@@ -8,7 +8,11 @@ resume, progress), so a multi-worker run has the same run folder as a single-mac
 
 Each worker reads its own shard of the input (`InputContext`); only the chief writes logs,
 checkpoints and results; every worker keeps its own backup (the chief's in RUN/backup, worker i's in
-RUN/.worker-i/backup), so resuming needs no shared filesystem.
+RUN/.worker-i/backup), so resuming needs no shared filesystem: the workers may run with run folders
+on different machines. A restarted cluster (any worker killed, all rerun with the same commands)
+resumes from the newest backed-up step every worker has (each keeps its last two backups, and a
+kill can land between two workers' saves of one step); each worker's input continues after the
+batches it had consumed.
 """
 
 import shutil
@@ -16,10 +20,11 @@ import time
 from pathlib import Path
 
 from hqdepth.training import recipes as recipes_lib
+from hqdepth.training.callbacks import RunBackup
 from hqdepth.training.trainer import (
     Plan, RunBackupFactory, build_loss, build_model, build_optimizer, compile_metrics, finish_run,
     fixed_validation_samples, load_split, make_callbacks, prepare_run_folder, print_summary, read_results,
-    resolve_precision, split_length, synchronize_batchnorm,
+    resolve_precision, set_determinism, split_length, synchronize_batchnorm,
 )
 
 
@@ -61,10 +66,17 @@ def train_multiworker(config, data, out, *, val_data=None, test_data=None, overw
         f"{plan.total_steps} steps, validation every {plan.period} steps on {validation_steps} batches")
     if config["train"]["seed"] is not None:
         keras.utils.set_random_seed(int(config["train"]["seed"]))
+    set_determinism(config)
+    backup = RunBackupFactory(worker_out, config)
+    done = _agree_on_backup(strategy, backup.dir)
+    state = RunBackup.read_state(backup.dir, done) if done else None
 
     def dataset(split, spec, train):
         def make(context):
-            return load_split(config, spec, split, plan.global_batch, train=train, repeat=True, input_context=context)
+            # A step takes one batch from each replica: the pipeline's share of the steps done.
+            start = done * context.num_replicas_in_sync // context.num_input_pipelines if train else 0
+            return load_split(config, spec, split, plan.global_batch, train=train, repeat=True, input_context=context,
+                              seed=backup.data_seed if train else None, start_batches=start)
 
         return strategy.distribute_datasets_from_function(make)
 
@@ -84,13 +96,19 @@ def train_multiworker(config, data, out, *, val_data=None, test_data=None, overw
         optimizer.build(model.trainable_variables)
 
     step = DistributedStep(strategy, model, loss, metrics, replicas)
-    backup = RunBackupFactory(worker_out, config)
-    state = backup.state()
     period, step_in_period = (state["epoch"], state.get("step_in_epoch", 0)) if state else (0, 0)
     if state:
         say(f"  resuming from the backup at step {state.get('iterations')} (period {period + 1}, step {step_in_period})")
     callbacks = make_callbacks(config, out, plan, images, depths, backup, steps_done=state and state.get("iterations"),
                                chief=chief, print_fn=say)
+    if chief:
+        from hqdepth.training.callbacks import trim_metrics_csv
+
+        trim_metrics_csv(out / "metrics.csv", period)
+    # Every worker backs up (into its own folder), keeping two states, and restores the agreed one.
+    callbacks[-1] = RunBackup(str(backup.dir), save_freq=backup.every or "epoch", extra={"data_seed": backup.data_seed},
+                              steps_per_epoch=plan.period, keep=2)
+    callbacks[-1].at_iterations = done
     for callback in callbacks:
         callback.set_model(model)
         callback.on_train_begin()
@@ -127,14 +145,36 @@ def train_multiworker(config, data, out, *, val_data=None, test_data=None, overw
     status = "stopped: loss became NaN" if model.stop_training else "finished"
     results = finish_run(model, config, out, data, test_data, plan, history, status, time.time() - start, say,
                          chief=chief, steps_at_start=(state or {}).get("iterations", 0))
+    if status == "finished":
+        shutil.rmtree(backup.dir, ignore_errors=True)
     if chief:
         print_summary(results, say)
-        if status == "finished":
-            shutil.rmtree(out / "backup", ignore_errors=True)
     else:
         model.save_weights(worker_out / "model.weights.h5")  # lets a user (and the tests) compare replicas
     _barrier(strategy)  # workers leave together: none sees the others' exit as a crash
     return results
+
+
+def _agree_on_backup(strategy, backup_dir):
+    """The newest backed-up iteration every worker has (0: start afresh), from each worker's backups.
+
+    A kill can land between two workers' saves of the same step; each keeps its two last backups
+    (`RunBackup(keep=2)`), so the newest common one is restorable everywhere."""
+    import tensorflow as tf
+
+    state = RunBackup.read_state(backup_dir)
+    mine = [state["iterations"]] + [entry["iterations"] for entry in state.get("previous", [])] if state else []
+    newest = tf.constant([float(max(mine)) if mine else 0.0])
+
+    @tf.function
+    def gather():
+        return strategy.gather(strategy.run(lambda: newest), axis=0)
+
+    agreed = int(min(gather().numpy()))
+    if agreed and agreed not in mine:
+        raise FileNotFoundError(f"{backup_dir}: the other workers' newest backup is of step {agreed}, which this "
+                                f"worker does not have (it has {mine}); remove every worker's backup to restart.")
+    return agreed
 
 
 def _barrier(strategy):
