@@ -18,6 +18,13 @@ def pytest_report_header(config):
     return f"HQDEPTH_TEST_SEED={TEST_SEED} (set it to replay the random tests of this run)"
 
 
+def pytest_configure(config):
+    """Print the reason of every skip in the summary (`-rs`), also under `make test`'s -q."""
+    chars = config.option.reportchars or ""
+    if "s" not in chars and "a" not in chars and "A" not in chars:
+        config.option.reportchars = chars + "s"
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield

@@ -447,3 +447,34 @@ def test_a_deterministic_run_killed_at_random_moments_ends_equal_to_an_uninterru
     assert results["status"] == "finished" and results["steps"] == 12
     epochs = [int(row.split(",")[0]) for row in (tmp_path / "run" / "metrics.csv").read_text().strip().splitlines()[1:]]
     assert epochs == [0, 1, 2]
+
+
+def test_a_loss_that_becomes_nan_stops_the_run_with_that_status(tmp_path):
+    """TerminateOnNaN: a NaN output scale (model.options.max_depth=.nan) makes the first loss NaN; the run
+    stops there, says so in results.json, and backs up no non-finite state."""
+    config = config_with("model.options.max_depth=.nan", "train.max_steps=9", "train.checkpoint_every_steps=1",
+                         "train.test_evaluation=false", "train.image_samples=0")
+    results = train(config, DATA, tmp_path / "run", print_fn=quiet_print, verbose=0)
+    assert results["status"] == "stopped: loss became NaN", results["status"]
+    assert results["steps"] < 9 and not np.isfinite(results["final_logs"]["loss"])
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["status"] == results["status"]
+    assert not (tmp_path / "run" / "backup" / "training_metadata.json").exists()  # nothing finite to keep
+
+
+def test_jit_compiled_training_matches_the_plain_step(tmp_path):
+    """--jit-compile (train.jit_compile): XLA compiles the step; two SGD steps end within float rounding
+    of the same run without XLA, so the compiled step computes the same gradient."""
+    sets = ("train.max_steps=2", "train.validation_every_steps=2", "train.test_evaluation=false", "train.image_samples=0",
+            "optimizer.name=sgd", "optimizer.learning_rate=0.01", "data.shuffle=false")
+    weights = {}
+    for jit in (False, True):
+        config = config_with(*sets, f"train.jit_compile={str(jit).lower()}")
+        results = train(config, DATA, tmp_path / f"jit-{jit}", print_fn=quiet_print, verbose=0)
+        assert results["status"] == "finished" and results["steps"] == 2
+        model = keras.saving.load_model(tmp_path / f"jit-{jit}" / "model.keras", compile=False)
+        weights[jit] = [np.asarray(w) for w in model.weights]
+        keras.backend.clear_session()
+    initial = [np.asarray(w) for w in recipes_model(None).weights]
+    update = max(np.abs(a - i).max() for a, i in zip(weights[False], initial))
+    difference = max(np.abs(a - b).max() for a, b in zip(weights[False], weights[True]))
+    assert update > 1e-4 and difference < 0.01 * update, (difference, update)

@@ -219,6 +219,15 @@ def trim_metrics_csv(path, epochs):
         write_atomically(path, "".join(kept))
 
 
+def _finite(logs):
+    """False when the logs carry a non-finite training loss (the weights are then not worth keeping)."""
+    loss = (logs or {}).get("loss")
+    try:
+        return loss is None or math.isfinite(float(loss))
+    except (TypeError, ValueError):
+        return True
+
+
 class RunBackup(keras.callbacks.BackupAndRestore):
     """Crash-safe `BackupAndRestore`: a kill at any moment resumes from the last complete backup.
 
@@ -241,7 +250,8 @@ class RunBackup(keras.callbacks.BackupAndRestore):
     position the state gives. A backup due at the last step of an epoch is taken at the end of the
     epoch instead (after its validation), so a resumed run never skips a validation.
     The trainer uses `step_in_epoch` to finish an interrupted epoch with the steps it had left and
-    `iterations` to place the input pipeline where the backed-up run stopped reading. With `keep=k`
+    `iterations` to place the input pipeline where the backed-up run stopped reading. Steps whose
+    training loss is not finite are not backed up (the backup stays at the last finite state). With `keep=k`
     the k-1 backups before the current one stay restorable (`previous` in the metadata; set
     `at_iterations` to restore one): workers of a cluster that were killed between their saves of
     the same step restore the newest step they all have. Give
@@ -297,14 +307,15 @@ class RunBackup(keras.callbacks.BackupAndRestore):
     def on_train_batch_end(self, batch, logs=None):
         self._step_in_epoch = batch + 1
         steps = (self.params or {}).get("steps")
-        if self._should_save_on_batch(batch) and not (steps and batch + 1 >= steps):
+        if self._should_save_on_batch(batch) and not (steps and batch + 1 >= steps) and _finite(logs):
             self._save_model()  # the last step of an epoch is backed up at its end, after the validation
 
     def on_epoch_end(self, epoch, logs=None):
         self._current_epoch = epoch + 1
         self._last_batch_seen = 0
         self._step_in_epoch = 0
-        self._save_model()
+        if _finite(logs):  # a loss that became NaN (TerminateOnNaN) leaves the last finite backup in place
+            self._save_model()
 
     def _save_model(self):
         if not self.enabled:
