@@ -110,7 +110,24 @@ def test_step_model_and_rows():
 def test_counts_equal_the_models():
     """The trainable parameters (the gradients all-reduced), all parameters and synchronised batch norms of the
     recipe's model; none depends on the input size, so a tiny one is built."""
-    scaling_model = scaling.recipe_model((33, 49))[1]
-    assert scaling.trainable_count(scaling_model) == scaling.TRAINABLE_PARAMS
-    assert scaling_model.count_params() == scaling.ALL_PARAMS
-    assert scaling.sync_bn_layers(scaling_model) == scaling.SYNC_BN_LAYERS
+    from hqdepth.flops import count_flops
+
+    model = scaling.recipe_model((33, 49))[1]
+    assert scaling.trainable_count(model) == scaling.TRAINABLE_PARAMS
+    assert model.count_params() == scaling.ALL_PARAMS
+    assert scaling.sync_bn_layers(model) == scaling.SYNC_BN_LAYERS
+
+    # Training FLOPs: every product once forward, once for its input gradient (not the stem, whose input is
+    # the image) and once for its kernel gradient (not the frozen stem and first stage, conv1_* / conv2_*, nor
+    # the resizes, which have no kernel).
+    count = count_flops(model)
+    frozen = [e for e in count.layers if e.macs and e.name.startswith(("conv1_", "conv2_"))]
+    assert frozen and all(not model.get_layer(e.name).trainable for e in frozen)
+    stem = 2 * sum(e.macs for e in count.layers if e.name == "conv1_conv")
+    train = scaling.training_flops(model, count)
+    assert train["forward"] == count.flops
+    assert train["input_grad"] == count.flops - stem
+    weightless = [e for e in count.layers if e.macs and e.kind == "BilinearResize"]  # products without a kernel
+    assert weightless
+    assert train["weight_grad"] == count.flops - 2 * sum(e.macs for e in frozen + weightless)
+    assert 2.8 < train["factor"] < 3.0
