@@ -478,3 +478,35 @@ def test_jit_compiled_training_matches_the_plain_step(tmp_path):
     update = max(np.abs(a - i).max() for a, i in zip(weights[False], initial))
     difference = max(np.abs(a - b).max() for a, b in zip(weights[False], weights[True]))
     assert update > 1e-4 and difference < 0.01 * update, (difference, update)
+
+
+def write_pairs(folder, count, bad):
+    """`count` 32x32 PNG pairs and a BTS list; the depth of pair `bad` is a truncated PNG."""
+    from png_encoder import png_bytes
+
+    rng = np.random.default_rng(5)
+    lines = []
+    for i in range(count):
+        depth = png_bytes(rng.integers(500, 9000, (32, 32), dtype=np.uint16))
+        (folder / f"rgb{i}.png").write_bytes(png_bytes(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)))
+        (folder / f"depth{i}.png").write_bytes(depth[: len(depth) // 2] if i == bad else depth)
+        lines.append(f"rgb{i}.png depth{i}.png 518.8579")
+    (folder / "train.txt").write_text("\n".join(lines) + "\n")
+    return f"list:{folder}/train.txt@{folder}?dataset=nyu"
+
+
+def test_a_corrupt_sample_mid_epoch_stops_the_run_or_is_counted_with_skip_bad(tmp_path):
+    spec = write_pairs(tmp_path, 16, bad=9)
+    sets = ("data.shuffle=false", "train.max_steps=4", "train.validation_every_steps=4", "train.checkpoint_every_steps=1",
+            "train.test_evaluation=false", "train.image_samples=0", "data.val_split=train")
+    # Without skip_bad: the step that reads sample 9 (step 3) fails naming the file; steps 1-2 stay backed up.
+    with pytest.raises(Exception, match="depth9.png") as error:
+        train(config_with(*sets), spec, tmp_path / "strict", print_fn=quiet_print, verbose=0)
+    assert "truncated" in str(error.value) or "decode" in str(error.value)
+    state = json.loads((tmp_path / "strict" / "backup" / "training_metadata.json").read_text())
+    assert 1 <= state["iterations"] <= 2 and not (tmp_path / "strict" / "results.json").exists()
+    # With skip_bad: the run finishes and its results count the skipped sample, naming it.
+    results = train(config_with(*sets, "data.skip_bad=true"), spec, tmp_path / "lenient", print_fn=quiet_print, verbose=0)
+    assert results["status"] == "finished" and results["steps"] == 4
+    skipped = results["skipped_bad_records_this_session"]
+    assert skipped["count"] >= 1 and "depth9.png" in skipped["first"][0]

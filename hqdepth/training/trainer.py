@@ -238,9 +238,10 @@ def split_length(spec, split):
 
 
 def load_split(config, spec, split, global_batch, *, train, input_context=None, repeat=None, batch=True, seed=None,
-               start_batches=0):
+               start_batches=0, bad_records=None):
     """The `hqdepth.data.load` dataset of a split as the recipe says; `seed` replaces `train.seed` (the data
-    seed of a run without one), `start_batches` continues the stream after that many batches (resume)."""
+    seed of a run without one), `start_batches` continues the stream after that many batches (resume),
+    `bad_records` counts the samples `data.skip_bad` drops (one `BadRecords` over several datasets)."""
     from hqdepth.data import load
 
     data = config["data"]
@@ -250,7 +251,7 @@ def load_split(config, spec, split, global_batch, *, train, input_context=None, 
         batch_size=global_batch if batch else None, size=data["input_size"],
         mode="train" if train else "val", shuffle=train and data["shuffle"],
         seed=config["train"]["seed"] if seed is None else seed, deterministic=True if seeded else None,
-        start_batches=start_batches,
+        start_batches=start_batches, bad_records=bad_records,
         cache=data["cache"], repeat=train if repeat is None else repeat, drop_remainder=train,
         skip_bad=data["skip_bad"], with_focal=data["with_focal"], input_context=input_context,
         shuffle_buffer=data["shuffle_buffer"],
@@ -443,8 +444,11 @@ def train(config, data, out, *, val_data=None, test_data=None, overwrite=False, 
     backup = RunBackupFactory(out, config)
     state = backup.state()
     done = (state or {}).get("iterations", 0)
+    from hqdepth.data.pipeline import BadRecords
+
+    bad_records = BadRecords()  # skipped samples of this session, over every fit call's dataset
     train_ds = load_split(config, data, config["data"]["train_split"], plan.global_batch, train=True,
-                          seed=backup.data_seed, start_batches=done)
+                          seed=backup.data_seed, start_batches=done, bad_records=bad_records)
     val_ds = load_split(config, val_data, config["data"]["val_split"], plan.global_batch, train=False)
     images, depths = fixed_validation_samples(config, val_data, config["train"]["image_samples"])
 
@@ -477,7 +481,7 @@ def train(config, data, out, *, val_data=None, test_data=None, overwrite=False, 
         if done != (state or {}).get("iterations", 0) or initial_epoch != position[0]:
             # fit starts a new iterator: the stream continues at the steps done, not from its start
             train_ds = load_split(config, data, config["data"]["train_split"], plan.global_batch, train=True,
-                                  seed=backup.data_seed, start_batches=done)
+                                  seed=backup.data_seed, start_batches=done, bad_records=bad_records)
         result = model.fit(train_ds, epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
                            validation_data=val_ds if validation_steps else None,
                            validation_steps=validation_steps or None, callbacks=callbacks, verbose=verbose,
@@ -489,7 +493,7 @@ def train(config, data, out, *, val_data=None, test_data=None, overwrite=False, 
             break
     status = "stopped: loss became NaN" if _nan(history) else "finished"
     results = finish_run(model, config, out, data, test_data, plan, history, status, time.time() - start, print_fn,
-                         steps_at_start=(state or {}).get("iterations", 0))
+                         steps_at_start=(state or {}).get("iterations", 0), bad_records=bad_records)
     if status == "finished":
         shutil.rmtree(out / "backup", ignore_errors=True)
     print_summary(results, print_fn)
@@ -573,8 +577,10 @@ def _floats(logs):
 
 
 def finish_run(model, config, out, data, test_data, plan, history, status, seconds, print_fn, chief=True,
-               steps_at_start=0):
-    """Save the final model, evaluate on the test split, write results.json (chief only)."""
+               steps_at_start=0, bad_records=None):
+    """Save the final model, evaluate on the test split, write results.json (chief only); with `bad_records`
+    (`data.skip_bad`) the training samples skipped this session, counted and the first messages (as read:
+    samples read ahead for steps not taken, and those a resume reads again to find its position, included)."""
     from hqdepth.training.callbacks import iterations
 
     out = Path(out)
@@ -586,6 +592,8 @@ def finish_run(model, config, out, data, test_data, plan, history, status, secon
         "final_logs": _floats(history) if history else {},
         "model": str(out / "model.keras"), "logs": str(out / "logs"),
     }
+    if bad_records is not None and config["data"]["skip_bad"]:
+        results["skipped_bad_records_this_session"] = {"count": bad_records.total, "first": bad_records.messages[:5]}
     best = out / "checkpoints" / "best.json"
     if best.is_file():
         results["best"] = {**json.loads(best.read_text()), "path": str(out / "checkpoints" / "best.keras")}
