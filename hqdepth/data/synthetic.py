@@ -672,6 +672,82 @@ def make_sample(split, index, size=DEFAULT_SIZE, offset=0):
     return Sample(rgb, depth, meta)
 
 
+def object_views(split, index, size=DEFAULT_SIZE, offset=0):
+    """(ids, layout) of scene `index` of `split`, for measuring whether a prediction shows the objects.
+
+    ids: int16 (H, W) surface id map (0-5 room surfaces, 6 + k the scene's object k, see `ROOM_SURFACES`);
+    layout: float32 (H, W) z-depth of the same room seen by the same camera with its objects removed, i.e. the
+    prediction of a model that gets the room exactly right and shows no object.
+    """
+    scene = random_scene(scene_seed(split, index, offset))
+    _, _, ids = render(scene, size, return_ids=True)
+    scene.objects = []
+    _, layout = render(scene, size)
+    return ids, layout[..., 0]
+
+
+def _ring(mask, width):
+    """Pixels within `width` pixels (chessboard distance) of `mask`, outside it."""
+    grown = mask.copy()
+    for _ in range(width):
+        step = grown.copy()
+        step[1:] |= grown[:-1]
+        step[:-1] |= grown[1:]
+        step[:, 1:] |= grown[:, :-1]
+        step[:, :-1] |= grown[:, 1:]
+        grown = step
+    return grown & ~mask
+
+
+def object_measures(preds, gts, ids_maps, layouts, min_pixels=12, min_contrast=0.2, ring=2):
+    """Do predictions show the objects of synthetic scenes? Two measures against the layout-only predictor.
+
+    preds, gts, layouts: sequences of (H, W) depths in metres (`layouts` from `object_views`); ids_maps: the
+    matching surface id maps. Returns a dict:
+
+    - object_pixels, rmse_objects / rmse_objects_layout: RMSE over all object pixels (ids >= 6) of the
+      predictions and of the layout-only predictor (which puts the room behind each object there);
+    - objects: visible objects with at least `min_pixels` pixels and as many ring pixels (the band `ring`
+      pixels wide around the object, other objects excluded) whose true contrast is at least `min_contrast` m;
+    - contrast: for each such object, contrast = median depth in its ring - median depth on it (positive: the
+      object stands in front of what surrounds it). `contrast_ratio` is the median over objects of
+      predicted / true contrast (1 = the step to the surroundings is reproduced, 0 = no object to be seen,
+      as in a smooth layout), `contrast_ratio_layout` the same for the layout-only predictor, and
+      `objects_seen` the fraction of objects whose predicted contrast is at least half the true one
+      (`objects_seen_layout` likewise).
+    """
+    squared, squared_layout, pixels = 0.0, 0.0, 0
+    ratios, ratios_layout = [], []
+    for pred, gt, ids, layout in zip(preds, gts, ids_maps, layouts):
+        pred, gt, layout = (np.asarray(a, np.float64).reshape(ids.shape) for a in (pred, gt, layout))
+        objects = ids >= 6
+        squared += float(((pred - gt)[objects] ** 2).sum())
+        squared_layout += float(((layout - gt)[objects] ** 2).sum())
+        pixels += int(objects.sum())
+        for sid in np.unique(ids[objects]):
+            mask = ids == sid
+            band = _ring(mask, ring) & ~objects
+            if mask.sum() < min_pixels or band.sum() < min_pixels:
+                continue
+            true = np.median(gt[band]) - np.median(gt[mask])
+            if true < min_contrast:
+                continue
+            ratios.append((np.median(pred[band]) - np.median(pred[mask])) / true)
+            ratios_layout.append((np.median(layout[band]) - np.median(layout[mask])) / true)
+    ratios, ratios_layout = np.array(ratios), np.array(ratios_layout)
+    nan = float("nan")
+    return {
+        "object_pixels": pixels,
+        "rmse_objects": math.sqrt(squared / pixels) if pixels else nan,
+        "rmse_objects_layout": math.sqrt(squared_layout / pixels) if pixels else nan,
+        "objects": int(ratios.size),
+        "contrast_ratio": float(np.median(ratios)) if ratios.size else nan,
+        "contrast_ratio_layout": float(np.median(ratios_layout)) if ratios.size else nan,
+        "objects_seen": float((ratios >= 0.5).mean()) if ratios.size else nan,
+        "objects_seen_layout": float((ratios_layout >= 0.5).mean()) if ratios.size else nan,
+    }
+
+
 def parse_options(argument):
     """'COUNT,key=value,...' (or 'COUNT?key=value&...') -> dict of strings (count, size, seed)."""
     options = {}
