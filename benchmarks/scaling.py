@@ -338,16 +338,18 @@ def worker_main(args):
     params = trainable_count(model)
     big, small = reducer(params), reducer(1)
     big(), small()
-    big_times = []
+    big_times, big_cpu = [], []
     for _ in range(3):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         big().numpy()
         big_times.append(time.perf_counter() - start)
-    small_times = []
+        big_cpu.append(time.process_time() - start_cpu)
+    small_times, small_cpu = [], []
     for _ in range(20):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         small().numpy()
         small_times.append(time.perf_counter() - start)
+        small_cpu.append(time.process_time() - start_cpu)
 
     matmul = None
     if args.matmul and strategy.cluster_resolver.task_id == 0:
@@ -369,6 +371,8 @@ def worker_main(args):
               "first_step_s": first, "seconds": times, "cpu_seconds": cpu, "median_s": statistics.median(times),
               "min_s": min(times), "allreduce_params_s": big_times, "allreduce_params_median_s":
               statistics.median(big_times), "allreduce_one_median_s": statistics.median(small_times),
+              "allreduce_params_cpu_median_s": statistics.median(big_cpu),
+              "allreduce_one_cpu_median_s": statistics.median(small_cpu),
               "matmul": matmul, "process_cpu_s": time.process_time() - cpu_start,
               "process_wall_s": time.perf_counter() - wall_start, "load_end": [round(v, 2) for v in os.getloadavg()]}
     _barrier(strategy)
@@ -502,6 +506,18 @@ def measure(args, train_factor):
             "train_gflop_per_cpu_s_1_worker": train_factor * one["forward_gflops"] * batch
             / statistics.median(one["cpu_seconds"]),
         }
+        # In CPU-seconds per worker and step, which the load does not stretch: the 1-worker step (with synchronised
+        # batch norm where measured) + the CPU time of the collectives measured alone.
+        base = synced or one
+        collectives_cpu = (two.get("allreduce_params_cpu_median_s", math.nan)
+                           + 5 * two["sync_bn_layers"] * two.get("allreduce_one_cpu_median_s", math.nan))
+        cpu_two = statistics.median(c for r in runs["2_workers"] for c in r["cpu_seconds"])
+        out["comparison"]["cpu_seconds"] = {
+            "one_worker_step": statistics.median(base["cpu_seconds"]), "collectives": collectives_cpu,
+            "predicted_2_workers_per_worker": statistics.median(base["cpu_seconds"]) + collectives_cpu,
+            "measured_2_workers_per_worker": cpu_two,
+            "predicted_over_measured": (statistics.median(base["cpu_seconds"]) + collectives_cpu) / cpu_two,
+        }
     return out
 
 
@@ -612,6 +628,10 @@ def main(argv=None):
                   f"{p.get('step_2_workers_calibrated_sync_bn_s', math.nan):.2f} s "
                   f"(collectives {p['collectives_s'] * 1e3:.0f} ms, "
                   f"all-reduce bus bandwidth {p['allreduce_bandwidth_GBps']:.2f} GB/s)")
+            c = comparison["cpu_seconds"]
+            print(f"CPU-seconds per worker and step: 2 workers measured {c['measured_2_workers_per_worker']:.2f}, "
+                  f"model {c['predicted_2_workers_per_worker']:.2f} (1-worker step {c['one_worker_step']:.2f} + "
+                  f"collectives {c['collectives']:.2f})")
     out_path.write_text(json.dumps(result, indent=1) + "\n")
     print(f"\nwrote {out_path}")
     return 0
