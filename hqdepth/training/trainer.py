@@ -194,11 +194,26 @@ def compile_metrics(loss, config):
 
 
 def build_model(config):
+    """The recipe's model at its input size, initialised as the recipe says (`hqdepth.weights.pretrained`)."""
     from hqdepth.models import build_model as build
+    from hqdepth.weights import pretrained
 
     size = config["data"]["input_size"]
     input_shape = (*size, 3) if size else None
-    return build(config["model"]["name"], input_shape=input_shape, **config["model"]["options"])
+    return build(config["model"]["name"], input_shape=input_shape, **pretrained.model_options(config))
+
+
+def prepare_initialisation(config, print_fn=print):
+    """Check the recipe's backbone initialisation and fetch/convert its file now, before anything is built."""
+    from hqdepth.weights import pretrained
+
+    weights = pretrained.check_initialisation(config)
+    if weights is None:
+        return
+    model = config["model"]
+    version = pretrained.backbone_version(model["name"], model["options"])
+    path = pretrained.resolve(weights, version)
+    print_fn(f"  initialisation: {pretrained.describe(weights)}" + (f" -> {path}" if path and path != weights else ""))
 
 
 def build_before_fit(model, dataset):
@@ -340,9 +355,26 @@ class Plan:
                               f"({self.global_batch}).")
         self.train_samples = train_samples
         self.steps_per_epoch = train["steps_per_epoch"] or train_samples // self.global_batch
-        self.total_steps = train["max_steps"] or train["epochs"] * self.steps_per_epoch
+        # The schedule's length: a fixed number of steps, else epochs of this dataset; max_steps cuts a quick
+        # run short (and its schedule with it).
+        self.total_steps = train["max_steps"] or train["total_steps"] or train["epochs"] * self.steps_per_epoch
         self.period = min(train["validation_every_steps"] or self.steps_per_epoch, self.total_steps)
         self.periods = math.ceil(self.total_steps / self.period)
+
+    def describe(self, config):
+        """The plan in words: steps, what they mean in epochs of this dataset, the rate at start and end."""
+        from hqdepth.training.schedules import build_schedule
+
+        schedule = config["schedule"]
+        rate = build_schedule(schedule["name"], config["optimizer"]["learning_rate"], schedule["options"],
+                              steps_per_epoch=self.steps_per_epoch, total_steps=self.total_steps)
+        first, last = (float(rate(step)) if callable(rate) else rate for step in (0, self.total_steps - 1))
+        source = ("train.max_steps" if config["train"]["max_steps"] else
+                  "train.total_steps" if config["train"]["total_steps"] else f"{config['train']['epochs']} epochs")
+        return (f"plan: {self.total_steps} optimizer steps ({source}) = {self.total_steps / self.steps_per_epoch:.4g} "
+                f"epochs of {self.train_samples} samples at global batch {self.global_batch} "
+                f"({self.steps_per_epoch} steps per epoch); learning rate {first:.3g} at the first step, "
+                f"{last:.3g} at the last ({schedule['name']} schedule)")
 
     def steps_in(self, period):
         return min(self.period, self.total_steps - period * self.period)
@@ -404,6 +436,7 @@ def train(config, data, out, *, val_data=None, test_data=None, overwrite=False, 
     """Train a resolved config on `data` (SPEC) into the run folder `out`; returns the results dict."""
     import keras
 
+    prepare_initialisation(config, print_fn)
     strategy_name = resolve_strategy_name(config["train"]["strategy"])
     check_input_size(config, data)
     check_test_frames(config, test_data or data)
@@ -435,8 +468,8 @@ def train(config, data, out, *, val_data=None, test_data=None, overwrite=False, 
     print_fn(f"  data {data}: {plan.train_samples} training samples, {val_count} validation samples; "
              f"strategy {strategy_name} ({replicas} replica{'s' * (replicas > 1)}), global batch "
              f"{plan.global_batch}, precision {policy}{', XLA' * bool(config['train']['jit_compile'])}")
-    print_fn(f"  {plan.total_steps} steps ({plan.steps_per_epoch} per epoch), validation every {plan.period} "
-             f"steps on {validation_steps} batches")
+    print_fn(f"  {plan.describe(config)}")
+    print_fn(f"  validation every {plan.period} steps on {validation_steps} batches")
 
     if config["train"]["seed"] is not None:
         keras.utils.set_random_seed(int(config["train"]["seed"]))
