@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from hqdepth.errors import ConfigError, DataError
+from hqdepth.protocols import PROTOCOLS
 
 # Checkpoint preference inside a training run folder, with the word used to report which one was used.
 RUN_MODELS = (("checkpoints/best.keras", "best checkpoint"), ("model.keras", "final model"),
@@ -247,12 +248,10 @@ class DepthModel:
 
     def test_input(self):
         """How the run's recipe tests the model: its evaluation protocol's `test_input` ("native", "kb_crop",
-        "resize", "hqmd", "hu"; see `hqdepth.evaluation.Protocol`), or None without a run configuration."""
+        "resize", "hqmd", "hu"; see `hqdepth.protocols.Protocol`), or None without a run configuration."""
         protocol = _nested(self.config, "evaluation", "protocol") if self.config else None
         if not protocol:
             return None
-        from hqdepth.evaluation import PROTOCOLS
-
         options = _nested(self.config, "evaluation", "protocol_options") or {}
         if protocol == "custom":
             return options.get("test_input") or ("kb_crop" if options.get("kb_crop") else "resize")

@@ -317,14 +317,15 @@ def _require_full_frame(protocol):
 def _on_frame(prediction, shape, resize_any=False, where="image"):
     """The prediction on the ground truth's grid (bilinear, as the standard evaluator resizes)."""
     from hqdepth.errors import DataError
-    from hqdepth.evaluation import ASPECT_TOLERANCE, aspect_change, resize_bilinear
+    from hqdepth.protocols import ASPECT_TOLERANCE, aspect_change
+    from hqdepth.resample import resize_bilinear_cv2
 
     prediction = np.asarray(prediction, np.float64)
     if prediction.shape == tuple(shape):
         return prediction
     if aspect_change(prediction.shape, shape) > ASPECT_TOLERANCE and not resize_any:
         raise DataError(f"{where}: prediction {prediction.shape} and ground truth {shape} differ in aspect ratio.")
-    return np.asarray(resize_bilinear(prediction, *shape), np.float64)
+    return np.asarray(resize_bilinear_cv2(prediction, *shape), np.float64)
 
 
 def evaluate_pairs_with_geometry(pairs_file, protocol, pred_scale=None, gt_scale=None, version="v2", ssim=False,
@@ -339,26 +340,29 @@ def evaluate_pairs_with_geometry(pairs_file, protocol, pred_scale=None, gt_scale
     one do not count for it, and true edges are never derived from the ground-truth depth. Pairs files
     carry no planes, so the planarity errors are not computed.
     """
-    from hqdepth import evaluation
+    from hqdepth.evaluator import Evaluator
+    from hqdepth.images import read_depth
+    from hqdepth.pairs import png_scale, progress_bar, read_pairs, warn_8bit
+    from hqdepth.protocols import get_protocol
 
-    protocol = evaluation.get_protocol(protocol)
+    protocol = get_protocol(protocol)
     _require_full_frame(protocol)
-    pairs = evaluation.read_pairs(pairs_file, extra_columns=1)
-    standard = evaluation.Evaluator(protocol, ssim=ssim, ssim_max_val=ssim_max_val, resize_any=resize_any)
+    pairs = read_pairs(pairs_file, extra_columns=1)
+    standard = Evaluator(protocol, ssim=ssim, ssim_max_val=ssim_max_val, resize_any=resize_any)
     geometry = GeometryEvaluator(version)
-    pred_scale = evaluation._png_scale(pred_scale, protocol)
-    gt_scale = evaluation._png_scale(gt_scale, protocol)
+    pred_scale = png_scale(pred_scale, protocol)
+    gt_scale = png_scale(gt_scale, protocol)
     warned_8bit = False
-    with evaluation._progress(len(pairs), "evaluate", progress) as bar:
+    with progress_bar(len(pairs), "evaluate", progress) as bar:
         for pair in pairs:
             if pair.second is None:
                 standard.skip(pair.where)
                 bar.update()
                 continue
             if not warned_8bit:
-                warned_8bit = evaluation._warn_8bit(pair, pred_scale, gt_scale)
-            pred = evaluation.read_depth(pair.first, pred_scale, f"{pair.where} (prediction)")
-            gt = evaluation.read_depth(pair.second, gt_scale, f"{pair.where} (ground truth)")
+                warned_8bit = warn_8bit(pair, pred_scale, gt_scale)
+            pred = read_depth(pair.first, pred_scale, f"{pair.where} (prediction)")
+            gt = read_depth(pair.second, gt_scale, f"{pair.where} (ground truth)")
             edge_file = pair.extra[0] if pair.extra and pair.extra[0] != "None" else None
             edges = None
             if edge_file is not None:
@@ -379,20 +383,23 @@ def evaluate_model_with_geometry(model, data, protocol, split="test", flip=False
     samples' meta (`ground_truth_from_meta`: the `ibims` source gives edges, planes and intrinsics). A
     pairs file of RGB / ground truth carries no geometric ground truth: only the directed depth errors.
     """
-    from hqdepth import evaluation
+    from hqdepth.evaluator import Evaluator
+    from hqdepth.model_testing import model_for_protocol, protocol_prediction
+    from hqdepth.pairs import png_scale, progress_bar
+    from hqdepth.protocols import get_protocol
 
-    protocol = evaluation.get_protocol(protocol)
+    protocol = get_protocol(protocol)
     _require_full_frame(protocol)
-    total, samples = _model_samples(data, split, evaluation._png_scale(gt_scale, protocol))
-    model = evaluation.model_for_protocol(model, protocol)
-    standard = evaluation.Evaluator(protocol, ssim=ssim, ssim_max_val=ssim_max_val, resize_any=resize_any)
+    total, samples = _model_samples(data, split, png_scale(gt_scale, protocol))
+    model = model_for_protocol(model, protocol)
+    standard = Evaluator(protocol, ssim=ssim, ssim_max_val=ssim_max_val, resize_any=resize_any)
     geometry = GeometryEvaluator(version)
-    with evaluation._progress(total, "predict+evaluate", progress) as bar:
+    with progress_bar(total, "predict+evaluate", progress) as bar:
         for where, rgb, gt, focal, meta in samples:
             if gt is None:
                 standard.skip(where)
             else:
-                pred = evaluation.protocol_prediction(model, rgb, protocol, focal=focal, flip=flip)
+                pred = protocol_prediction(model, rgb, protocol, focal=focal, flip=flip)
                 row = standard.add(pred, gt, where)
                 row.update(geometry.add(_on_frame(pred, gt.shape, resize_any, where), gt, **ground_truth_from_meta(meta)))
             bar.update()
@@ -401,11 +408,11 @@ def evaluate_model_with_geometry(model, data, protocol, split="test", flip=False
 
 def _model_samples(data, split, gt_scale):
     """(count, iterator of (where, rgb, gt, focal, meta)) for a pairs file (meta empty) or a dataset SPEC."""
-    from hqdepth import evaluation
     from hqdepth.data import open_source
+    from hqdepth.model_testing import data_samples
 
     if Path(data).is_file() or ":" not in str(data):
-        total, samples = evaluation._samples(data, split, gt_scale)
+        total, samples = data_samples(data, split, gt_scale)
         return total, ((where, rgb, gt, focal, {}) for where, rgb, gt, focal in samples)
     source = open_source(data, split=split)
 

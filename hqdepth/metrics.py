@@ -132,6 +132,3 @@ def depth_metrics(min_depth=1e-3, max_depth=None):
     kwargs = {"min_depth": min_depth, "max_depth": max_depth}
     return [AbsRel(**kwargs), SqRel(**kwargs), RMSE(**kwargs), RMSELog(**kwargs), Log10(**kwargs),
             SILog(**kwargs), Delta(1, **kwargs), Delta(2, **kwargs), Delta(3, **kwargs)]
-
-# The NumPy protocol evaluator lives in hqdepth.evaluation (it imports this module lazily).
-from hqdepth.evaluation import PROTOCOLS, Evaluator, Protocol, depth_ssim, evaluate_arrays, get_protocol  # noqa: E402,F401

@@ -3,6 +3,7 @@ binary PLY files."""
 
 import numpy as np
 
+
 def backproject(depth, intrinsics, step=1):
     """Points (N, 3) float32 in metres, camera frame x right, y down, z forward (OpenCV), and their pixel
     (rows, cols): X = (u - cx) Z / fx, Y = (v - cy) Z / fy, Z = depth[v, u] (z-depth). Invalid depth is left out;

@@ -17,10 +17,10 @@ re-exported here (the compatibility surface of `hqdepth.predict`): `hqdepth.dept
 An image is resized (bilinear, `tf.image.resize`, `hqdepth.resample.resize_bilinear_tf` as the data pipeline's test transform) to the size the model runs
 at and the depth is resized back the same way; the SavedModel of `hqdepth.export` does the same inside. The size is
 the one the run's recipe tests at (`DepthModel.run_size`): a model whose evaluation protocol runs the network at the
-image's own resolution (BTS, DenseDepth, Hu/SARPN; `hqdepth.evaluation.Protocol.test_input`) is rebuilt with a free
+image's own resolution (BTS, DenseDepth, Hu/SARPN; `hqdepth.protocols.Protocol.test_input`) is rebuilt with a free
 input size (weights shared) and runs at the photo's size; a resize that changes the aspect ratio by more than 0.5 %
 is reported with both sizes, never silent. (`hqdepth
-evaluate --model`, through `predict_depth`, resizes with `cv2.resize` INTER_LINEAR like the HQMD evaluation code;
+evaluate --model`, through `hqdepth.model_testing.predict_depth`, resizes with `cv2.resize` INTER_LINEAR like the HQMD evaluation code;
 the two differ by float rounding of the sample positions, < 1e-3 of the pixel range.) Importing this module is
 cheap (NumPy only): Keras/TensorFlow load with the model.
 """
@@ -44,49 +44,16 @@ from hqdepth.images import (  # noqa: F401  (re-exported)
 from hqdepth.images import image_float as _image_float
 from hqdepth.inputs import collect_inputs  # noqa: F401  (re-exported)
 from hqdepth.pointcloud import backproject, write_ply  # noqa: F401  (re-exported)
+from hqdepth.protocols import ASPECT_TOLERANCE, aspect_change
 from hqdepth.resample import resize_bilinear_tf
 
-ASPECT_TOLERANCE = 0.005  # = hqdepth.evaluation.ASPECT_TOLERANCE (not imported: keeps this module light)
 SUMMARY_FILE = "predictions.json"
-
-
-def predict_depth(model, rgb, flip=False, kb_crop=False, focal=None):
-    """Depth (H, W) float32 for one RGB image with a `DepthModel` (the "resize" way of
-    `hqdepth.evaluation.protocol_prediction`, which is what the evaluators call).
-
-    With kb_crop the image is first cut to the KITTI benchmark window and the result covers that
-    window (the evaluator pastes it back). A fixed-size model gets the image resized bilinearly
-    (`cv2.resize` INTER_LINEAR) to its input and the prediction resized back. flip: mean with the
-    un-mirrored prediction of the mirrored image. focal: the image's focal length in pixels for a
-    focal-aware model (scaled with the image's width when it is resized).
-    """
-    from hqdepth.evaluation import KB_CROP_SIZE
-    from hqdepth.resample import resize_bilinear_cv2 as cv2_resize
-
-    image = np.asarray(rgb, dtype=np.float32)
-    if kb_crop:
-        height, width = image.shape[:2]
-        if height < KB_CROP_SIZE[0] or width < KB_CROP_SIZE[1]:
-            raise DataError(f"--kb-crop needs images of at least 352x1216, got {height}x{width}.")
-        top, left = height - KB_CROP_SIZE[0], (width - KB_CROP_SIZE[1]) // 2
-        image = image[top:top + KB_CROP_SIZE[0], left:left + KB_CROP_SIZE[1]]
-    height, width = image.shape[:2]
-    images = [image, image[:, ::-1]] if flip else [image]
-    if model.input_size is not None and model.input_size != (height, width):
-        images = [cv2_resize(x, *model.input_size) for x in images]
-        focal = None if focal is None else focal * model.input_size[1] / width
-    outputs = model(np.stack(images)) if focal is None else model(np.stack(images), focal=focal)
-    preds = [p if p.shape == (height, width) else cv2_resize(p, height, width) for p in outputs]
-    if flip:
-        return 0.5 * preds[0] + 0.5 * preds[1][:, ::-1]
-    return preds[0]
 
 
 def aspect_note(image_size, run_size):
     """A sentence naming both sizes when running an image of `image_size` at `run_size` changes its aspect
     ratio by more than `ASPECT_TOLERANCE` (0.5 %), else None."""
-    ratios = (run_size[1] / run_size[0], image_size[1] / image_size[0])
-    change = max(ratios) / min(ratios) - 1.0  # = hqdepth.evaluation.aspect_change
+    change = aspect_change(run_size, image_size)
     if change <= ASPECT_TOLERANCE:
         return None
     return (f"images of {image_size[0]}x{image_size[1]} run at {run_size[0]}x{run_size[1]}: the aspect ratio "

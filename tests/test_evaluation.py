@@ -203,12 +203,16 @@ def test_protocol_objects_match_the_spec():
         custom_protocol(averaging="median")
 
 
-def test_metrics_module_reexports_the_evaluator():
+def test_evaluation_module_reexports_the_split_modules():
     import hqdepth.evaluation
-    import hqdepth.metrics
+    import hqdepth.evaluator
+    import hqdepth.model_testing
+    import hqdepth.protocols
 
-    assert hqdepth.metrics.PROTOCOLS is hqdepth.evaluation.PROTOCOLS
-    assert hqdepth.metrics.evaluate_arrays is evaluate_arrays
+    # hqdepth.metrics no longer re-exports the evaluator (that was an import cycle; tests/test_layout.py).
+    assert hqdepth.evaluation.PROTOCOLS is hqdepth.protocols.PROTOCOLS
+    assert hqdepth.evaluation.evaluate_arrays is hqdepth.evaluator.evaluate_arrays is evaluate_arrays
+    assert hqdepth.evaluation.evaluate_source is hqdepth.model_testing.evaluate_source
 
 
 def test_nyu_eigen_matches_bts(rng):
