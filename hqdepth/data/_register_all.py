@@ -1,5 +1,10 @@
 """Imports every source module so that its SPEC kind is registered. Add new source modules here."""
-from hqdepth.data import sources  # noqa: F401  (nyu-mat, densedepth, list, kitti, folder, csv)
+from hqdepth.data import lists  # noqa: F401  (list)
+from hqdepth.data import kitti  # noqa: F401  (kitti)
+from hqdepth.data import csvfile  # noqa: F401  (csv)
+from hqdepth.data import folder  # noqa: F401  (folder)
+from hqdepth.data import densedepth  # noqa: F401  (densedepth)
+from hqdepth.data import nyu_mat  # noqa: F401  (nyu-mat)
 from hqdepth.data import synthetic  # noqa: F401  (synthetic)
 from hqdepth.data import tfrecord  # noqa: F401  (tfrecord)
 from hqdepth.data import ibims  # noqa: F401  (ibims)

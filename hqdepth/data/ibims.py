@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from hqdepth.data.base import Sample, Source, register_source
-from hqdepth.data.sources import split_argument
+from hqdepth.data.common import split_argument
 from hqdepth.errors import ConfigError, DataError
 
 log = logging.getLogger("hqdepth.data")
