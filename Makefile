@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo bench clean docs
+.PHONY: install test test-fast demo bench clean docs
 
 install: $(STAMP)
 
@@ -14,8 +14,13 @@ $(STAMP): setup.py
 	$(PY) -m pip install -e ".[test]"
 	touch $(STAMP)
 
+# The full suite (what CI runs), listing why anything was skipped.
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -rs tests
+
+# Everyday tier: everything not marked `slow` (tests/conftest.py lists them), about 3 minutes on 2 cores.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -rs -m "not slow" tests
 
 demo: $(STAMP)
 	$(PY) experiments/demo.py

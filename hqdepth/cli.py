@@ -1,23 +1,34 @@
-"""The `hqdepth` command. Each sub-command lives in `hqdepth.commands.<name>` with `add_parser`/`run`."""
+"""The `hqdepth` command. Each sub-command lives in `hqdepth.commands.<name>` with `add_parser`/`run`.
+
+Start-up is cheap and quiet: building the parser imports only the command modules, which import
+Keras/TensorFlow inside `run` and only when the command needs them (`hqdepth --help`, `models`
+and `recipes` never load TensorFlow). Unless `--verbose` is given, TensorFlow's C++ logging is
+switched off before TensorFlow loads, including the lines its libraries print while loading
+(`hqdepth.quiet`).
+"""
 
 import argparse
 import importlib
-import os
 import sys
 
 from hqdepth import __version__
 from hqdepth.errors import HQDepthError
 
 # Sub-command modules, in the order `hqdepth --help` lists them.
-COMMANDS = ["models", "recipes", "train", "evaluate", "predict", "export", "data"]
+COMMANDS = ["models", "recipes", "train", "evaluate", "predict", "export", "weights", "data"]
+
+
+VERBOSE_HELP = "show TensorFlow's own log messages (C++ and absl), as the environment configures them"
 
 
 def build_parser():
+    """The argument parser: global options and one sub-parser per module in `COMMANDS` that exists."""
     parser = argparse.ArgumentParser(
         prog="hqdepth",
         description="Supervised monocular depth estimation: HQMD and related models in Keras 3.",
     )
     parser.add_argument("--version", action="version", version=f"hqdepth {__version__}")
+    parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         try:
@@ -28,11 +39,27 @@ def build_parser():
             continue  # a command whose module is not written yet
         sub = module.add_parser(subparsers)
         sub.set_defaults(_run=module.run)
+        if "--verbose" not in sub._option_string_actions:  # also accepted after the command name
+            sub.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
     return parser
 
 
+def wants_verbose(argv):
+    """Whether `--verbose` is among the options (before any `--`): decided before parsing, so that
+    TensorFlow is quiet even if a command module imported it while the parser is being built."""
+    argv = list(argv)
+    return "--verbose" in (argv[:argv.index("--")] if "--" in argv else argv)
+
+
 def main(argv=None):
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    """Run the command line `argv` (default: `sys.argv[1:]`); returns the exit status.
+
+    Errors a user can cause (`HQDepthError`) print one line, no traceback, and return 2."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not wants_verbose(argv):
+        from hqdepth.quiet import quiet_tensorflow
+
+        quiet_tensorflow()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):

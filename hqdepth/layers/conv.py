@@ -1,4 +1,4 @@
-"""Atrous (dilated) convolution that runs the native dilated kernel under TensorFlow.
+"""Atrous (dilated) convolution that runs the native dilated kernel under TensorFlow where it works.
 
 Keras 3's TensorFlow backend sends every dilated convolution through `tf.nn.convolution`, which
 rewrites it as SpaceToBatchND -> Conv2D -> BatchToSpaceND. On a small feature map with a large rate
@@ -7,42 +7,89 @@ map, the 64x96 demo size) one 3x3 conv took 360 ms instead of 3.5 ms on this CPU
 baseline+ forward pass went from about 0.75 s to 0.1 s. `tf.nn.conv2d(..., dilations=rate)` runs
 oneDNN's (CPU) or cuDNN's (GPU) dilated kernels directly and computes the same function.
 
-TensorFlow's plain (non-oneDNN) CPU kernels have no dilated backward pass, so the direct path is
-taken only where a one-off probe shows it is differentiable; JAX and PyTorch have native dilation.
+TensorFlow's plain (Eigen, non-oneDNN) CPU kernels have no dilated backward pass
+(`Conv2DBackpropInput`: "Current CPU implementations do not yet support dilation rates larger
+than 1"), and which kernels run depends on the dtype as well as on the machine: TensorFlow hands a
+float16 convolution to oneDNN only on CPUs with native float16 arithmetic (AVX512-FP16 / AMX-FP16),
+a bfloat16 one only with AVX512-BF16 / AMX-BF16; otherwise the op runs on Eigen. An AMD Zen 4, for
+example, differentiates a dilated float32 conv through oneDNN but not a float16 one, so a
+`mixed_float16` training step crashed there while float32 trained. So the direct path is taken
+per compute dtype, only where a one-off probe of that dtype (a 5x5 dilated conv and its gradients,
+a few milliseconds) succeeded; elsewhere the layer is exactly `keras.layers.Conv2D`. Nothing is
+decided from CPU flags: the probe asks the kernels this process will run. JAX and PyTorch have
+native dilation, so only the TensorFlow backend is concerned.
 """
-
-import functools
 
 import keras
 from keras import layers
 
+# compute dtype name -> whether the CPU kernels can run and differentiate a dilated Conv2D in it.
+# Filled by `native_dilated_conv_available` on first use of each dtype (tests may pre-set entries).
+_native_support = {}
 
-@functools.lru_cache(maxsize=None)
-def native_dilated_conv_available():
-    """Whether TensorFlow here can run and differentiate Conv2D with dilations > 1 on the CPU."""
+
+def native_dilated_conv_available(dtype="float32"):
+    """Whether TensorFlow here can run and differentiate `Conv2D` with dilations > 1 on the CPU in `dtype`.
+
+    Measured once per dtype ("float32", "float16", "bfloat16") and cached for the process: a 3x3
+    kernel with dilation 2 over a 5x5 map, forward and both gradients (input and kernel). The probe
+    runs eagerly even when first asked while a `tf.function` or a Keras functional model is being
+    traced (a probe traced into a graph would execute nothing and report success). Only the
+    "not implemented for these arguments" errors count as "no"; anything else is a real error and
+    propagates.
+    """
+    dtype = keras.backend.standardize_dtype(dtype)
+    if dtype not in _native_support:
+        import tensorflow as tf
+
+        # Plain Python even when called from a function AutoGraph is converting.
+        _native_support[dtype] = tf.autograph.experimental.do_not_convert(_probe)(dtype)
+    return _native_support[dtype]
+
+
+def _probe(dtype):
     import tensorflow as tf
 
-    try:
-        with tf.device("/CPU:0"):
-            x = tf.ones((1, 5, 5, 1))
-            kernel = tf.ones((3, 3, 1, 1))
-            with tf.GradientTape() as tape:
-                tape.watch([x, kernel])
-                y = tf.nn.conv2d(x, kernel, 1, "SAME", dilations=2)
-            tape.gradient(y, [x, kernel])
-        return True
-    except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError):
-        return False
+    # The forward op and the two ops its gradient runs (what `tf.GradientTape` would call; a tape
+    # cannot be used: `init_scope` pauses every tape). On a 5x5 map of ones with a 3x3 kernel of ones
+    # at dilation 2 the taps 2 pixels away fall off the border: 9 at the centre, 4 at a corner; the
+    # input gradient equals the forward map (symmetric kernel) and the kernel gradient's centre tap
+    # sees all 25 pixels.
+    strides, dilations = [1, 1, 1, 1], [1, 2, 2, 1]
+    with tf.init_scope():  # leave any graph being traced: the probe must execute the kernels
+        try:
+            with tf.device("/CPU:0"):
+                x = tf.ones((1, 5, 5, 1), dtype)
+                kernel = tf.ones((3, 3, 1, 1), dtype)
+                y = tf.nn.conv2d(x, kernel, strides, "SAME", dilations=dilations)
+                grad_x = tf.raw_ops.Conv2DBackpropInput(input_sizes=tf.shape(x), filter=kernel, out_backprop=y * 0 + 1,
+                                                        strides=strides, padding="SAME", dilations=dilations)
+                grad_kernel = tf.raw_ops.Conv2DBackpropFilter(input=x, filter_sizes=tf.shape(kernel),
+                                                              out_backprop=y * 0 + 1, strides=strides,
+                                                              padding="SAME", dilations=dilations)
+                values = [float(t) for t in (y[0, 2, 2, 0], y[0, 0, 0, 0], grad_x[0, 2, 2, 0], grad_kernel[1, 1, 0, 0])]
+        except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError, tf.errors.NotFoundError):
+            return False
+    return values == [9.0, 4.0, 9.0, 25.0]
 
 
 @keras.saving.register_keras_serializable(package="hqdepth")
 class AtrousConv2D(layers.Conv2D):
-    """`keras.layers.Conv2D` (same config, weights and results) with a faster dilated path on TensorFlow."""
+    """`keras.layers.Conv2D` (same config, weights and results) with a faster dilated path on TensorFlow.
+
+    The direct `tf.nn.conv2d(dilations=...)` path is used when the rate is above 1, the backend is
+    TensorFlow, the data format is channels-last and `native_dilated_conv_available(compute dtype)`;
+    otherwise Keras' own convolution (SpaceToBatchND formulation) runs. Both compute the same function.
+    """
+
+    def uses_native_kernel(self, dtype=None):
+        """Whether a call in `dtype` (default: the layer's compute dtype) takes the direct dilated path."""
+        dtype = dtype or self.compute_dtype
+        return (max(self.dilation_rate) > 1 and keras.backend.backend() == "tensorflow"
+                and self.data_format == "channels_last" and native_dilated_conv_available(dtype))
 
     def convolution_op(self, inputs, kernel):
-        dilated = max(self.dilation_rate) > 1
-        if (dilated and keras.backend.backend() == "tensorflow" and self.data_format == "channels_last"
-                and native_dilated_conv_available()):
+        if self.uses_native_kernel(inputs.dtype):
             import tensorflow as tf
 
             return tf.nn.conv2d(inputs, kernel, strides=self.strides, padding=self.padding.upper(),
