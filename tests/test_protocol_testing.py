@@ -409,7 +409,13 @@ def test_nyu_hu_matches_the_spec_definition_on_random_data(tmp_path, rng, capsys
     assert code == 0, err
     doc = json.loads((tmp_path / "o.json").read_text())
     assert tuple(doc["metrics"]) == HU_KEYS and doc["count"] == 4 and doc["averaging"] == "rms_of_mse"
-    assert_close(doc["metrics"], hu_average(refs), 1e-6, "nyu-hu")
+    ref = hu_average(refs)
+    assert_close({k: v for k, v in doc["metrics"].items() if not k.startswith("d")},
+                 {k: v for k, v in ref.items() if not k.startswith("d")}, 1e-6, "nyu-hu")
+    # a delta is a pixel count: a prediction within float32 rounding of a 1.25^k boundary may flip one pixel
+    one_pixel = 1.0 / (228 * 304 * 4)
+    for key in ("d1", "d2", "d3"):
+        assert abs(doc["metrics"][key] - ref[key]) <= 2 * one_pixel, (key, doc["metrics"][key], ref[key])
     assert "<= 1.25^k" in out
 
 
