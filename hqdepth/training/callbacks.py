@@ -7,6 +7,7 @@ interrupted one stopped.
 import json
 import math
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -146,11 +147,14 @@ class RunCheckpoints(keras.callbacks.Callback):
             temporary.replace(path)  # a kill during saving never leaves a truncated checkpoint
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.every_steps and iterations(self.model) % self.every_steps == 0:
+        step = iterations(self.model)
+        if self.every_steps and step % self.every_steps == 0:
             self._save(self.latest_path)
+            self._latest_step = step
 
     def on_epoch_end(self, epoch, logs=None):
-        self._save(self.latest_path)
+        if getattr(self, "_latest_step", None) != iterations(self.model):  # not saved at this step already
+            self._save(self.latest_path)
         value = (logs or {}).get(self.monitor)
         if value is None or not math.isfinite(float(value)):
             return
@@ -158,7 +162,14 @@ class RunCheckpoints(keras.callbacks.Callback):
         better = self.best is None or (value < self.best if self.mode == "min" else value > self.best)
         if better:
             self.best = value
-            self._save(self.best_path)
+            if self.enabled and self.latest_path.is_file():
+                # latest.keras was written from these very weights just above: copy it (a second
+                # serialisation of model and optimizer costs seconds per validation on a CPU).
+                temporary = self.best_path.with_name(self.best_path.stem + ".tmp.keras")
+                shutil.copyfile(self.latest_path, temporary)
+                temporary.replace(self.best_path)
+            else:
+                self._save(self.best_path)
             if self.enabled:
                 write_atomically(self.state_path, json.dumps({"monitor": self.monitor, "value": value, "epoch": epoch + 1,
                                                               "step": iterations(self.model)}))
