@@ -172,6 +172,15 @@ def test_bts_kitti_built_at_352x704_is_tested_on_the_kb_crop_with_each_frames_fo
     assert_close(json.loads((tmp_path / "cli.json").read_text())["metrics"], reference, 1e-5, "hqdepth evaluate")
     # The fixed-size path (the whole frame squashed to 352x704) is not used: 352x1216 crops, each frame's focal.
     assert spy.calls == [((1, 352, 1216, 3), focal) for focal in focals]
+    # `--kb-crop` with a model and the custom protocol (Garg crop, 1e-3..80 m) runs the same KB crops
+    spy.calls.clear()
+    custom = ["--protocol", "custom", "--crop", "kitti-garg", "--min-depth", "1e-3", "--max-depth", "80",
+              "--gt-scale", "256", "--kb-crop"]
+    code, out, err = run_cli(["evaluate", "--model", str(tmp_path / "bts_kitti.keras"), "--data", str(pairs), *custom,
+                              "--quiet", "--json", str(tmp_path / "kb.json")], capsys)
+    assert code == 0, err
+    assert_close(json.loads((tmp_path / "kb.json").read_text())["metrics"], reference, 1e-5, "evaluate --kb-crop")
+    assert spy.calls == [((1, 352, 1216, 3), focal) for focal in focals]
 
     # The trainer's test evaluation is the same path (a kitti: list source, its focal column).
     from hqdepth.training.trainer import evaluate_in_memory
