@@ -63,7 +63,7 @@ class ZipReader:
         try:
             with zipfile.ZipFile(self.zip_path) as archive:
                 self.names = set(archive.namelist())
-        except (OSError, zipfile.BadZipFile) as error:
+        except (OSError, zipfile.BadZipFile, EOFError, ValueError, NotImplementedError) as error:
             raise DataError(f"{zip_path}: cannot open zip file ({error}).") from None
 
     def _archive(self):
@@ -87,7 +87,8 @@ class ZipReader:
             return self._archive().read(name)
         except KeyError:
             raise FileNotFoundError(f"no member {name!r} in the zip") from None
-        except (zipfile.BadZipFile, EOFError, zlib.error) as error:
+        except (zipfile.BadZipFile, EOFError, zlib.error, ValueError, NotImplementedError) as error:
+            # NotImplementedError: a corrupt header naming an unknown compression method
             raise OSError(f"corrupt zip member ({error})") from None
 
     def describe(self, name):
