@@ -14,6 +14,7 @@ import pytest  # noqa: E402
 # One seed for every random test: HQDEPTH_TEST_SEED, or a fresh one per session. It is printed in the
 # report header and beside every failure, so `HQDEPTH_TEST_SEED=N pytest ...` replays a failing run.
 TEST_SEED = int(os.environ.get("HQDEPTH_TEST_SEED") or int.from_bytes(os.urandom(4), "little"))
+os.environ["HQDEPTH_TEST_SEED"] = str(TEST_SEED)  # pytest-xdist workers (started after this) share the seed
 
 
 def pytest_report_header(config):
