@@ -44,9 +44,14 @@ state, seconds each for ResNet-50).
 import argparse
 import json
 import math
+import os
 import shutil
 import time
 from pathlib import Path
+
+# The demo never touches the network: pretrained files are only read from the cache (hqdepth.weights.pretrained);
+# its runs start from random weights (backbone_weights=none, nothing frozen).
+os.environ["HQDEPTH_OFFLINE"] = "1"
 
 import common
 
