@@ -341,8 +341,7 @@ def evaluate_pairs_with_geometry(pairs_file, protocol, pred_scale=None, gt_scale
     carry no planes, so the planarity errors are not computed.
     """
     from hqdepth.evaluator import Evaluator
-    from hqdepth.images import read_depth
-    from hqdepth.pairs import png_scale, progress_bar, read_pairs, warn_8bit
+    from hqdepth.pairs import pair_maps, read_pairs
     from hqdepth.protocols import get_protocol
 
     protocol = get_protocol(protocol)
@@ -350,26 +349,13 @@ def evaluate_pairs_with_geometry(pairs_file, protocol, pred_scale=None, gt_scale
     pairs = read_pairs(pairs_file, extra_columns=1)
     standard = Evaluator(protocol, ssim=ssim, ssim_max_val=ssim_max_val, resize_any=resize_any)
     geometry = GeometryEvaluator(version)
-    pred_scale = png_scale(pred_scale, protocol)
-    gt_scale = png_scale(gt_scale, protocol)
-    warned_8bit = False
-    with progress_bar(len(pairs), "evaluate", progress) as bar:
-        for pair in pairs:
-            if pair.second is None:
-                standard.skip(pair.where)
-                bar.update()
-                continue
-            if not warned_8bit:
-                warned_8bit = warn_8bit(pair, pred_scale, gt_scale)
-            pred = read_depth(pair.first, pred_scale, f"{pair.where} (prediction)")
-            gt = read_depth(pair.second, gt_scale, f"{pair.where} (ground truth)")
-            edge_file = pair.extra[0] if pair.extra and pair.extra[0] != "None" else None
-            edges = None
-            if edge_file is not None:
-                edges = read_edge_map(Path(pairs_file).parent / edge_file, gt.shape, f"{pair.where} (edge map)")
-            row = standard.add(pred, gt, pair.where, prediction=str(pair.first), ground_truth=str(pair.second))
-            row.update(geometry.add(_on_frame(pred, gt.shape, resize_any, pair.where), gt, edges=edges))
-            bar.update()
+    for pair, pred, gt in pair_maps(pairs, protocol, pred_scale, gt_scale, progress, standard.skip):
+        edge_file = pair.extra[0] if pair.extra and pair.extra[0] != "None" else None
+        edges = None
+        if edge_file is not None:
+            edges = read_edge_map(Path(pairs_file).parent / edge_file, gt.shape, f"{pair.where} (edge map)")
+        row = standard.add(pred, gt, pair.where, prediction=str(pair.first), ground_truth=str(pair.second))
+        row.update(geometry.add(_on_frame(pred, gt.shape, resize_any, pair.where), gt, edges=edges))
     return standard.result(), geometry
 
 

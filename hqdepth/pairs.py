@@ -75,21 +75,26 @@ def evaluate_pairs(pairs_file, protocol, pred_scale=None, gt_scale=None, ssim=Fa
     protocol = get_protocol(protocol)
     pairs = read_pairs(pairs_file)
     evaluator = Evaluator(protocol, ssim=ssim, ssim_max_val=ssim_max_val, resize_any=resize_any)
+    for pair, pred, gt in pair_maps(pairs, protocol, pred_scale, gt_scale, progress, evaluator.skip):
+        evaluator.add(pred, gt, pair.where, prediction=str(pair.first), ground_truth=str(pair.second))
+    return evaluator.result()
+
+
+def pair_maps(pairs, protocol, pred_scale, gt_scale, progress, on_skip):
+    """Yield (pair, prediction, ground truth) in metres for each line of `pairs` that has ground truth;
+    `on_skip(where)` for a line without. Warns once about 8-bit PNGs; a progress bar counts every line."""
     pred_scale, gt_scale = png_scale(pred_scale, protocol), png_scale(gt_scale, protocol)
     warned_8bit = False
     with progress_bar(len(pairs), "evaluate", progress) as bar:
         for pair in pairs:
             if pair.second is None:
-                evaluator.skip(pair.where)
-                bar.update()
-                continue
-            if not warned_8bit:
-                warned_8bit = warn_8bit(pair, pred_scale, gt_scale)
-            pred = read_depth(pair.first, pred_scale, f"{pair.where} (prediction)")
-            gt = read_depth(pair.second, gt_scale, f"{pair.where} (ground truth)")
-            evaluator.add(pred, gt, pair.where, prediction=str(pair.first), ground_truth=str(pair.second))
+                on_skip(pair.where)
+            else:
+                if not warned_8bit:
+                    warned_8bit = warn_8bit(pair, pred_scale, gt_scale)
+                yield (pair, read_depth(pair.first, pred_scale, f"{pair.where} (prediction)"),
+                       read_depth(pair.second, gt_scale, f"{pair.where} (ground truth)"))
             bar.update()
-    return evaluator.result()
 
 
 def warn_8bit(pair, pred_scale, gt_scale):
