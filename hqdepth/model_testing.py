@@ -9,11 +9,11 @@ HQMD on the image resized to 289x385, Hu/SARPN on the 228x304 crop. `evaluate_mo
 """
 
 import logging
-import math
 from pathlib import Path
 
 import numpy as np
 
+from hqdepth.data.pair_source import parse_focal
 from hqdepth.depth_model import as_model
 from hqdepth.errors import ConfigError, DataError
 from hqdepth.evaluator import Evaluator
@@ -46,23 +46,13 @@ def data_samples(data, split, gt_scale):
             for pair in pairs:
                 rgb = read_rgb(pair.first, f"{pair.where} (image)")
                 gt = None if pair.second is None else read_depth(pair.second, gt_scale, f"{pair.where} (ground truth)")
-                yield pair.where, rgb, gt, _focal(pair.extra[0], pair.where) if pair.extra else None
+                yield pair.where, rgb, gt, parse_focal(pair.extra[0], pair.where) if pair.extra else None
 
         return len(pairs), iterate()
     from hqdepth.data import open_source
 
     source = open_source(data, split=split)
     return len(source), source_samples(source, f"{data} sample")
-
-
-def _focal(text, where):
-    try:
-        focal = float(text)
-    except ValueError:
-        raise DataError(f"{where}: focal length {text!r} is not a number.") from None
-    if not (math.isfinite(focal) and focal > 0):
-        raise DataError(f"{where}: focal length {text!r} must be a positive number of pixels.")
-    return focal
 
 
 def source_samples(source, prefix, limit=None):

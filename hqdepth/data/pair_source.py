@@ -202,7 +202,7 @@ def parse_focal(value, where):
     except ValueError:
         raise DataError(f"{where}: focal length {value!r} is not a number.") from None
     if not (np.isfinite(focal) and focal > 0):
-        raise DataError(f"{where}: focal length {value!r} must be positive.")
+        raise DataError(f"{where}: focal length {value!r} must be a positive number of pixels.")
     return focal
 
 
