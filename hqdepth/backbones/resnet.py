@@ -345,3 +345,19 @@ def _copy_keras_application_weights(model, version, weights):
         layer.set_weights(values)
     if missing:
         raise HQDepthError(f"{weights} has no weights for {len(missing)} backbone layers, e.g. {missing[:3]}.")
+
+
+def classic_resnet50(family, version, weights=None, preprocess=None, bn_momentum=0.99, input_shape=(None, None, 3),
+                     name=None):
+    """The plain (output stride 32) ResNet-50 that BTS, MRPAN/SARPN and seed 004 tap: "v1.5" (torchvision's
+    layout, the papers' code) or "v1" (keras.applications), each with the preprocessing and BN epsilon its
+    weights expect (torch / 1e-5, keras caffe / 1.001e-5) unless `preprocess` is given. `family` names the
+    model in errors."""
+    if version not in ("v1", "v1.5"):
+        raise ConfigError(f"{family}: backbone_version must be 'v1.5' (torchvision) or 'v1' (keras.applications), "
+                          f"got {version!r}.")
+    torchvision = version == "v1.5"
+    return resnet50(version=version, output_stride=32, weights=weights,
+                    preprocess=preprocess or ("torch" if torchvision else "keras"), pool_padding="zero",
+                    bn_momentum=bn_momentum, bn_epsilon=1e-5 if torchvision else 1.001e-5, weight_decay=0.0,
+                    input_shape=input_shape, name=name)

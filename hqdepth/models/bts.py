@@ -45,7 +45,7 @@ import math
 import keras
 from keras import layers
 
-from hqdepth.backbones.resnet import check_imagenet_allowed, load_keras_application_weights, resnet50
+from hqdepth.backbones.resnet import check_imagenet_allowed, classic_resnet50, load_keras_application_weights
 from hqdepth.errors import ConfigError, HQDepthError
 from hqdepth.layers import (FocalScaling, FrozenAffineBatchNormalization, FusedBatchNormalization, LocalPlanarGuidance,
                             PlaneCoefficients, ScaledSigmoid)
@@ -108,15 +108,10 @@ def resnet50_encoder(input_shape, weights=None, freeze="official", fix_first_con
     from `hqdepth.weights.torch.convert_torchvision_resnet50`) or "v1" (keras.applications; preprocess
     None = "keras" caffe mode, eps 1.001e-5; "imagenet" allowed).
     """
-    if version not in ("v1", "v1.5"):
-        raise ConfigError(f"bts: backbone_version must be 'v1.5' (torchvision) or 'v1' (keras.applications), "
-                          f"got {version!r}.")
-    check_imagenet_allowed(version, weights)  # before building anything
-    torchvision = version == "v1.5"
-    backbone = resnet50(version=version, output_stride=32, weights=None,
-                        preprocess=preprocess or ("torch" if torchvision else "keras"), pool_padding="zero",
-                        bn_momentum=bn_momentum, bn_epsilon=1e-5 if torchvision else 1.001e-5, weight_decay=0.0,
-                        input_shape=input_shape, name="resnet50_encoder")
+    if version in ("v1", "v1.5"):
+        check_imagenet_allowed(version, weights)  # before building anything
+    backbone = classic_resnet50("bts", version, preprocess=preprocess, bn_momentum=bn_momentum,
+                                input_shape=input_shape, name="resnet50_encoder")
     if any(_frozen_affine(layer.name, freeze, fix_first_conv_blocks, False) for layer in backbone.layers):
         def clone(layer):  # the same layer, or a frozen-affine BN with the same config
             cls = layer.__class__

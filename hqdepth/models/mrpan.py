@@ -44,7 +44,7 @@ images and test evaluation, `hqdepth evaluate --model`, `predict`, `export`).
 import keras
 from keras import layers, ops
 
-from hqdepth.backbones.resnet import resnet50
+from hqdepth.backbones.resnet import classic_resnet50
 from hqdepth.errors import ConfigError
 from hqdepth.layers import BilinearResize, FusedBatchNormalization, PositionAttention, ScaleAttention, resize_bilinear
 from hqdepth.models.registry import register_model
@@ -145,14 +145,8 @@ def _encoder(backbone, input_shape, backbone_weights, preprocess, bn_momentum, v
     if backbone != "resnet50":
         raise ConfigError(f"mrpan: backbone must be 'resnet50' or a keras.Model with five outputs, got {backbone!r} "
                           "(SENet-154, the paper's backbone, is not in Keras).")
-    if version not in ("v1", "v1.5"):
-        raise ConfigError(f"mrpan: backbone_version must be 'v1.5' (torchvision) or 'v1' (keras.applications), "
-                          f"got {version!r}.")
-    torchvision = version == "v1.5"
-    model = resnet50(version=version, output_stride=32, weights=backbone_weights,
-                     preprocess=preprocess or ("torch" if torchvision else "keras"), pool_padding="zero",
-                     bn_momentum=bn_momentum, bn_epsilon=1e-5 if torchvision else 1.001e-5, weight_decay=0.0,
-                     input_shape=input_shape)
+    model = classic_resnet50("mrpan", version, weights=backbone_weights, preprocess=preprocess,
+                             bn_momentum=bn_momentum, input_shape=input_shape)
     return model.input, [model.get_layer(name).output for name in RESNET_TAPS]
 
 

@@ -22,7 +22,7 @@ updating the BN statistics unless put in eval mode).
 import keras
 from keras import layers
 
-from hqdepth.backbones.resnet import resnet50
+from hqdepth.backbones.resnet import classic_resnet50
 from hqdepth.errors import ConfigError
 from hqdepth.layers import FusedBatchNormalization, ScaledSigmoid
 from hqdepth.models.fcn import _check_multiple
@@ -64,14 +64,9 @@ def resnet50_transposed(input_shape=(None, None, 3), frozen_stages=4, decoder_fi
         raise ConfigError(f"decoder_filters needs 4 widths (the 5th transposed conv outputs 1), "
                           f"got {decoder_filters!r}.")
     _check_multiple(input_shape, SIZE_MULTIPLE, "resnet50_transposed")
-    if backbone_version not in ("v1", "v1.5"):
-        raise ConfigError(f"resnet50_transposed: backbone_version must be 'v1.5' (torchvision) or 'v1' "
-                          f"(keras.applications), got {backbone_version!r}.")
-    torchvision = backbone_version == "v1.5"
-    backbone = resnet50(version=backbone_version, output_stride=32, weights=backbone_weights,
-                        preprocess=preprocess or ("torch" if torchvision else "keras"), pool_padding="zero",
-                        bn_momentum=0.9 if torchvision else 0.99, bn_epsilon=1e-5 if torchvision else 1.001e-5,
-                        weight_decay=0.0, input_shape=input_shape)
+    backbone = classic_resnet50("resnet50_transposed", backbone_version, weights=backbone_weights,
+                                preprocess=preprocess, bn_momentum=0.9 if backbone_version == "v1.5" else 0.99,
+                                input_shape=input_shape)
     freeze_resnet_stages(backbone, frozen_stages)
     x = backbone.output
     for i, filters in enumerate(decoder_filters, start=1):
