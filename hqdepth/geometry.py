@@ -9,8 +9,9 @@ the widely copied "V2"; facts in the spec `evaluation_and_data.md`, section "iBi
   distance of predicted edges closer than 10 px to a true edge; completeness = symmetric chamfer
   distance truncated at 10 px (V2) or the directed, untruncated distance from true edges (V1, option).
   In pixels; NaN for an image without true edges; 10 / 10 when no predicted edge is within 10 px.
-- `planarity_errors`: per plane of >= 5 % of a 640x480 image, the prediction scaled by the median ratio
-  on the plane, back-projected with the intrinsics, fitted by PCA: flatness = 100 x std of the
+- `planarity_errors`: per plane of >= 5 % of the image (the official rule counts 5 % of 640x480, iBims'
+  only size; smaller frames, e.g. synthetic scenes, use the same share), the prediction scaled by the
+  median ratio on the plane, back-projected with the intrinsics, fitted by PCA: flatness = 100 x std of the
   point-plane distances (cm), orientation = angle to the true normal (degrees).
 - `directed_depth_errors`: the fractions of pixels on the right side of the 3 m plane (eps_0), predicted
   in front while truly behind (eps_minus: underestimated) and behind while truly in front (eps_plus).
@@ -118,12 +119,21 @@ def fit_plane(points):
     return normal, -float(normal @ centroid)
 
 
-def plane_errors(prediction, gt, mask, gt_normal, intrinsics):
-    """(flatness cm, orientation deg) of one plane given by the boolean `mask`; NaN when it is smaller
-    than 5 % of a 640x480 image (the official rule)."""
+PLANE_MIN_PIXELS = 15360  # 5 % of 640x480: the official rule (size / (640 * 480) < 0.05 is skipped)
+
+
+def plane_min_pixels_for(shape):
+    """The 5 % rule on a frame of `shape` (H, W): the official count on 640x480 frames, the same share of
+    smaller ones (iBims fixes the count; its frames are all 640x480)."""
+    return PLANE_MIN_PIXELS * int(shape[0]) * int(shape[1]) / PLANE_REFERENCE_PIXELS
+
+
+def plane_errors(prediction, gt, mask, gt_normal, intrinsics, min_pixels=PLANE_MIN_PIXELS):
+    """(flatness cm, orientation deg) of one plane given by the boolean `mask`; NaN when it has fewer than
+    `min_pixels` valid pixels (default: 5 % of a 640x480 image, the official rule)."""
     prediction, gt = np.asarray(prediction, np.float64), np.asarray(gt, np.float64)
     mask = np.asarray(mask, bool) & (gt > 0) & (prediction > 0)
-    if mask.sum() / PLANE_REFERENCE_PIXELS < PLANE_MIN_FRACTION:
+    if mask.sum() < min_pixels:
         return math.nan, math.nan
     rows, cols = np.nonzero(mask)
     scale = np.median(prediction[mask]) / np.median(gt[mask])
@@ -137,11 +147,11 @@ def plane_errors(prediction, gt, mask, gt_normal, intrinsics):
     return flatness, orientation
 
 
-def planarity_errors(prediction, gt, plane_ids, plane_normals, intrinsics):
+def planarity_errors(prediction, gt, plane_ids, plane_normals, intrinsics, min_pixels=PLANE_MIN_PIXELS):
     """[(flatness cm, orientation deg)] for each plane id > 0 in `plane_ids` (H, W); `plane_normals`:
     {id: true normal in the iBims frame}."""
     plane_ids = np.asarray(plane_ids)
-    return [plane_errors(prediction, gt, plane_ids == pid, plane_normals[pid], intrinsics)
+    return [plane_errors(prediction, gt, plane_ids == pid, plane_normals[pid], intrinsics, min_pixels)
             for pid in sorted(int(i) for i in np.unique(plane_ids) if i > 0)]
 
 
@@ -152,12 +162,15 @@ class GeometryEvaluator:
     """Accumulates the iBims-1 geometric metrics over images: `add(...)` per image, `result()` the means.
 
     Boundary and directed errors are averaged over images (ignoring NaN), planarity over all planes of
-    all images, as the official driver does.
+    all images, as the official driver does. `plane_min_pixels`: planes with fewer valid pixels are not
+    scored; the default (None) is 5 % of each image's frame, the official 15,360 pixels on iBims' 640x480
+    frames and the same share of smaller ones (synthetic scenes at reduced size).
     """
 
-    def __init__(self, version="v2", dde_reference=DDE_REFERENCE):
+    def __init__(self, version="v2", dde_reference=DDE_REFERENCE, plane_min_pixels=None):
         self.version = _version(version)
         self.dde_reference = dde_reference
+        self.plane_min_pixels = None if plane_min_pixels is None else float(plane_min_pixels)
         self.per_image = {name: [] for name in GEOMETRY_METRICS[:5]}
         self.planes = []
         self.images = 0              # images added
@@ -190,7 +203,8 @@ class GeometryEvaluator:
             self.per_image[name].append(value)
         if plane_ids is not None:
             self.images_with_planes += 1
-            planes = planarity_errors(masked, gt, plane_ids, plane_normals, intrinsics)
+            min_pixels = plane_min_pixels_for(gt.shape) if self.plane_min_pixels is None else self.plane_min_pixels
+            planes = planarity_errors(masked, gt, plane_ids, plane_normals, intrinsics, min_pixels)
             self.planes += planes
             image["pe_plan"] = _nanmean([p[0] for p in planes])
             image["pe_orie"] = _nanmean([p[1] for p in planes])
@@ -222,7 +236,7 @@ class GeometryEvaluator:
         metrics = {key: (None if key in missing or not math.isfinite(value) else value)
                    for key, value in self.result().items()}
         return {"version": self.version, "canny": f"scikit-image {_skimage_version()}",
-                "dde_reference_m": self.dde_reference, "images": self.images,
+                "dde_reference_m": self.dde_reference, "plane_min_pixels": self.plane_min_pixels, "images": self.images,
                 "images_with_edges": self.images_with_edges, "images_with_planes": self.images_with_planes,
                 "planes": len(self.planes), "planes_scored": int(sum(math.isfinite(p[0]) for p in self.planes)),
                 "metrics": metrics, "not_computed": missing}
@@ -231,7 +245,8 @@ class GeometryEvaluator:
         """Human-readable block: the metrics (n/a where not computed) and why any is missing."""
         result, missing = self.result(), self.not_computed()
         scored = int(sum(math.isfinite(p[0]) for p in self.planes))
-        planes = f" ({scored} of {len(self.planes)} planes scored, >= 5 % of 640x480)" if self.images_with_planes else ""
+        rule = "5 % of the frame" if self.plane_min_pixels is None else f"{self.plane_min_pixels:.0f} pixels"
+        planes = f" ({scored} of {len(self.planes)} planes scored, >= {rule})" if self.images_with_planes else ""
         lines = [
             f"iBims-1 geometric errors (official code {self.version}, Canny: scikit-image {_skimage_version()}): "
             f"{self.images} images, true edges for {self.images_with_edges}, planes for {self.images_with_planes}"

@@ -114,3 +114,22 @@ def test_planarity_errors_match_the_toy_example(rng):
     small = np.zeros(gt.shape, bool)
     small[470:, :200] = True  # < 5 % of 640 x 480
     assert all(math.isnan(v) for v in plane_errors(tilted, gt, small, (0, 0, 1), intrinsics))
+    # the official rule skips size / (640 * 480) < 0.05: exactly 15,360 pixels count, one fewer does not
+    edge = np.zeros(gt.shape, bool)
+    edge[-24:, :] = True  # 24 x 640 = 15,360
+    assert not math.isnan(plane_errors(tilted, gt, edge, (0, 0, 1), intrinsics)[0])
+    edge[-1, 0] = False
+    assert math.isnan(plane_errors(tilted, gt, edge, (0, 0, 1), intrinsics)[0])
+
+
+def test_plane_size_rule_scales_with_the_frame():
+    from hqdepth.geometry import GeometryEvaluator, plane_min_pixels_for
+
+    assert plane_min_pixels_for((480, 640)) == 15360 and plane_min_pixels_for((240, 320)) == 3840
+    gt = floor_depth(0.0)[::2, ::2]  # the same floor seen at 240 x 320 (the principal point halves too)
+    intrinsics = (262.5, 262.5, 160.5, 120.5)
+    plane_ids = np.zeros(gt.shape, np.int32)
+    plane_ids[-16:, :] = 1  # 5,120 pixels: 6.7 % of this frame, 1.7 % of 640 x 480
+    kwargs = dict(plane_ids=plane_ids, plane_normals={1: (0, 0, 1)}, intrinsics=intrinsics)
+    assert math.isfinite(GeometryEvaluator().add(gt, gt, **kwargs)["pe_plan"])
+    assert math.isnan(GeometryEvaluator(plane_min_pixels=15360).add(gt, gt, **kwargs)["pe_plan"])

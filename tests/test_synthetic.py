@@ -89,7 +89,13 @@ def test_deterministic_per_seed_and_seeds_differ():
     c = make_sample("train", 8, size=(60, 80))
     np.testing.assert_array_equal(a.rgb, b.rgb)
     np.testing.assert_array_equal(a.depth, b.depth)
-    assert a.meta == b.meta
+    assert a.meta.keys() == b.meta.keys()
+    for key in a.meta:
+        if key in ("plane_normals", "plane_equations"):
+            assert a.meta[key].keys() == b.meta[key].keys()
+            assert all(np.array_equal(a.meta[key][k], b.meta[key][k]) for k in a.meta[key])
+        else:
+            np.testing.assert_array_equal(a.meta[key], b.meta[key])
     assert np.abs(a.depth - c.depth).mean() > 0.05
     assert random_scene(123) == random_scene(123)
 
@@ -273,3 +279,89 @@ def test_spec_forms_and_errors():
             open_source(bad)
     with pytest.raises(ConfigError, match="holdout"):
         open_source("synthetic:3", split="holdout")
+
+
+# ------------------------------------------------------------------ geometric ground truth
+
+
+def _geometry_scene():
+    """A camera facing the far wall; a box standing on the floor and a floating sphere in front of it."""
+    box = Box((2.0, 0.5, 3.5), (0.5, 0.5, 0.4), yaw=math.radians(20), material=WHITE)
+    sphere = Sphere((3.4, 1.6, 3.0), 0.35, WHITE)
+    return Scene(room=(5.0, 3.0, 6.0), camera=(2.5, 1.5, 0.5), pitch=math.radians(-15), light=(2.5, 2.7, 2.0),
+                 objects=[box, sphere])
+
+
+def test_plane_ground_truth_holds_for_every_back_projected_pixel():
+    from hqdepth.data.synthetic import geometry_truth
+    from hqdepth.geometry import back_project
+
+    scene = _geometry_scene()
+    _, depth, ids = render(scene, (90, 120), return_ids=True)
+    truth = geometry_truth(scene, depth, ids)
+    planes, z = truth["plane_ids"], depth[..., 0].astype(np.float64)
+    assert planes.dtype == np.int32 and ((planes == 0) == (ids == 7)).all()  # only the sphere is not planar
+    labels = set(np.unique(planes)) - {0}
+    assert labels == set(truth["plane_normals"]) == set(truth["plane_equations"])
+    # floor, both side walls, the far wall; three faces of the box (the side facing the camera, one end, the top)
+    assert labels == {1, 3, 4, 6, 8, 10, 11}
+    rows, cols = np.nonzero(planes)
+    points = back_project(z[rows, cols], truth["intrinsics"], rows, cols)  # the evaluator's own back-projection
+    equations = np.array([truth["plane_equations"][v] for v in planes[rows, cols]])
+    residual = np.abs(np.einsum("ij,ij->i", points, equations[:, :3]) + equations[:, 3])
+    assert residual.max() < 2e-5 * z.max()
+    for label, normal in truth["plane_normals"].items():
+        assert np.linalg.norm(normal) == pytest.approx(1.0)
+        np.testing.assert_allclose(normal, truth["plane_equations"][label][:3])
+    # the far wall (z = 6 m, facing the camera, pitched down 15 degrees): normal (0, -cos, -sin) in x right,
+    # y forward, z up, 5.5 m from the camera centre
+    np.testing.assert_allclose(truth["plane_equations"][6],
+                               [0, -math.cos(math.radians(15)), -math.sin(math.radians(15)), 5.5], atol=1e-9)
+
+
+def test_edges_are_exactly_the_occluding_contours():
+    from hqdepth.data.synthetic import geometry_truth
+
+    scene = _geometry_scene()
+    height, width = 90, 120
+    _, depth, ids = render(scene, (height, width), return_ids=True)
+    edges = geometry_truth(scene, depth, ids)["edges"]
+    z = depth[..., 0].astype(np.float64)
+    # Every marked pixel is the near side of a step of at least 5 % to a 4-neighbour on another object ...
+    step = np.zeros_like(z)
+    for axis in (0, 1):
+        for shift in (1, -1):
+            other, other_ids = np.roll(z, shift, axis), np.roll(ids, shift, axis)
+            valid = np.ones_like(edges)
+            index = [slice(None)] * 2
+            index[axis] = 0 if shift == 1 else -1
+            valid[tuple(index)] = False
+            jump = np.where(valid & (other_ids != ids), other / z - 1, 0)
+            step = np.maximum(step, jump)
+    # (where a silhouette meets the floor the box stands on, the step shrinks to 0: a few pixels)
+    assert edges.sum() > 50 and (edges <= (step > 0)).all()
+    assert (edges & (step <= 0.05)).sum() <= 0.03 * edges.sum()
+    # ... and every such step of over 20 % is marked (completeness), on the box, the sphere and nowhere else.
+    assert edges[step > 0.2].all()
+    assert set(np.unique(ids[edges])) == {6, 7}
+    # Creases are not edges: floor against the walls, the box's own corners, the box standing on the floor.
+    touching = np.zeros_like(edges)
+    touching[:-1] |= (ids[:-1] == 6) & (ids[1:] == 0)  # a box pixel right above a floor pixel: its foot ...
+    touching[:, 1:-1] &= (ids[:, :-2] == 6) & (ids[:, 2:] == 6)  # ... between box pixels (not a silhouette)
+    assert touching.sum() > 10 and not edges[touching].any()
+    assert not edges[ids < 6].any()  # the room is convex seen from inside: it never occludes itself
+
+
+def test_synthetic_samples_carry_the_geometric_ground_truth():
+    from hqdepth.geometry import GeometryEvaluator, ground_truth_from_meta, plane_min_pixels_for
+
+    sample = make_sample("test", 3, size=(60, 80))
+    found = ground_truth_from_meta(sample.meta)
+    assert set(found) == {"edges", "plane_ids", "plane_normals", "intrinsics"}
+    assert found["edges"].shape == found["plane_ids"].shape == (60, 80)
+    fx, fy, cx, cy = intrinsics(60, 80)
+    assert found["intrinsics"] == pytest.approx((fx, fy, cx + 0.5, cy + 0.5))
+    gt = sample.depth[..., 0]
+    evaluator = GeometryEvaluator(plane_min_pixels=plane_min_pixels_for(gt.shape))
+    perfect = evaluator.add(gt, gt, **found)
+    assert perfect["pe_plan"] < 1e-3 and perfect["pe_orie"] < 0.05 and perfect["dde_0"] == 1.0

@@ -665,11 +665,117 @@ def parse_size(value):
 
 
 def make_sample(split, index, size=DEFAULT_SIZE, offset=0):
-    """Scene `index` of `split` as a `Sample` (meta: id, focal = fx, seed, split)."""
+    """Scene `index` of `split` as a `Sample` (meta: id, focal = fx, seed, split, and the geometric ground
+    truth of `geometry_truth`: edges, plane_ids, plane_normals, plane_equations, intrinsics)."""
     seed = scene_seed(split, index, offset)
-    rgb, depth = render(random_scene(seed), size)
-    meta = {"id": f"synthetic-{split}-{offset + index:07d}", "focal": intrinsics(*size)[0], "seed": seed, "split": split}
+    scene = random_scene(seed)
+    rgb, depth, ids = render(scene, size, return_ids=True)
+    meta = {"id": f"synthetic-{split}-{offset + index:07d}", "focal": intrinsics(*size)[0], "seed": seed, "split": split,
+            **geometry_truth(scene, depth, ids)}
     return Sample(rgb, depth, meta)
+
+
+# ------------------------------------------------------------------------- geometric ground truth
+
+
+def _surface_planes(scene, world_points, ids):
+    """Per-pixel plane label (int32, 0 = not planar) and {label: (world unit normal, offset)} with
+    normal . X = offset on the plane: labels 1-6 the room surfaces (`ROOM_SURFACES` order), 7 + 6k + face
+    the faces of box k (face = 2 x local axis + (1 on the + side)); spheres are not planar."""
+    room = scene.room
+    planes = {1 + s: (np.asarray(_ROOM_NORMALS[s], np.float64), float(off))
+              for s, off in enumerate((0.0, -room[1], 0.0, -room[0], 0.0, -room[2]))}
+    labels = np.where(ids < 6, ids.astype(np.int32) + 1, 0)
+    for k, obj in enumerate(scene.objects):
+        on = ids == 6 + k
+        if isinstance(obj, Sphere) or not on.any():
+            continue
+        c, s = math.cos(obj.yaw), math.sin(obj.yaw)
+        axes = np.array([[c, 0.0, -s], [0.0, 1.0, 0.0], [s, 0.0, c]])  # the box's local axes in world space
+        local = (world_points[on] - np.asarray(obj.center)) @ axes.T
+        scaled = local / np.asarray(obj.half)
+        axis = np.abs(scaled).argmax(axis=1)
+        positive = scaled[np.arange(axis.size), axis] > 0
+        labels[on] = 7 + 6 * k + 2 * axis + positive
+        for a in range(3):
+            for side in (0, 1):
+                normal = axes[a] * (1.0 if side else -1.0)
+                planes[7 + 6 * k + 2 * a + side] = (normal, float(normal @ np.asarray(obj.center)) + obj.half[a])
+    return labels, planes
+
+
+def _occluding(scene, labels, planes, sphere_of, depth, dirs, first, second):
+    """For neighbour pairs (first, second) (flat pixel indices) on different surfaces: True where the step
+    between them is an occlusion, False where the two planes meet between the two rays (a crease)."""
+    cam = np.asarray(scene.camera, np.float64)
+    la, lb = labels[first], labels[second]
+    occluding = (la == 0) | (lb == 0) | (sphere_of[first] != sphere_of[second])
+    planar = ~occluding
+    if planar.any():
+        index = {label: i for i, label in enumerate(planes)}
+        normals = np.array([planes[label][0] for label in planes])
+        offsets = np.array([planes[label][1] - planes[label][0] @ cam for label in planes])
+
+        def plane_depth(label, pixel):  # z-depth of the ray of `pixel` on the plane `label`
+            i = np.vectorize(index.get, otypes=[np.int64])(label)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                return offsets[i] / np.einsum("ij,ij->i", normals[i], dirs[pixel])
+
+        fa, fb = first[planar], second[planar]
+        a_at_b = plane_depth(la[planar], fb)    # plane of `first` along the ray of `second`
+        b_at_a = plane_depth(lb[planar], fa)
+        f_first = depth[fa] - b_at_a            # (A - B) on the first ray: A is what it sees
+        f_second = a_at_b - depth[fb]           # (A - B) on the second ray: B is what it sees
+        crease = (f_first * f_second <= 0) & (a_at_b > 0) & (b_at_a > 0) & np.isfinite(a_at_b + b_at_a)
+        occluding[planar] = ~crease
+    return occluding
+
+
+def geometry_truth(scene, depth, ids):
+    """The iBims-style geometric ground truth of a rendered scene (the meta keys of `hqdepth.geometry`):
+
+    - `edges` bool (H, W): exact occlusion boundaries. Two 4-neighbours on different surfaces (box faces
+      count separately, a sphere is one surface) form an occlusion unless both are planes that meet between
+      the two rays (a crease: floor-wall, box edges, a box standing on the floor); the nearer pixel of an
+      occluding pair is marked (the occluding contour). Texture and shading never make an edge.
+    - `plane_ids` int32 (H, W): 0 on spheres, else the plane label (see `_surface_planes`);
+      `plane_normals` {label: unit normal} and `plane_equations` {label: (nx, ny, nz, d)}, n . X + d = 0,
+      both in the iBims camera frame (x right, y forward, z up, metres), for the labels in the image;
+    - `intrinsics` (fx, fy, cx, cy) in the 1-based pixel convention of `hqdepth.geometry.back_project`
+      (pixel centres at +0.5 here, so cx = width / 2 + 0.5).
+    """
+    height, width = ids.shape
+    z = np.asarray(depth, np.float64).reshape(-1)
+    forward, right, up = camera_axes(scene.yaw, scene.pitch, scene.roll)
+    xs, ys = (a.astype(np.float64) for a in _camera_rays(height, width))
+    dirs = (forward[None, None] + xs[None, :, None] * right + ys[:, None, None] * up).reshape(-1, 3)
+    world = np.asarray(scene.camera, np.float64) + z[:, None] * dirs
+    labels, planes = _surface_planes(scene, world.reshape(height, width, 3), ids)
+    labels = labels.reshape(-1)
+    flat_ids = ids.reshape(-1).astype(np.int32)
+    sphere_of = np.where(labels == 0, flat_ids, -1)  # which sphere (its surface id), -1 on planes
+    surface = np.where(labels > 0, labels, 10_000 + flat_ids)
+
+    edges = np.zeros(height * width, bool)
+    grid = np.arange(height * width).reshape(height, width)
+    for first, second in ((grid[:, :-1], grid[:, 1:]), (grid[:-1, :], grid[1:, :])):
+        first, second = first.reshape(-1), second.reshape(-1)
+        differ = surface[first] != surface[second]
+        first, second = first[differ], second[differ]
+        occluding = _occluding(scene, labels, planes, sphere_of, z, dirs, first, second)
+        first, second = first[occluding], second[occluding]
+        edges[np.where(z[first] <= z[second], first, second)] = True
+
+    fx, fy, cx, cy = intrinsics(height, width)
+    cam = np.asarray(scene.camera, np.float64)
+    normals, equations = {}, {}
+    for label in sorted(int(v) for v in np.unique(labels) if v > 0):
+        normal_world, offset = planes[label]
+        normal = np.array([normal_world @ right, normal_world @ forward, normal_world @ up])
+        normals[label] = normal
+        equations[label] = np.array([*normal, normal_world @ cam - offset])
+    return {"edges": edges.reshape(height, width), "plane_ids": labels.reshape(height, width),
+            "plane_normals": normals, "plane_equations": equations, "intrinsics": (fx, fy, cx + 0.5, cy + 0.5)}
 
 
 def object_views(split, index, size=DEFAULT_SIZE, offset=0):
