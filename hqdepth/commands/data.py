@@ -27,7 +27,7 @@ def add_parser(subparsers):
     verify.add_argument("--no-progress", action="store_true", help="no progress bar")
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
 
-    stats = commands.add_parser("stats", help="depth histogram, valid fraction and mean RGB of a SPEC")
+    stats = commands.add_parser("stats", help="depth histogram, valid fraction, mean RGB and geometric ground truth (edges, planes) of a SPEC")
     stats.add_argument("spec")
     stats.add_argument("--split", default="train", choices=("train", "val", "test"))
     stats.add_argument("--limit", type=int, default=None, help="only the first N samples")

@@ -14,6 +14,26 @@ Each record is a `tf.train.Example` with the features
     focal        float   focal length in pixels, 0 when unknown
     id           bytes   the source's sample id (UTF-8)
 
+and, when the sample's `meta` carries geometric ground truth (`hqdepth.geometry`: the `ibims` and
+`synthetic` sources), also
+
+    edges              bytes   PNG, 8-bit grey 0/1: true occlusion edges (meta["edges"], bool (H, W))
+    plane_ids          bytes   PNG, 16-bit grey: plane id per pixel, 0 = no plane (meta["plane_ids"], int32)
+    plane_normal_ids   int64   the plane ids of meta["plane_normals"] ...
+    plane_normals      float   ... and their normals, 3 per id in that order (iBims frame: x right, y forward, z up)
+    plane_equation_ids int64   the plane ids of meta["plane_equations"] ...
+    plane_equations    float   ... and (nx, ny, nz, d) per id (n . X + d = 0, metres)
+    plane_type_ids     int64   the plane ids of meta["plane_types"] ...
+    plane_types        bytes   ... and their types (UTF-8, e.g. wall / table / floor)
+    intrinsics         float   (fx, fy, cx, cy), 1-based pixel coordinates (meta["intrinsics"])
+
+Each is written only when the sample has it, so shards of older versions (and of sources without
+geometry) read as before. Floats are float32 (TFRecord float lists): the values read back are the
+float32 roundings of those written. `tfrecord_dataset` (training) ignores these features;
+`TFRecordSource` returns them in `Sample.meta` under the same keys and types the sources use
+(normals and equations as float64 arrays of the stored values, intrinsics a tuple of 4 floats), so
+`hqdepth.geometry.ground_truth_from_meta` works on a sample read back.
+
 `manifest.json` holds, per split: the source SPEC, sample count, records written, skipped samples
 (index and error), shard size, depth scale, the image-size histogram, `complete`, and for every
 shard its file name, first sample index, sample count, record count, size histogram and sha256.
@@ -69,6 +89,19 @@ def _field(number, payload):
 
 
 def _feature(value):
+    if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":  # typed by the dtype, also when empty
+        if value.dtype.kind == "f":
+            return _field(2, _field(1, struct.pack(f"<{value.size}f", *value.ravel().tolist())))
+        return _field(3, _field(1, b"".join(_varint(int(v)) for v in value.ravel().tolist())))
+    if isinstance(value, (list, tuple, np.ndarray)):  # a list feature: all bytes, all ints or all floats
+        items = list(np.asarray(value).ravel()) if isinstance(value, np.ndarray) else list(value)
+        if all(isinstance(v, (bytes, bytearray, str)) for v in items):
+            return _field(1, b"".join(_field(1, v.encode("utf-8") if isinstance(v, str) else bytes(v)) for v in items))
+        if all(isinstance(v, (bool, int, np.integer)) for v in items):
+            return _field(3, _field(1, b"".join(_varint(int(v)) for v in items)))
+        if all(isinstance(v, (bool, int, float, np.integer, np.floating)) for v in items):
+            return _field(2, _field(1, struct.pack(f"<{len(items)}f", *(float(v) for v in items))))
+        raise TypeError("a list feature must hold only bytes, only ints or only floats")
     if isinstance(value, (bytes, bytearray)):
         return _field(1, _field(1, bytes(value)))
     if isinstance(value, str):
@@ -81,7 +114,8 @@ def _feature(value):
 
 
 def encode_example(features):
-    """Serialize {name: bytes | str | int | float} as a `tf.train.Example` (no TensorFlow needed)."""
+    """Serialize {name: bytes | str | int | float | list of one of them} as a `tf.train.Example` (no
+    TensorFlow needed)."""
     entries = b"".join(_field(1, _field(1, name.encode("utf-8")) + _field(2, _feature(value))) for name, value in features.items())
     return _field(1, entries)
 
@@ -213,7 +247,112 @@ def encode_sample(sample, depth_scale):
         "focal": float(sample.meta.get("focal") or 0.0),
         "id": sample_id,
     }
+    features.update(encode_geometry(sample.meta, rgb.shape[:2], sample_id))
     return encode_example(features)
+
+
+GEOMETRY_FEATURES = ("edges", "plane_ids", "plane_normal_ids", "plane_normals", "plane_equation_ids",
+                     "plane_equations", "plane_type_ids", "plane_types", "intrinsics")
+
+
+def _plane_table(meta, key, width, sample_id):
+    """{id: values} of meta[key] -> (ids, flat float list), each entry `width` finite floats."""
+    table = meta.get(key)
+    if table is None:
+        return None
+    ids, values = [], []
+    for pid in sorted(table, key=int):
+        row = np.asarray(table[pid], dtype=np.float64).ravel()
+        if int(pid) < 1 or row.shape != (width,) or not np.all(np.isfinite(row)):
+            raise DataError(f"Sample {sample_id!r}: meta[{key!r}][{pid!r}] must be {width} finite numbers of a plane id "
+                            f">= 1, got {table[pid]!r}.")
+        ids.append(int(pid))
+        values.extend(float(v) for v in row)
+    return np.asarray(ids, np.int64), np.asarray(values, np.float32)
+
+
+def encode_geometry(meta, size, sample_id=""):
+    """The geometric ground truth a sample's meta carries as Example features (see the module docstring);
+    {} when it carries none. Raises DataError for a map of the wrong size or values that do not fit."""
+    cv2 = _cv2()
+    features = {}
+    edges = meta.get("edges")
+    if edges is not None:
+        edges = np.asarray(edges)
+        if edges.shape != tuple(size):
+            raise DataError(f"Sample {sample_id!r}: edge map shape {edges.shape} does not match the image {tuple(size)}.")
+        ok, png = cv2.imencode(".png", (edges != 0).astype(np.uint8))
+        if not ok:
+            raise DataError(f"Sample {sample_id!r}: PNG encoding of the edge map failed.")
+        features["edges"] = png.tobytes()
+    plane_ids = meta.get("plane_ids")
+    if plane_ids is not None:
+        plane_ids = np.asarray(plane_ids)
+        if plane_ids.shape != tuple(size):
+            raise DataError(f"Sample {sample_id!r}: plane id map shape {plane_ids.shape} does not match the image "
+                            f"{tuple(size)}.")
+        if plane_ids.size and (plane_ids.min() < 0 or plane_ids.max() > 65535 or not np.array_equal(plane_ids, np.round(plane_ids))):
+            raise DataError(f"Sample {sample_id!r}: plane ids must be integers in 0..65535 (16-bit PNG), got "
+                            f"{plane_ids.min()}..{plane_ids.max()}.")
+        ok, png = cv2.imencode(".png", plane_ids.astype(np.uint16))
+        if not ok:
+            raise DataError(f"Sample {sample_id!r}: PNG encoding of the plane ids failed.")
+        features["plane_ids"] = png.tobytes()
+    for key, width in (("plane_normals", 3), ("plane_equations", 4)):
+        table = _plane_table(meta, key, width, sample_id)
+        if table is not None:
+            features[key[:-1] + "_ids"], features[key] = table
+    types = meta.get("plane_types")
+    if types is not None:
+        ids = sorted(types, key=int)
+        features["plane_type_ids"], features["plane_types"] = np.asarray(ids, np.int64), [str(types[i]) for i in ids]
+    intrinsics = meta.get("intrinsics")
+    if intrinsics is not None:
+        values = np.asarray(intrinsics, dtype=np.float64).ravel()
+        if values.shape != (4,) or not np.all(np.isfinite(values)):
+            raise DataError(f"Sample {sample_id!r}: meta['intrinsics'] must be 4 finite numbers (fx, fy, cx, cy), got "
+                            f"{intrinsics!r}.")
+        features["intrinsics"] = values.astype(np.float32)
+    return features
+
+
+def decode_geometry(features, size, where="record"):
+    """The meta entries of the geometric features of a decoded Example (see `encode_geometry`)."""
+    cv2 = _cv2()
+    meta = {}
+    for key, dtype in (("edges", np.uint8), ("plane_ids", np.uint16)):
+        if key not in features:
+            continue
+        if len(features[key]) != 1 or not isinstance(features[key][0], bytes):
+            raise DataError(f"{where}: feature {key!r} is not one PNG.")
+        image = cv2.imdecode(np.frombuffer(features[key][0], np.uint8), cv2.IMREAD_UNCHANGED)
+        if image is None or image.dtype != dtype or image.ndim != 2:
+            raise DataError(f"{where}: the {key} PNG does not decode as {np.dtype(dtype).itemsize * 8}-bit grey.")
+        if image.shape != tuple(size):
+            raise DataError(f"{where}: the {key} map is {image.shape} but the record's size is {tuple(size)}.")
+        meta[key] = image != 0 if key == "edges" else image.astype(np.int32)
+    for key, width in (("plane_normals", 3), ("plane_equations", 4)):
+        ids_key = key[:-1] + "_ids"
+        if ids_key not in features and key not in features:
+            continue
+        ids, values = features.get(ids_key, []), features.get(key, [])
+        if len(values) != width * len(ids) or not all(isinstance(i, int) for i in ids):
+            raise DataError(f"{where}: {len(values)} values in {key!r} for {len(ids)} plane ids (expected {width} each).")
+        meta[key] = {pid: np.array(values[width * n:width * (n + 1)], np.float64) for n, pid in enumerate(ids)}
+    if "plane_type_ids" in features or "plane_types" in features:
+        ids, names = features.get("plane_type_ids", []), features.get("plane_types", [])
+        if len(ids) != len(names):
+            raise DataError(f"{where}: {len(names)} plane types for {len(ids)} plane ids.")
+        try:
+            meta["plane_types"] = {pid: name.decode("utf-8") for pid, name in zip(ids, names)}
+        except (UnicodeDecodeError, AttributeError):
+            raise DataError(f"{where}: the plane types are not UTF-8 text.") from None
+    if "intrinsics" in features:
+        values = features["intrinsics"]
+        if len(values) != 4 or not all(isinstance(v, float) for v in values):
+            raise DataError(f"{where}: feature 'intrinsics' has {len(values)} values (expected fx, fy, cx, cy).")
+        meta["intrinsics"] = tuple(values)
+    return meta
 
 
 def decode_record(record, depth_scale=None, where="record"):
@@ -249,6 +388,7 @@ def decode_record(record, depth_scale=None, where="record"):
     focal = features.get("focal", [0.0])[0]
     if focal > 0:
         meta["focal"] = float(focal)
+    meta.update(decode_geometry(features, size, where))
     return Sample(np.ascontiguousarray(rgb[..., ::-1]), depth, meta)
 
 

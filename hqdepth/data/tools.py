@@ -5,7 +5,8 @@
   TensorFlow is loaded), resumable: a shard whose file matches the sha256 in the manifest is kept.
 - `verify(directory)`: re-reads every shard with TensorFlow (record CRCs), decodes every record,
   compares counts, sizes, scale and sha256 with the manifest; returns the list of problems.
-- `stats(spec)`: depth histogram, valid fraction, depth range/mean, mean RGB, image sizes.
+- `stats(spec)`: depth histogram, valid fraction, depth range/mean, mean RGB, image sizes, and the
+  geometric ground truth when samples carry it (edges, planes: `geometry_stats`).
 - `write_synthetic(...)`: synthetic scenes as TFRecord shards, or as PNG pairs plus a list file.
 """
 
@@ -351,6 +352,7 @@ def stats(spec, split="train", limit=None, bins=20, max_depth=10.0, progress=Fal
     depth_min, depth_max = math.inf, -math.inf
     rgb_sum = np.zeros(3, dtype=np.float64)
     sizes, focals = Counter(), Counter()
+    geometry = GeometryTally()
     bar = _progress(count, f"stats {split}", progress)
     try:
         for index in range(count):
@@ -369,6 +371,7 @@ def stats(spec, split="train", limit=None, bins=20, max_depth=10.0, progress=Fal
             sizes[f"{sample.rgb.shape[0]}x{sample.rgb.shape[1]}"] += 1
             if sample.meta.get("focal"):
                 focals[round(float(sample.meta["focal"]), 4)] += 1
+            geometry.add(sample.meta)
             bar.update(1)
     finally:
         bar.close()
@@ -384,7 +387,52 @@ def stats(spec, split="train", limit=None, bins=20, max_depth=10.0, progress=Fal
         "depth_mean": depth_sum / valid if valid else None,
         "depth_histogram": {"edges": edges.tolist(), "counts": histogram.tolist(), "above": above},
         "mean_rgb": (rgb_sum / count).tolist() if count else None,
+        "geometry": geometry.report(),
     }
+
+
+class GeometryTally:
+    """The geometric ground truth of `stats`: per sample meta (`hqdepth.geometry.GROUND_TRUTH_KEYS`)."""
+
+    def __init__(self):
+        self.with_edges = self.with_planes = self.with_intrinsics = self.planes = 0
+        self.edge_fraction = self.plane_fraction = 0.0
+        self.plane_shares = []
+
+    def add(self, meta):
+        edges = meta.get("edges")
+        if edges is not None:
+            edges = np.asarray(edges)
+            self.with_edges += 1
+            self.edge_fraction += float(np.count_nonzero(edges)) / max(edges.size, 1)
+        plane_ids = meta.get("plane_ids")
+        if plane_ids is not None:
+            plane_ids = np.asarray(plane_ids)
+            ids, counts = np.unique(plane_ids[plane_ids > 0], return_counts=True)
+            self.with_planes += 1
+            self.planes += len(ids)
+            self.plane_fraction += float(counts.sum()) / max(plane_ids.size, 1)
+            self.plane_shares.extend((counts / max(plane_ids.size, 1)).tolist())
+        if meta.get("intrinsics") is not None:
+            self.with_intrinsics += 1
+
+    def report(self):
+        """None when no sample had edges, planes or intrinsics; else the counts and means:
+        edge_pixel_fraction (mean over the samples with edges of their edge-pixel fraction), planes_per_image
+        and plane_pixel_fraction (pixels on any plane) over the samples with plane ids, plane_share_mean (the
+        mean pixel fraction of one plane, over all planes)."""
+        if not (self.with_edges or self.with_planes or self.with_intrinsics):
+            return None
+        return {
+            "samples_with_edges": self.with_edges,
+            "edge_pixel_fraction": self.edge_fraction / self.with_edges if self.with_edges else None,
+            "samples_with_planes": self.with_planes,
+            "planes": self.planes,
+            "planes_per_image": self.planes / self.with_planes if self.with_planes else None,
+            "plane_pixel_fraction": self.plane_fraction / self.with_planes if self.with_planes else None,
+            "plane_share_mean": float(np.mean(self.plane_shares)) if self.plane_shares else None,
+            "samples_with_intrinsics": self.with_intrinsics,
+        }
 
 
 def format_stats(report):
@@ -403,6 +451,20 @@ def format_stats(report):
     for lo, hi, n in zip(hist["edges"][:-1], hist["edges"][1:], hist["counts"]):
         lines.append(f"  {lo:6.2f}-{hi:6.2f} m {n:>12d} {100 * n / total:6.2f}% {'#' * int(round(50 * n / total))}")
     lines.append(f"  > {hist['edges'][-1]:.2f} m   {hist['above']:>12d} {100 * hist['above'] / total:6.2f}%")
+    geometry = report.get("geometry")
+    if geometry:
+        samples = report["samples"]
+        line = f"geometric ground truth: edges in {geometry['samples_with_edges']} of {samples} samples"
+        if geometry["edge_pixel_fraction"] is not None:
+            line += f" (mean edge-pixel fraction {geometry['edge_pixel_fraction']:.4f})"
+        lines.append(line)
+        line = f"  planes in {geometry['samples_with_planes']} of {samples} samples"
+        if geometry["planes_per_image"] is not None:
+            share = geometry["plane_share_mean"]
+            line += (f": {geometry['planes_per_image']:.2f} planes per image covering {geometry['plane_pixel_fraction']:.4f} "
+                     f"of the pixels, mean pixel share of one plane {'n/a' if share is None else f'{share:.4f}'}")
+        lines.append(line)
+        lines.append(f"  intrinsics in {geometry['samples_with_intrinsics']} of {samples} samples")
     return "\n".join(lines)
 
 

@@ -146,7 +146,8 @@ class Recipe:
     def callbacks(self, out, image_samples=None, backup=True, print_fn=print):
         """The run callbacks writing into the folder `out`: TerminateOnNaN, CSV log, TensorBoard (scalars and
         depth images of fixed validation samples), checkpoints (latest/best), progress, and the backup a
-        rerun resumes from (`backup=False` leaves it out)."""
+        rerun resumes from (`backup=False` leaves it out); first, when the validation data carries true edges or
+        planes, the iBims geometric metrics (`val_dbe_acc`, ...; `evaluation.geometry_samples`)."""
         from pathlib import Path
 
         from hqdepth.training import trainer
@@ -157,7 +158,10 @@ class Recipe:
         count = self.config["train"]["image_samples"] if image_samples is None else image_samples
         images, depths = trainer.fixed_validation_samples(self.config, self._val_data, count)
         factory = trainer.RunBackupFactory(out, self.config)
-        callbacks = trainer.make_callbacks(self.config, out, plan, images, depths, factory, print_fn=print_fn)
+        geometry = trainer.geometry_validation(self.config, self._val_data,
+                                               (self.validation_steps or 0) * plan.global_batch, print_fn)
+        callbacks = trainer.make_callbacks(self.config, out, plan, images, depths, factory, print_fn=print_fn,
+                                           geometry=geometry)
         return callbacks if backup else callbacks[:-1]
 
     # ----------------------------------------------------------------------------------- evaluation

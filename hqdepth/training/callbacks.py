@@ -408,3 +408,60 @@ def format_duration(seconds):
     hours, rest = divmod(seconds, 3600)
     minutes, seconds = divmod(rest, 60)
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
+
+
+class GeometryValidation(keras.callbacks.Callback):
+    """The iBims-1 geometric metrics (`hqdepth.geometry`) of fixed validation samples, at each validation.
+
+    `samples`: [(rgb uint8 (H, W, 3), ground-truth depth (H, W) with 0 = none, focal or None, ground truth)],
+    the ground truth being `geometry.ground_truth_from_meta` of the sample's meta (true edges, plane ids +
+    normals + intrinsics); the trainer reads them once (`trainer.geometry_validation_samples`). At the end of
+    every epoch that validated (its logs hold `val_*` keys) each sample is predicted on its whole frame the
+    "resize" way (`model_testing.predict_depth`: resized to the model's input, the prediction back to the
+    frame) and scored with a fresh `GeometryEvaluator` (planes of >= 5 % of the frame unless
+    `plane_min_pixels` says otherwise); the means go into the logs as `val_dbe_acc`,
+    `val_dbe_comp` (samples with edges), `val_pe_plan`, `val_pe_orie` (samples with planes) and
+    `val_dde_0`, `val_dde_minus`, `val_dde_plus`, so that the CSV log, TensorBoard, the printed line and
+    results.json carry them like the other validation metrics. A metric whose ground truth no sample has
+    is not added (nothing is derived from the depth); one that has it but scores nothing (e.g. no plane
+    large enough) is NaN. Put it before the callbacks that read the logs.
+    """
+
+    def __init__(self, samples, config=None, version="v2", plane_min_pixels=None):
+        super().__init__()
+        self.samples = list(samples)
+        self.config = config
+        self.version = version
+        self.plane_min_pixels = plane_min_pixels
+        self._view = None  # (keras model, its DepthModel)
+
+    def evaluator(self):
+        """A fresh `GeometryEvaluator`; `plane_min_pixels` None = the iBims 5 % rule on each sample's frame (the
+        official 15,360 pixels on 640x480, the same share of a smaller validation frame)."""
+        from hqdepth.geometry import GeometryEvaluator
+
+        return GeometryEvaluator(self.version, plane_min_pixels=self.plane_min_pixels)
+
+    def compute(self, model=None):
+        """{metric: mean} over the samples for `model` (default: the model being trained)."""
+        from hqdepth.depth_model import DepthModel
+        from hqdepth.model_testing import predict_depth
+        from hqdepth.resample import resize_bilinear_cv2
+
+        model = model or self.model
+        if self._view is None or self._view[0] is not model:
+            self._view = (model, DepthModel.from_keras(model, config=self.config))
+        depth_model = self._view[1]
+        evaluator = self.evaluator()
+        for rgb, gt, focal, truth in self.samples:
+            prediction = predict_depth(depth_model, rgb, focal=focal)
+            if prediction.shape != gt.shape:
+                prediction = resize_bilinear_cv2(prediction, *gt.shape)
+            evaluator.add(prediction, gt, **truth)
+        missing = evaluator.not_computed()
+        return {name: float(value) for name, value in evaluator.result().items() if name not in missing}
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None or not self.samples or not any(key.startswith("val_") for key in logs):
+            return
+        logs.update({f"val_{name}": value for name, value in self.compute().items()})

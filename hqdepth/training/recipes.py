@@ -81,6 +81,11 @@ DEFAULTS = {
         "min_depth": None,           # None: the protocol's
         "test_samples": None,        # None: the whole test split
         "ssim": False,               # also SSIM of the test depth maps (results.json), max_val = max depth
+        # geometry_samples: at each validation, the iBims-1 geometric metrics (val_dbe_acc, val_dbe_comp,
+        # val_pe_plan, val_pe_orie, val_dde_*) of at most this many of the first validation samples (never more
+        # than one validation reads: validation_steps x global batch), predicted on their whole frame. Only when
+        # the validation data carries true edges or planes (ibims:, synthetic:, TFRecords of them); 0 = off.
+        "geometry_samples": 64,
     },
 }
 
@@ -217,6 +222,9 @@ def validate(config):
                 "checkpoint_every_steps"):
         if train[key] is not None and (not isinstance(train[key], int) or train[key] <= 0):
             raise ConfigError(f"train.{key}={train[key]!r} must be a positive integer or null.")
+    samples = config["evaluation"]["geometry_samples"]
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 0:
+        raise ConfigError(f"evaluation.geometry_samples={samples!r} must be an integer >= 0 (0 = off).")
     for key in ("decay_encoder_only", "fused"):
         if not isinstance(config["optimizer"][key], bool):
             raise ConfigError(f"optimizer.{key}={config['optimizer'][key]!r} must be true or false.")

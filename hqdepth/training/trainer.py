@@ -334,6 +334,56 @@ def fixed_validation_samples(config, spec, count):
     return np.stack(elements), np.stack(depths)
 
 
+def geometry_validation_samples(config, spec, count):
+    """The first `count` validation samples that carry geometric ground truth (true edges or planes,
+    `hqdepth.geometry.ground_truth_from_meta`), as `callbacks.GeometryValidation` takes them:
+    [(rgb, depth (H, W), focal or None, ground truth)]. [] when `count` is 0 or the split's first sample has
+    no edges or planes (a dataset without them: nothing is derived from the depth)."""
+    import numpy as np
+
+    from hqdepth.data import open_source
+    from hqdepth.geometry import ground_truth_from_meta
+
+    if not count:
+        return []
+    source = open_source(spec, split=config["data"]["val_split"])
+    samples = []
+    for index in range(min(int(count), len(source))):
+        try:
+            sample = source[index]
+        except DataError:
+            if config["data"]["skip_bad"]:
+                continue
+            raise
+        truth = ground_truth_from_meta(sample.meta)
+        if "edges" not in truth and "plane_ids" not in truth:
+            if not samples and index == 0:
+                return []
+            continue
+        depth = np.asarray(sample.depth, np.float32)
+        samples.append((np.asarray(sample.rgb), depth[..., 0] if depth.ndim == 3 else depth, sample.meta.get("focal"),
+                        truth))
+    return samples
+
+
+def geometry_validation(config, spec, validation_samples, print_fn=print):
+    """`callbacks.GeometryValidation` on at most `evaluation.geometry_samples` of the samples one validation
+    reads (`validation_samples` = validation batches x global batch), or None when it is off (0), there is
+    no validation, or the data has no edges or planes. Planes are scored from 5 % of each validation frame
+    (`GeometryEvaluator`'s default: the official 640x480 count, the same share of smaller frames)."""
+    from hqdepth.training.callbacks import GeometryValidation
+
+    count = min(config["evaluation"]["geometry_samples"], validation_samples)
+    samples = geometry_validation_samples(config, spec, count)
+    if not samples:
+        return None
+    with_edges = sum("edges" in truth for *_, truth in samples)
+    with_planes = sum("plane_ids" in truth for *_, truth in samples)
+    print_fn(f"  iBims geometric metrics at each validation on {len(samples)} validation samples (true edges in "
+             f"{with_edges}, planes in {with_planes}; evaluation.geometry_samples={config['evaluation']['geometry_samples']})")
+    return GeometryValidation(samples, config=config)
+
+
 # ---------------------------------------------------------------------------------------- the plan
 
 
@@ -409,13 +459,27 @@ def prepare_run_folder(out, config, overwrite=False):
     if saved.is_file():
         import yaml
 
-        previous = yaml.safe_load(saved.read_text())
+        previous = _with_new_defaults(yaml.safe_load(saved.read_text()), recipes_lib.DEFAULTS)
         if previous != json.loads(json.dumps(config)):
             changed = sorted(_differences(previous, config))
             raise ConfigError(f"{out} holds a run with another config (differs in: {', '.join(changed[:8])}). "
                               "Use a new --out, or --overwrite to start this folder afresh.")
     out.mkdir(parents=True, exist_ok=True)
     recipes_lib.dump(config, saved)
+    return out
+
+
+def _with_new_defaults(previous, defaults):
+    """A saved config with the settings added to DEFAULTS since it was written, at their defaults (a run
+    started before a setting existed continues; a changed value of it still counts as another config)."""
+    if not isinstance(previous, dict) or not isinstance(defaults, dict):
+        return previous
+    out = dict(previous)
+    for key, value in defaults.items():
+        if key not in out:
+            out[key] = json.loads(json.dumps(value))
+        elif key != "options":
+            out[key] = _with_new_defaults(out[key], value)
     return out
 
 
@@ -484,6 +548,7 @@ def train(config, data, out, *, val_data=None, test_data=None, overwrite=False, 
                           seed=backup.data_seed, start_batches=done, bad_records=bad_records)
     val_ds = load_split(config, val_data, config["data"]["val_split"], plan.global_batch, train=False)
     images, depths = fixed_validation_samples(config, val_data, config["train"]["image_samples"])
+    geometry = geometry_validation(config, val_data, validation_steps * plan.global_batch, print_fn)
 
     with strategy.scope():
         model = build_model(config)
@@ -500,7 +565,7 @@ def train(config, data, out, *, val_data=None, test_data=None, overwrite=False, 
         print_fn(f"  resuming from the backup at step {state.get('iterations', '?')} (period {state['epoch'] + 1}, "
                  f"step {position[1]} of it)")
     callbacks = make_callbacks(config, out, plan, images, depths, backup, steps_done=state and state.get("iterations"),
-                               print_fn=print_fn)
+                               print_fn=print_fn, geometry=geometry)
     if state:
         callbacks[-1].restore(model)  # the RunBackup; also when no step is left (killed after the last backup)
     from hqdepth.training.callbacks import trim_metrics_csv
@@ -575,7 +640,10 @@ class RunBackupFactory:
                          extra={"data_seed": self.data_seed}, steps_per_epoch=period)
 
 
-def make_callbacks(config, out, plan, images, depths, backup, steps_done=None, chief=True, print_fn=print):
+def make_callbacks(config, out, plan, images, depths, backup, steps_done=None, chief=True, print_fn=print,
+                   geometry=None):
+    """The run's callbacks; `geometry` (a `callbacks.GeometryValidation`, from `geometry_validation`) goes
+    first, so that the logs every other callback reads carry its `val_dbe_*`, `val_pe_*`, `val_dde_*`."""
     import keras
 
     from hqdepth.training.callbacks import RunCheckpoints, RunProgress, TensorBoardLogger
@@ -590,6 +658,8 @@ def make_callbacks(config, out, plan, images, depths, backup, steps_done=None, c
     ]
     if chief:
         callbacks.insert(1, keras.callbacks.CSVLogger(str(out / "metrics.csv"), append=True))
+    if geometry is not None:
+        callbacks.insert(0, geometry)
     callbacks.append(backup.callback(enabled=chief, period=plan.period))  # last: saves after the checkpoints and logs are written
     return callbacks
 
