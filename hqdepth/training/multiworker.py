@@ -12,13 +12,16 @@ RUN/.worker-i/backup), so resuming needs no shared filesystem: the workers may r
 on different machines. A restarted cluster (any worker killed, all rerun with the same commands)
 resumes from the newest backed-up step every worker has (each keeps its last two backups, and a
 kill can land between two workers' saves of one step); each worker's input continues after the
-batches it had consumed.
+batches it had consumed. Whether to train at all is the chief's decision (its folder alone holds
+results.json), given to every worker in one collective before anything else (`_chief_decision`): a
+rerun of a finished run ends on every worker without a step, with or without a shared filesystem.
 """
 
 import shutil
 import time
 from pathlib import Path
 
+from hqdepth.errors import ConfigError
 from hqdepth.training import recipes as recipes_lib
 from hqdepth.training.callbacks import RunBackup
 from hqdepth.training.trainer import (
@@ -44,13 +47,31 @@ def train_multiworker(config, data, out, *, val_data=None, test_data=None, overw
     chief = is_chief(strategy)
     out = Path(out)
     say = print_fn if chief else (lambda *a, **k: None)
-    previous = read_results(out) if chief else None
-    if previous and previous.get("status") == "finished" and not overwrite:
-        say(f"{out} holds a finished run; nothing to do (--overwrite retrains it).")
-        print_summary(previous, say)
-        return previous
+    # Only the chief's folder holds results.json (the workers' may be on other machines): the chief
+    # decides whether to train, and tells every worker before anything else runs.
+    decision, previous, refusal = _TRAIN, None, None
     if chief:
-        prepare_run_folder(out, config, overwrite=overwrite)
+        try:
+            previous = read_results(out)
+            if previous and previous.get("status") == "finished" and not overwrite:
+                prepare_run_folder(out, config)  # still refuse a different config
+                decision = _FINISHED
+            else:
+                prepare_run_folder(out, config, overwrite=overwrite)
+        except Exception as error:  # noqa: BLE001 - re-raised below, once the workers know
+            decision, refusal = _REFUSED, error
+    decision = _chief_decision(strategy, decision)
+    if decision == _REFUSED:
+        if refusal is not None:
+            raise refusal
+        raise ConfigError(f"the chief refused to start the run {out} (its output says why); nothing done here.")
+    if decision == _FINISHED:
+        if chief:
+            say(f"{out} holds a finished run; nothing to do (--overwrite retrains it).")
+            print_summary(previous, say)
+            return previous
+        print_fn(f"{out}: the chief reports a finished run; nothing to do (--overwrite retrains it).")
+        return {"recipe": config["name"], "status": "finished", "run": str(out)}  # results.json: in the chief's folder
     worker_out = out if chief else out / f".{_task_id(strategy)}"
     worker_out.mkdir(parents=True, exist_ok=True)
 
@@ -153,6 +174,25 @@ def train_multiworker(config, data, out, *, val_data=None, test_data=None, overw
         model.save_weights(worker_out / "model.weights.h5")  # lets a user (and the tests) compare replicas
     _barrier(strategy)  # workers leave together: none sees the others' exit as a crash
     return results
+
+
+_TRAIN, _FINISHED, _REFUSED = 0, 1, 2
+
+
+def _chief_decision(strategy, decision):
+    """The chief's `decision` (train, finished, refused), known to every worker: one collective that
+    every worker joins before anything else, so a rerun of a finished run (or one the chief refuses)
+    ends on every worker, with or without a shared filesystem, instead of a worker training alone and
+    waiting for the chief in a collective. The other workers pass `_TRAIN` (0); the largest value wins."""
+    import tensorflow as tf
+
+    mine = tf.constant([float(decision)])
+
+    @tf.function
+    def gather():
+        return strategy.gather(strategy.run(lambda: mine), axis=0)
+
+    return int(max(gather().numpy()))
 
 
 def _agree_on_backup(strategy, backup_dir):
