@@ -41,7 +41,7 @@ def _table(out):
 def test_hqmd_table1_prints_every_row_of_the_paper(scripts, tmp_path, capsys):
     modules, calls = scripts
     module = modules["hqmd_table1"]
-    assert module.main(["--out", str(tmp_path)]) == 0
+    assert module.main(["--quick", "--out", str(tmp_path)]) == 0
     text, rows = _table(tmp_path)
     assert [c[0] for c in calls] == list(module.PAPER)
     methods = [row["method"] for row in rows]
@@ -57,8 +57,24 @@ def test_hqmd_table1_prints_every_row_of_the_paper(scripts, tmp_path, capsys):
     assert "| Make3D [1] | paper [1] | 0.349 | – |" in text
     assert "0.967 vs 0.966" in text and "sq_rel 0.088" in text
     assert "0.967" in capsys.readouterr().out
-    assert module.main(["--out", str(tmp_path / "b"), "--no-cited", "--rows", "hqmd_plus_full"]) == 0
+    assert module.main(["--quick", "--out", str(tmp_path / "b"), "--no-cited", "--rows", "hqmd_plus_full"]) == 0
     assert [row["source"] for row in _table(tmp_path / "b")[1]][:2] == ["paper", "code README"]
+
+
+def test_hqmd_table1_on_synthetic_data_trains_every_row_with_three_seeds_identically(scripts, tmp_path):
+    modules, calls = scripts
+    study = sys.modules["hqmd_synthetic"] if "hqmd_synthetic" in sys.modules else __import__("hqmd_synthetic")
+    assert modules["hqmd_table1"].main(["--data", "synthetic", "--train-only", "--out", str(tmp_path)]) == 0
+    assert [c[0] for c in calls] == study.ROWS * 3  # seed-major: an interrupted grid has whole seeds
+    assert all(c[1] == "synthetic:1000?size=96x128" for c in calls)
+    for seed in range(3):
+        runs = calls[5 * seed:5 * seed + 5]
+        assert all(f"train.seed={seed}" in sets for _, _, sets in runs)
+        # identical settings but for what makes the row (the recipe): steps, size, schedule, initialisation
+        shared = [[s for s in sets if not s.startswith("model.options.freeze")] for _, _, sets in runs]
+        assert all(sets == shared[0] for sets in shared)
+        assert "train.max_steps=200" in shared[0] and "model.options.backbone_weights=none" in shared[0]
+    sys.modules.pop("hqmd_synthetic", None)
 
 
 def test_bts_table_says_the_toolbox_numbers_are_with_flip(scripts, tmp_path):
@@ -100,3 +116,21 @@ def test_format_table_numbers_notes_once():
     assert "| a | paper [1] | 0.100 |" in text and "| b | paper [1] | 0.200 |" in text
     assert "| c | ours [2] | 0.300 |" in text and "| d | ours | 0.400 |" in text
     assert text.endswith("[1] x\n[2] y")
+
+
+def test_synthetic_study_calls_a_difference_separated_only_beyond_twice_its_standard_error(scripts):
+    import hqmd_synthetic as study
+
+    def row(values, metric="dbe_acc"):
+        return {"runs": [{"metrics": {metric: v}} for v in values]}
+
+    rows = {"a": row([5.0, 5.2, 4.8]), "b": row([4.0, 4.2, 3.8]), "c": row([4.9, 5.3, 4.7])}
+    sharper = study.compare(rows, "a", "b", "dbe_acc")
+    # difference -1.0; standard error sqrt(0.04 / 3 + 0.04 / 3) = 0.163
+    assert sharper["difference"] == pytest.approx(-1.0) and sharper["standard_error"] == pytest.approx(0.1633, abs=1e-4)
+    assert sharper["better"] and sharper["separated"]
+    noise = study.compare(rows, "a", "c", "dbe_acc")
+    assert noise["better"] and not noise["separated"]  # 0.03 better, well within the seeds' noise
+    higher = study.compare({"a": row([0.5, 0.6, 0.7], "d1"), "b": row([0.8, 0.9, 1.0], "d1")}, "a", "b", "d1")
+    assert higher["better"] and higher["separated"]  # d1: higher is better
+    sys.modules.pop("hqmd_synthetic", None)

@@ -1,0 +1,271 @@
+"""HQMD's claim at CPU scale: do the gradient losses and the baseline+ decoder give sharper depth?
+
+The five HQMD Table 1 rows are trained identically (same scenes, steps, schedule, input size, random
+initialisation) with several seeds each on synthetic rooms, whose exact occlusion boundaries and planes
+are known, then every run is tested on the same held-out scenes with the standard metrics and the iBims-1
+geometric errors (depth boundary accuracy / completeness, planarity, directed depth errors).
+
+    python experiments/hqmd_table1.py --data synthetic            # this study (resumable; ~1.5 h, 2 cores)
+    python experiments/hqmd_synthetic.py --train-only             # train the grid, evaluate later
+
+Outputs: experiments/results/hqmd_table1_synthetic.{json,md,png} (`--results` to change). Rerunning the
+command resumes unfinished runs from their backups and reuses finished ones; the evaluation is repeated
+(it takes seconds per run).
+"""
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import common
+import numpy as np
+
+ROWS = ["hqmd_baseline_ldepth", "hqmd_plus_hu", "hqmd_plus_ldepth", "hqmd_plus_ldepth_gradmg", "hqmd_plus_full"]
+SIZE = (96, 128)       # quarter of NYU's 480x640 in each side, over half of the area HQMD's decoder sees at H/4
+STEPS = 200            # per run, batch 8: 1,600 images = 1.6 passes over the training scenes
+SCENES = 1000          # training scenes (validation: the val split, testing: the first TEST_SCENES of test)
+TEST_SCENES = 48
+SEEDS = (0, 1, 2)
+RESULTS = Path(__file__).resolve().parent / "results"
+STANDARD = ["abs_rel", "rmse", "log10", "d1"]
+GEOMETRY = ["dbe_acc", "dbe_comp", "pe_plan", "pe_orie", "dde_0"]
+LOWER_BETTER = {"abs_rel", "rmse", "log10", "dbe_acc", "dbe_comp", "pe_plan", "pe_orie"}
+
+
+def run_sets(recipe, seed, size=SIZE, steps=STEPS):
+    """The overrides of one run: random initialisation (nothing frozen), the quick CPU settings, the seed."""
+    return (common.random_init_sets(recipe) + common.quick_sets(size, steps)
+            + [f"evaluation.test_samples={TEST_SCENES}", f"train.seed={seed}"])
+
+
+def train_grid(out, rows=ROWS, seeds=SEEDS, size=SIZE, steps=STEPS, scenes=SCENES, print_fn=print):
+    """Train (or resume, or reuse) every run, seed-major so that an interrupted grid has whole seeds."""
+    data = common.synthetic_spec(scenes, size)
+    for seed in seeds:
+        for recipe in rows:
+            print_fn(f"\n=== {recipe}, seed {seed} ({time.strftime('%H:%M:%S')}) ===")
+            common.train_recipe(recipe, data, run_folder(out, recipe, seed), run_sets(recipe, seed, size, steps),
+                                print_fn=print_fn)
+    return data
+
+
+def run_folder(out, recipe, seed):
+    return Path(out) / recipe / f"seed{seed}"
+
+
+def evaluate_run(folder, test_data, with_maps=()):
+    """{metric: value} of one finished run on the held-out scenes: the standard metrics (custom protocol,
+    1e-3 < gt < 10 m, as the quick runs' test) and the iBims-1 geometric errors; plus the predictions of the
+    scenes in `with_maps` (for the figure)."""
+    from hqdepth.data import open_source
+    from hqdepth.geometry import evaluate_model_with_geometry
+    from hqdepth.model_testing import model_for_protocol, protocol_prediction
+    from hqdepth.protocols import get_protocol
+
+    protocol = get_protocol("custom", min_depth=0.001, max_depth=10.0)
+    model = model_for_protocol(str(Path(folder) / "model.keras"), protocol)
+    standard, geometry = evaluate_model_with_geometry(model, test_data, protocol, split="test", progress=False)
+    metrics = {**{k: float(v) for k, v in standard.metrics.items()}, **geometry.to_dict()["metrics"]}
+    source = open_source(test_data, split="test")
+    maps = {i: protocol_prediction(model, source[i].rgb, protocol, focal=source[i].meta["focal"]) for i in with_maps}
+    return metrics, maps
+
+
+def summarise(values):
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    if not values:
+        return None, None
+    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def compare(rows, a, b, metric):
+    """Row b minus row a on `metric`: mean difference, its standard error from the seeds, and whether it is
+    more than twice that (separated from seed noise)."""
+    va = [r["metrics"][metric] for r in rows[a]["runs"]]
+    vb = [r["metrics"][metric] for r in rows[b]["runs"]]
+    diff = float(np.mean(vb) - np.mean(va))
+    error = float(math.sqrt(np.var(va, ddof=1) / len(va) + np.var(vb, ddof=1) / len(vb)))
+    better = (diff < 0) if metric in LOWER_BETTER else (diff > 0)
+    return {"from": a, "to": b, "metric": metric, "difference": diff, "standard_error": error,
+            "separated": abs(diff) > 2 * error, "better": bool(better)}
+
+
+# The paper's claims the study checks: (row a -> row b, what the paper says happens).
+CLAIMS = [
+    ("hqmd_baseline_ldepth", "hqmd_plus_ldepth", "baseline+ decoder (image-size decoding) vs the plain baseline"),
+    ("hqmd_plus_ldepth", "hqmd_plus_ldepth_gradmg", "adding the gradient-magnitude loss"),
+    ("hqmd_plus_ldepth_gradmg", "hqmd_plus_full", "adding the gradient-direction loss"),
+    ("hqmd_plus_ldepth", "hqmd_plus_full", "both gradient losses (full loss vs l_depth)"),
+    ("hqmd_plus_hu", "hqmd_plus_full", "full loss vs the loss of Hu et al."),
+]
+
+
+def figure(rows, test_data, scenes, maps):
+    """Photo | truth with its true edges | each row's prediction (first seed) with its Canny edges (green)
+    over the true edges (white), one depth scale for all; one line per scene."""
+    import cv2
+    from hqdepth.data import open_source
+    from hqdepth.geometry import predicted_edges
+    from hqdepth.predict import colorize
+    from hqdepth.visualize import _text, colour_bar
+
+    source = open_source(test_data, split="test")
+    scale, gap, label_w = 2, 4, 0
+    samples = [source[i] for i in scenes]
+    height, width = samples[0].depth.shape[:2]
+    pw, ph = width * scale, height * scale
+    columns = ["photo", "truth + true edges"] + [r["short"] for r in rows]
+    figure_w = len(columns) * (pw + gap) + gap
+    top = max(float(np.ceil(s.depth.max())) for s in samples)
+    header = np.full((40, figure_w, 3), 255, np.uint8)
+    for c, name in enumerate(columns):
+        _text(header, name, (gap + c * (pw + gap) + pw // 2, 30), 0.38, anchor="centre")
+    lines = [header]
+    for k, sample in zip(scenes, samples):
+        gt = sample.depth[..., 0]
+        edges = sample.meta["edges"]
+        line = np.full((ph + gap, figure_w, 3), 255, np.uint8)
+        truth = colorize(gt, "plasma", (0, top))
+        truth[edges] = 255
+        panels = [sample.rgb, truth]
+        for row in rows:
+            pred = maps[row["recipe"]][k]
+            panel = colorize(pred, "plasma", (0, top))
+            panel[edges] = 255
+            panel[predicted_edges(pred)] = (0, 255, 0)
+            panels.append(panel)
+        for c, panel in enumerate(panels):
+            x = gap + c * (pw + gap)
+            line[:ph, x:x + pw] = cv2.resize(np.ascontiguousarray(panel), (pw, ph), interpolation=cv2.INTER_NEAREST)
+        lines.append(line)
+    bar = np.full((46, figure_w, 3), 255, np.uint8)
+    bar[:, gap:gap + 3 * pw] = colour_bar(3 * pw, 46, (0, top), "plasma",
+                                          "depth (m); white: true occlusion edges, green: predicted (Canny)")
+    lines.append(bar)
+    return np.concatenate(lines, axis=0)
+
+
+def markdown(result):
+    """The results page: settings, the table (mean +- std over seeds) beside the paper, the claims checked."""
+    s = result["settings"]
+    lines = [f"# HQMD Table 1 rows on synthetic scenes ({len(s['seeds'])} seeds each)", "",
+             f"Command: `{result['command']}`  ",
+             f"Machine: {result['machine']['cpu']}, {result['machine']['nproc']} cores; {result['date']}  ",
+             f"Each run: {s['steps']} steps at batch 8, {s['size'][0]}x{s['size'][1]}, {s['scenes']} training scenes, "
+             "random initialisation (nothing frozen), Adam 1e-3 constant, BN momentum 0.9 (experiments/common.py "
+             f"`quick_sets`). Test: the same {s['test_scenes']} held-out scenes for every run; standard metrics with "
+             "1e-3 < gt < 10 m; iBims-1 errors on the whole frame (dbe in px at this size, pe_plan cm, pe_orie deg, "
+             "planes of >= 5 % of the frame).", "",
+             "| Row | recipe | " + " | ".join(KEYS) + " | paper abs_rel | paper RMSE | paper δ1 |",
+             "|---|---|" + "---|" * (len(KEYS) + 3)]
+    for row in result["rows"]:
+        cells = []
+        for key in KEYS:
+            mean, std = row["mean"].get(key), row["std"].get(key)
+            cells.append("–" if mean is None else f"{mean:.3f} ± {std:.3f}")
+        paper = row["paper"]
+        lines.append(f"| {row['label']} | {row['recipe']} | " + " | ".join(cells)
+                     + f" | {paper['abs_rel']:.3f} | {paper['rmse']:.3f} | {paper['d1']:.3f} |")
+    lines += ["", "Lower is better except d1 and dde_0. Paper: NYU Depth v2 test (654 images), ImageNet-initialised, "
+              "300k steps; not comparable in value, only in order.", "", "## The paper's claims, checked", "",
+              "| change | metric | difference (mean, b − a) | ± s.e. | better? | beyond 2 s.e.? |",
+              "|---|---|---|---|---|---|"]
+    for claim in result["claims"]:
+        for c in claim["comparisons"]:
+            lines.append(f"| {claim['what']} | {c['metric']} | {c['difference']:+.4f} | {c['standard_error']:.4f} | "
+                         f"{'yes' if c['better'] else 'no'} | {'yes' if c['separated'] else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
+KEYS = ["abs_rel", "rmse", "d1", "dbe_acc", "dbe_comp", "pe_plan", "pe_orie", "dde_0"]
+SHORT = {"hqmd_baseline_ldepth": "baseline, l_depth", "hqmd_plus_hu": "base+, Hu loss",
+         "hqmd_plus_ldepth": "base+, l_depth", "hqmd_plus_ldepth_gradmg": "base+, +grad mg",
+         "hqmd_plus_full": "base+, full loss"}
+FIGURE_SCENES = (0, 1, 2, 3)
+
+
+def evaluate_grid(out, seeds, size, steps, scenes, command, rows=ROWS):
+    """Evaluate every run of the grid; the result dict of the .json (rows with runs, means, claims)."""
+    from benchmarks.common import machine
+    from hqmd_table1 import PAPER
+
+    test_data = common.synthetic_spec(TEST_SCENES, size)
+    recipes, rows, maps = rows, [], {}
+    for recipe in recipes:
+        runs = []
+        for seed in seeds:
+            folder = run_folder(out, recipe, seed)
+            results = json.loads((folder / "results.json").read_text())
+            metrics, run_maps = evaluate_run(folder, test_data, FIGURE_SCENES if seed == seeds[0] else ())
+            if run_maps:
+                maps[recipe] = run_maps
+            runs.append({"seed": seed, "run": str(folder), "steps": results["steps"], "metrics": metrics,
+                         "final_loss": results.get("history", {}).get("loss", [None])[-1]
+                         if isinstance(results.get("history"), dict) else None})
+            print(f"{recipe} seed {seed}: " + ", ".join(f"{k} {metrics[k]:.4f}" for k in KEYS
+                                                       if metrics.get(k) is not None))
+        label, paper = PAPER[recipe]
+        stats = {key: summarise([r["metrics"].get(key) for r in runs]) for key in runs[0]["metrics"]}
+        rows.append({"label": label, "short": SHORT[recipe], "recipe": recipe, "paper": paper,
+                     "sets": run_sets(recipe, seeds[0], size, steps)[:-1], "runs": runs,
+                     "mean": {k: v[0] for k, v in stats.items()}, "std": {k: v[1] for k, v in stats.items()}})
+    by_recipe = {row["recipe"]: row for row in rows}
+    claims = [{"from": a, "to": b, "what": what,
+               "comparisons": [compare(by_recipe, a, b, m) for m in ("rmse", "dbe_acc", "dbe_comp", "pe_plan")]}
+              for a, b, what in CLAIMS if a in by_recipe and b in by_recipe] if len(seeds) > 1 else []
+    result = {"command": command, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(),
+              "settings": {"seeds": list(seeds), "steps": steps, "size": list(size), "scenes": scenes,
+                           "test_scenes": TEST_SCENES, "train_data": common.synthetic_spec(scenes, size),
+                           "test_data": test_data + " (test split)"},
+              "rows": rows, "claims": claims}
+    return result, maps, test_data
+
+
+def parser():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="runs/hqmd_table1_synthetic", help="run folders (one per row and seed)")
+    parser.add_argument("--results", default=str(RESULTS), help="where the .json/.md/.png go")
+    parser.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="comma-separated seeds (>= 3 for the table)")
+    parser.add_argument("--steps", type=int, default=STEPS)
+    parser.add_argument("--size", default=f"{SIZE[0]}x{SIZE[1]}")
+    parser.add_argument("--scenes", type=int, default=SCENES)
+    parser.add_argument("--rows", default=",".join(ROWS), help="comma-separated Table 1 recipes (default: all five)")
+    parser.add_argument("--train-only", action="store_true", help="train the grid, do not evaluate")
+    return parser
+
+
+def main(argv=None, command=None):
+    parse = parser()
+    args = parse.parse_args(argv)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    rows = args.rows.split(",")
+    if any(row not in ROWS for row in rows):
+        parse.error(f"unknown row in --rows {args.rows!r}; rows: {', '.join(ROWS)}")
+    size = common.parse_size(args.size)
+    started = time.time()
+    train_grid(args.out, rows, seeds, size, args.steps, args.scenes)
+    print(f"\ntraining grid done in {(time.time() - started) / 60:.1f} min")
+    if args.train_only:
+        return 0
+    command = command or "python experiments/hqmd_synthetic.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    result, maps, test_data = evaluate_grid(args.out, seeds, size, args.steps, args.scenes, command.strip(), rows)
+    from hqdepth.visualize import write_png
+
+    results = Path(args.results)
+    results.mkdir(parents=True, exist_ok=True)
+    stem = results / "hqmd_table1_synthetic"
+    Path(f"{stem}.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
+    page = markdown(result)
+    Path(f"{stem}.md").write_text(page)
+    write_png(f"{stem}.png", figure(result["rows"], test_data, FIGURE_SCENES, maps))
+    print("\n" + page)
+    print(f"written: {stem}.json, {stem}.md, {stem}.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
