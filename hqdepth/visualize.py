@@ -176,7 +176,7 @@ def smooth(values, window):
 
 
 def summary_figure(rgbs, gts, preds, names=None, curves=None, title=None, scale=3, depth_range=None,
-                   error_range=None):
+                   error_range=None, edges=None):
     """The run's summary picture: RGB uint8 (H, W, 3).
 
     rgbs: photos (N, h, w, 3) uint8; gts, preds: depths (N, h, w) or (N, h, w, 1) in metres (gt <= 0 or
@@ -185,7 +185,8 @@ def summary_figure(rgbs, gts, preds, names=None, curves=None, title=None, scale=
     depth_range: (lo, hi) metres of the one colour scale shared by every ground truth and prediction (default 0
     to the largest valid ground truth); error_range: (0, hi) of the one scale of every |prediction - truth|
     (default 0 to the 99th percentile of the shown errors). curves: panels below the rows, a list of
-    `curves_panel` arguments as dicts (title, ylabel, series, log_y, hlines).
+    `curves_panel` arguments as dicts (title, ylabel, series, log_y, hlines). edges: true occlusion edges
+    (N, h, w) bool, drawn white over the ground truth and the prediction (does the predicted step sit on them?).
     """
     import cv2
 
@@ -204,6 +205,8 @@ def summary_figure(rgbs, gts, preds, names=None, curves=None, title=None, scale=
     panel_w, panel_h, gap = width * scale, height * scale, 6
     label_w = 150
     columns = ("photo", "ground truth", "prediction", "|prediction - truth|")
+    if edges is not None:
+        columns = ("photo", "ground truth + true edges", "prediction + true edges", "|prediction - truth|")
     figure_w = label_w + 4 * panel_w + 5 * gap
     rows = []
     header = np.full((44 if title else 26, figure_w, 3), 255, np.uint8)
@@ -221,6 +224,9 @@ def summary_figure(rgbs, gts, preds, names=None, curves=None, title=None, scale=
         row = np.full((panel_h + gap, figure_w, 3), 255, np.uint8)
         gt_rgb = colorize(np.where(valid[i], gts[i], np.nan), "plasma", depth_range)
         pred_rgb = colorize(preds[i], "plasma", depth_range)
+        if edges is not None:
+            gt_rgb[np.asarray(edges[i], bool)] = WHITE
+            pred_rgb[np.asarray(edges[i], bool)] = WHITE
         err_rgb = colorize(errors[i], "magma", error_range)
         for c, image in enumerate((rgbs[i].astype(np.uint8), gt_rgb, pred_rgb, err_rgb)):
             x = label_w + gap + c * (panel_w + gap)

@@ -89,6 +89,11 @@ def test_summary_figure_draws_panels_scales_and_curves(tmp_path):
 
     back = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
     np.testing.assert_array_equal(back, figure)
+    # true edges: exactly those pixels turn white in the truth and prediction panels (2 x 2 each at scale 2)
+    edges = rng.random((3, 16, 24)) < 0.1
+    drawn = summary_figure(rgbs, gts, preds, names=["a", "b", "c"], curves=curves, title="t", scale=2, edges=edges)
+    changed = (drawn[44:] != figure[44:]).any(axis=2)
+    assert changed.sum() == 2 * 4 * edges.sum() and (drawn[44:][changed] == 255).all()
 
 
 @pytest.mark.slow  # a TensorFlow training run, export and predict (tens of seconds on 2 cores)
@@ -108,6 +113,12 @@ def test_tiny_demo_writes_summary_and_report(tmp_path, monkeypatch):
     assert report["precision"] == "float32" and report["test_scenes"] == 4
     assert report["savedmodel_rmse"] == pytest.approx(report["test_rmse"], rel=1e-3)  # same final model
     assert set(report["objects"]) >= {"contrast_ratio", "contrast_ratio_layout", "objects_seen", "rmse_objects"}
+    # boundary errors of the trained model, the layout-only predictor and the truth itself (Canny of the true
+    # depth against the exact occlusion edges: about a pixel, far better than any blurred prediction)
+    bounds = report["boundaries"]
+    assert bounds["truth"]["dbe_acc"] < 2.5 and bounds["truth"]["dbe_comp"] < 4.0
+    assert all(0 <= bounds[name]["dbe_acc"] <= 10 for name in ("trained", "layout"))
+    assert bounds["truth"]["pe_plan"] < 1e-2  # flat planes are flat
     assert len(list((out / "predictions").glob("*_depth.npy"))) == 4
 
 
