@@ -55,6 +55,8 @@ def predicted_edges(prediction, version="v2"):
     d = np.asarray(prediction, dtype=np.float32).copy()
     d[~np.isfinite(d)] = 0
     d[d == 0] = np.nan
+    if np.isnan(d).all():  # nothing predicted (e.g. a diverged run): no edge, as Canny finds on all-NaN input
+        return np.zeros(d.shape, bool)
     d = d - np.nanmin(d)
     d = d / np.nanmax(d)
     return feature.canny(d, sigma=math.sqrt(2), low_threshold=low, high_threshold=high)
