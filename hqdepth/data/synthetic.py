@@ -678,12 +678,24 @@ def make_sample(split, index, size=DEFAULT_SIZE, offset=0):
 # ------------------------------------------------------------------------- geometric ground truth
 
 
+@dataclass
+class _Face:
+    """A planar surface: world unit normal and offset (normal . X = offset on it), and its extent, the box
+    `center` +- `half` along the rows of `axes` (for a room surface, the room itself)."""
+
+    normal: np.ndarray
+    offset: float
+    center: np.ndarray
+    axes: np.ndarray
+    half: np.ndarray
+
+
 def _surface_planes(scene, world_points, ids):
-    """Per-pixel plane label (int32, 0 = not planar) and {label: (world unit normal, offset)} with
-    normal . X = offset on the plane: labels 1-6 the room surfaces (`ROOM_SURFACES` order), 7 + 6k + face
-    the faces of box k (face = 2 x local axis + (1 on the + side)); spheres are not planar."""
-    room = scene.room
-    planes = {1 + s: (np.asarray(_ROOM_NORMALS[s], np.float64), float(off))
+    """Per-pixel plane label (int32, 0 = not planar) and {label: `_Face`}: labels 1-6 the room surfaces
+    (`ROOM_SURFACES` order), 7 + 6k + face the faces of box k (face = 2 x local axis + (1 on the + side));
+    spheres are not planar."""
+    room = np.asarray(scene.room, np.float64)
+    planes = {1 + s: _Face(np.asarray(_ROOM_NORMALS[s], np.float64), float(off), room / 2, np.eye(3), room / 2)
               for s, off in enumerate((0.0, -room[1], 0.0, -room[0], 0.0, -room[2]))}
     labels = np.where(ids < 6, ids.astype(np.int32) + 1, 0)
     for k, obj in enumerate(scene.objects):
@@ -692,42 +704,63 @@ def _surface_planes(scene, world_points, ids):
             continue
         c, s = math.cos(obj.yaw), math.sin(obj.yaw)
         axes = np.array([[c, 0.0, -s], [0.0, 1.0, 0.0], [s, 0.0, c]])  # the box's local axes in world space
-        local = (world_points[on] - np.asarray(obj.center)) @ axes.T
-        scaled = local / np.asarray(obj.half)
+        center, half = np.asarray(obj.center, np.float64), np.asarray(obj.half, np.float64)
+        scaled = (world_points[on] - center) @ axes.T / half
         axis = np.abs(scaled).argmax(axis=1)
         positive = scaled[np.arange(axis.size), axis] > 0
         labels[on] = 7 + 6 * k + 2 * axis + positive
         for a in range(3):
             for side in (0, 1):
                 normal = axes[a] * (1.0 if side else -1.0)
-                planes[7 + 6 * k + 2 * a + side] = (normal, float(normal @ np.asarray(obj.center)) + obj.half[a])
+                planes[7 + 6 * k + 2 * a + side] = _Face(normal, float(normal @ center) + half[a], center, axes, half)
     return labels, planes
 
 
-def _occluding(scene, labels, planes, sphere_of, depth, dirs, first, second):
+def _occluding(scene, labels, planes, sphere_of, depth, dirs, first, second, pixel_angle):
     """For neighbour pairs (first, second) (flat pixel indices) on different surfaces: True where the step
-    between them is an occlusion, False where the two planes meet between the two rays (a crease)."""
+    between them is an occlusion, False where the two surfaces meet between the two rays (a crease).
+
+    A crease: both surfaces are planes whose intersection crosses the image between the two pixels (A - B
+    changes sign from one ray to the other, A the plane the first pixel sees) at a point that lies on both
+    finite surfaces (within two pixel footprints of each face's extent). Inverse depth is linear along the
+    image segment for a plane, so the crossing is found exactly. A crease seen at a grazing angle (a face
+    nearly edge-on) can still step by tens of percent between two pixels; it is not an occlusion and is
+    not marked (0.15 % of the > 20 % steps between surfaces in 40 test scenes at 96x128, 0.6 % in 12 at 72x96)."""
     cam = np.asarray(scene.camera, np.float64)
     la, lb = labels[first], labels[second]
     occluding = (la == 0) | (lb == 0) | (sphere_of[first] != sphere_of[second])
     planar = ~occluding
-    if planar.any():
-        index = {label: i for i, label in enumerate(planes)}
-        normals = np.array([planes[label][0] for label in planes])
-        offsets = np.array([planes[label][1] - planes[label][0] @ cam for label in planes])
+    if not planar.any():
+        return occluding
+    order = list(planes)
+    index = {label: i for i, label in enumerate(order)}
+    normals = np.array([planes[label].normal for label in order])
+    offsets = np.array([planes[label].offset - planes[label].normal @ cam for label in order])
+    fa, fb = first[planar], second[planar]
+    ia = np.array([index[v] for v in la[planar]], np.int64)
+    ib = np.array([index[v] for v in lb[planar]], np.int64)
 
-        def plane_depth(label, pixel):  # z-depth of the ray of `pixel` on the plane `label`
-            i = np.vectorize(index.get, otypes=[np.int64])(label)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                return offsets[i] / np.einsum("ij,ij->i", normals[i], dirs[pixel])
+    def inverse_depth(i, pixel):  # 1 / z-depth of the ray of `pixel` on plane i (z = offset / n . d)
+        return np.einsum("ij,ij->i", normals[i], dirs[pixel]) / offsets[i]
 
-        fa, fb = first[planar], second[planar]
-        a_at_b = plane_depth(la[planar], fb)    # plane of `first` along the ray of `second`
-        b_at_a = plane_depth(lb[planar], fa)
-        f_first = depth[fa] - b_at_a            # (A - B) on the first ray: A is what it sees
-        f_second = a_at_b - depth[fb]           # (A - B) on the second ray: B is what it sees
-        crease = (f_first * f_second <= 0) & (a_at_b > 0) & (b_at_a > 0) & np.isfinite(a_at_b + b_at_a)
-        occluding[planar] = ~crease
+    wa_first, wa_second = inverse_depth(ia, fa), inverse_depth(ia, fb)
+    wb_first, wb_second = inverse_depth(ib, fa), inverse_depth(ib, fb)
+    g_first, g_second = wa_first - wb_first, wa_second - wb_second
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = g_first / (g_first - g_second)  # where along the segment the planes cross
+        w = wa_first + t * (wa_second - wa_first)
+        z = 1.0 / w
+    crease = (g_first * g_second <= 0) & (t >= 0) & (t <= 1) & (w > 0) & np.isfinite(z)
+    z, t = np.where(crease, z, 0.0), np.where(crease, t, 0.0)
+    point = cam + z[:, None] * (dirs[fa] + t[:, None] * (dirs[fb] - dirs[fa]))
+    tolerance = 2.0 * pixel_angle * z + 1e-6
+    for faces in (ia, ib):
+        for i in np.unique(faces[crease]):
+            rows = (faces == i) & crease
+            face = planes[order[i]]
+            local = np.abs((point[rows] - face.center) @ face.axes.T)
+            crease[rows] &= (local <= face.half + tolerance[rows, None]).all(axis=1)
+    occluding[planar] = ~crease
     return occluding
 
 
@@ -736,8 +769,9 @@ def geometry_truth(scene, depth, ids):
 
     - `edges` bool (H, W): exact occlusion boundaries. Two 4-neighbours on different surfaces (box faces
       count separately, a sphere is one surface) form an occlusion unless both are planes that meet between
-      the two rays (a crease: floor-wall, box edges, a box standing on the floor); the nearer pixel of an
-      occluding pair is marked (the occluding contour). Texture and shading never make an edge.
+      the two rays on both finite surfaces (a crease: floor-wall, box edges, a box standing on the floor,
+      see `_occluding`); the nearer pixel of an occluding pair is marked (the occluding contour). Texture
+      and shading never make an edge.
     - `plane_ids` int32 (H, W): 0 on spheres, else the plane label (see `_surface_planes`);
       `plane_normals` {label: unit normal} and `plane_equations` {label: (nx, ny, nz, d)}, n . X + d = 0,
       both in the iBims camera frame (x right, y forward, z up, metres), for the labels in the image;
@@ -756,24 +790,24 @@ def geometry_truth(scene, depth, ids):
     sphere_of = np.where(labels == 0, flat_ids, -1)  # which sphere (its surface id), -1 on planes
     surface = np.where(labels > 0, labels, 10_000 + flat_ids)
 
+    fx, fy, cx, cy = intrinsics(height, width)
     edges = np.zeros(height * width, bool)
     grid = np.arange(height * width).reshape(height, width)
     for first, second in ((grid[:, :-1], grid[:, 1:]), (grid[:-1, :], grid[1:, :])):
         first, second = first.reshape(-1), second.reshape(-1)
         differ = surface[first] != surface[second]
         first, second = first[differ], second[differ]
-        occluding = _occluding(scene, labels, planes, sphere_of, z, dirs, first, second)
+        occluding = _occluding(scene, labels, planes, sphere_of, z, dirs, first, second, 1.0 / min(fx, fy))
         first, second = first[occluding], second[occluding]
         edges[np.where(z[first] <= z[second], first, second)] = True
 
-    fx, fy, cx, cy = intrinsics(height, width)
     cam = np.asarray(scene.camera, np.float64)
     normals, equations = {}, {}
     for label in sorted(int(v) for v in np.unique(labels) if v > 0):
-        normal_world, offset = planes[label]
-        normal = np.array([normal_world @ right, normal_world @ forward, normal_world @ up])
+        face = planes[label]
+        normal = np.array([face.normal @ right, face.normal @ forward, face.normal @ up])
         normals[label] = normal
-        equations[label] = np.array([*normal, normal_world @ cam - offset])
+        equations[label] = np.array([*normal, face.normal @ cam - face.offset])
     return {"edges": edges.reshape(height, width), "plane_ids": labels.reshape(height, width),
             "plane_normals": normals, "plane_equations": equations, "intrinsics": (fx, fy, cx + 0.5, cy + 0.5)}
 
