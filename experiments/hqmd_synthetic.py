@@ -25,7 +25,7 @@ import common
 import numpy as np
 
 ROWS = ["hqmd_baseline_ldepth", "hqmd_plus_hu", "hqmd_plus_ldepth", "hqmd_plus_ldepth_gradmg", "hqmd_plus_full"]
-SIZE = (96, 128)       # quarter of NYU's 480x640 in each side, over half of the area HQMD's decoder sees at H/4
+SIZE = (96, 128)       # a fifth of NYU's 480x640 in each side (3 cm per pixel at 1 m): boundaries of 5-10 px objects
 STEPS = 200            # per run, batch 8: 1,600 images = 1.6 passes over the training scenes
 SCENES = 1000          # training scenes (validation: the val split, testing: the first TEST_SCENES of test)
 TEST_SCENES = 48
@@ -75,23 +75,45 @@ def evaluate_run(folder, test_data, with_maps=()):
     return metrics, maps
 
 
+def finite(value):
+    return value is not None and math.isfinite(value)
+
+
 def summarise(values):
-    values = [v for v in values if v is not None and math.isfinite(v)]
+    """(mean, sample std) of the finite values; (None, None) when there are none."""
+    values = [v for v in values if finite(v)]
     if not values:
         return None, None
     return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
 
 
-def compare(rows, a, b, metric):
-    """Row b minus row a on `metric`: mean difference, its standard error from the seeds, and whether it is
-    more than twice that (separated from seed noise)."""
-    va = [r["metrics"][metric] for r in rows[a]["runs"]]
-    vb = [r["metrics"][metric] for r in rows[b]["runs"]]
-    diff = float(np.mean(vb) - np.mean(va))
-    error = float(math.sqrt(np.var(va, ddof=1) / len(va) + np.var(vb, ddof=1) / len(vb)))
-    better = (diff < 0) if metric in LOWER_BETTER else (diff > 0)
-    return {"from": a, "to": b, "metric": metric, "difference": diff, "standard_error": error,
-            "separated": abs(diff) > 2 * error, "better": bool(better)}
+def compare(rows, a, b, metric, alpha=0.05):
+    """Row b minus row a on `metric`, paired by seed (a seed fixes the data order and, within a model, the
+    initial weights, so the per-seed difference removes that shared noise): the mean difference, its
+    standard error, the paired t-test's two-sided p-value (n - 1 degrees of freedom) and whether p < alpha.
+    Runs that did not finish and values that are missing or not finite are left out (`n` counts the pairs)."""
+    from scipy import stats
+
+    def values(row):
+        return {run["seed"]: run["metrics"].get(metric) for run in rows[row]["runs"]
+                if run.get("status", "finished") == "finished" and finite(run["metrics"].get(metric))}
+
+    va, vb = values(a), values(b)
+    seeds = sorted(set(va) & set(vb))
+    diffs = np.array([vb[seed] - va[seed] for seed in seeds], np.float64)
+    result = {"from": a, "to": b, "metric": metric, "n": len(seeds), "difference": None, "standard_error": None,
+              "t": None, "p": None, "separated": False, "better": None}
+    if len(seeds) < 2:
+        return result
+    mean, error = float(diffs.mean()), float(diffs.std(ddof=1) / math.sqrt(len(diffs)))
+    if error == 0:
+        t, p = (math.copysign(math.inf, mean), 0.0) if mean else (0.0, 1.0)
+    else:
+        t = mean / error
+        p = float(2 * stats.t.sf(abs(t), len(diffs) - 1))
+    better = mean < 0 if metric in LOWER_BETTER else mean > 0
+    result.update(difference=mean, standard_error=error, t=float(t), p=p, separated=p < alpha, better=bool(better))
+    return result
 
 
 # The paper's claims the study checks: (row a -> row b, what the paper says happens).
@@ -172,12 +194,24 @@ def markdown(result):
                      + f" | {paper['abs_rel']:.3f} | {paper['rmse']:.3f} | {paper['d1']:.3f} |")
     lines += ["", "Lower is better except d1 and dde_0. Paper: NYU Depth v2 test (654 images), ImageNet-initialised, "
               "300k steps; not comparable in value, only in order.", "", "## The paper's claims, checked", "",
-              "| change | metric | difference (mean, b − a) | ± s.e. | better? | beyond 2 s.e.? |",
-              "|---|---|---|---|---|---|"]
+              "Each change compares two rows seed by seed (paired: a seed fixes the data order and, for the same "
+              "model, the initial weights); p from the paired t-test (n − 1 degrees of freedom). With "
+              f"{sum(len(c['comparisons']) for c in result['claims'])} comparisons at p < 0.05, about one "
+              "'yes' in the last column is expected by chance alone.", "",
+              "| change | metric | n | difference (b − a) | ± s.e. | p | better? | p < 0.05? |",
+              "|---|---|---|---|---|---|---|---|"]
     for claim in result["claims"]:
         for c in claim["comparisons"]:
-            lines.append(f"| {claim['what']} | {c['metric']} | {c['difference']:+.4f} | {c['standard_error']:.4f} | "
-                         f"{'yes' if c['better'] else 'no'} | {'yes' if c['separated'] else 'no'} |")
+            if c["difference"] is None:
+                lines.append(f"| {claim['what']} | {c['metric']} | {c['n']} | – | – | – | – | – |")
+                continue
+            lines.append(f"| {claim['what']} | {c['metric']} | {c['n']} | {c['difference']:+.4f} | "
+                         f"{c['standard_error']:.4f} | {c['p']:.3f} | {'yes' if c['better'] else 'no'} | "
+                         f"{'yes' if c['separated'] else 'no'} |")
+    unfinished = [f"{row['recipe']} seed {run['seed']} ({run['status']})" for row in result["rows"]
+                  for run in row["runs"] if run["status"] != "finished"]
+    if unfinished:
+        lines += ["", "Left out of the means and comparisons (did not finish): " + ", ".join(unfinished) + "."]
     return "\n".join(lines) + "\n"
 
 
@@ -203,16 +237,18 @@ def evaluate_grid(out, seeds, size, steps, scenes, command, rows=ROWS):
             metrics, run_maps = evaluate_run(folder, test_data, FIGURE_SCENES if seed == seeds[0] else ())
             if run_maps:
                 maps[recipe] = run_maps
-            runs.append({"seed": seed, "run": str(folder), "steps": results["steps"], "metrics": metrics,
-                         "final_loss": results.get("history", {}).get("loss", [None])[-1]
-                         if isinstance(results.get("history"), dict) else None})
-            print(f"{recipe} seed {seed}: " + ", ".join(f"{k} {metrics[k]:.4f}" for k in KEYS
-                                                       if metrics.get(k) is not None))
+            runs.append({"seed": seed, "run": str(folder), "status": results["status"], "steps": results["steps"],
+                         "train_seconds": results.get("train_seconds_this_session"),
+                         "final_loss": results.get("final_logs", {}).get("loss"), "metrics": metrics})
+            print(f"{recipe} seed {seed} ({results['status']}): " + ", ".join(
+                f"{k} {metrics[k]:.4f}" for k in KEYS if finite(metrics.get(k))))
         label, paper = PAPER[recipe]
-        stats = {key: summarise([r["metrics"].get(key) for r in runs]) for key in runs[0]["metrics"]}
+        finished = [r for r in runs if r["status"] == "finished"]  # a diverged run is listed, not averaged
+        stats = {key: summarise([r["metrics"].get(key) for r in finished]) for key in runs[0]["metrics"]}
         rows.append({"label": label, "short": SHORT[recipe], "recipe": recipe, "paper": paper,
                      "sets": run_sets(recipe, seeds[0], size, steps)[:-1], "runs": runs,
-                     "mean": {k: v[0] for k, v in stats.items()}, "std": {k: v[1] for k, v in stats.items()}})
+                     "finished_runs": len(finished), "mean": {k: v[0] for k, v in stats.items()},
+                     "std": {k: v[1] for k, v in stats.items()}})
     by_recipe = {row["recipe"]: row for row in rows}
     claims = [{"from": a, "to": b, "what": what,
                "comparisons": [compare(by_recipe, a, b, m) for m in ("rmse", "dbe_acc", "dbe_comp", "pe_plan")]}

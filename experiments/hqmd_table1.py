@@ -74,6 +74,11 @@ def main(argv=None):
     if known.data == "synthetic" and not known.quick:  # the seeded study with the iBims metrics
         import hqmd_synthetic
 
+        unknown = hqmd_synthetic.parser().parse_known_args(rest)[1]
+        if unknown:
+            first.error(f"{' '.join(unknown)}: not an option of the seeded synthetic study (--data synthetic runs "
+                        "experiments/hqmd_synthetic.py: --out, --results, --seeds, --steps, --size, --scenes, --rows, "
+                        "--train-only); --quick gives the single-seed table that takes --set and --no-cited")
         return hqmd_synthetic.main(rest, command="python experiments/hqmd_table1.py " + " ".join(argv))
     parser = common.experiment_parser(__doc__.splitlines()[0], "runs/hqmd_table1")
     parser.add_argument("--rows", default=",".join(PAPER), help="comma-separated recipes (default: all five)")

@@ -121,7 +121,8 @@ def fit_plane(points):
     return normal, -float(normal @ centroid)
 
 
-PLANE_MIN_PIXELS = 15360  # 5 % of 640x480: the official rule (size / (640 * 480) < 0.05 is skipped)
+# 5 % of 640x480 = 15,360 pixels: the official rule (a plane with size / (640 * 480) < 0.05 is skipped)
+PLANE_MIN_PIXELS = round(PLANE_MIN_FRACTION * PLANE_REFERENCE_PIXELS)
 
 
 def plane_min_pixels_for(shape):

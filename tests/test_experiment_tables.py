@@ -67,6 +67,8 @@ def test_hqmd_table1_on_synthetic_data_trains_every_row_with_three_seeds_identic
     assert modules["hqmd_table1"].main(["--data", "synthetic", "--train-only", "--out", str(tmp_path)]) == 0
     assert [c[0] for c in calls] == study.ROWS * 3  # seed-major: an interrupted grid has whole seeds
     assert all(c[1] == "synthetic:1000?size=96x128" for c in calls)
+    with pytest.raises(SystemExit):  # a flag of the quick table only: said, not silently dropped
+        modules["hqmd_table1"].main(["--no-cited", "--train-only", "--out", str(tmp_path)])
     for seed in range(3):
         runs = calls[5 * seed:5 * seed + 5]
         assert all(f"train.seed={seed}" in sets for _, _, sets in runs)
@@ -118,19 +120,41 @@ def test_format_table_numbers_notes_once():
     assert text.endswith("[1] x\n[2] y")
 
 
-def test_synthetic_study_calls_a_difference_separated_only_beyond_twice_its_standard_error(scripts):
+def test_synthetic_study_compares_rows_seed_by_seed_with_a_paired_t_test(scripts):
+    from scipy import stats
+
     import hqmd_synthetic as study
 
-    def row(values, metric="dbe_acc"):
-        return {"runs": [{"metrics": {metric: v}} for v in values]}
+    def row(values, metric="dbe_acc", status=None):
+        return {"runs": [{"seed": seed, "metrics": {metric: v}, **({"status": status[seed]} if status else {})}
+                         for seed, v in enumerate(values)]}
 
-    rows = {"a": row([5.0, 5.2, 4.8]), "b": row([4.0, 4.2, 3.8]), "c": row([4.9, 5.3, 4.7])}
+    a, b, c = [5.0, 5.2, 4.8], [4.1, 4.2, 3.7], [4.9, 5.3, 4.7]
+    rows = {"a": row(a), "b": row(b), "c": row(c)}
     sharper = study.compare(rows, "a", "b", "dbe_acc")
-    # difference -1.0; standard error sqrt(0.04 / 3 + 0.04 / 3) = 0.163
-    assert sharper["difference"] == pytest.approx(-1.0) and sharper["standard_error"] == pytest.approx(0.1633, abs=1e-4)
+    # per-seed differences -0.9, -1.0, -1.1: mean -1.0, s.e. 0.1 / sqrt(3); p from SciPy's paired t-test
+    assert sharper["n"] == 3 and sharper["difference"] == pytest.approx(-1.0)
+    assert sharper["standard_error"] == pytest.approx(0.1 / 3 ** 0.5)
+    assert sharper["p"] == pytest.approx(stats.ttest_rel(b, a).pvalue) and sharper["p"] < 0.01
     assert sharper["better"] and sharper["separated"]
-    noise = study.compare(rows, "a", "c", "dbe_acc")
-    assert noise["better"] and not noise["separated"]  # 0.03 better, well within the seeds' noise
-    higher = study.compare({"a": row([0.5, 0.6, 0.7], "d1"), "b": row([0.8, 0.9, 1.0], "d1")}, "a", "b", "d1")
+    noise = study.compare(rows, "a", "c", "dbe_acc")  # differences -0.1, +0.1, -0.1: within the seeds' noise
+    assert noise["p"] == pytest.approx(stats.ttest_rel(c, a).pvalue) and noise["p"] > 0.5 and not noise["separated"]
+    higher = study.compare({"a": row([0.5, 0.6, 0.7], "d1"), "b": row([0.8, 0.95, 1.0], "d1")}, "a", "b", "d1")
     assert higher["better"] and higher["separated"]  # d1: higher is better
+    # a run that did not finish, or a missing value, leaves its pair out; fewer than 2 pairs: no verdict
+    rows["d"] = row([4.0, None, 3.0], status=["finished", "finished", "stopped: loss became NaN"])
+    partial = study.compare(rows, "a", "d", "dbe_acc")
+    assert partial["n"] == 1 and partial["difference"] is None and not partial["separated"]
+
+    # the results page: mean +- std per row beside the paper, every comparison, the runs left out
+    metrics = {key: 1.0 for key in study.KEYS}
+    result_rows = [{"label": "Baseline+ w/ full loss", "recipe": "hqmd_plus_full", "paper": {"abs_rel": 0.127,
+                    "rmse": 0.468, "d1": 0.841}, "mean": metrics, "std": dict.fromkeys(study.KEYS, 0.25),
+                    "runs": [{"seed": 0, "status": "finished"}, {"seed": 1, "status": "stopped: loss became NaN"}]}]
+    page = study.markdown({"command": "python x", "date": "d", "machine": {"cpu": "Xeon", "nproc": 2},
+                           "settings": {"seeds": [0, 1], "steps": 2, "size": [96, 128], "scenes": 8, "test_scenes": 4},
+                           "rows": result_rows, "claims": [{"what": "w", "comparisons": [sharper, partial]}]})
+    assert "| Baseline+ w/ full loss | hqmd_plus_full | 1.000 ± 0.250 |" in page and "| 0.468 |" in page
+    assert "| w | dbe_acc | 3 | -1.0000 |" in page and "| w | dbe_acc | 1 | – |" in page
+    assert "hqmd_plus_full seed 1 (stopped: loss became NaN)" in page
     sys.modules.pop("hqmd_synthetic", None)
