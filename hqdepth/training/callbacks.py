@@ -230,6 +230,32 @@ def trim_metrics_csv(path, epochs):
         write_atomically(path, "".join(kept))
 
 
+class MetricsCSV(keras.callbacks.CSVLogger):
+    """`CSVLogger` (append mode) whose columns stay aligned when a resumed run logs other metrics than the
+    rows already in the file (e.g. `val_dbe_acc` from a setting added since the run started): before its
+    first row it rewrites the file once, atomically, with the union of the columns ("NA" where a row has no
+    value). Keras' logger would append rows of the new columns under the old header."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        path = Path(self.filename)
+        if self.keys is None and logs and self.append and path.is_file() and path.stat().st_size:
+            import csv
+
+            with open(path, newline="") as file:
+                rows = list(csv.reader(file, delimiter=self.sep))
+            header, keys = rows[0], sorted(logs)
+            if header[1:] != keys:
+                keys = sorted(set(header[1:]) | set(keys))
+                old = [dict(zip(header, row)) for row in rows[1:]]
+                lines = [self.sep.join(["epoch"] + keys)] + [
+                    self.sep.join([row.get("epoch", "NA")] + [row.get(key, "NA") for key in keys]) for row in old]
+                self.csv_file.close()
+                write_atomically(path, "\n".join(lines) + "\n")
+                self.csv_file = open(path, "a")
+                self.keys = keys
+        super().on_epoch_end(epoch, logs)
+
+
 def _finite(logs):
     """False when the logs carry a non-finite training loss (the weights are then not worth keeping)."""
     loss = (logs or {}).get("loss")

@@ -646,7 +646,7 @@ def make_callbacks(config, out, plan, images, depths, backup, steps_done=None, c
     first, so that the logs every other callback reads carry its `val_dbe_*`, `val_pe_*`, `val_dde_*`."""
     import keras
 
-    from hqdepth.training.callbacks import RunCheckpoints, RunProgress, TensorBoardLogger
+    from hqdepth.training.callbacks import MetricsCSV, RunCheckpoints, RunProgress, TensorBoardLogger
 
     train = config["train"]
     callbacks = [
@@ -657,7 +657,7 @@ def make_callbacks(config, out, plan, images, depths, backup, steps_done=None, c
         RunProgress(plan.total_steps, steps_done or 0, train["monitor"], print_fn=print_fn),
     ]
     if chief:
-        callbacks.insert(1, keras.callbacks.CSVLogger(str(out / "metrics.csv"), append=True))
+        callbacks.insert(1, MetricsCSV(str(out / "metrics.csv"), append=True))
     if geometry is not None:
         callbacks.insert(0, geometry)
     callbacks.append(backup.callback(enabled=chief, period=plan.period))  # last: saves after the checkpoints and logs are written
