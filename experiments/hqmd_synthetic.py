@@ -60,7 +60,23 @@ def run_folder(out, recipe, seed):
 def evaluate_run(folder, test_data, with_maps=()):
     """{metric: value} of one finished run on the held-out scenes: the standard metrics (custom protocol,
     1e-3 < gt < 10 m, as the quick runs' test) and the iBims-1 geometric errors; plus the predictions of the
-    scenes in `with_maps` (for the figure)."""
+    scenes in `with_maps` (for the figure). Kept in the run folder (`study_evaluation.json` / `.npz`) and
+    reused while model.keras is unchanged and the test data and scenes are the same."""
+    folder = Path(folder)
+    cache, arrays = folder / "study_evaluation.json", folder / "study_evaluation.npz"
+    key = {"test_data": test_data, "maps": list(with_maps), "model_mtime_ns": (folder / "model.keras").stat().st_mtime_ns}
+    if cache.is_file() and arrays.is_file():
+        saved = json.loads(cache.read_text())
+        if saved.get("key") == key:
+            with np.load(arrays) as stored:
+                return saved["metrics"], {int(k): stored[k] for k in stored.files}
+    metrics, maps = _evaluate_run(folder, test_data, with_maps)
+    np.savez(arrays, **{str(k): v for k, v in maps.items()})
+    cache.write_text(json.dumps({"key": key, "metrics": metrics}))
+    return metrics, maps
+
+
+def _evaluate_run(folder, test_data, with_maps):
     from hqdepth.data import open_source
     from hqdepth.geometry import evaluate_model_with_geometry
     from hqdepth.model_testing import model_for_protocol, protocol_prediction
