@@ -481,7 +481,14 @@ def test_nyu_hu_on_real_nyu_test_frames(realdata, tmp_path, rng, capsys):
     print(out)
     doc = json.loads((tmp_path / "o.json").read_text())
     assert doc["count"] == 10
-    assert_close(doc["metrics"], hu_average(refs), 1e-6, "nyu-hu real frames")
+    ref = hu_average(refs)
+    assert_close({k: v for k, v in doc["metrics"].items() if not k.startswith("d")},
+                 {k: v for k, v in ref.items() if not k.startswith("d")}, 1e-6, "nyu-hu real frames")
+    # a delta is a pixel count: a prediction within float32 rounding of a 1.25^k boundary may flip one pixel
+    # of an image (seen once: d1 off by 1.44e-6 = one pixel of one 228x304 crop, averaged over 10 images)
+    one_pixel = 1.0 / (228 * 304 * 10)
+    for key in ("d1", "d2", "d3"):
+        assert abs(doc["metrics"][key] - ref[key]) <= 2 * one_pixel, (key, doc["metrics"][key], ref[key])
     assert 0.05 < doc["metrics"]["abs_rel"] < 0.2 and doc["metrics"]["d1"] > 0.8
 
 
