@@ -418,14 +418,19 @@ def test_nyu_hu_matches_the_spec_definition_on_random_data(tmp_path, rng, capsys
     assert code == 0, err
     doc = json.loads((tmp_path / "o.json").read_text())
     assert tuple(doc["metrics"]) == HU_KEYS and doc["count"] == 4 and doc["averaging"] == "rms_of_mse"
-    ref = hu_average(refs)
-    assert_close({k: v for k, v in doc["metrics"].items() if not k.startswith("d")},
-                 {k: v for k, v in ref.items() if not k.startswith("d")}, 1e-6, "nyu-hu")
-    # a delta is a pixel count: a prediction within float32 rounding of a 1.25^k boundary may flip one pixel
-    one_pixel = 1.0 / (228 * 304 * 4)
-    for key in ("d1", "d2", "d3"):
-        assert abs(doc["metrics"][key] - ref[key]) <= 2 * one_pixel, (key, doc["metrics"][key], ref[key])
+    assert_hu_metrics(doc["metrics"], hu_average(refs), 4, "nyu-hu")
     assert "<= 1.25^k" in out
+
+
+def assert_hu_metrics(got, ref, images, what):
+    """Equal to 1e-6 but the deltas, which are pixel counts: a prediction within float32 rounding of a 1.25^k
+    boundary may flip a pixel of a 228x304 crop (seen once on the real frames: d1 off by 1.44e-6 = one pixel
+    of one crop over 10 images), so they may differ by up to two pixels averaged over the images."""
+    assert_close({k: v for k, v in got.items() if not k.startswith("d")},
+                 {k: v for k, v in ref.items() if not k.startswith("d")}, 1e-6, what)
+    one_pixel = 1.0 / (228 * 304 * images)
+    for key in ("d1", "d2", "d3"):
+        assert abs(got[key] - ref[key]) <= 2 * one_pixel, (what, key, got[key], ref[key])
 
 
 def test_nyu_hu_delta_is_less_or_equal_and_nothing_is_clipped(rng):
@@ -481,14 +486,7 @@ def test_nyu_hu_on_real_nyu_test_frames(realdata, tmp_path, rng, capsys):
     print(out)
     doc = json.loads((tmp_path / "o.json").read_text())
     assert doc["count"] == 10
-    ref = hu_average(refs)
-    assert_close({k: v for k, v in doc["metrics"].items() if not k.startswith("d")},
-                 {k: v for k, v in ref.items() if not k.startswith("d")}, 1e-6, "nyu-hu real frames")
-    # a delta is a pixel count: a prediction within float32 rounding of a 1.25^k boundary may flip one pixel
-    # of an image (seen once: d1 off by 1.44e-6 = one pixel of one 228x304 crop, averaged over 10 images)
-    one_pixel = 1.0 / (228 * 304 * 10)
-    for key in ("d1", "d2", "d3"):
-        assert abs(doc["metrics"][key] - ref[key]) <= 2 * one_pixel, (key, doc["metrics"][key], ref[key])
+    assert_hu_metrics(doc["metrics"], hu_average(refs), 10, "nyu-hu real frames")
     assert 0.05 < doc["metrics"]["abs_rel"] < 0.2 and doc["metrics"]["d1"] > 0.8
 
 
