@@ -37,6 +37,9 @@ def _task_id(strategy):
 
 
 def train_multiworker(config, data, out, *, val_data=None, test_data=None, overwrite=False, print_fn=print):
+    """Train on every worker of the cluster in TF_CONFIG; returns the run's results dict (the chief writes it to
+    results.json). On the rerun of a finished run a non-chief worker returns only {"recipe", "status":
+    "finished", "run"}: it cannot read the chief's results.json, which may be on another machine."""
     import keras
     import tensorflow as tf
 
