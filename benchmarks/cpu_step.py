@@ -119,6 +119,7 @@ def build(args):
     import variants
     from hqdepth.flops import count_flops
     from hqdepth.training import recipes, trainer
+    from hqdepth.weights import pretrained
 
     sets = variants.apply(args.variant)  # before the model is built and traced
     keras.config.set_dtype_policy(args.precision)
@@ -131,6 +132,9 @@ def build(args):
         config["model"] = {"name": args.model, "options": {}}
     size = parse_size(args.size) if args.size else tuple(config["data"]["input_size"])
     config["data"]["input_size"] = list(size)
+    if pretrained.has_backbone(config["model"]["name"], config["model"]["options"]):
+        # Random weights (speed does not depend on them; no download); the recipe's frozen layers are kept.
+        config["model"]["options"]["backbone_weights"] = pretrained.NONE
     model = trainer.build_model(config)
     timed = model
     if args.upto:

@@ -1,17 +1,23 @@
-"""SavedModel against ONNX Runtime, interleaved in one process (issue 8, item 3).
+"""Exported SavedModel against ONNX Runtime, interleaved, in a default and in a serving-configured process (issue 17).
 
-    python benchmarks/inference_ab.py                      # hqmd_baseline_plus at 289x385, batch 1, 9 rounds
-    python benchmarks/inference_ab.py --no-onnx --rounds 5
+    python benchmarks/inference_ab.py                                   # hqmd_baseline_plus at 289x385
+    python benchmarks/inference_ab.py --model bts --size 288x384        # BTS needs multiples of 32
 
-On a machine shared with other jobs, timings taken minutes apart are not comparable; here every variant is loaded
-first and the calls are interleaved: each round calls every variant twice in a row (the second call timed), in an
-order rotated from round to round, so all variants see the same load and none pays for following another runtime. Variants (same random weights, float32 RGB 0..255 at the model size, `serve` signature):
-- `savedmodel`: `hqdepth export` as the package does it by default (weights as variables, batch norm as
-  FusedBatchNormV3: grappler folds it into the convolutions);
-- `savedmodel_frozen`: `export(..., freeze=True)` (`hqdepth export --freeze`): weights as graph constants;
-- `onnxruntime`: `hqdepth export --format onnx` run by ONNX Runtime (CPUExecutionProvider).
-Thread pools: TensorFlow intra = inter = `--cores`; ONNX Runtime intra = `--cores`. Reported per variant: median
-and min wall ms per call, median process CPU ms per call, and the ratio of the medians to ONNX Runtime.
+This process builds the model (random weights, the head rescaled so that depths are not saturated), computes
+Keras' reference output and exports three variants to a temporary folder:
+- `savedmodel`: `hqdepth export` as the package does it by default (float32, weights as variables);
+- `savedmodel_bfloat16`: `hqdepth export --precision bfloat16` (bfloat16 arithmetic, float32 head and output);
+- `onnxruntime`: `hqdepth export --format onnx` run by ONNX Runtime (CPUExecutionProvider), float32.
+Then it times them in two fresh processes that only load and call the exports (`--time DIR`):
+- `default`: TensorFlow as it starts;
+- `serving`: with `TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1`, TensorFlow's switch for processes whose weights never change:
+  oneDNN then reorders each convolution's weights into its blocked layout once and keeps them, instead of on
+  every call. Safe only where weights never change (a server of SavedModels); a process that trains, or runs two
+  convolutions of the same shape eagerly, gets wrong results from it (`docs/export.md`).
+In each timing process every variant is loaded first; then `--rounds` rounds call each variant twice in a row at
+batch 1 (the second call timed) in an order rotated from round to round, so that all see the same load and none pays
+for waking its thread pool after another runtime; then `--batch-rounds` rounds of batch-`--batch` calls likewise
+(throughput). Thread pools: TensorFlow intra = inter = `--cores`; ONNX Runtime intra = `--cores`.
 """
 
 import os
@@ -19,6 +25,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse  # noqa: E402
+import json  # noqa: E402
 import shutil  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
@@ -30,74 +37,143 @@ from pathlib import Path  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import emit  # noqa: E402
+from common import emit, run_worker  # noqa: E402
+
+PROCESSES = {"default": {}, "serving": {"TF_ONEDNN_ASSUME_FROZEN_WEIGHTS": "1"}}
 
 
 def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="hqmd_baseline_plus")
+    parser.add_argument("--size", default=None, help="HxW (default: the model's input size)")
+    parser.add_argument("--rounds", type=int, default=9, help="batch-1 rounds")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--batch-rounds", type=int, default=3, help="rounds of batch --batch calls (0: none)")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--cores", type=int, default=None)
+    parser.add_argument("--no-onnx", action="store_true")
+    parser.add_argument("--processes", default=",".join(PROCESSES), help="comma-separated: default, serving")
+    parser.add_argument("--time", metavar="DIR", help=argparse.SUPPRESS)  # internal: the timing child
+    args = parser.parse_args(argv)
+    warnings.simplefilter("ignore")
+    args.cores = args.cores or len(os.sched_getaffinity(0))
+    if args.time:
+        return time_exports(args, Path(args.time))
     workdir = Path(tempfile.mkdtemp(prefix="hqdepth-ab-"))
     try:
-        return run(argv, workdir)
+        return export_and_time(args, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)  # two SavedModels and an ONNX file: about 0.5 GB
 
 
-def run(argv, workdir):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="hqmd_baseline_plus")
-    parser.add_argument("--rounds", type=int, default=9)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--cores", type=int, default=None)
-    parser.add_argument("--no-onnx", action="store_true")
-    parser.add_argument("--inter", type=int, default=None, help="TF inter-op threads (default: --cores)")
-    args = parser.parse_args(argv)
-    warnings.simplefilter("ignore")
-    cores = args.cores or len(os.sched_getaffinity(0))
+def export_and_time(args, workdir):
+    size = export_all(args, workdir)
+    result = {"model": args.model, "input_size": list(size), "batch": 1, "throughput_batch": args.batch,
+              "rounds": args.rounds, "batch_rounds": args.batch_rounds, "order": "rotated", "cores": args.cores,
+              "tf_threads": [args.cores, args.cores], "processes": {}}
+    child_args = ["--time", workdir, "--rounds", args.rounds, "--batch", args.batch, "--batch-rounds",
+                  args.batch_rounds, "--warmup", args.warmup, "--cores", args.cores]
+    for name in args.processes.split(","):
+        row = run_worker("inference_ab.py", child_args, env=PROCESSES[name], label=f"inference_ab {name}")
+        result["processes"][name] = {"env": PROCESSES[name], **row}
+    emit(result)
+    return 0
+
+
+def export_all(args, workdir):
+    """Build, rescale the head, compute Keras' output on the inputs, export the variants; returns the size."""
     import numpy as np
     import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(cores)
-    tf.config.threading.set_inter_op_parallelism_threads(args.inter or cores)
+    tf.config.threading.set_intra_op_parallelism_threads(args.cores)
+    tf.config.threading.set_inter_op_parallelism_threads(args.cores)
     import keras
 
     import inference
+    from cpu_step import parse_size
     from hqdepth.export import export
     from hqdepth.models import get_entry
     from hqdepth.predict import DepthModel
 
     entry = get_entry(args.model)
+    size = parse_size(args.size) if args.size else tuple(entry.input_size)
     keras.utils.set_random_seed(0)
-    model = entry.builder(input_shape=(*entry.input_size, 3))
-    x = np.random.default_rng(0).uniform(0, 255, (1, *entry.input_size, 3)).astype(np.float32)
-    inference.unsaturate(model, x)
-    reference = np.asarray(model.predict(x, verbose=0))
+    model = entry.builder(input_shape=(*size, 3))
+    rng = np.random.default_rng(0)
+    x1 = rng.uniform(0, 255, (1, *size, 3)).astype(np.float32)
+    xb = rng.uniform(0, 255, (args.batch, *size, 3)).astype(np.float32)
+    inference.unsaturate(model, x1)
+    np.savez(workdir / "inputs.npz", x1=x1, xb=xb, reference=np.asarray(model.predict(x1, verbose=0)))
     wrapped = DepthModel.from_keras(model)
-    calls, keep, diffs = {}, [], {}
+    export(wrapped, workdir / "savedmodel", format="saved_model", overwrite=True)
+    export(wrapped, workdir / "savedmodel_bfloat16", format="saved_model", overwrite=True, precision="bfloat16")
+    if not args.no_onnx:
+        export(wrapped, workdir / "onnx", format="onnx", overwrite=True)
+    return size
 
-    for label, freeze in (("savedmodel", False), ("savedmodel_frozen", True)):
-        export(wrapped, workdir / label, format="saved_model", overwrite=True, freeze=freeze)
+
+def time_exports(args, workdir):
+    """The timing child: load every export, interleave batch-1 then batch-N calls; emit the rows."""
+    import numpy as np
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(args.cores)
+    tf.config.threading.set_inter_op_parallelism_threads(args.cores)
+    with np.load(workdir / "inputs.npz") as stored:
+        x1, xb, reference = stored["x1"], stored["xb"], stored["reference"]
+    calls, keep = {}, []
+    for label in ("savedmodel", "savedmodel_bfloat16"):
         loaded = tf.saved_model.load(str(workdir / label))
         keep.append(loaded)  # owns the signature's resources
         calls[label] = lambda v, serve=loaded.signatures["serve"]: serve(images=tf.constant(v))["depth"].numpy()
-    if not args.no_onnx:
+    if (workdir / "onnx").is_dir():
         import onnxruntime
 
-        export(wrapped, workdir / "onnx", format="onnx", overwrite=True)
         options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = cores
+        options.intra_op_num_threads = args.cores
         session = onnxruntime.InferenceSession(str(workdir / "onnx" / "model.onnx"), options,
                                                providers=["CPUExecutionProvider"])
         name = session.get_inputs()[0].name
         calls["onnxruntime"] = lambda v: session.run(None, {name: v})[0]
-
+    diffs = {}
     for label, call in calls.items():
-        diffs[label] = float(np.abs(call(x) - reference).max())
+        diffs[label] = float(np.abs(call(x1) - reference).max())
         for _ in range(args.warmup - 1):
-            call(x)
+            call(x1)
+    load_start = os.getloadavg()[0]
+    latency = interleave(calls, x1, args.rounds)
+    throughput = interleave(calls, xb, args.batch_rounds) if args.batch_rounds else {}
+    rows = {}
+    for label in calls:
+        wall, cpu = latency[label]
+        rows[label] = {"median_ms": 1000 * statistics.median(wall), "min_ms": 1000 * min(wall),
+                       "cpu_ms_median": 1000 * statistics.median(cpu), "max_abs_diff_vs_keras_m": diffs[label]}
+        if label in throughput:
+            rows[label]["batch_images_per_s"] = len(xb) / statistics.median(throughput[label][0])
+    if "onnxruntime" in rows:
+        ort = rows["onnxruntime"]
+        for row in rows.values():
+            row["over_ort_median"] = row["median_ms"] / ort["median_ms"]
+            row["over_ort_min"] = row["min_ms"] / ort["min_ms"]
+            if "batch_images_per_s" in row:
+                row["throughput_over_ort"] = row["batch_images_per_s"] / ort["batch_images_per_s"]
+    for label, row in rows.items():
+        print(f"{label:<22} median {row['median_ms']:7.1f} ms  min {row['min_ms']:7.1f} ms  CPU "
+              f"{row['cpu_ms_median']:7.1f} ms" + (f"  / ORT {row['over_ort_median']:.2f}" if "over_ort_median" in row
+                                                   else "")
+              + (f"  batch {len(xb)}: {row['batch_images_per_s']:.2f} img/s" if "batch_images_per_s" in row else "")
+              + f"  max diff {row['max_abs_diff_vs_keras_m']:.2g} m", flush=True)
+    emit({"rows": rows, "load_start": load_start, "load_end": os.getloadavg()[0],
+          "assume_frozen_weights": os.environ.get("TF_ONEDNN_ASSUME_FROZEN_WEIGHTS")})
+    return 0
+
+
+def interleave(calls, x, rounds):
+    """{label: ([wall s], [process CPU s])} of `rounds` rotated rounds, each timing the second of two calls."""
     wall = {label: [] for label in calls}
     cpu = {label: [] for label in calls}
-    load_start = os.getloadavg()[0]
     labels = list(calls)
-    for round_index in range(args.rounds):
+    for round_index in range(rounds):
         # Rotated order, and each timed call right after an untimed one of the same variant: the first call after
         # another runtime pays for waking its thread pool and refilling caches (measured: whichever SavedModel came
         # first in a fixed order was 0.1-0.2x of ORT slower), which a server answering one model never pays.
@@ -107,23 +183,7 @@ def run(argv, workdir):
             calls[label](x)
             wall[label].append(time.perf_counter() - start)
             cpu[label].append(time.process_time() - start_cpu)
-    rows = {}
-    for label in calls:
-        rows[label] = {"median_ms": 1000 * statistics.median(wall[label]), "min_ms": 1000 * min(wall[label]),
-                       "cpu_ms_median": 1000 * statistics.median(cpu[label]), "max_abs_diff_vs_keras_m": diffs[label]}
-    if "onnxruntime" in rows:
-        ort = rows["onnxruntime"]
-        for row in rows.values():
-            row["over_ort_median"] = row["median_ms"] / ort["median_ms"]
-            row["over_ort_min"] = row["min_ms"] / ort["min_ms"]
-    for label, row in rows.items():
-        print(f"{label:<28} median {row['median_ms']:7.1f} ms  min {row['min_ms']:7.1f} ms  CPU {row['cpu_ms_median']:7.1f} ms"
-              + (f"  / ORT {row['over_ort_median']:.2f} (min {row['over_ort_min']:.2f})" if "over_ort_median" in row
-                 else "") + f"  max diff {row['max_abs_diff_vs_keras_m']:.2g} m", flush=True)
-    emit({"model": args.model, "input_size": list(entry.input_size), "batch": 1, "rounds": args.rounds,
-          "order": "rotated", "cores": cores, "tf_threads": [cores, args.inter or cores], "rows": rows, "load_start": load_start,
-          "load_end": os.getloadavg()[0]})
-    return 0
+    return {label: (wall[label], cpu[label]) for label in labels}
 
 
 if __name__ == "__main__":

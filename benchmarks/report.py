@@ -84,20 +84,7 @@ def headline(results, gpu):
             f"- mixed_bfloat16: {bf['images_per_s']:.2f} images/s = {bf['achieved_gflops']:.0f} GFLOP/s = "
             f"{cpu['train_flops_ratio_bf16']:.2f} x the bfloat16 matmul rate ({reference_rate(results, 'bfloat16'):.0f} "
             f"GFLOP/s), {cpu.get('train_flops_ratio_bf16_vs_f32_matmul', 0):.2f} x the float32 one.")
-    rows = results.get("inference", {}).get("rows", {})
-    default, variables, legacy = inference_labels(rows)
-    if "over_ort_median" in rows.get(default, {}):
-        what = (f"SavedModel with the weights frozen into the graph (`{default}` of this {results['date'][:10]} run, "
-                "made before the models used fused batch norm)" if legacy else
-                "the package's SavedModel export (weights as variables, the default)")
-        lines.append(
-            f"- **Inference, {what} vs ONNX Runtime (hqmd_baseline_plus, 289x385, batch 1, calls interleaved): "
-            f"{rows[default]['median_ms']:.0f} ms vs {rows['onnxruntime']['median_ms']:.0f} ms = "
-            f"{rows[default]['over_ort_median']:.2f}x** (target <= 1.2x; fastest calls "
-            f"{rows[default]['over_ort_min']:.2f}x)."
-            + (f" {'Weights as variables (the export of that time' if legacy else 'Weights frozen into the graph (`export(..., freeze=True)`'}"
-               f", `{variables}`): {rows[variables]['median_ms']:.0f} ms = "
-               f"{rows[variables]['over_ort_median']:.2f}x." if "over_ort_median" in rows.get(variables, {}) else ""))
+    lines += inference_headline(results)
     if gpu and gpu.get("summary"):
         lines.append("- GPU: " + ", ".join(f"{k} {v:.2f}" for k, v in gpu["summary"].items()) + " (section GPU).")
     else:
@@ -248,60 +235,65 @@ def scale_section(results):
     return lines + [""]
 
 
-ORT = "`hqdepth export --format onnx` in ONNX Runtime (CPUExecutionProvider)"
-INFERENCE_VARIANTS = {  # the rows of benchmarks/inference_ab.py
-    "savedmodel": "`hqdepth export` SavedModel, `serve` signature: the package's default (weights as variables)",
-    "savedmodel_frozen": "`export(..., freeze=True)` (`hqdepth export --freeze`): weights as graph constants",
-    "onnxruntime": ORT,
-}
-# Runs made before the frozen export and fused batch norm became package defaults (benchmarks/patches.py then).
-LEGACY_INFERENCE_VARIANTS = {
-    "savedmodel": "`hqdepth export` of that time: weights as variables, Keras' batch norm",
-    "savedmodel_frozen": "the same signature frozen on load (`convert_variables_to_constants_v2`)",
-    "savedmodel_frozen_export": "that frozen function saved as a SavedModel of its own and loaded back: what "
-                                "`hqdepth export --freeze` writes",
-    "onnxruntime": ORT,
-    "savedmodel_fused_bn": "exported with the `fused_bn` patch (FusedBatchNormV3, now the package's batch norm), "
-                           "weights as variables",
-    "savedmodel_fused_bn_frozen": "both (fused batch norm, frozen on load)",
-}
-
-
-def inference_labels(rows):
-    """(row of the package's default export, row of the other export, legacy run?) of inference_ab.py."""
-    if "savedmodel_frozen_export" in rows:
-        return "savedmodel_frozen_export", "savedmodel", True
-    return "savedmodel", "savedmodel_frozen", False
+def inference_headline(results):
+    """Headline bullets: the SavedModel against ONNX Runtime, per model, serving and default process."""
+    lines = []
+    for model, row in results.get("inference", {}).get("models", {}).items():
+        processes = row.get("processes", {})
+        serving, default = (processes.get(p, {}).get("rows", {}) for p in ("serving", "default"))
+        if "over_ort_median" not in serving.get("savedmodel", {}):
+            continue
+        sm, bf, ort = serving["savedmodel"], serving.get("savedmodel_bfloat16", {}), serving["onnxruntime"]
+        size = "x".join(map(str, row.get("input_size", [])))
+        lines.append(
+            f"- **Serving {model} ({size}, batch 1, interleaved with ONNX Runtime): the float32 SavedModel in a serving "
+            f"process (`TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1`) {sm['median_ms']:.0f} ms vs {ort['median_ms']:.0f} ms = "
+            f"{sm['over_ort_median']:.2f}x** (target <= 1.0; fastest calls {sm['over_ort_min']:.2f}x)"
+            + (f"; in a default TensorFlow process {default['savedmodel']['over_ort_median']:.2f}x"
+               if "over_ort_median" in default.get("savedmodel", {}) else "")
+            + (f"; `--precision bfloat16` {bf['median_ms']:.0f} ms = {bf['over_ort_median']:.2f}x" if bf else "")
+            + (f". Batch {row.get('throughput_batch')}: {sm['batch_images_per_s']:.2f} images/s vs ONNX Runtime's "
+               f"{ort['batch_images_per_s']:.2f} ({sm['throughput_over_ort']:.2f}x)"
+               + (f", bfloat16 {bf['batch_images_per_s']:.2f} ({bf['throughput_over_ort']:.2f}x)" if bf else "")
+               if "batch_images_per_s" in sm else "") + ".")
+    return lines
 
 
 def inference_section(results):
     inf = results.get("inference")
     if not inf:
         return []
-    lines = ["## Inference: exported SavedModel against ONNX Runtime (hqmd_baseline_plus, 289x385, batch 1)", "",
-             f"`{inf.get('command')}`: every variant loaded first, then {inf.get('rounds', '?')} rounds; "
-             + ("a round calls each variant twice in a row and times the second call, in an order rotated from round "
-                "to round (the first call after another runtime pays to wake its threads: in a fixed order the first "
-                "SavedModel was 0.1-0.2x of ORT slower, whichever it was)" if inf.get("order") == "rotated" else
-                "one batch-1 call of each variant per round, fixed order")
-             + ", interleaved (all see the same load); TensorFlow intra/inter-op threads = ONNX "
-             "Runtime intra-op threads = cores; random weights with the head rescaled so that depths are not "
-             "saturated; float32 RGB 0..255 at the model size. `benchmarks/inference.py` (issue 7) times the "
-             "backends one after another and adds batch-8 throughput.", ""]
-    if "rows" not in inf:
-        return lines + [f"failed: {inf.get('error')}", ""]
-    legacy = inference_labels(inf["rows"])[2]
-    if legacy:
-        lines += [f"Run of {results['date'][:10]}, before fused batch norm became the package's default: labels as "
-                  "they were then.", ""]
-    descriptions = LEGACY_INFERENCE_VARIANTS if legacy else INFERENCE_VARIANTS
-    lines += ["| variant | what | median ms | min ms | CPU ms per call | median / ORT | max diff vs Keras (m) |",
-              "|---|---|---|---|---|---|---|"]
-    for label, row in inf["rows"].items():
-        lines.append(f"| {label} | {descriptions.get(label, '')} | {row['median_ms']:.0f} | {row['min_ms']:.0f} | "
-                     f"{row['cpu_ms_median']:.0f} | {fmt(row.get('over_ort_median'))} | "
-                     f"{row['max_abs_diff_vs_keras_m']:.2g} |")
-    return lines + [""]
+    lines = ["## Inference: exported SavedModel against ONNX Runtime", "",
+             "`benchmarks/inference_ab.py` (one run per model, commands below): one process builds the model (random "
+             "weights, the head rescaled so that depths are not saturated), computes Keras' output and exports the "
+             "float32 SavedModel (the default), the `--precision bfloat16` SavedModel and the ONNX model; then two fresh "
+             "processes only load and call them: `default` (TensorFlow as it starts) and `serving` "
+             "(`TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1`: oneDNN keeps each convolution's reordered weights instead of "
+             "reordering them on every call; only for processes whose weights never change, `docs/export.md`). In each, "
+             "rounds of batch-1 calls, then of batch-8 calls: a round calls each variant twice in a row and times the "
+             "second call, in an order rotated from round to round (all see the same load; none pays for waking its "
+             "thread pool after another runtime). TensorFlow intra/inter-op threads = ONNX Runtime intra-op threads = "
+             "cores; float32 RGB 0..255 at the model size. `benchmarks/inference.py` (issue 7) times the backends one "
+             "after another.", ""]
+    for model, row in inf.get("models", {}).items():
+        size = "x".join(map(str, row.get("input_size", [])))
+        lines += [f"### {model}, {size}", "", f"`{row.get('command')}`", ""]
+        if "processes" not in row:
+            lines += [f"failed: {row.get('error')}", ""]
+            continue
+        lines += ["| process | variant | batch 1: median ms | min ms | CPU ms per call | median / ORT | "
+                  f"batch {row.get('throughput_batch')}: images/s | / ORT | max diff vs Keras (m) |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for process, timed in row["processes"].items():
+            if "rows" not in timed:
+                lines.append(f"| {process} | failed: {timed.get('error')} | | | | | | | |")
+                continue
+            for label, r in timed["rows"].items():
+                lines.append(f"| {process} | {label} | {r['median_ms']:.0f} | {r['min_ms']:.0f} | {r['cpu_ms_median']:.0f} "
+                             f"| {fmt(r.get('over_ort_median'))} | {fmt(r.get('batch_images_per_s'))} | "
+                             f"{fmt(r.get('throughput_over_ort'))} | {r['max_abs_diff_vs_keras_m']:.2g} |")
+        lines.append("")
+    return lines
 
 
 def tuning_section(tuning):

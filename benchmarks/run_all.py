@@ -235,21 +235,33 @@ def stage_scenes(args, results):
         results["scenes"] = {"error": row.get("error") or "no rate in the output"}
 
 
+INFERENCE_MODELS = {HEADLINE: None, "bts": "288x384"}  # model -> size (BTS needs multiples of 32: 289x385 rounded down)
+
+
 def stage_inference(args, results):
-    row = run_worker("inference_ab.py", ["--model", HEADLINE, "--rounds", args.inference_repeats, "--warmup", 2])
-    result = {"command": row.get("command"), "wall_s": row.get("wall_s")}
-    if "rows" in row:
-        result.update({k: row[k] for k in ("rows", "rounds", "order", "cores", "tf_threads", "load_start", "load_end")
-                       if k in row})
-        rows = row["rows"]
-        if "onnxruntime" in rows:
-            result["savedmodel_over_ort_latency"] = rows["savedmodel"]["over_ort_median"]
-            result["savedmodel_over_ort_latency_min"] = rows["savedmodel"]["over_ort_min"]
-            log(f"inference: SavedModel (the default export) {rows['savedmodel']['median_ms']:.0f} ms vs ONNX "
-                f"Runtime {rows['onnxruntime']['median_ms']:.0f} ms (batch 1, interleaved) = "
-                f"{result['savedmodel_over_ort_latency']:.2f}x")
-    else:
-        result["error"] = row.get("error") or "no result"
+    """inference_ab.py per model: batch-1 latency and batch-8 throughput of the SavedModel (float32, bfloat16) against
+    ONNX Runtime, in a default and a serving-configured process. Headline: the float32 SavedModel of HEADLINE in the
+    serving process (`inference.savedmodel_over_ort_latency`)."""
+    result = {"models": {}}
+    for model, size in INFERENCE_MODELS.items():
+        if args.models and model not in args.models.split(","):
+            continue
+        row = run_worker("inference_ab.py", ["--model", model, "--rounds", args.inference_repeats, "--warmup", 2]
+                         + (["--size", size] if size else []))
+        result["models"][model] = row
+        for process, timed in row.get("processes", {}).items():
+            rows = timed.get("rows", {})
+            if "over_ort_median" not in rows.get("savedmodel", {}):
+                log(f"inference: {model} {process}: {timed.get('error') or row.get('error') or 'no ONNX Runtime row'}")
+                continue
+            line = " ".join(f"{label} {r['median_ms']:.0f} ms ({r['over_ort_median']:.2f}x)" for label, r in rows.items())
+            log(f"inference: {model}, {process} process, batch 1: {line}")
+    headline = result["models"].get(HEADLINE, {}).get("processes", {})
+    for key, process in (("savedmodel_over_ort_latency", "serving"),
+                         ("savedmodel_over_ort_latency_default_process", "default")):
+        row = headline.get(process, {}).get("rows", {}).get("savedmodel", {})
+        if "over_ort_median" in row:
+            result[key] = row["over_ort_median"]
     results["inference"] = result
 
 

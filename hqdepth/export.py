@@ -18,6 +18,11 @@ baseline+ at 289x385 batch 1 on a 2-core CPU from 1.40x to 1.17x ONNX Runtime's 
 are within noise of each other (1.18x variables, 1.16x frozen, `benchmarks/RESULTS.md`), so the default keeps
 variables: the same numbers as Keras, fine-tunable, weights outside the graph proto.
 
+`precision="bfloat16"` (`--precision bfloat16`) computes in bfloat16 except the depth head (`bfloat16_twin`): about
+twice as fast on CPUs with bfloat16 units, depths within bfloat16 rounding. Serving processes on a CPU should set
+`TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1` (docs/predict-export.md, "Fast CPU serving"): oneDNN then reorders each
+convolution's weights once instead of on every call (HQMD baseline+, batch 1: about 1.35x -> 1.0x ONNX Runtime).
+
 A model with a free input size (None spatial dims) runs at the run config's `data.input_size` or `input_size`
 given here; without either, at `hqdepth.predict.free_size` of the image (computed in the graph).
 
@@ -38,6 +43,7 @@ from hqdepth.errors import ConfigError, DataError
 from hqdepth.predict import FREE_SIZE_MAX_SIDE, FREE_SIZE_MULTIPLE, DepthModel, load
 
 FORMATS = ("saved_model", "keras", "onnx")
+PRECISIONS = ("float32", "bfloat16")
 METADATA_FILE = "hqdepth.json"
 
 
@@ -135,13 +141,18 @@ def _as_keras_backed(model):
     return depth_model
 
 
-def export(model, out, format="saved_model", input_size=None, overwrite=False, opset=None, freeze=False):
+def export(model, out, format="saved_model", input_size=None, overwrite=False, opset=None, freeze=False,
+           precision="float32"):
     """Export `model` (a path, `DepthModel` or `keras.Model`) to the folder `out`. Returns
-    {"format", "path" (what to load), "metadata"}. `freeze`: SavedModel weights as graph constants."""
+    {"format", "path" (what to load), "metadata"}. `freeze`: SavedModel weights as graph constants.
+    `precision="bfloat16"`: the SavedModel computes in bfloat16 (`bfloat16_twin`), inputs and depth float32."""
     if format not in FORMATS:
         raise ConfigError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}.")
-    if freeze and format != "saved_model":
-        raise ConfigError(f"--freeze applies to the SavedModel format only, not {format!r}.")
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown export precision {precision!r}; choose one of {', '.join(PRECISIONS)}.")
+    for option, used in (("--freeze", freeze), ("--precision bfloat16", precision != "float32")):
+        if used and format != "saved_model":
+            raise ConfigError(f"{option} applies to the SavedModel format only, not {format!r}.")
     model = _as_keras_backed(model)
     size = export_size(model, input_size)
     if format == "onnx" and size is None:
@@ -152,9 +163,11 @@ def export(model, out, format="saved_model", input_size=None, overwrite=False, o
     meta = metadata(model, size, format)
     if format == "saved_model":
         meta["weights"] = "frozen into the graph (serving only)" if freeze else "variables"
+        meta["precision"] = precision
     out = _prepare_out(out, overwrite)
     if format == "saved_model":
-        _write_saved_model(model, out, size, meta, freeze)
+        net = bfloat16_twin(model.keras_model) if precision == "bfloat16" else model.keras_model
+        _write_saved_model(model, net, out, size, meta, freeze)
         path = out
     elif format == "keras":
         path = out / "model.keras"
@@ -184,12 +197,65 @@ def _tf_free_size(height, width):
     return tf.stack([side(h), side(w)])
 
 
-def _write_saved_model(model, out, size, meta, freeze):
+def bfloat16_twin(net):
+    """A copy of the functional model `net` computing in bfloat16 (Keras' `mixed_bfloat16` policy: float32
+    weights, bfloat16 arithmetic) except its output layer and the layers feeding it (the depth head: the last
+    conv and the sigmoid scaling to metres stay float32, or depths near 10 m would round to 4-6 cm steps).
+
+    On CPUs with bfloat16 units (AMX, AVX512-BF16) oneDNN runs the convolutions at about twice the float32 rate;
+    the depth then differs from the float32 model's by the rounding of bfloat16 activations
+    (`benchmarks/RESULTS.md`, section Inference, states the measured difference)."""
+    import keras
+
+    config = net.get_config()
+    head = _output_and_feeding_layers(config)
+
+    def retype(node, in_head=False):
+        if isinstance(node, dict):
+            if node.get("class_name") == "DTypePolicy" and not in_head:
+                return {**node, "config": {**node["config"], "name": "mixed_bfloat16"}}
+            return {key: retype(value, in_head) for key, value in node.items()}
+        if isinstance(node, (list, tuple)):
+            return [retype(value, in_head) for value in node]
+        return node
+
+    config["layers"] = [retype(layer, layer["name"] in head) for layer in config["layers"]]
+    twin = keras.Model.from_config(config)
+    twin.set_weights(net.get_weights())
+    return twin
+
+
+def _output_and_feeding_layers(config):
+    """Names of a functional config's output layers and of the layers whose outputs they take."""
+    outputs = {entry[0] for entry in keras_histories(config["output_layers"])}
+    feeding = set()
+    for layer in config["layers"]:
+        if layer["name"] in outputs:
+            feeding |= {entry[0] for entry in keras_histories(layer.get("inbound_nodes", []))}
+    return outputs | feeding
+
+
+def keras_histories(node):
+    """Every [layer name, node index, tensor index] reference inside a piece of a functional config."""
+    if isinstance(node, dict):
+        if "keras_history" in node:
+            yield node["keras_history"]
+            return
+        for value in node.values():
+            yield from keras_histories(value)
+    elif isinstance(node, (list, tuple)):
+        if len(node) == 3 and isinstance(node[0], str) and all(isinstance(v, int) for v in node[1:]):
+            yield node
+            return
+        for value in node:
+            yield from keras_histories(value)
+
+
+def _write_saved_model(model, net, out, size, meta, freeze):
     import tensorflow as tf
 
     from hqdepth import __version__
 
-    net = model.keras_model
     height, width = size if size else (None, None)
     model_spec = tf.TensorSpec([None, height, width, 3], tf.float32, name="images")
 

@@ -127,6 +127,73 @@ def test_savedmodel_in_fresh_tensorflow_process(hqmd_export, tmp_path):
     assert meta["versions"]["hqdepth"] == hqdepth.__version__ and "tensorflow" in meta["versions"]
 
 
+# The serving switch of docs/predict-export.md, in a fresh process: first proof that it is active there (two eager
+# convolutions of the same shape: the second returns the first one's result), then the SavedModel's `serve`.
+FROZEN_WEIGHTS_PROCESS = textwrap.dedent("""
+    import os, sys
+    assert os.environ["TF_ONEDNN_ASSUME_FROZEN_WEIGHTS"] == "1"
+    import numpy as np
+    import tensorflow as tf
+    folder, inputs, outputs = sys.argv[1:4]
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.uniform(size=(1, 8, 8, 16)).astype(np.float32))
+    first, second = (tf.nn.conv2d(x, rng.uniform(size=(3, 3, 16, 32)).astype(np.float32), 1, "SAME") for _ in range(2))
+    images = np.load(inputs)["images"]
+    serve = tf.saved_model.load(folder).signatures["serve"]
+    depth = [serve(images=tf.constant(images))["depth"].numpy() for _ in range(3)]
+    np.savez(outputs, depth=np.stack(depth), stale_eager=np.array(bool(np.array_equal(first, second))))
+""")
+
+
+def test_savedmodel_under_assume_frozen_weights(hqmd_export, tmp_path):
+    """With TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1 (oneDNN keeps each convolution's reordered weights) the SavedModel still
+    equals Keras on every call: each of its convolutions is its own graph node, so no cached weights are shared."""
+    import os
+
+    model, folder, _ = hqmd_export
+    images = np.random.default_rng(8).uniform(0, 255, (2, 33, 49, 3)).astype(np.float32)
+    np.savez(tmp_path / "in.npz", images=images)
+    process = subprocess.run([sys.executable, "-c", FROZEN_WEIGHTS_PROCESS, str(folder), str(tmp_path / "in.npz"),
+                              str(tmp_path / "out.npz")], capture_output=True, text=True, timeout=300,
+                             env={**os.environ, "TF_ONEDNN_ASSUME_FROZEN_WEIGHTS": "1"})
+    assert process.returncode == 0, process.stderr[-3000:]
+    got = dict(np.load(tmp_path / "out.npz"))
+    assert got["stale_eager"], "the switch had no effect in the child process: this test would prove nothing"
+    want = np.asarray(model(images, training=False))
+    worst = float(np.abs(got["depth"] - want[None]).max())
+    assert worst <= HQMD_ROUND_OFF, worst
+
+
+def test_bfloat16_export(tmp_path):
+    """`precision="bfloat16"`: every layer computes in bfloat16 except the depth head (logits and the scaling to
+    metres), with the float32 model's weights; the SavedModel returns float32 depths equal to the bfloat16 Keras twin
+    within bfloat16 rounding and near, but not equal to, the float32 model."""
+    import tensorflow as tf
+
+    from hqdepth.export import bfloat16_twin
+
+    model = hqmd_model((33, 49, 3))
+    twin = bfloat16_twin(model)
+    dtypes = {layer.name: layer.compute_dtype for layer in twin._flatten_layers(include_self=False, recursive=True)
+              if layer.__class__.__name__ != "InputLayer"}
+    assert dtypes.pop("logits") == dtypes.pop("depth") == "float32"
+    assert len(dtypes) > 200 and set(dtypes.values()) == {"bfloat16"}, {k: v for k, v in dtypes.items() if v != "bfloat16"}
+    for ours, theirs in zip(twin.weights, model.weights, strict=True):
+        assert ours.dtype == theirs.dtype == "float32" and np.array_equal(np.asarray(ours), np.asarray(theirs))
+    images = np.random.default_rng(9).uniform(0, 255, (2, 33, 49, 3)).astype(np.float32)
+    full = np.asarray(model(images, training=False))
+    half = np.asarray(twin(images, training=False))
+    result = export(DepthModel.from_keras(model), tmp_path / "bf16", format="saved_model", precision="bfloat16")
+    assert result["metadata"]["precision"] == "bfloat16"
+    served = tf.saved_model.load(str(tmp_path / "bf16")).signatures["serve"](images=tf.constant(images))["depth"]
+    assert served.dtype == tf.float32 and half.dtype == np.float32
+    served = served.numpy()
+    scale = float(np.abs(full).mean())
+    # bfloat16 keeps 8 significant bits (0.4 %); through ~50 layers the depth moves by about a percent on average.
+    assert np.abs(served - half).mean() < 0.01 * scale
+    assert 1e-4 * scale < np.abs(half - full).mean() < 0.03 * scale
+
+
 def test_savedmodel_through_hqdepth_load_and_predict(hqmd_export, tmp_path, capsys):
     model, folder, _ = hqmd_export
     loaded = hqdepth.load(folder)
@@ -204,6 +271,9 @@ def test_cli_export_errors(tiny_run, tmp_path, capsys):
     code, _, err = run_cli(["export", str(tiny_run["run"]), "--out", str(tmp_path / "o"), "--format", "keras",
                             "--freeze"], capsys)
     assert code == 2 and "SavedModel format only" in err and not (tmp_path / "o").exists()
+    code, _, err = run_cli(["export", str(tiny_run["run"]), "--out", str(tmp_path / "o"), "--format", "keras",
+                            "--precision", "bfloat16"], capsys)
+    assert code == 2 and "--precision bfloat16 applies to the SavedModel format only" in err
     (tmp_path / "file").write_text("x")
     code, _, err = run_cli(["export", str(tiny_run["run"]), "--out", str(tmp_path / "file")], capsys)
     assert code == 2 and "is a file" in err
