@@ -11,8 +11,9 @@ Conventions. One multiply-add = 2 FLOPs. Counts are per image (batch 1) from the
 model was built with, so every input dimension but the batch must be known. `macs` covers the
 layers that multiply by weights or by another tensor: Conv2D (any stride, dilation, groups),
 Conv2DTranspose (every input pixel times the whole kernel: h*w*k*k*Cin*Cout), DepthwiseConv2D,
-SeparableConv2D, Dense, and hqdepth's BilinearResize (two dense "tent matrix" products, as it is
-implemented), PositionAttention and ScaleAttention. Element-wise work is counted separately in
+SeparableConv2D, Dense, PositionAttention and ScaleAttention. hqdepth's BilinearResize runs TensorFlow's
+ResizeBilinear kernel (4 taps per output element: 7 element-wise FLOPs; on other backends it is two "tent matrix"
+products, whose dense multiply-adds by zeros are not counted as work). Element-wise work is counted separately in
 `other_flops` (1 FLOP per element for a bias, activation or an n-ary add per extra input; 2 for a
 batch norm at inference (scale + shift); k*k per output element for pooling), because it is
 memory-bound and tiny next to the products. Layers that only move data (concatenate, reshape,
@@ -23,8 +24,8 @@ is listed in `uncounted` rather than guessed.
 `profiler_flops(model)` freezes the forward function (batch 1, inference) and runs
 `tf.compat.v1.profiler` with the float_operation option, returning total and per-op-type FLOPs.
 TensorFlow registers FLOP statistics for Conv2D, MatMul, BatchMatMul, Conv2DBackpropInput (the
-transposed conv), BiasAdd and some element-wise ops, but not for Einsum (our resize and attention
-layers), so its `matmul_flops` is compared with our `gflops` minus those layers.
+transposed conv), BiasAdd and some element-wise ops, but not for Einsum (our attention layers), so its `matmul_flops` is
+compared with our `gflops` minus those layers.
 """
 
 import math
@@ -183,10 +184,8 @@ def _layer_rule(layer, inputs, outputs):
     if kind == "ImageNormalization":
         return 0, _elements(out) * (0 if layer.mode == "none" else 1 if layer.mode == "mean_subtract" else 2), True
     if kind == "BilinearResize":
-        # out = C @ (R @ x): R (out_h x in_h) over rows, then C (out_w x in_w) over columns.
-        _, in_h, in_w, channels = inputs[0]
-        _, out_h, out_w, _ = out
-        return out_h * in_h * in_w * channels + out_h * out_w * in_w * channels, 0, False
+        # TensorFlow's ResizeBilinear kernel: each output element blends 4 inputs (4 multiplies, 3 adds).
+        return 0, 7 * _elements(out), True
     if kind == "PositionAttention":
         _, h, w, c = inputs[0]
         n, d = h * w, max(c // layer.reduction, 1)
