@@ -389,6 +389,32 @@ def gpu_section(gpu):
     return lines
 
 
+def bf16_check_section(results):
+    check = results.get("bf16_check")
+    if not check:
+        return []
+    lines = ["## mixed_bfloat16 against float32: the same short run", "", f"`{check.get('command')}`: "
+             "`hqmd_plus_full` (random weights, the recipe's frozen layers kept) built in float32 and again under "
+             "mixed_bfloat16 with the same weights, trained with the recipe's loss and Adam on the same synthetic scenes "
+             "in the same order, one `train_on_batch` per step (`benchmarks/bf16_check.py`).", ""]
+    if "relative_median" not in check:
+        return lines + [f"failed: {check.get('error')}", ""]
+    abs_rel = check.get("held_out_abs_rel", {})
+    lines += [f"{check['steps']} steps at {check['size']}, batch {check['batch']}, learning rate {check['lr']}: "
+              f"|bf16 - f32| / f32 of the loss per step median **{check['relative_median']:.3f}** (largest "
+              f"{check['relative_max']:.3f}); of the {check['window']}-step means median "
+              f"{check['smoothed_relative_median']:.3f}, largest **{check['smoothed_relative_max']:.3f}**. Over the run "
+              f"the loss fell by {-100 * check['float32_change']:.1f} % in float32 and {-100 * check['bfloat16_change']:.1f} % "
+              f"in bfloat16; held-out batch abs_rel {fmt(abs_rel.get('float32'), 4)} (float32) vs "
+              f"{fmt(abs_rel.get('mixed_bfloat16'), 4)} (bfloat16). Tolerance we hold it to (`tests/test_training_runs.py` "
+              "on a shorter run): per-step median below 5 %, every step below 15 %.", "",
+              "| step | float32 loss | mixed_bfloat16 loss |", "|---|---|---|"]
+    f32, bf16 = check["losses"]["float32"], check["losses"]["mixed_bfloat16"]
+    every = max(1, len(f32) // 12)
+    lines += [f"| {i + 1} | {f32[i]:.3f} | {bf16[i]:.3f} |" for i in range(0, len(f32), every)]
+    return lines + [""]
+
+
 def render(results, tuning=None, gpu=None):
     lines = ["# Benchmarks (issue 8)", "",
              "Written by `make bench` (`benchmarks/run_all.py`) from `benchmarks/results.json`; numbers from one run "
@@ -397,6 +423,7 @@ def render(results, tuning=None, gpu=None):
     lines += headline(results, gpu)
     lines += matmul_section(results)
     lines += models_section(results)
+    lines += bf16_check_section(results)
     lines += pipeline_section(results)
     lines += scale_section(results)
     lines += inference_section(results)

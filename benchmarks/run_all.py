@@ -10,13 +10,16 @@ Stages, each measurement in a fresh subprocess (benchmarks/common.py `run_worker
              on the frozen forward graph (flops_check.py)
   cpu        per model and precision (float32, mixed_bfloat16): inference then the recipe's training step in one
              process (cpu_step.py infer+train), images/s, achieved FLOP/s (training = 3x forward), peak RSS
+  bf16check  the headline recipe's short run in float32 and mixed_bfloat16 from the same weights and data: loss curves
+             compared step by step (bf16_check.py)
   pipeline   the TFRecord input pipeline's images/s (input_pipeline.py) beside the training consumption
   scale      training peak RSS and speed of hqmd_baseline_plus against batch size and input size
   stream     RSS over one epoch of a TFRecord set larger than the shuffle buffer (streaming.py)
   scenes     synthetic scene rendering speed on one core (synthetic_scenes.py, the data benchmark of issue 4)
-  inference  the package's SavedModel export (`serve`; weights as variables, the default) and the same frozen into
-             the graph (`export(..., freeze=True)`) against ONNX Runtime on hqmd_baseline_plus, calls interleaved
-             in one process (inference_ab.py; benchmarks/inference.py times the backends one after the other)
+  inference  the exported SavedModel (float32, the default; `--precision bfloat16`) against ONNX Runtime, batch-1
+             latency and batch-8 throughput, calls interleaved, in a default and a serving-configured process, for
+             hqmd_baseline_plus and bts (inference_ab.py; benchmarks/inference.py times the backends one after the
+             other)
 The package is measured as it is (fused batch norm and Adam); cpu_tuning.py measures it without them
 (benchmarks/variants.py).
 `benchmarks/tuning.json` (written by cpu_tuning.py, a separate, longer study) and `benchmarks/results_gpu.json`
@@ -37,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import HERE, ROOT, machine, now, run_worker, versions  # noqa: E402
 
-STAGES = ("matmul", "flops", "cpu", "pipeline", "scale", "stream", "scenes", "inference")
+STAGES = ("matmul", "flops", "cpu", "bf16check", "pipeline", "scale", "stream", "scenes", "inference")
 PRECISIONS = ("float32", "mixed_bfloat16")
 # Per model: batch (the recipe's, smaller where one step would take too long here) and timed steps (full run).
 PLAN = {
@@ -224,6 +227,15 @@ def stage_scale(args, results):
     results["scale"] = rows
 
 
+def stage_bf16check(args, results):
+    """bf16_check.py: the headline recipe's short run in float32 and mixed_bfloat16 from the same weights and data."""
+    row = run_worker("bf16_check.py", ["--steps", 4, "--size", "33x49"] if args.quick else [])
+    results["bf16_check"] = row
+    if "relative_median" in row:
+        log(f"bf16 check: loss |bf16 - f32| / f32 per step median {row['relative_median']:.4f}, over "
+            f"{row['window']}-step means max {row['smoothed_relative_max']:.4f}")
+
+
 def stage_scenes(args, results):
     row = run_worker("synthetic_scenes.py", ["--count", 50 if args.quick else 200], keep_stdout=True)
     match = re.search(r"(\d+) scenes at (\d+)x(\d+): ([\d.]+) scenes/s \(median ([\d.]+) ms", row.get("stdout", ""))
@@ -327,6 +339,8 @@ def main(argv=None):
                 stage_pipeline(args, results, workdir)
             elif stage == "scenes":
                 stage_scenes(args, results)
+            elif stage == "bf16check":
+                stage_bf16check(args, results)
             elif stage == "scale":
                 stage_scale(args, results)
             elif stage == "inference":
