@@ -11,9 +11,9 @@ Conventions. One multiply-add = 2 FLOPs. Counts are per image (batch 1) from the
 model was built with, so every input dimension but the batch must be known. `macs` covers the
 layers that multiply by weights or by another tensor: Conv2D (any stride, dilation, groups),
 Conv2DTranspose (every input pixel times the whole kernel: h*w*k*k*Cin*Cout), DepthwiseConv2D,
-SeparableConv2D, Dense, PositionAttention and ScaleAttention. hqdepth's BilinearResize runs TensorFlow's
-ResizeBilinear kernel (4 taps per output element: 7 element-wise FLOPs; on other backends it is two "tent matrix"
-products, whose dense multiply-adds by zeros are not counted as work). Element-wise work is counted separately in
+SeparableConv2D, Dense, PositionAttention and ScaleAttention. hqdepth's BilinearResize counts as the
+interpolation's element-wise work, 7 FLOPs per output element (4 taps): its two "tent matrix" products multiply
+mostly by zeros, and on TensorFlow its gradient is one ResizeBilinearGrad pass. Element-wise work is counted separately in
 `other_flops` (1 FLOP per element for a bias, activation or an n-ary add per extra input; 2 for a
 batch norm at inference (scale + shift); k*k per output element for pooling), because it is
 memory-bound and tiny next to the products. Layers that only move data (concatenate, reshape,
@@ -24,8 +24,8 @@ is listed in `uncounted` rather than guessed.
 `profiler_flops(model)` freezes the forward function (batch 1, inference) and runs
 `tf.compat.v1.profiler` with the float_operation option, returning total and per-op-type FLOPs.
 TensorFlow registers FLOP statistics for Conv2D, MatMul, BatchMatMul, Conv2DBackpropInput (the
-transposed conv), BiasAdd and some element-wise ops, but not for Einsum (our attention layers), so its `matmul_flops` is
-compared with our `gflops` minus those layers.
+transposed conv), BiasAdd and some element-wise ops, but not for Einsum (the N x N products of position attention), so its
+`matmul_flops` is compared with our count of the products it sees (`FlopCount.profiler_comparable_flops`).
 """
 
 import math
@@ -51,7 +51,7 @@ class LayerCount:
     kind: str           # class name
     macs: int
     other_flops: int
-    product_ops: bool = True  # whether TensorFlow's profiler counts these MACs (False for Einsum-based layers)
+    profiled_macs: int = 0  # of `macs`, those in ops TensorFlow's profiler counts (MatMul, Conv2D; not Einsum)
 
 
 @dataclass
@@ -85,8 +85,8 @@ class FlopCount:
 
     @property
     def profiler_comparable_flops(self):
-        """2 x the MACs of layers whose products TensorFlow's profiler counts (not the Einsum-based ones)."""
-        return 2 * sum(entry.macs for entry in self.layers if entry.product_ops)
+        """2 x the MACs in ops TensorFlow's profiler counts (not the Einsum-based ones)."""
+        return 2 * sum(entry.profiled_macs for entry in self.layers)
 
     def by_kind(self):
         totals = {}
@@ -137,7 +137,8 @@ def _kernel_size(layer):
 
 
 def _layer_rule(layer, inputs, outputs):
-    """(macs, other_flops, product_ops) for one call of a known layer, or None for an unknown one."""
+    """(macs, other_flops, profiled) for one call of a known layer, or None for an unknown one; profiled: True when
+    TensorFlow's profiler counts all the MACs, else how many it counts."""
     from keras import layers as L
 
     kind = type(layer).__name__
@@ -184,19 +185,21 @@ def _layer_rule(layer, inputs, outputs):
     if kind == "ImageNormalization":
         return 0, _elements(out) * (0 if layer.mode == "none" else 1 if layer.mode == "mean_subtract" else 2), True
     if kind == "BilinearResize":
-        # TensorFlow's ResizeBilinear kernel: each output element blends 4 inputs (4 multiplies, 3 adds).
+        # The interpolation's work: each output element blends 4 inputs (4 multiplies, 3 adds). The forward pass
+        # runs it as two tent-matrix products (mostly multiplications by zero), the TF gradient as one kernel.
         return 0, 7 * _elements(out), True
     if kind == "PositionAttention":
         _, h, w, c = inputs[0]
         n, d = h * w, max(c // layer.reduction, 1)
-        macs = n * c * (2 * d + c) + n * n * d + n * n * c
-        return macs, 3 * n * n + 2 * _elements(out), False
+        projections = n * c * (2 * d + c)  # MatMul; the N x N products are Einsums
+        return projections + n * n * d + n * n * c, 3 * n * n + 2 * _elements(out), projections
     if kind == "ScaleAttention":
         target, *sources = inputs
         _, h, w, c = target
         n, d = h * w, layer.key_channels
-        macs = n * c * d + sum(n * s[-1] * (d + c) for s in sources) + n * d * len(sources) + n * c * len(sources)
-        return macs, 3 * n * len(sources) + 2 * _elements(out), False
+        projections = n * c * d + sum(n * s[-1] * (d + c) for s in sources)  # MatMul
+        macs = projections + n * d * len(sources) + n * c * len(sources)
+        return macs, 3 * n * len(sources) + 2 * _elements(out), projections
     if kind == "PlaneCoefficients":
         return 0, 20 * _elements(inputs[0][:-1] + (1,)), True  # 3 sigmoids, 4 trig, normalisation: ~20 per pixel
     if kind == "LocalPlanarGuidance":
@@ -241,8 +244,9 @@ def _count_call(layer, inputs, outputs, name, result):
         return
     rule = _layer_rule(layer, inputs, outputs)
     if rule is not None:
-        macs, other, product_ops = rule
-        result.layers.append(LayerCount(name, type(layer).__name__, int(macs), int(other), product_ops))
+        macs, other, profiled = rule
+        profiled = macs if profiled is True else profiled
+        result.layers.append(LayerCount(name, type(layer).__name__, int(macs), int(other), int(profiled)))
         return
     sublayers = _direct_sublayers(layer)
     if not sublayers:

@@ -303,3 +303,20 @@ def test_onnx_export(tiny_run, tmp_path, capsys):
     want = np.asarray(tiny_run["model"](images, training=False))
     assert got.shape == want.shape == (3, 24, 32, 1)
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_onnx_export_of_hqmd_resizes_to_odd_sizes(tmp_path):
+    """hqmd_baseline_plus at 65x97: its decoder resizes 5x7 ASPP features to the 17x25 low-level ones (a non-integer
+    scale) and 17x25 back to 65x97; the ONNX model keeps every size (a converted ResizeBilinear op rounded 73 down
+    to 72 at 289x385 and ONNX Runtime refused the model) and equals Keras."""
+    pytest.importorskip("tf2onnx")
+    onnxruntime = pytest.importorskip("onnxruntime")
+    model = hqmd_model((65, 97, 3))
+    result = export(DepthModel.from_keras(model), tmp_path / "onnx", format="onnx")
+    session = onnxruntime.InferenceSession(str(result["path"]), providers=["CPUExecutionProvider"])
+    images = np.random.default_rng(10).uniform(0, 255, (2, 65, 97, 3)).astype(np.float32)
+    got = session.run(None, {session.get_inputs()[0].name: images})[0]
+    want = np.asarray(model(images, training=False))
+    assert got.shape == want.shape == (2, 65, 97, 1)
+    np.testing.assert_allclose(got, want, rtol=0, atol=HQMD_ROUND_OFF)

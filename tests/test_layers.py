@@ -47,6 +47,51 @@ def test_resize_half_pixel_matches_tf2(in_size, out_size):
     np.testing.assert_allclose(ours, expected, atol=2e-5)
 
 
+def np_resize_gradient(upstream, in_h, in_w, align_corners):
+    """The adjoint of the resize in float64: scatter each output's upstream gradient onto its 4 source pixels with
+    the interpolation weights (`np_resize_align_corners` / half-pixel centres, sources clamped to the image)."""
+    n, out_h, out_w, c = upstream.shape
+    grad = np.zeros((n, in_h, in_w, c))
+
+    def source(i, out_size, in_size):
+        if align_corners:
+            s = i * (in_size - 1) / (out_size - 1) if out_size > 1 else 0.0
+        else:
+            s = min(max((i + 0.5) * in_size / out_size - 0.5, 0.0), in_size - 1)
+        lo = int(np.floor(s))
+        return lo, min(lo + 1, in_size - 1), s - lo
+
+    for i in range(out_h):
+        y0, y1, fy = source(i, out_h, in_h)
+        for j in range(out_w):
+            x0, x1, fx = source(j, out_w, in_w)
+            g = upstream[:, i, j]
+            grad[:, y0, x0] += g * (1 - fy) * (1 - fx)
+            grad[:, y0, x1] += g * (1 - fy) * fx
+            grad[:, y1, x0] += g * fy * (1 - fx)
+            grad[:, y1, x1] += g * fy * fx
+    return grad
+
+
+@pytest.mark.parametrize("align_corners", [True, False])
+@pytest.mark.parametrize("in_size,out_size", [((5, 7), (17, 25)), ((9, 7), (4, 5)), ((1, 1), (3, 4))])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_resize_gradient_is_the_adjoint(in_size, out_size, align_corners, dtype):
+    """The TensorFlow gradient (ResizeBilinearGrad) equals the float64 adjoint of the interpolation, in float32 and
+    under bfloat16 (its input's dtype)."""
+    x = tf.constant(RNG.normal(size=(2, *in_size, 3)), dtype)
+    upstream = RNG.normal(size=(2, *out_size, 3))
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = resize_bilinear(x, out_size, align_corners=align_corners)
+        loss = tf.reduce_sum(tf.cast(y, "float64") * upstream)
+    grad = tape.gradient(loss, x)
+    assert grad.dtype == x.dtype
+    want = np_resize_gradient(upstream, *in_size, align_corners)
+    tolerance = 1e-4 if dtype == "float32" else 0.05 * np.abs(want).max()
+    np.testing.assert_allclose(np.asarray(tf.cast(grad, "float64")), want, atol=tolerance)
+
+
 def test_bilinear_resize_layer_reference_input_dynamic_shape_and_config():
     image = keras.Input((None, None, 3))
     small = keras.layers.AveragePooling2D(4)(image)

@@ -2,7 +2,8 @@
 
 `keras.ops.image.resize` has no `align_corners`; the HQMD code resizes with it everywhere. Bilinear
 interpolation is separable, so resizing is two small matrix products with "tent" weight matrices,
-which works on every backend, for dynamic shapes, and has a cheap gradient (no gather/scatter).
+which works on every backend and for dynamic shapes; on TensorFlow the gradient is its one-pass
+`ResizeBilinearGrad` kernel (`resize_bilinear`).
 """
 
 import keras
@@ -28,18 +29,32 @@ def _interpolation_matrix(in_size, out_size, align_corners, dtype):
 def resize_bilinear(images, size, align_corners=True):
     """Resize NHWC `images` to `size` = (height, width); sizes may be dynamic tensors.
 
-    On TensorFlow this is its own `ResizeBilinear` kernel (the op TF1's `resize_bilinear` runs, same
-    weights; it interpolates in float32 whatever the input dtype), whose gradient is one pass: about half the time
-    of the two products' gradients here (MRPAN training step at 228x304: 1.9 s of einsums), which TensorFlow
-    computes with transposes around batched matrix products. Other backends use the two products.
+    On TensorFlow the gradient is TensorFlow's `ResizeBilinearGrad` kernel (the adjoint of the same interpolation,
+    one pass), not the two products' gradients, which TensorFlow computes with transposes around batched matrix
+    products (MRPAN training step at 228x304: 1.9 s of its 11 s). The forward pass stays the two products: ONNX
+    conversion of TensorFlow's `ResizeBilinear` op with align_corners rounds some output sizes down (73 -> 72 on
+    HQMD's decoder at 289x385).
     """
     if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
+        return _resize_with_kernel_gradient(images, size, align_corners)
+    return _resize_by_products(images, size, align_corners)
 
-        target = tf.stack([tf.cast(size[0], tf.int32), tf.cast(size[1], tf.int32)])
-        resized = tf.raw_ops.ResizeBilinear(images=images, size=target, align_corners=align_corners,
-                                            half_pixel_centers=not align_corners)
-        return tf.cast(resized, images.dtype)
+
+def _resize_with_kernel_gradient(images, size, align_corners):
+    import tensorflow as tf
+
+    @tf.custom_gradient
+    def resize(x):
+        def gradient(upstream):
+            return tf.raw_ops.ResizeBilinearGrad(grads=tf.cast(upstream, "float32"), original_image=x,
+                                                 align_corners=align_corners, half_pixel_centers=not align_corners)
+
+        return _resize_by_products(x, size, align_corners), gradient
+
+    return resize(images)
+
+
+def _resize_by_products(images, size, align_corners):
     shape = ops.shape(images)
     rows = _interpolation_matrix(shape[1], size[0], align_corners, images.dtype)
     cols = _interpolation_matrix(shape[2], size[1], align_corners, images.dtype)
