@@ -10,6 +10,11 @@ GPU_COMMAND = ("pip install --no-index --find-links wheels/ keras pyyaml  # only
                "KERAS_BACKEND=jax python benchmarks/gpu.py --block-tensorflow   # -> benchmarks/results_gpu.json")
 
 
+def read_analysis(folder):
+    path = Path(folder) / "ANALYSIS.md"
+    return path.read_text() if path.is_file() else None
+
+
 def read_json(path):
     path = Path(path)
     return json.loads(path.read_text()) if path.is_file() else None
@@ -415,7 +420,9 @@ def bf16_check_section(results):
     return lines + [""]
 
 
-def render(results, tuning=None, gpu=None):
+def render(results, tuning=None, gpu=None, analysis=None):
+    """RESULTS.md: the run's tables, with `analysis` (benchmarks/ANALYSIS.md: profiles and their reading, written by
+    hand with the commands that measured them) after the model and bfloat16 sections."""
     lines = ["# Benchmarks (issue 8)", "",
              "Written by `make bench` (`benchmarks/run_all.py`) from `benchmarks/results.json`; numbers from one run "
              "on this machine, each measurement in its own subprocess. Random weights (speed does not depend on "
@@ -424,6 +431,8 @@ def render(results, tuning=None, gpu=None):
     lines += matmul_section(results)
     lines += models_section(results)
     lines += bf16_check_section(results)
+    if analysis:
+        lines += [analysis.rstrip(), ""]
     lines += pipeline_section(results)
     lines += scale_section(results)
     lines += inference_section(results)
@@ -441,7 +450,7 @@ def main():
     if results is None:
         raise SystemExit("benchmarks/results.json not found: run `make bench` first.")
     (here / "RESULTS.md").write_text(render(results, tuning=read_json(here / "tuning.json"),
-                                            gpu=read_json(here / "results_gpu.json")))
+                                            gpu=read_json(here / "results_gpu.json"), analysis=read_analysis(here)))
     print(f"wrote {here / 'RESULTS.md'}")
 
 

@@ -363,7 +363,8 @@ def main(argv=None):
 
     md_path = out_dir / "RESULTS.md"
     md_path.write_text(report.render(results, tuning=report.read_json(HERE / "tuning.json"),
-                                     gpu=report.read_json(HERE / "results_gpu.json")))
+                                     gpu=report.read_json(HERE / "results_gpu.json"),
+                                     analysis=report.read_analysis(HERE)))
     log(f"done in {results['duration_s'] / 60:.1f} min: {json_path}, {md_path}")
     return 0
 

@@ -320,3 +320,25 @@ def test_onnx_export_of_hqmd_resizes_to_odd_sizes(tmp_path):
     want = np.asarray(model(images, training=False))
     assert got.shape == want.shape == (2, 65, 97, 1)
     np.testing.assert_allclose(got, want, rtol=0, atol=HQMD_ROUND_OFF)
+
+
+@pytest.mark.slow
+def test_onnx_export_of_bts_has_one_input(tmp_path):
+    """BTS (torchvision preprocessing, DenseNet-161 encoder, local planar guidance) at 64x96 exports to an ONNX model
+    whose only input is the image (the preprocessing constants once became extra inputs) and that equals Keras."""
+    pytest.importorskip("tf2onnx")
+    onnxruntime = pytest.importorskip("onnxruntime")
+    import keras
+
+    from hqdepth.models import build_model
+
+    keras.utils.set_random_seed(3)
+    model = build_model("bts", input_shape=(64, 96, 3))
+    result = export(DepthModel.from_keras(model), tmp_path / "onnx", format="onnx")
+    session = onnxruntime.InferenceSession(str(result["path"]), providers=["CPUExecutionProvider"])
+    assert len(session.get_inputs()) == 1, [i.name for i in session.get_inputs()]
+    images = np.random.default_rng(11).uniform(0, 255, (1, 64, 96, 3)).astype(np.float32)
+    got = session.run(None, {session.get_inputs()[0].name: images})[0]
+    want = np.asarray(model(images, training=False))
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-3)

@@ -114,6 +114,11 @@ def test_image_normalization_matches_keras_applications():
                                keras.applications.resnet50.preprocess_input(x.copy()), atol=1e-4)
     np.testing.assert_allclose(ImageNormalization("mean_subtract")(x), x - np.array([123.68, 116.78, 103.94]),
                                atol=1e-4)
+    # torchvision's transforms.Normalize after ToTensor, in float64; and keras.applications' "torch" mode.
+    torch_like = (x.astype(np.float64) / 255.0 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
+    np.testing.assert_allclose(ImageNormalization("torch")(x), torch_like, atol=1e-5)
+    np.testing.assert_allclose(ImageNormalization("torch")(x),
+                               keras.applications.densenet.preprocess_input(x.copy()), atol=1e-5)
     with pytest.raises(ValueError, match="normalisation mode"):
         ImageNormalization("imagenet_std")
 

@@ -45,10 +45,6 @@ PREPROCESS_CHOICES = ("mean_subtract", "keras", "inception", "caffe", "torch", "
 FREEZE_CHOICES = ("none", "stem_block1")
 POOL_PADDING_CHOICES = ("same", "zero")
 
-# torchvision's input normalisation (RGB / 255, then per channel), as RGB 0..255 statistics.
-TORCH_MEAN = (0.485, 0.456, 0.406)
-TORCH_STD = (0.229, 0.224, 0.225)
-
 # The keras.applications models whose weight files this backbone reads (v1.5: same variables as v1).
 KERAS_APPLICATION = {"v2": "ResNet50V2", "v1": "ResNet50", "v1.5": "ResNet50"}
 # Root attribute of a weights file written by a converter: the version whose weights it holds.
@@ -206,11 +202,7 @@ def resnet50(version="v2", output_stride=32, multi_grid=(1, 2, 4), weights=None,
     frozen = freeze == "stem_block1"
 
     inputs = keras.Input(shape=input_shape, name="image")
-    if mode == "torch":
-        x = layers.Normalization(mean=[255.0 * m for m in TORCH_MEAN], variance=[(255.0 * s) ** 2 for s in TORCH_STD],
-                                 name="preprocess")(inputs)
-    else:
-        x = ImageNormalization(mode, name="preprocess")(inputs)
+    x = ImageNormalization(mode, name="preprocess")(inputs)
     x = layers.ZeroPadding2D(3, name="conv1_pad")(x)
     x = _conv(64, 7, "conv1_conv", stride=2, settings=settings, trainable=not frozen)(x)
     if version != "v2":

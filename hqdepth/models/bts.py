@@ -50,6 +50,7 @@ from hqdepth.errors import ConfigError, HQDepthError
 from hqdepth.layers import (FocalScaling, FrozenAffineBatchNormalization, FusedBatchNormalization, LocalPlanarGuidance,
                             PlaneCoefficients, ScaledSigmoid)
 from hqdepth.layers.conv import conv2d
+from hqdepth.layers.preprocessing import ImageNormalization
 from hqdepth.layers.planar import KITTI_MEAN_FOCAL
 from hqdepth.models.fcn import _check_multiple
 from hqdepth.models.registry import register_model
@@ -64,8 +65,6 @@ DENSENETS = {  # name: (blocks, growth rate, initial features)
 }
 RESNET_TAPS = ("conv1_relu", "conv2_block3_out", "conv3_block4_out", "conv4_block6_out", "conv5_block3_out")
 DENSENET_TAPS = ("conv1_relu", "pool1", "pool2_pool", "pool3_pool", "bn")
-TORCH_MEAN = (0.485, 0.456, 0.406)
-TORCH_STD = (0.229, 0.224, 0.225)
 DECODER_PREFIX = "bts_"
 SIZE_MULTIPLE = 32  # five stride-2 stages, five x2 upsamplings
 
@@ -148,13 +147,9 @@ def densenet_encoder(input_shape, variant="densenet161", weights=None, freeze="o
 
     image = keras.Input(shape=input_shape, name="image")
     mode = preprocess or "torch"
-    if mode == "torch":
-        x = layers.Normalization(mean=[255.0 * m for m in TORCH_MEAN], variance=[(255.0 * s) ** 2 for s in TORCH_STD],
-                                 name="preprocess")(image)
-    elif mode == "none":
-        x = image
-    else:
+    if mode not in ("torch", "none"):
         raise ConfigError(f"DenseNet preprocess must be 'torch' or 'none', got {preprocess!r}.")
+    x = ImageNormalization(mode, name="preprocess")(image)
     x = layers.ZeroPadding2D(3, name="zero_padding2d")(x)
     x = conv(features, 7, "conv1_conv", strides=2)(x)
     x = batch_norm("conv1_bn")(x)
