@@ -30,7 +30,7 @@ demo: $(STAMP)
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
 
-# Every model against this machine's matmul rate -> benchmarks/results.json + RESULTS.md (~20 min on 2 cores).
+# Every model against this machine's matmul rate -> benchmarks/results.json + RESULTS.md (~20-25 min on 2 cores).
 # `make bench BENCH_ARGS=--quick` for a 3-minute smoke run (written to a temporary folder).
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py $(BENCH_ARGS)

@@ -412,7 +412,7 @@ def bf16_check_section(results):
               f"the loss fell by {-100 * check['float32_change']:.1f} % in float32 and {-100 * check['bfloat16_change']:.1f} % "
               f"in bfloat16; held-out batch abs_rel {fmt(abs_rel.get('float32'), 4)} (float32) vs "
               f"{fmt(abs_rel.get('mixed_bfloat16'), 4)} (bfloat16). Tolerance we hold it to (`tests/test_training_runs.py` "
-              "on a shorter run): per-step median below 5 %, every step below 15 %.", "",
+              "on a shorter run): per-step median below 5 %, every step below 35 %, the run's mean loss within 5 %.", "",
               "| step | float32 loss | mixed_bfloat16 loss |", "|---|---|---|"]
     f32, bf16 = check["losses"]["float32"], check["losses"]["mixed_bfloat16"]
     every = max(1, len(f32) // 12)

@@ -21,7 +21,7 @@ variables: the same numbers as Keras, fine-tunable, weights outside the graph pr
 `precision="bfloat16"` (`--precision bfloat16`) computes in bfloat16 except the depth head (`bfloat16_twin`): about
 twice as fast on CPUs with bfloat16 units, depths within bfloat16 rounding. Serving processes on a CPU should set
 `TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1` (docs/predict-export.md, "Fast CPU serving"): oneDNN then reorders each
-convolution's weights once instead of on every call (HQMD baseline+, batch 1: about 1.35x -> 1.0x ONNX Runtime).
+convolution's weights once instead of on every call (HQMD baseline+, batch 1: 1.37x -> 0.97x ONNX Runtime).
 
 A model with a free input size (None spatial dims) runs at the run config's `data.input_size` or `input_size`
 given here; without either, at `hqdepth.predict.free_size` of the image (computed in the graph).
@@ -200,11 +200,11 @@ def _tf_free_size(height, width):
 def bfloat16_twin(net):
     """A copy of the functional model `net` computing in bfloat16 (Keras' `mixed_bfloat16` policy: float32
     weights, bfloat16 arithmetic) except its output layer and the layers feeding it (the depth head: the last
-    conv and the sigmoid scaling to metres stay float32, or depths near 10 m would round to 4-6 cm steps).
+    conv and the sigmoid scaling to metres stay float32, or depths of 4-10 m would round to 3-6 cm steps).
 
     On CPUs with bfloat16 units (AMX, AVX512-BF16) oneDNN runs the convolutions at about twice the float32 rate;
-    the depth then differs from the float32 model's by the rounding of bfloat16 activations
-    (`benchmarks/RESULTS.md`, section Inference, states the measured difference)."""
+    the depth then differs from the float32 model's by the rounding of bfloat16 activations (measured in
+    docs/predict-export.md, "Fast CPU serving")."""
     import keras
 
     config = net.get_config()
@@ -301,7 +301,9 @@ def _write_saved_model(model, net, out, size, meta, freeze):
     signatures = {name: getattr(module, name).get_concrete_function() for name in ("serving_default", "serve",
                                                                                   "metadata")}
     try:
-        tf.saved_model.save(module, str(out), signatures=signatures)
+        # Serving needs no gradients; saving the resize's custom gradient fails on frozen graphs.
+        tf.saved_model.save(module, str(out), signatures=signatures,
+                            options=tf.saved_model.SaveOptions(experimental_custom_gradients=False))
     except Exception as error:
         raise DataError(f"cannot write the SavedModel to {out}: {error}") from None
     extra = out / "assets.extra"

@@ -305,40 +305,62 @@ def test_onnx_export(tiny_run, tmp_path, capsys):
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
 
 
+# Runs in a fresh interpreter: tf2onnx's conversion of a full model crashed pytest workers that had run other tests
+# first (not reproduced alone). Builds the model, exports it to ONNX, runs ONNX Runtime and Keras; prints a JSON line.
+ONNX_PROCESS = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import keras
+    import onnxruntime
+    sys.path.insert(0, sys.argv[4])
+    from predict_helpers import hqmd_model
+    from hqdepth.export import export
+    from hqdepth.models import build_model
+    from hqdepth.predict import DepthModel
+    name, size, out = sys.argv[1], tuple(int(v) for v in sys.argv[2].split("x")), sys.argv[3]
+    if name == "hqmd_baseline_plus":
+        model = hqmd_model((*size, 3))
+    else:
+        keras.utils.set_random_seed(3)
+        model = build_model(name, input_shape=(*size, 3))
+    result = export(DepthModel.from_keras(model), out, format="onnx")
+    session = onnxruntime.InferenceSession(str(result["path"]), providers=["CPUExecutionProvider"])
+    images = np.random.default_rng(10).uniform(0, 255, (2, *size, 3)).astype(np.float32)
+    got = session.run(None, {session.get_inputs()[0].name: images})[0]
+    want = np.asarray(model(images, training=False))
+    print(json.dumps({"inputs": [i.name for i in session.get_inputs()], "shape": list(got.shape),
+                      "want_shape": list(want.shape), "max_diff": float(np.abs(got - want).max())}))
+""")
+
+
+def onnx_in_fresh_process(name, size, tmp_path):
+    pytest.importorskip("tf2onnx")
+    pytest.importorskip("onnxruntime")
+    from pathlib import Path
+
+    process = subprocess.run([sys.executable, "-c", ONNX_PROCESS, name, size, str(tmp_path / "onnx"),
+                              str(Path(__file__).resolve().parent)], capture_output=True, text=True, timeout=600)
+    assert process.returncode == 0, process.stderr[-3000:]
+    return json.loads(process.stdout.strip().splitlines()[-1])
+
+
 @pytest.mark.slow
 def test_onnx_export_of_hqmd_resizes_to_odd_sizes(tmp_path):
     """hqmd_baseline_plus at 65x97: its decoder resizes 5x7 ASPP features to the 17x25 low-level ones (a non-integer
     scale) and 17x25 back to 65x97; the ONNX model keeps every size (a converted ResizeBilinear op rounded 73 down
     to 72 at 289x385 and ONNX Runtime refused the model) and equals Keras."""
-    pytest.importorskip("tf2onnx")
-    onnxruntime = pytest.importorskip("onnxruntime")
-    model = hqmd_model((65, 97, 3))
-    result = export(DepthModel.from_keras(model), tmp_path / "onnx", format="onnx")
-    session = onnxruntime.InferenceSession(str(result["path"]), providers=["CPUExecutionProvider"])
-    images = np.random.default_rng(10).uniform(0, 255, (2, 65, 97, 3)).astype(np.float32)
-    got = session.run(None, {session.get_inputs()[0].name: images})[0]
-    want = np.asarray(model(images, training=False))
-    assert got.shape == want.shape == (2, 65, 97, 1)
-    np.testing.assert_allclose(got, want, rtol=0, atol=HQMD_ROUND_OFF)
+    result = onnx_in_fresh_process("hqmd_baseline_plus", "65x97", tmp_path)
+    assert result["shape"] == result["want_shape"] == [2, 65, 97, 1]
+    assert result["max_diff"] <= HQMD_ROUND_OFF, result
 
 
 @pytest.mark.slow
 def test_onnx_export_of_bts_has_one_input(tmp_path):
     """BTS (torchvision preprocessing, DenseNet-161 encoder, local planar guidance) at 64x96 exports to an ONNX model
     whose only input is the image (the preprocessing constants once became extra inputs) and that equals Keras."""
-    pytest.importorskip("tf2onnx")
-    onnxruntime = pytest.importorskip("onnxruntime")
-    import keras
-
-    from hqdepth.models import build_model
-
-    keras.utils.set_random_seed(3)
-    model = build_model("bts", input_shape=(64, 96, 3))
-    result = export(DepthModel.from_keras(model), tmp_path / "onnx", format="onnx")
-    session = onnxruntime.InferenceSession(str(result["path"]), providers=["CPUExecutionProvider"])
-    assert len(session.get_inputs()) == 1, [i.name for i in session.get_inputs()]
-    images = np.random.default_rng(11).uniform(0, 255, (1, 64, 96, 3)).astype(np.float32)
-    got = session.run(None, {session.get_inputs()[0].name: images})[0]
-    want = np.asarray(model(images, training=False))
-    assert got.shape == want.shape
-    np.testing.assert_allclose(got, want, rtol=0, atol=1e-3)
+    result = onnx_in_fresh_process("bts", "64x96", tmp_path)
+    assert len(result["inputs"]) == 1, result["inputs"]
+    assert result["shape"] == result["want_shape"] == [2, 64, 96, 1]
+    # Measured 5e-3 m: random DenseNet-161 + planar-guidance weights amplify float32 round-off (0.05 % of 10 m);
+    # missing or wrong preprocessing constants move depths by metres.
+    assert result["max_diff"] <= 2e-2, result
