@@ -420,6 +420,8 @@ def test_mixed_bfloat16_trains_like_float32():
     import importlib.util
 
     benchmarks = Path(__file__).resolve().parent.parent / "benchmarks"
+    # experiments/ has a `common` module too: let the benchmark scripts import their own, then put things back.
+    saved = {name: sys.modules.pop(name) for name in ("common", "cpu_step", "variants") if name in sys.modules}
     sys.path.insert(0, str(benchmarks))
     try:
         spec = importlib.util.spec_from_file_location("bf16_check", benchmarks / "bf16_check.py")
@@ -429,6 +431,9 @@ def test_mixed_bfloat16_trains_like_float32():
         losses, abs_rel, _ = module.curves(args)
     finally:
         sys.path.remove(str(benchmarks))
+        for name in ("common", "cpu_step", "variants"):
+            sys.modules.pop(name, None)
+        sys.modules.update(saved)
     assert keras.config.dtype_policy().name == "float32"
     f32, bf16 = (np.asarray(losses[p]) for p in ("float32", "mixed_bfloat16"))
     assert np.isfinite(f32).all() and np.isfinite(bf16).all()
