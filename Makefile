@@ -15,7 +15,7 @@ $(STAMP): setup.py
 	touch $(STAMP)
 
 # The full suite (what CI runs) on two pytest-xdist workers (14 min 30 s for 454 tests on a 2-core Xeon
-# VM at 01:00 UTC 2026-11-30; 12 min 19 s for 429 earlier), listing skip reasons.
+# VM at 04:00 UTC 2026-11-30, full suite 1 failure since fixed; 12 min 19 s for 429 earlier), listing skip reasons.
 test: $(STAMP)
 	$(PY) -m pytest -q -rs -n 2 tests
 
