@@ -32,16 +32,14 @@ def curves(args):
     import keras
     import numpy as np
 
-    from cpu_step import build_optimizer, parse_size
+    from cpu_step import build_optimizer, parse_size, with_random_backbone
     from hqdepth.data import open_source
     from hqdepth.training import recipes, trainer
-    from hqdepth.weights import pretrained
 
     size = parse_size(args.size)
     config = recipes.resolve_config(args.recipe, sets=[f"data.input_size=[{size[0]}, {size[1]}]",
                                                        f"optimizer.learning_rate={args.lr}", "schedule.name=constant"])
-    if pretrained.has_backbone(config["model"]["name"], config["model"]["options"]):
-        config["model"]["options"]["backbone_weights"] = pretrained.NONE
+    with_random_backbone(config)
     source = open_source(f"synthetic:{args.steps * args.batch + args.batch}?size={size[0]}x{size[1]}", split="train")
     samples = [source[i] for i in range(len(source))]
     images = np.stack([s.rgb for s in samples]).astype("float32")

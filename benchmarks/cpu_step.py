@@ -112,6 +112,16 @@ def local_matmul(dtype, n=4096, calls=3):
     return 2 * n ** 3 / statistics.median(times) / 1e9
 
 
+def with_random_backbone(config):
+    """`config` with a pretrained backbone replaced by random weights (speed does not depend on them, and nothing is
+    downloaded); the recipe's frozen layers are kept, so the step trains what the recipe trains."""
+    from hqdepth.weights import pretrained
+
+    if pretrained.has_backbone(config["model"]["name"], config["model"]["options"]):
+        config["model"]["options"]["backbone_weights"] = pretrained.NONE
+    return config
+
+
 def build(args):
     """(model, timed model, config, forward FLOPs per image of the timed model)."""
     import keras
@@ -119,7 +129,6 @@ def build(args):
     import variants
     from hqdepth.flops import count_flops
     from hqdepth.training import recipes, trainer
-    from hqdepth.weights import pretrained
 
     sets = variants.apply(args.variant)  # before the model is built and traced
     keras.config.set_dtype_policy(args.precision)
@@ -132,10 +141,7 @@ def build(args):
         config["model"] = {"name": args.model, "options": {}}
     size = parse_size(args.size) if args.size else tuple(config["data"]["input_size"])
     config["data"]["input_size"] = list(size)
-    if pretrained.has_backbone(config["model"]["name"], config["model"]["options"]):
-        # Random weights (speed does not depend on them; no download); the recipe's frozen layers are kept.
-        config["model"]["options"]["backbone_weights"] = pretrained.NONE
-    model = trainer.build_model(config)
+    model = trainer.build_model(with_random_backbone(config))
     timed = model
     if args.upto:
         timed = keras.Model(model.inputs, model.get_layer(args.upto).output, name=f"{model.name}_upto_{args.upto}")

@@ -13,7 +13,7 @@ Then it times them in two fresh processes that only load and call the exports (`
 - `serving`: with `TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1`, TensorFlow's switch for processes whose weights never change:
   oneDNN then reorders each convolution's weights into its blocked layout once and keeps them, instead of on
   every call. Safe only where weights never change (a server of SavedModels); a process that trains, or runs two
-  convolutions of the same shape eagerly, gets wrong results from it (`docs/export.md`).
+  convolutions of the same shape eagerly, gets wrong results from it (`docs/predict-export.md`).
 In each timing process every variant is loaded first; then `--rounds` rounds call each variant twice in a row at
 batch 1 (the second call timed) in an order rotated from round to round, so that all see the same load and none pays
 for waking its thread pool after another runtime; then `--batch-rounds` rounds of batch-`--batch` calls likewise
@@ -25,7 +25,6 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import shutil  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
@@ -83,10 +82,8 @@ def export_and_time(args, workdir):
 def export_all(args, workdir):
     """Build, rescale the head, compute Keras' output on the inputs, export the variants; returns the size."""
     import numpy as np
-    import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(args.cores)
-    tf.config.threading.set_inter_op_parallelism_threads(args.cores)
+    set_threads(args.cores)
     import keras
 
     import inference
@@ -117,8 +114,7 @@ def time_exports(args, workdir):
     import numpy as np
     import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(args.cores)
-    tf.config.threading.set_inter_op_parallelism_threads(args.cores)
+    set_threads(args.cores)
     with np.load(workdir / "inputs.npz") as stored:
         x1, xb, reference = stored["x1"], stored["xb"], stored["reference"]
     calls, keep = {}, []
@@ -166,6 +162,14 @@ def time_exports(args, workdir):
     emit({"rows": rows, "load_start": load_start, "load_end": os.getloadavg()[0],
           "assume_frozen_weights": os.environ.get("TF_ONEDNN_ASSUME_FROZEN_WEIGHTS")})
     return 0
+
+
+def set_threads(cores):
+    """TensorFlow's intra- and inter-op pools at `cores` (before TensorFlow runs anything)."""
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(cores)
+    tf.config.threading.set_inter_op_parallelism_threads(cores)
 
 
 def interleave(calls, x, rounds):

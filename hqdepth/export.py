@@ -227,28 +227,28 @@ def bfloat16_twin(net):
 
 def _output_and_feeding_layers(config):
     """Names of a functional config's output layers and of the layers whose outputs they take."""
-    outputs = {entry[0] for entry in keras_histories(config["output_layers"])}
+    outputs = {entry[0] for entry in _keras_histories(config["output_layers"])}
     feeding = set()
     for layer in config["layers"]:
         if layer["name"] in outputs:
-            feeding |= {entry[0] for entry in keras_histories(layer.get("inbound_nodes", []))}
+            feeding |= {entry[0] for entry in _keras_histories(layer.get("inbound_nodes", []))}
     return outputs | feeding
 
 
-def keras_histories(node):
+def _keras_histories(node):
     """Every [layer name, node index, tensor index] reference inside a piece of a functional config."""
     if isinstance(node, dict):
         if "keras_history" in node:
             yield node["keras_history"]
             return
         for value in node.values():
-            yield from keras_histories(value)
+            yield from _keras_histories(value)
     elif isinstance(node, (list, tuple)):
         if len(node) == 3 and isinstance(node[0], str) and all(isinstance(v, int) for v in node[1:]):
             yield node
             return
         for value in node:
-            yield from keras_histories(value)
+            yield from _keras_histories(value)
 
 
 def _write_saved_model(model, net, out, size, meta, freeze):
