@@ -85,13 +85,18 @@ def test_frozen_affine_is_fused_and_keeps_gamma_beta_fixed():
     np.testing.assert_allclose(np.asarray(layer.moving_mean), 0.01 * x.mean(axis=(0, 1, 2)), rtol=1e-5)
 
 
-def adam_reference(w, gradients, rates, beta_1=0.9, beta_2=0.999, epsilon=1e-7, weight_decay=0.0):
-    """Keras' Adam / AdamW in float64 (decoupled decay applied before the update, as Keras does). The betas are
-    float32 constants there: 1 - float32(0.999) is 1.3e-5 away from 0.001, which shows in the second moment."""
-    beta_1, beta_2 = float(np.float32(beta_1)), float(np.float32(beta_2))
+def adam_reference(w, gradients, rates, beta_1=0.9, beta_2=0.999, epsilon=1e-7, weight_decay=0.0, l2=0.0,
+                   float32_betas=True):
+    """Keras' Adam / AdamW in float64 (decoupled decay applied before the update, as Keras does), with
+    PyTorch Adam's weight_decay as `l2` (added to the gradient). The fused kernel takes the betas as float32
+    constants (`float32_betas`): 1 - float32(0.999) is 1.3e-5 away from 0.001, which shows in the second
+    moment; Keras' own update computes 1 - beta in Python."""
+    if float32_betas:
+        beta_1, beta_2 = float(np.float32(beta_1)), float(np.float32(beta_2))
     w = w.astype(np.float64)
     m, v = np.zeros_like(w), np.zeros_like(w)
     for t, (g, lr) in enumerate(zip(gradients, rates), start=1):
+        g = g + l2 * w
         w = w - lr * weight_decay * w
         m = m + (g - m) * (1 - beta_1)
         v = v + (g * g - v) * (1 - beta_2)
@@ -99,24 +104,31 @@ def adam_reference(w, gradients, rates, beta_1=0.9, beta_2=0.999, epsilon=1e-7, 
     return w, m, v
 
 
-@pytest.mark.parametrize("name,weight_decay", [("adam", 0.0), ("AdamW", 0.05)])
-def test_fused_adam_against_numpy(name, weight_decay):
+@pytest.mark.parametrize("name,weight_decay,l2,fused", [("adam", 0.0, 0.0, True), ("AdamW", 0.05, 0.0, True),
+                                                        ("adam", 0.0, 0.3, True), ("adam", 0.0, 0.3, False)])
+def test_fused_adam_against_numpy(name, weight_decay, l2, fused):
     rng = np.random.default_rng()
     w0 = rng.normal(size=(6, 5)).astype(np.float32)
-    gradients = [rng.normal(scale=rng.uniform(0.01, 3), size=w0.shape).astype(np.float32) for _ in range(6)]
+    # small gradients beside the weights: the L2 term is then a large part of what the moments see
+    gradients = [rng.normal(scale=rng.uniform(0.01, 3 - 2.9 * bool(l2)), size=w0.shape).astype(np.float32)
+                 for _ in range(6)]
     schedule = keras.optimizers.schedules.ExponentialDecay(1e-2, 2, 0.5, staircase=True)
     rates = [float(schedule(step)) for step in range(len(gradients))]
-    config = {"learning_rate": schedule, "epsilon": 1e-7, **({"weight_decay": weight_decay} if weight_decay else {})}
-    optimizer = get_optimizer(name, config)
-    assert isinstance(optimizer, FusedAdamW if weight_decay else FusedAdam)
+    config = {"learning_rate": schedule, "epsilon": 1e-7, **({"weight_decay": weight_decay} if weight_decay else {}),
+              **({"l2_weight_decay": l2} if l2 else {})}
+    optimizer = get_optimizer(name, config, fused=fused)
+    assert isinstance(optimizer, FusedAdamW if weight_decay else FusedAdam) and optimizer.one_pass == fused
     variable = keras.Variable(w0)
     optimizer.build([variable])
     step = tf.function(lambda g: optimizer.apply_gradients([(g, variable)]))
-    assert "ResourceApplyAdam" in {op.type for op in step.get_concrete_function(
-        tf.TensorSpec(w0.shape)).graph.get_operations()}
+    assert fused == ("ResourceApplyAdam" in {op.type for op in step.get_concrete_function(
+        tf.TensorSpec(w0.shape)).graph.get_operations()})
     for gradient in gradients:
         step(tf.constant(gradient))
-    w, m, v = adam_reference(w0, gradients, rates, weight_decay=weight_decay)
+    w, m, v = adam_reference(w0, gradients, rates, weight_decay=weight_decay, l2=l2, float32_betas=fused)
+    if l2:  # the coupled decay is not the decoupled one, nor nothing
+        for other in (adam_reference(w0, gradients, rates)[0], adam_reference(w0, gradients, rates, weight_decay=l2)[0]):
+            assert np.abs(other - w).max() > 1e-4
     np.testing.assert_allclose(np.asarray(variable), w, rtol=0, atol=1e-6)
     np.testing.assert_allclose(np.asarray(optimizer._momentums[0]), m, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(np.asarray(optimizer._velocities[0]), v, rtol=1e-5, atol=1e-9)
@@ -129,3 +141,10 @@ def test_unfused_optimizer_is_keras_and_config_round_trips():
     fused = get_optimizer("adamw", {"learning_rate": 1e-3, "weight_decay": 0.01})
     restored = keras.optimizers.deserialize(keras.optimizers.serialize(fused))
     assert type(restored) is FusedAdamW and restored.weight_decay == 0.01
+    coupled = get_optimizer("adam", {"learning_rate": 1e-3, "l2_weight_decay": 1e-4}, fused=False)
+    restored = keras.optimizers.deserialize(keras.optimizers.serialize(coupled))
+    assert type(restored) is FusedAdam and (restored.l2_weight_decay, restored.one_pass) == (1e-4, False)
+    with pytest.raises(ValueError, match="l2_weight_decay"):
+        get_optimizer("adam", {"learning_rate": 1e-3, "l2_weight_decay": -1.0})
+    with pytest.raises(ValueError, match="l2_weight_decay"):  # only Adam/AdamW take it
+        get_optimizer("sgd", {"learning_rate": 1e-3, "l2_weight_decay": 1e-4})

@@ -43,4 +43,6 @@ def test_stated_facts():
     mrpan = recipes.get_recipe("mrpan_nyu")
     assert mrpan["schedule"] == {"name": "step", "options": {"every_epochs": 5, "factor": 0.9}}
     assert (mrpan["train"]["batch_size"], mrpan["train"]["epochs"]) == (4, 20)
-    assert mrpan["optimizer"]["options"]["weight_decay"] == 1e-4 and mrpan["loss"]["name"] == "MultiScaleDepthLoss"
+    # PyTorch Adam's coupled weight decay, as SARPN's code; not Keras' decoupled one
+    assert mrpan["optimizer"]["options"] == {"beta_1": 0.9, "beta_2": 0.999, "l2_weight_decay": 1e-4}
+    assert mrpan["loss"]["name"] == "MultiScaleDepthLoss"

@@ -11,16 +11,33 @@ update in one multi-threaded pass. Same formulas (Kingma & Ba with Keras' epsilo
 AdamW's decoupled weight decay is applied by Keras before the update, unchanged. Other backends,
 amsgrad, sparse gradients and non-float32 variables take Keras' own `update_step`. Recipes choose with
 `optimizer.fused` (default true; false = Keras' classes).
+
+`l2_weight_decay` is PyTorch `Adam(weight_decay=...)`: it adds `l2_weight_decay * w` to each gradient
+before the Adam step (L2 regularisation, coupled to the adaptive step), unlike Keras' `weight_decay`,
+which shrinks the weights beside it (decoupled, AdamW). Papers trained with PyTorch Adam and a weight
+decay (MRPAN, SARPN, Hu et al.) used the coupled form; it is what their numbers come from.
 """
 
 import keras
 
 
 class _FusedAdamUpdate:
+    def __init__(self, *args, l2_weight_decay=0.0, one_pass=True, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not l2_weight_decay >= 0:
+            raise ValueError(f"l2_weight_decay={l2_weight_decay!r} must be >= 0")
+        self.l2_weight_decay = float(l2_weight_decay)
+        self.one_pass = bool(one_pass)
+
+    def get_config(self):
+        return {**super().get_config(), "l2_weight_decay": self.l2_weight_decay, "one_pass": self.one_pass}
+
     def update_step(self, gradient, variable, learning_rate):
         import tensorflow as tf
 
-        if (keras.backend.backend() != "tensorflow" or self.amsgrad or
+        if self.l2_weight_decay:  # PyTorch Adam's weight_decay: part of the gradient the moments see
+            gradient = gradient + keras.ops.cast(variable, gradient.dtype) * self.l2_weight_decay
+        if (not self.one_pass or keras.backend.backend() != "tensorflow" or self.amsgrad or
                 keras.backend.standardize_dtype(variable.dtype) != "float32" or isinstance(gradient, tf.IndexedSlices)):
             return super().update_step(gradient, variable, learning_rate)
         index = self._get_variable_index(variable)
@@ -36,20 +53,23 @@ class _FusedAdamUpdate:
 
 @keras.saving.register_keras_serializable(package="hqdepth")
 class FusedAdam(_FusedAdamUpdate, keras.optimizers.Adam):
-    """`keras.optimizers.Adam` (same config, slots and results) with a one-pass update on TensorFlow."""
+    """`keras.optimizers.Adam` (same config, slots and results) with a one-pass update on TensorFlow
+    (`one_pass=False`: Keras' update) and PyTorch Adam's coupled `l2_weight_decay`."""
 
 
 @keras.saving.register_keras_serializable(package="hqdepth")
 class FusedAdamW(_FusedAdamUpdate, keras.optimizers.AdamW):
-    """`keras.optimizers.AdamW` (same config, slots and results) with a one-pass update on TensorFlow."""
+    """`keras.optimizers.AdamW` (same config, slots and results) with a one-pass update on TensorFlow
+    (`one_pass=False`: Keras' update) and PyTorch Adam's coupled `l2_weight_decay`."""
 
 
 FUSED = {"adam": FusedAdam, "adamw": FusedAdamW}
 
 
 def get_optimizer(name, config, fused=True):
-    """The Keras optimizer `name` (as `keras.optimizers.get`) built from `config`; Adam and AdamW fused when asked."""
-    cls = FUSED.get(name.lower()) if fused else None
-    if cls is None:
+    """The Keras optimizer `name` (as `keras.optimizers.get`) built from `config`; Adam and AdamW fused when
+    asked. `config["l2_weight_decay"]` (Adam/AdamW only) keeps our classes, with Keras' update when not fused."""
+    cls = FUSED.get(name.lower())
+    if cls is None or not (fused or config.get("l2_weight_decay")):
         return keras.optimizers.get({"class_name": name, "config": config})
-    return cls.from_config(config)
+    return cls.from_config({**config, "one_pass": fused})

@@ -254,6 +254,9 @@ def summary_line(config):
     size = "x".join(map(str, size)) if size else "any"
     train = config["train"]
     length = f"{train['total_steps']} steps" if train["total_steps"] else f"{train['epochs']} epochs"
+    if train.get("max_steps"):  # the schedule keeps its length; the run stops early
+        schedule = f"{train['total_steps']}-step" if train["total_steps"] else f"{train['epochs']}-epoch"
+        length = f"stops at {train['max_steps']} steps of a {schedule} schedule"
     return (f"{config['model']['name']} + {config['loss']['name']}, {config['optimizer']['name']} "
             f"{config['optimizer']['learning_rate']:g} ({config['schedule']['name']}), batch "
             f"{config['train']['batch_size']}, {length}, {size}")
