@@ -199,8 +199,13 @@ def test_two_workers_train_synchronously_with_equal_weights(tmp_path):
     for process, output in zip(processes, outputs):
         assert process.returncode == 0, output[-3000:]
     assert "multi-worker: 2 replicas, global batch 4" in outputs[0]
+    # the chief scores the iBims metrics of the synthetic scenes' exact edges and planes at each validation
+    assert "iBims geometric metrics at each validation" in outputs[0]
     results = json.loads((out / "results.json").read_text())
     assert results["steps"] == 2 and results["replicas"] == 2
+    header, row = (out / "metrics.csv").read_text().strip().splitlines()[:2]
+    logged = dict(zip(header.split(","), row.split(",")))
+    assert all(np.isfinite(float(logged[key])) for key in ("val_dbe_acc", "val_dbe_comp", "val_pe_plan")), logged
     chief = keras.saving.load_model(out / "model.keras", compile=False)
     worker = keras.saving.load_model(out / "model.keras", compile=False)
     worker.load_weights(out / ".worker-1" / "model.weights.h5")

@@ -26,7 +26,8 @@ from hqdepth.training import recipes as recipes_lib
 from hqdepth.training.callbacks import RunBackup
 from hqdepth.training.trainer import (
     Plan, RunBackupFactory, build_loss, build_model, build_optimizer, compile_metrics, finish_run,
-    fixed_validation_samples, load_split, make_callbacks, prepare_run_folder, print_summary, read_results,
+    fixed_validation_samples, geometry_validation, load_split, make_callbacks, prepare_run_folder, print_summary,
+    read_results,
     resolve_precision, set_determinism, split_length, synchronize_batchnorm,
 )
 
@@ -108,6 +109,8 @@ def train_multiworker(config, data, out, *, val_data=None, test_data=None, overw
     val_dist = dataset(config["data"]["val_split"], val_data, False)
     images, depths = fixed_validation_samples(config, val_data, config["train"]["image_samples"]) if chief else (None,
                                                                                                              None)
+    # The chief alone scores the iBims metrics (its own forward passes, as for the TensorBoard images).
+    geometry = geometry_validation(config, val_data, validation_steps * plan.global_batch, say) if chief else None
     with strategy.scope():
         model = build_model(config)
         if replicas > 1:
@@ -124,7 +127,7 @@ def train_multiworker(config, data, out, *, val_data=None, test_data=None, overw
     if state:
         say(f"  resuming from the backup at step {state.get('iterations')} (period {period + 1}, step {step_in_period})")
     callbacks = make_callbacks(config, out, plan, images, depths, backup, steps_done=state and state.get("iterations"),
-                               chief=chief, print_fn=say)
+                               chief=chief, print_fn=say, geometry=geometry)
     if chief:
         from hqdepth.training.callbacks import trim_metrics_csv
 
@@ -157,10 +160,13 @@ def train_multiworker(config, data, out, *, val_data=None, test_data=None, overw
         for _ in range(validation_steps):
             _accumulate(val_sums, step.evaluate(val_iterator))
         logs = {**_logs(sums), **{f"val_{k}": v for k, v in _logs(val_sums).items()}}
+        if geometry is not None:  # first, so that the line below and every callback see val_dbe_* etc.
+            geometry.on_epoch_end(period, logs)
         if chief:
             say(f"period {period + 1}/{plan.periods}: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(logs.items())))
         for callback in callbacks:
-            callback.on_epoch_end(period, logs)
+            if callback is not geometry:
+                callback.on_epoch_end(period, logs)
         for key, value in logs.items():
             history.setdefault(key, []).append(value)
         period += 1
