@@ -254,6 +254,33 @@ def test_synthetic_source_through_the_pipeline():
     assert image.shape == (2, 29, 38, 3) and depth.shape == (2, 29, 38, 1)
 
 
+def test_the_pipeline_reads_depth_samples_without_the_geometry():
+    """Training reads `Source.depth_sample`: synthetic scenes skip their edges and planes there (half the CPU
+    per scene at 64x96), with the same pixels as the full sample."""
+    source = open_source("synthetic:4?size=24x32", "val")
+    full, lean = source[-1], source.depth_sample(-1)
+    np.testing.assert_array_equal(full.rgb, lean.rgb)
+    np.testing.assert_array_equal(full.depth, lean.depth)
+    assert "edges" in full.meta and set(lean.meta) == {"id", "focal", "seed", "split"}
+    assert {k: full.meta[k] for k in lean.meta} == lean.meta
+    with pytest.raises(IndexError, match="out of range"):
+        source.depth_sample(4)
+
+    class DepthOnly(Source):  # a source that serves training reads only: the pipeline must call depth_sample
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, index):
+            raise AssertionError("the pipeline read a full sample")
+
+        def depth_sample(self, index):
+            return source.depth_sample(index)
+
+    images, depths = next(iter(load(DepthOnly(), "val", "none", 4, size=(24, 32), shuffle=False)))
+    np.testing.assert_array_equal(np.asarray(images)[3], full.rgb)
+    np.testing.assert_allclose(np.asarray(depths)[3], full.depth)
+
+
 def test_real_frames_through_the_pipeline(realdata):
     nyu = load(f"csv:{realdata / 'nyu_test10' / 'nyu2_mini_test.csv'}?scale=1000", "test", "hqmd", 5)
     image, depth = next(iter(nyu))

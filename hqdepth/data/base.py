@@ -31,6 +31,11 @@ class Source:
     def __getitem__(self, index) -> Sample:
         raise NotImplementedError
 
+    def depth_sample(self, index) -> Sample:
+        """Sample `index` for a training pipeline, which reads rgb, depth and meta's id and focal only; a
+        source whose other meta (e.g. geometric ground truth) costs work may leave it out."""
+        return self[index]
+
     def __iter__(self):
         for index in range(len(self)):
             yield self[index]

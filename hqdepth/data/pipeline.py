@@ -99,6 +99,7 @@ def _indexed_reader(source, skip_bad, with_focal):
     """numpy function: index -> (rgb uint8, depth float32, focal float32, status int32, error message)."""
     empty_rgb = np.zeros((0, 0, 3), np.uint8)
     empty_depth = np.zeros((0, 0, 1), np.float32)
+    read_sample = getattr(source, "depth_sample", source.__getitem__)  # Source subclasses, or any indexable
 
     def read(index):
         index = int(index)
@@ -106,7 +107,7 @@ def _indexed_reader(source, skip_bad, with_focal):
             return empty_rgb, empty_depth, np.float32(np.nan), np.int32(_END_OF_PASS), b""
         try:
             try:
-                sample = source[index]
+                sample = read_sample(index)
             except DataError:
                 raise
             except Exception as error:  # noqa: BLE001 - any failure of a source becomes a DataError

@@ -664,14 +664,15 @@ def parse_size(value):
     return size
 
 
-def make_sample(split, index, size=DEFAULT_SIZE, offset=0):
-    """Scene `index` of `split` as a `Sample` (meta: id, focal = fx, seed, split, and the geometric ground
-    truth of `geometry_truth`: edges, plane_ids, plane_normals, plane_equations, intrinsics)."""
+def make_sample(split, index, size=DEFAULT_SIZE, offset=0, geometry=True):
+    """Scene `index` of `split` as a `Sample` (meta: id, focal = fx, seed, split, and with `geometry` the
+    geometric ground truth of `geometry_truth`: edges, plane_ids, plane_normals, plane_equations, intrinsics)."""
     seed = scene_seed(split, index, offset)
     scene = random_scene(seed)
     rgb, depth, ids = render(scene, size, return_ids=True)
-    meta = {"id": f"synthetic-{split}-{offset + index:07d}", "focal": intrinsics(*size)[0], "seed": seed, "split": split,
-            **geometry_truth(scene, depth, ids)}
+    meta = {"id": f"synthetic-{split}-{offset + index:07d}", "focal": intrinsics(*size)[0], "seed": seed, "split": split}
+    if geometry:
+        meta.update(geometry_truth(scene, depth, ids))
     return Sample(rgb, depth, meta)
 
 
@@ -942,11 +943,19 @@ class SyntheticSource(Source):
         return self.count
 
     def __getitem__(self, index):
+        return make_sample(self.split, self._checked(index), self.size, self.offset)
+
+    def depth_sample(self, index):
+        """Scene `index` without its geometric ground truth: what a training pipeline reads (the edges and
+        planes cost about a third more CPU per scene and the pipeline would drop them)."""
+        return make_sample(self.split, self._checked(index), self.size, self.offset, geometry=False)
+
+    def _checked(self, index):
         if index < 0:
             index += self.count
         if not 0 <= index < self.count:
             raise IndexError(f"synthetic {self.split} index {index} out of range (count {self.count})")
-        return make_sample(self.split, index, self.size, self.offset)
+        return index
 
     def seed(self, index):
         return scene_seed(self.split, index, self.offset)
