@@ -27,8 +27,7 @@ from hqdepth.training.callbacks import RunBackup
 from hqdepth.training.trainer import (
     Plan, RunBackupFactory, build_loss, build_model, build_optimizer, compile_metrics, finish_run,
     fixed_validation_samples, geometry_validation, load_split, make_callbacks, prepare_run_folder, print_summary,
-    read_results,
-    resolve_precision, set_determinism, split_length, synchronize_batchnorm,
+    read_results, resolve_precision, set_determinism, split_length, synchronize_batchnorm,
 )
 
 
