@@ -11,6 +11,9 @@ shows its worth:
   is traced from then on in this process.
 - `keras_adam`: the recipe's optimizer built with `optimizer.fused=false` (Keras' own Adam/AdamW `update_step`, about
   nine element-wise passes per variable): a config override, returned by `apply` for `recipes.resolve_config`.
+- `tf_kernel_gradients`: `train.kernel_gradients=tensorflow`, TensorFlow's own kernel gradients for the 1x1 and dilated
+  convolutions that mixed_bfloat16 runs compute as matrix products (`hqdepth.layers.weight_gradients`); a config
+  override (the `--check` below covers the first two; tests/test_weight_gradients.py covers this one).
 
 `python benchmarks/variants.py --check`: each variant against the package default on random data (equal to float32
 round-off), and the fused op present in the default's graph and absent from the variant's (a variant that changed
@@ -20,6 +23,8 @@ nothing would pass the numbers alone).
 VARIANTS = {
     "keras_bn": "batch norm by Keras' BatchNormalization.call instead of FusedBatchNormV3",
     "keras_adam": "Adam by Keras' update_step (optimizer.fused=false) instead of ResourceApplyAdam",
+    "tf_kernel_gradients": "TensorFlow's kernel gradients of 1x1 and dilated convolutions (train.kernel_gradients="
+                           "tensorflow) instead of matrix products under mixed_bfloat16",
 }
 
 
@@ -42,6 +47,8 @@ def apply(names):
             _keras_batch_norm()
         elif name == "keras_adam":
             sets.append("optimizer.fused=false")
+        elif name == "tf_kernel_gradients":
+            sets.append("train.kernel_gradients=tensorflow")
     return sets
 
 

@@ -82,7 +82,9 @@ def test_recipes_from_dicts_and_files_round_trip_and_refuse_unknown_fields(tmp_p
     with pytest.raises(ConfigError, match="unknown recipe field 'train.epoch'; known: .*epochs"):
         hqdepth.recipe("hqmd_plus_full", overrides={"train.epoch": 3})
     assert "300000 steps" in repr(hqdepth.recipe("hqmd_plus_full"))
-    # a run cut short by train.max_steps says so, beside the schedule's own length
+    # train.max_steps replaces the run's length: the line says so, beside the recipe's own
     short = hqdepth.recipe("hqmd_plus_full", overrides={"train.max_steps": 2000})
-    assert "stops at 2000 steps of a 300000-step schedule" in repr(short)
+    assert "2000 steps (train.max_steps; the recipe's run: 300000 steps)" in repr(short)
+    longer = hqdepth.recipe("bts_nyu", overrides={"train.max_steps": 400000})
+    assert "400000 steps (train.max_steps; the recipe's run: 50 epochs)" in repr(longer)
     json.dumps(r.config)  # plain data

@@ -144,7 +144,29 @@ def test_unfused_optimizer_is_keras_and_config_round_trips():
     coupled = get_optimizer("adam", {"learning_rate": 1e-3, "l2_weight_decay": 1e-4}, fused=False)
     restored = keras.optimizers.deserialize(keras.optimizers.serialize(coupled))
     assert type(restored) is FusedAdam and (restored.l2_weight_decay, restored.one_pass) == (1e-4, False)
+    zero = get_optimizer("adam", {"learning_rate": 1e-3, "l2_weight_decay": 0.0}, fused=False)  # an ablation's value
+    assert type(zero) is FusedAdam and not zero.one_pass
     with pytest.raises(ValueError, match="l2_weight_decay"):
         get_optimizer("adam", {"learning_rate": 1e-3, "l2_weight_decay": -1.0})
     with pytest.raises(ValueError, match="l2_weight_decay"):  # only Adam/AdamW take it
         get_optimizer("sgd", {"learning_rate": 1e-3, "l2_weight_decay": 1e-4})
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_l2_weight_decay_skips_excluded_variables(fused):
+    """exclude_from_weight_decay (BTS-style decay_encoder_only) exempts a variable from the coupled L2 term too:
+    it then moves exactly as under plain Adam, while its neighbour gets the term."""
+    rng = np.random.default_rng()
+    w0 = rng.normal(size=(4, 3)).astype(np.float32)
+    gradients = [rng.normal(scale=0.05, size=w0.shape).astype(np.float32) for _ in range(4)]
+    optimizer = get_optimizer("adam", {"learning_rate": 1e-2, "l2_weight_decay": 0.5}, fused=fused)
+    decayed, exempt = keras.Variable(w0, name="decayed"), keras.Variable(w0, name="exempt")
+    optimizer.exclude_from_weight_decay(var_list=[exempt])
+    optimizer.build([decayed, exempt])
+    step = tf.function(lambda g: optimizer.apply_gradients([(g, decayed), (g, exempt)]))
+    for gradient in gradients:
+        step(tf.constant(gradient))
+    rates = [1e-2] * len(gradients)
+    np.testing.assert_allclose(np.asarray(exempt), adam_reference(w0, gradients, rates, float32_betas=fused)[0], atol=1e-6)
+    np.testing.assert_allclose(np.asarray(decayed), adam_reference(w0, gradients, rates, l2=0.5, float32_betas=fused)[0],
+                               atol=1e-6)

@@ -26,8 +26,8 @@ from hqdepth.training import recipes as recipes_lib
 from hqdepth.training.callbacks import RunBackup
 from hqdepth.training.trainer import (
     Plan, RunBackupFactory, build_loss, build_model, build_optimizer, compile_metrics, finish_run,
-    fixed_validation_samples, geometry_validation, load_split, make_callbacks, prepare_run_folder, print_summary,
-    read_results, resolve_precision, set_determinism, split_length, synchronize_batchnorm,
+    fixed_validation_samples, geometry_validation, kernel_gradients, load_split, make_callbacks, prepare_run_folder,
+    print_summary, read_results, resolve_precision, set_determinism, split_length, synchronize_batchnorm,
 )
 
 
@@ -86,7 +86,8 @@ def train_multiworker(config, data, out, *, val_data=None, test_data=None, overw
     val_count = split_length(val_data, config["data"]["val_split"])
     validation_steps = config["train"]["validation_steps"] or max(val_count // plan.global_batch, 1)
     say(f"run {out}: {recipes_lib.summary_line(config)}")
-    say(f"  multi-worker: {replicas} replicas, global batch {plan.global_batch}, precision {policy}; "
+    matmul = ", kernel gradients as matrix products" * (kernel_gradients(config) == "matmul")
+    say(f"  multi-worker: {replicas} replicas, global batch {plan.global_batch}, precision {policy}{matmul}; "
         f"{plan.total_steps} steps, validation every {plan.period} steps on {validation_steps} batches")
     if config["train"]["seed"] is not None:
         keras.utils.set_random_seed(int(config["train"]["seed"]))

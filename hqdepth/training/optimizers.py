@@ -14,7 +14,8 @@ amsgrad, sparse gradients and non-float32 variables take Keras' own `update_step
 
 `l2_weight_decay` is PyTorch `Adam(weight_decay=...)`: it adds `l2_weight_decay * w` to each gradient
 before the Adam step (L2 regularisation, coupled to the adaptive step), unlike Keras' `weight_decay`,
-which shrinks the weights beside it (decoupled, AdamW). Papers trained with PyTorch Adam and a weight
+which shrinks the weights beside it (decoupled, AdamW). Both skip the variables given to
+`exclude_from_weight_decay` (PyTorch: a parameter group with weight_decay 0). Papers trained with PyTorch Adam and a weight
 decay (MRPAN, SARPN, Hu et al.) used the coupled form; it is what their numbers come from.
 """
 
@@ -35,7 +36,7 @@ class _FusedAdamUpdate:
     def update_step(self, gradient, variable, learning_rate):
         import tensorflow as tf
 
-        if self.l2_weight_decay:  # PyTorch Adam's weight_decay: part of the gradient the moments see
+        if self.l2_weight_decay and self._use_weight_decay(variable):  # PyTorch Adam's: the moments see it
             gradient = gradient + keras.ops.cast(variable, gradient.dtype) * self.l2_weight_decay
         if (not self.one_pass or keras.backend.backend() != "tensorflow" or self.amsgrad or
                 keras.backend.standardize_dtype(variable.dtype) != "float32" or isinstance(gradient, tf.IndexedSlices)):
@@ -70,6 +71,6 @@ def get_optimizer(name, config, fused=True):
     """The Keras optimizer `name` (as `keras.optimizers.get`) built from `config`; Adam and AdamW fused when
     asked. `config["l2_weight_decay"]` (Adam/AdamW only) keeps our classes, with Keras' update when not fused."""
     cls = FUSED.get(name.lower())
-    if cls is None or not (fused or config.get("l2_weight_decay")):
+    if cls is None or not (fused or "l2_weight_decay" in config):
         return keras.optimizers.get({"class_name": name, "config": config})
     return cls.from_config({**config, "one_pass": fused})

@@ -70,6 +70,10 @@ DEFAULTS = {
         "log_every_steps": 10,       # TensorBoard training scalars
         "image_samples": 4,          # fixed validation samples drawn to TensorBoard
         "precision": "auto",         # auto | float32 | mixed_float16 | mixed_bfloat16
+        # kernel_gradients: how 1x1 and dilated convolutions get their kernel gradient (hqdepth.layers.
+        # weight_gradients). matmul: as matrix products (faster than oneDNN's bfloat16 kernel); tensorflow:
+        # TensorFlow's own; auto: matmul when training in mixed_bfloat16 on TensorFlow without a GPU.
+        "kernel_gradients": "auto",
         "jit_compile": False,
         "strategy": "auto",          # auto | default | mirrored | multiworker
         "test_evaluation": True,     # evaluate the final model on the test split (results.json)
@@ -233,6 +237,7 @@ def validate(config):
     if train["deterministic"] and train["seed"] is None:
         raise ConfigError("train.deterministic needs a seed (train.seed, e.g. 0).")
     choices = {"precision": ("auto", "float32", "mixed_float16", "mixed_bfloat16"),
+               "kernel_gradients": ("auto", "matmul", "tensorflow"),
                "strategy": ("auto", "default", "mirrored", "multiworker"), "monitor_mode": ("min", "max")}
     for key, allowed in choices.items():
         if train[key] not in allowed:
@@ -254,9 +259,8 @@ def summary_line(config):
     size = "x".join(map(str, size)) if size else "any"
     train = config["train"]
     length = f"{train['total_steps']} steps" if train["total_steps"] else f"{train['epochs']} epochs"
-    if train.get("max_steps"):  # the schedule keeps its length; the run stops early
-        schedule = f"{train['total_steps']}-step" if train["total_steps"] else f"{train['epochs']}-epoch"
-        length = f"stops at {train['max_steps']} steps of a {schedule} schedule"
+    if train.get("max_steps"):  # replaces the run's length (and the length a schedule in steps of the run sees)
+        length = f"{train['max_steps']} steps (train.max_steps; the recipe's run: {length})"
     return (f"{config['model']['name']} + {config['loss']['name']}, {config['optimizer']['name']} "
             f"{config['optimizer']['learning_rate']:g} ({config['schedule']['name']}), batch "
             f"{config['train']['batch_size']}, {length}, {size}")

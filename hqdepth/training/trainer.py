@@ -161,9 +161,9 @@ def exclude_decoder_from_weight_decay(optimizer, model, config):
     from hqdepth.models import get_entry
 
     name = config["model"]["name"]
-    if not optimizer.weight_decay:
+    if not (optimizer.weight_decay or getattr(optimizer, "l2_weight_decay", 0)):
         raise ConfigError(f"optimizer.decay_encoder_only is set but optimizer {config['optimizer']['name']!r} has no "
-                          "weight decay (optimizer.options.weight_decay).")
+                          "weight decay (optimizer.options.weight_decay or l2_weight_decay).")
     decoder_variables = get_entry(name).decoder_variables
     if decoder_variables is None:
         raise ConfigError(f"optimizer.decay_encoder_only: model {name!r} does not say which variables are its "
@@ -194,13 +194,34 @@ def compile_metrics(loss, config):
 
 
 def build_model(config):
-    """The recipe's model at its input size, initialised as the recipe says (`hqdepth.weights.pretrained`)."""
+    """The recipe's model at its input size, initialised as the recipe says (`hqdepth.weights.pretrained`),
+    its convolutions' kernel gradients as `train.kernel_gradients` says (`kernel_gradients`)."""
+    from hqdepth.layers.weight_gradients import use_matmul_kernel_gradients
     from hqdepth.models import build_model as build
     from hqdepth.weights import pretrained
 
     size = config["data"]["input_size"]
     input_shape = (*size, 3) if size else None
-    return build(config["model"]["name"], input_shape=input_shape, **pretrained.model_options(config))
+    model = build(config["model"]["name"], input_shape=input_shape, **pretrained.model_options(config))
+    if kernel_gradients(config) == "matmul":
+        use_matmul_kernel_gradients(model)
+    return model
+
+
+def kernel_gradients(config):
+    """`train.kernel_gradients` resolved: "auto" is "matmul" when the global dtype policy computes in bfloat16
+    on TensorFlow without a GPU (where oneDNN's bfloat16 kernel-gradient convolutions are slow), else
+    "tensorflow"."""
+    import keras
+
+    mode = config["train"]["kernel_gradients"]
+    if mode != "auto":
+        return mode
+    if keras.backend.backend() != "tensorflow" or keras.config.dtype_policy().compute_dtype != "bfloat16":
+        return "tensorflow"
+    import tensorflow as tf
+
+    return "tensorflow" if tf.config.list_physical_devices("GPU") else "matmul"
 
 
 def prepare_initialisation(config, print_fn=print):
@@ -531,7 +552,8 @@ def train(config, data, out, *, val_data=None, test_data=None, overwrite=False, 
     print_fn(f"run {out}: {recipes_lib.summary_line(config)}")
     print_fn(f"  data {data}: {plan.train_samples} training samples, {val_count} validation samples; "
              f"strategy {strategy_name} ({replicas} replica{'s' * (replicas > 1)}), global batch "
-             f"{plan.global_batch}, precision {policy}{', XLA' * bool(config['train']['jit_compile'])}")
+             f"{plan.global_batch}, precision {policy}{', XLA' * bool(config['train']['jit_compile'])}"
+             f"{', kernel gradients as matrix products' * (kernel_gradients(config) == 'matmul')}")
     print_fn(f"  {plan.describe(config)}")
     print_fn(f"  validation every {plan.period} steps on {validation_steps} batches")
 

@@ -1,0 +1,138 @@
+"""Convolution kernel gradients as matrix products (`hqdepth.layers.weight_gradients`) against a float64 NumPy
+convolution, against TensorFlow's own gradients, in float32 and mixed_bfloat16, and in the trainer."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from hqdepth.layers.weight_gradients import kernel_gradient, qualifies, use_matmul_kernel_gradients
+from hqdepth.training import recipes, trainer
+
+
+def same_padding(size, kernel, stride, dilation):
+    out = -(-size // stride)
+    total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+    return out, total // 2, total - total // 2
+
+
+def numpy_conv(x, w, stride, padding, dilation):
+    """float64 NHWC cross-correlation, written out tap by tap."""
+    (kh, kw, _, cout), (sh, sw), (dh, dw) = w.shape, stride, dilation
+    if padding == "same":
+        out_h, top, bottom = same_padding(x.shape[1], kh, sh, dh)
+        out_w, left, right = same_padding(x.shape[2], kw, sw, dw)
+        x = np.pad(x, [(0, 0), (top, bottom), (left, right), (0, 0)])
+    else:
+        out_h = (x.shape[1] - (kh - 1) * dh - 1) // sh + 1
+        out_w = (x.shape[2] - (kw - 1) * dw - 1) // sw + 1
+    y = np.zeros((x.shape[0], out_h, out_w, cout))
+    for a in range(kh):
+        for b in range(kw):
+            view = x[:, a * dh:a * dh + (out_h - 1) * sh + 1:sh, b * dw:b * dw + (out_w - 1) * sw + 1:sw, :]
+            y += np.einsum("nijc,cd->nijd", view, w[a, b])
+    return y
+
+
+CASES = [  # kernel, stride, padding, dilation, input (H, W)
+    ((1, 1), (1, 1), "same", (1, 1), (7, 9)),
+    ((1, 1), (2, 2), "same", (1, 1), (9, 8)),
+    ((1, 1), (2, 2), "valid", (1, 1), (9, 8)),
+    ((3, 3), (1, 1), "same", (2, 2), (10, 7)),
+    ((3, 3), (1, 1), "same", (6, 6), (9, 11)),
+    ((3, 3), (1, 1), "valid", (3, 2), (12, 9)),
+    ((3, 2), (2, 1), "same", (1, 2), (8, 9)),
+]
+
+
+@pytest.mark.parametrize("kernel,stride,padding,dilation,size", CASES)
+def test_kernel_gradient_is_the_derivative_of_the_convolution(rng, kernel, stride, padding, dilation, size):
+    x = rng.normal(size=(2, *size, 3))
+    w = rng.normal(size=(*kernel, 3, 4))
+    y = numpy_conv(x, w, stride, padding, dilation)
+    # the reference convolution is TensorFlow's (so its padding is)
+    tf_y = tf.nn.conv2d(x.astype(np.float32), w.astype(np.float32), (1, *stride, 1), padding.upper(),
+                        dilations=(1, *dilation, 1))
+    np.testing.assert_allclose(tf_y.numpy(), y, rtol=1e-4, atol=1e-4)
+    dy = rng.normal(size=y.shape)
+    # the convolution is linear in w: d sum(y * dy) / d w[a, b, i, o] = sum(conv(x, e_abio) * dy)
+    expected = np.zeros_like(w)
+    for index in np.ndindex(*w.shape):
+        unit = np.zeros_like(w)
+        unit[index] = 1.0
+        expected[index] = np.sum(numpy_conv(x, unit, stride, padding, dilation) * dy)
+    got = kernel_gradient(tf.constant(x, tf.float64), tf.constant(dy, tf.float64), w.shape, stride, padding, dilation)
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-10, atol=1e-10)
+
+
+def conv_model(dtype_policy):
+    inputs = keras.Input((13, 11, 5))
+    x = keras.layers.Conv2D(6, 1, name="pointwise", dtype=dtype_policy)(inputs)
+    x = keras.layers.Conv2D(6, 1, strides=2, padding="same", name="strided", dtype=dtype_policy)(x)
+    x = keras.layers.Conv2D(4, 3, padding="same", dilation_rate=2, name="dilated", dtype=dtype_policy)(x)
+    x = keras.layers.Conv2D(4, 3, padding="same", name="plain", dtype=dtype_policy)(x)
+    frozen = keras.layers.Conv2D(4, 1, name="frozen", dtype=dtype_policy)
+    frozen.trainable = False
+    return keras.Model(inputs, frozen(x))
+
+
+def gradients(model, x, dy):
+    @tf.function
+    def step(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = model(x, training=True)
+            value = tf.reduce_sum(tf.cast(y, tf.float32) * dy)
+        return [tf.cast(g, tf.float32) for g in tape.gradient(value, [x, *model.trainable_variables])]
+
+    ops = [op.type for op in step.get_concrete_function(tf.TensorSpec(x.shape)).graph.get_operations()]
+    return [g.numpy() for g in step(tf.constant(x))], ops
+
+
+@pytest.mark.parametrize("policy,tolerance", [("float32", 1e-5), ("mixed_bfloat16", 3e-2)])
+def test_patched_layers_train_like_tensorflows(rng, policy, tolerance):
+    x = rng.normal(size=(2, 13, 11, 5)).astype(np.float32)
+    dy = rng.normal(size=(2, 7, 6, 4)).astype(np.float32)
+    keras.utils.set_random_seed(int(rng.integers(1 << 30)))
+    plain = conv_model(policy)
+    patched = conv_model(policy)
+    patched.set_weights(plain.get_weights())
+    assert [layer.name for layer in patched.layers if qualifies(layer)] == ["pointwise", "strided", "dilated"]
+    assert use_matmul_kernel_gradients(patched) == ["pointwise", "strided", "dilated"]
+    expected, plain_ops = gradients(plain, x, dy)
+    got, patched_ops = gradients(patched, x, dy)
+    for name, a, b in zip(["input", *(v.path for v in plain.trainable_variables)], got, expected):
+        scale = np.abs(b).max()
+        assert np.abs(a - b).max() <= tolerance * scale, name
+    # the forward pass is untouched; TensorFlow's kernel-gradient op is left for the plain 3x3 only
+    np.testing.assert_array_equal(np.asarray(patched(x)), np.asarray(plain(x)))
+    # (the graph holds TensorFlow's kernel-gradient op of every convolution, the frozen one's too: pruned at run time)
+    assert patched_ops.count("Conv2DBackpropFilter") == plain_ops.count("Conv2DBackpropFilter") - 3
+    assert "MatMul" in patched_ops and "MatMul" not in plain_ops
+
+
+def test_patched_model_saves_and_loads_as_before(tmp_path, rng):
+    model = conv_model("float32")
+    use_matmul_kernel_gradients(model)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    x = rng.normal(size=(1, 13, 11, 5)).astype(np.float32)
+    np.testing.assert_array_equal(np.asarray(loaded(x)), np.asarray(model(x)))
+    assert "convolution_op" not in vars(loaded.get_layer("pointwise"))  # a runtime choice, not saved
+
+
+def test_kernel_gradients_setting(monkeypatch):
+    config = recipes.resolve_config("hqmd_plus_full")
+    assert config["train"]["kernel_gradients"] == "auto"
+    previous = keras.config.dtype_policy()
+    try:
+        keras.config.set_dtype_policy("float32")
+        assert trainer.kernel_gradients(config) == "tensorflow"
+        keras.config.set_dtype_policy("mixed_bfloat16")
+        assert trainer.kernel_gradients(config) == ("tensorflow" if tf.config.list_physical_devices("GPU") else "matmul")
+        config["train"]["kernel_gradients"] = "tensorflow"
+        assert trainer.kernel_gradients(config) == "tensorflow"
+    finally:
+        keras.config.set_dtype_policy(previous)
+    with pytest.raises(Exception, match="kernel_gradients"):
+        recipes.resolve_config("hqmd_plus_full", sets=["train.kernel_gradients=fast"])
