@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from hqdepth.errors import ConfigError
 from hqdepth.layers.weight_gradients import kernel_gradient, qualifies, use_matmul_kernel_gradients
 from hqdepth.training import recipes, trainer
 
@@ -121,7 +122,7 @@ def test_patched_model_saves_and_loads_as_before(tmp_path, rng):
     assert "convolution_op" not in vars(loaded.get_layer("pointwise"))  # a runtime choice, not saved
 
 
-def test_kernel_gradients_setting(monkeypatch):
+def test_kernel_gradients_setting():
     config = recipes.resolve_config("hqmd_plus_full")
     assert config["train"]["kernel_gradients"] == "auto"
     previous = keras.config.dtype_policy()
@@ -134,5 +135,5 @@ def test_kernel_gradients_setting(monkeypatch):
         assert trainer.kernel_gradients(config) == "tensorflow"
     finally:
         keras.config.set_dtype_policy(previous)
-    with pytest.raises(Exception, match="kernel_gradients"):
+    with pytest.raises(ConfigError, match="kernel_gradients"):
         recipes.resolve_config("hqmd_plus_full", sets=["train.kernel_gradients=fast"])
