@@ -7,6 +7,8 @@ import pytest
 import tensorflow as tf
 
 from hqdepth.errors import ConfigError
+from hqdepth.layers.conv import AtrousConv2D, native_dilated_conv_available
+from hqdepth.layers import weight_gradients
 from hqdepth.layers.weight_gradients import kernel_gradient, qualifies, use_matmul_kernel_gradients
 from hqdepth.training import recipes, trainer
 
@@ -70,7 +72,8 @@ def conv_model(dtype_policy):
     inputs = keras.Input((13, 11, 5))
     x = keras.layers.Conv2D(6, 1, name="pointwise", dtype=dtype_policy)(inputs)
     x = keras.layers.Conv2D(6, 1, strides=2, padding="same", name="strided", dtype=dtype_policy)(x)
-    x = keras.layers.Conv2D(4, 3, padding="same", dilation_rate=2, name="dilated", dtype=dtype_policy)(x)
+    x = AtrousConv2D(4, 3, padding="same", dilation_rate=2, name="dilated", dtype=dtype_policy)(x)
+    x = keras.layers.Conv2D(4, 3, padding="same", dilation_rate=2, name="keras_dilated", dtype=dtype_policy)(x)
     x = keras.layers.Conv2D(4, 3, padding="same", name="plain", dtype=dtype_policy)(x)
     frozen = keras.layers.Conv2D(4, 1, name="frozen", dtype=dtype_policy)
     frozen.trainable = False
@@ -98,8 +101,11 @@ def test_patched_layers_train_like_tensorflows(rng, policy, tolerance):
     plain = conv_model(policy)
     patched = conv_model(policy)
     patched.set_weights(plain.get_weights())
-    assert [layer.name for layer in patched.layers if qualifies(layer)] == ["pointwise", "strided", "dilated"]
-    assert use_matmul_kernel_gradients(patched) == ["pointwise", "strided", "dilated"]
+    # Keras' own dilated Conv2D (SpaceToBatchND forward) and the plain 3x3 keep TensorFlow's gradients
+    native = native_dilated_conv_available("bfloat16" if "bfloat16" in policy else "float32")
+    expected_names = ["pointwise", "strided"] + ["dilated"] * native
+    assert [layer.name for layer in patched.layers if qualifies(layer)] == expected_names
+    assert use_matmul_kernel_gradients(patched, forward="native") == expected_names
     expected, plain_ops = gradients(plain, x, dy)
     got, patched_ops = gradients(patched, x, dy)
     for name, a, b in zip(["input", *(v.path for v in plain.trainable_variables)], got, expected):
@@ -108,8 +114,45 @@ def test_patched_layers_train_like_tensorflows(rng, policy, tolerance):
     # the forward pass is untouched; TensorFlow's kernel-gradient op is left for the plain 3x3 only
     np.testing.assert_array_equal(np.asarray(patched(x)), np.asarray(plain(x)))
     # (the graph holds TensorFlow's kernel-gradient op of every convolution, the frozen one's too: pruned at run time)
-    assert patched_ops.count("Conv2DBackpropFilter") == plain_ops.count("Conv2DBackpropFilter") - 3
+    assert patched_ops.count("Conv2DBackpropFilter") == plain_ops.count("Conv2DBackpropFilter") - len(expected_names)
     assert "MatMul" in patched_ops and "MatMul" not in plain_ops
+
+
+@pytest.mark.parametrize("dilation,size", [((2, 2), (9, 11)), ((6, 4), (5, 7)), ((3, 5), (12, 6))])
+def test_forward_as_matrix_products_of_shifted_views(rng, dilation, size):
+    """forward="matmul": one product per kernel tap, in float32 sums; taps that read only padding (a rate beyond
+    the map) are left out, which changes nothing."""
+    x = rng.normal(size=(2, *size, 6))
+    w = rng.normal(size=(3, 3, 6, 5))
+    expected = numpy_conv(x, w, (1, 1), "same", dilation)
+    got = weight_gradients.conv2d(tf.constant(x, tf.float32), tf.constant(w, tf.float32), (1, 1), "same", dilation,
+                                  forward="matmul")
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-4, atol=1e-4)
+    with tf.GradientTape() as tape:
+        xt = tf.constant(x, tf.float32)
+        tape.watch(xt)
+        y = weight_gradients.conv2d(xt, tf.constant(w, tf.float32), (1, 1), "same", dilation, forward="matmul")
+    dx = tape.gradient(y, xt, output_gradients=tf.ones_like(y))
+    reference = tf.raw_ops.Conv2DBackpropInput(input_sizes=x.shape, filter=tf.constant(w, tf.float32),
+                                               out_backprop=tf.ones_like(y), strides=[1, 1, 1, 1], padding="SAME",
+                                               dilations=[1, *dilation, 1])
+    np.testing.assert_allclose(dx.numpy(), reference.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_the_forward_is_chosen_by_measurement(monkeypatch, rng):
+    """forward="auto" measures the two forwards of a dilated layer at the shape it is first called with, once."""
+    monkeypatch.setattr(weight_gradients, "_forward_choices", {})
+    model = conv_model("float32")
+    native = native_dilated_conv_available("float32")
+    assert qualifies(model.get_layer("dilated")) == native  # else the layer is not patched at all
+    use_matmul_kernel_gradients(model)
+    x = rng.normal(size=(3, 13, 11, 5)).astype(np.float32)
+    model(x)
+    model(x)
+    choices = weight_gradients._forward_choices
+    assert list(choices) == ([((3, 7, 6, 6), (3, 3, 6, 4), (1, 1), "same", (2, 2), "float32")] if native else [])
+    assert all(choice in ("native", "matmul") for choice in choices.values())
+    assert weight_gradients.faster_forward((None, None, 6, 6), (3, 3, 6, 4), dilation=(2, 2)) == "native"
 
 
 def test_patched_model_saves_and_loads_as_before(tmp_path, rng):
@@ -118,7 +161,7 @@ def test_patched_model_saves_and_loads_as_before(tmp_path, rng):
     model.save(tmp_path / "m.keras")
     loaded = keras.saving.load_model(tmp_path / "m.keras")
     x = rng.normal(size=(1, 13, 11, 5)).astype(np.float32)
-    np.testing.assert_array_equal(np.asarray(loaded(x)), np.asarray(model(x)))
+    np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(model(x)), rtol=1e-5, atol=1e-6)
     assert "convolution_op" not in vars(loaded.get_layer("pointwise"))  # a runtime choice, not saved
 
 
