@@ -1,4 +1,5 @@
-"""Convolution kernel gradients as matrix products, where oneDNN's bfloat16 kernel for them is slow.
+"""Convolution kernel gradients (and some forward passes) as matrix products, where oneDNN's bfloat16
+kernels for them are slow.
 
 On a CPU, TensorFlow computes a convolution's kernel gradient with oneDNN's backward-filter kernel. In
 bfloat16 that kernel is slow for two kinds of convolution the package's models are full of (measured on
@@ -6,14 +7,17 @@ an Intel Xeon with AMX, 2 cores, batch 8 at HQMD's 289x385: `benchmarks/ANALYSIS
 
 - 1x1 convolutions: 230-330 GFLOP/s, against 550-1000 GFLOP/s for the same sum written as one matrix
   product, x^T dy over the batch's pixels (float32: no difference);
-- dilated 3x3 convolutions (the ASPP's rates 6 and 12 on 2048 channels): 240-410 GFLOP/s, against about
-  820 GFLOP/s for nine matrix products of shifted views of the input (plain 3x3: oneDNN is faster).
+- dilated 3x3 convolutions (the ASPP's, 2048 channels): 240-410 GFLOP/s, against about 820 GFLOP/s for nine
+  matrix products of shifted views of the input (plain 3x3: oneDNN is faster).
 
-`matmul_kernel_gradient(layer)` makes a `keras.layers.Conv2D` compute its kernel gradient that way: the
-forward convolution and the input gradient stay TensorFlow's kernels, the kernel gradient is the same sum
-in another order (equal to bfloat16 round-off). It is a patch of the layer object, not a new layer class:
-saved models, weights and configs do not change. `use_matmul_kernel_gradients(model)` patches the layers of
-a model that qualify (`qualifies`: trainable, TensorFlow backend, 1x1 or natively dilated kernels).
+The ASPP's dilated forward pass is slow too (95-114 ms against 39 for the views); other dilated shapes are
+faster natively, so the forward pass of a dilated layer is measured at its first call (`faster_forward`).
+
+`matmul_kernel_gradient(layer)` makes a `keras.layers.Conv2D` compute its kernel gradient that way (the input
+gradient stays TensorFlow's kernel): the same sums in another order, equal to bfloat16 round-off. It is a
+patch of the layer object, not a new layer class: saved models, weights and configs do not change.
+`use_matmul_kernel_gradients(model)` patches the layers of a model that qualify (`qualifies`: trainable,
+TensorFlow backend, 1x1 or natively dilated kernels); the trainer does it under `train.kernel_gradients`.
 """
 
 import functools
