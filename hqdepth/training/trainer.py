@@ -204,7 +204,8 @@ def build_model(config):
     input_shape = (*size, 3) if size else None
     model = build(config["model"]["name"], input_shape=input_shape, **pretrained.model_options(config))
     if kernel_gradients(config) == "matmul":
-        use_matmul_kernel_gradients(model)
+        # a deterministic run may not depend on timings: the forward passes stay TensorFlow's convolutions
+        use_matmul_kernel_gradients(model, forward="native" if config["train"]["deterministic"] else "auto")
     return model
 
 
