@@ -180,3 +180,23 @@ def test_kernel_gradients_setting():
         keras.config.set_dtype_policy(previous)
     with pytest.raises(ConfigError, match="kernel_gradients"):
         recipes.resolve_config("hqmd_plus_full", sets=["train.kernel_gradients=fast"])
+
+
+@pytest.mark.parametrize("deterministic,forward", [(False, "auto"), (True, "native")])
+def test_build_model_patches_under_bfloat16(monkeypatch, deterministic, forward):
+    """The trainer's build_model patches the model's convolutions in mixed_bfloat16 on a CPU; a deterministic run
+    keeps the native forward passes (the "auto" choice is a timing)."""
+    calls = []
+    monkeypatch.setattr(weight_gradients, "use_matmul_kernel_gradients",
+                        lambda model, forward="auto": calls.append(forward) or [])
+    config = recipes.resolve_config("fcn_ssim_mse", sets=["data.input_size=[32, 32]", "train.seed=0",
+                                                          f"train.deterministic={str(deterministic).lower()}"])
+    previous = keras.config.dtype_policy()
+    try:
+        keras.config.set_dtype_policy("mixed_bfloat16")
+        trainer.build_model(config)
+        keras.config.set_dtype_policy("float32")
+        trainer.build_model(config)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    assert calls == ([] if tf.config.list_physical_devices("GPU") else [forward])
