@@ -51,16 +51,16 @@ def sobel(images, padding="reflect", normalize=False):
     _check_choice("sobel padding", padding, ("reflect", "zero"))
     mode = "reflect" if padding == "reflect" else "constant"
     p = ops.pad(images, [[0, 0], [1, 1], [1, 1], [0, 0]], mode=mode)
-    rows_up, rows_mid, rows_down = p[:, :-2], p[:, 1:-1], p[:, 2:]
-
-    def horizontal_smooth(rows):
-        return rows[:, :, :-2] + 2.0 * rows[:, :, 1:-1] + rows[:, :, 2:]
-
-    dy = horizontal_smooth(rows_down) - horizontal_smooth(rows_up)
-    vertical = rows_up + 2.0 * rows_mid + rows_down
-    dx = vertical[:, :, 2:] - vertical[:, :, :-2]
-    if normalize:
-        dy, dx = dy / 8.0, dx / 8.0
+    # One depthwise convolution with both kernels, as tf.image.sobel_edges computes it (its gradient is one
+    # convolution too; shifted slices of the full-size depth maps cost a zero-filled copy each backwards).
+    scale = 1.0 / 8.0 if normalize else 1.0
+    kernel_dy = [[-scale, -2 * scale, -scale], [0.0, 0.0, 0.0], [scale, 2 * scale, scale]]
+    kernel = ops.stack([ops.convert_to_tensor(kernel_dy), ops.transpose(ops.convert_to_tensor(kernel_dy))], axis=-1)
+    channels = images.shape[-1]
+    kernel = ops.cast(ops.tile(kernel[:, :, None, :], (1, 1, channels, 1)), images.dtype)  # (3, 3, C, 2)
+    both = ops.depthwise_conv(p, kernel, strides=1, padding="valid")  # channel 2c: dy of c, 2c + 1: dx of c
+    shape = ops.shape(images)
+    dy, dx = ops.unstack(ops.reshape(both, (shape[0], shape[1], shape[2], channels, 2)), axis=-1)
     return dy, dx
 
 

@@ -181,7 +181,17 @@ def _tap_views(x, kernel_hw, strides, padding, dilation, out_hw, skip_padding=Fa
             if skip_padding and (_reads_only_padding(a * dh, out_h, sh, top, size_h)
                                  or _reads_only_padding(b * dw, out_w, sw, left, size_w)):
                 continue
-            yield (a, b), x[:, a * dh:, b * dw:, :][:, :(out_h - 1) * sh + 1:sh, :(out_w - 1) * sw + 1:sw, :]
+            rows = _axis_slice(a * dh, out_h, sh, x.shape[1])
+            columns = _axis_slice(b * dw, out_w, sw, x.shape[2])
+            yield (a, b), x if rows == columns == slice(None) else x[:, rows, columns, :]
+
+
+def _axis_slice(offset, out, stride, size):
+    """The positions offset + i * stride (i < out) of an axis of static `size` (or None) as a slice; the
+    whole axis as slice(None), so that a 1x1 kernel's view is the input itself and not a copy of it."""
+    if offset == 0 and stride == 1 and isinstance(out, int) and out == size:
+        return slice(None)
+    return slice(offset, offset + (out - 1) * stride + 1, stride)
 
 
 def _size(x, axis):
