@@ -226,7 +226,7 @@ def test_a_cluster_with_a_killed_worker_resumes_from_the_workers_own_backups(tmp
 
     sets = ("train.max_steps=4", "train.batch_size=2", "train.validation_every_steps=2", "train.validation_steps=1",
             "train.checkpoint_every_steps=1",  # both workers have backed up step 2 when the chief prints period 1
-            "train.log_every_steps=2", "train.image_samples=0", "train.test_evaluation=false")
+            "train.log_every_steps=2", "train.image_samples=2", "train.test_evaluation=false")
     commands = [[arg for arg in cli(*sets) if arg != "--quiet"][3:] + ["--out", str(tmp_path / folder)]
                 for folder in ("chief", "worker")]
     processes = start_cluster(commands, 2, env())

@@ -109,8 +109,10 @@ def train_multiworker(config, data, out, *, val_data=None, test_data=None, overw
     val_dist = dataset(config["data"]["val_split"], val_data, False)
     images, depths = fixed_validation_samples(config, val_data, config["train"]["image_samples"]) if chief else (None,
                                                                                                              None)
-    # The chief alone scores the iBims metrics (its own forward passes, as for the TensorBoard images).
-    geometry = geometry_validation(config, val_data, validation_steps * plan.global_batch, say) if chief else None
+    # Every worker scores the iBims metrics (only the chief's reach the logs): with the chief alone doing it, the
+    # next validation's collective failed with a shape mismatch between the workers (tests/test_training_runs.py,
+    # the killed-worker cluster), as if the chief's collectives had run out of step with the others'.
+    geometry = geometry_validation(config, val_data, validation_steps * plan.global_batch, say)
     with strategy.scope():
         model = build_model(config)
         if replicas > 1:
