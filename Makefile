@@ -14,8 +14,9 @@ $(STAMP): setup.py
 	$(PY) -m pip install -e ".[test]"
 	touch $(STAMP)
 
-# The full suite (what CI runs) on two pytest-xdist workers (14 min 30 s for 454 tests on a 2-core Xeon
-# VM at 04:00 UTC 2026-11-30, full suite 1 failure since fixed; 12 min 19 s for 429 earlier), listing skip reasons.
+# The full suite (what CI runs) on two pytest-xdist workers (10 min 52 s for 487 tests on a 2-core Xeon
+# VM at 06:30 UTC 2026-11-30; 14 min 30 s for 454 earlier that day), listing skip reasons. Its ONNX export tests
+# convert HQMD in a child process that peaks at 14.7 GB: keep other big jobs off the 24 GB machine meanwhile.
 test: $(STAMP)
 	$(PY) -m pytest -q -rs -n 2 tests
 
