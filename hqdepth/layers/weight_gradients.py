@@ -24,8 +24,6 @@ import functools
 
 import keras
 
-MODES = ("auto", "on", "off")
-
 
 def qualifies(layer):
     """A trainable 2-D convolution on the TensorFlow backend, channels last: a `keras.layers.Conv2D` with a 1x1
