@@ -209,8 +209,8 @@ def _reads_only_padding(offset, out, stride, before, size):
 def kernel_gradient(x, dy, kernel_shape, strides=(1, 1), padding="valid", dilation=(1, 1)):
     """d loss / d kernel of an NHWC convolution from its input `x` and output gradient `dy`: for each kernel
     tap (a, b), the input pixels that tap reads (a shifted, strided view of the padded input) times `dy`,
-    summed over the batch's pixels in one matrix product. The reference for it is TensorFlow's
-    Conv2DBackpropFilter (the tests compare the two)."""
+    summed over the batch's pixels in one matrix product: TensorFlow's Conv2DBackpropFilter computes the same
+    (tests/test_weight_gradients.py checks it against the derivative of a float64 NumPy convolution)."""
     import tensorflow as tf
 
     kh, kw, channels_in, channels_out = (int(n) for n in kernel_shape)

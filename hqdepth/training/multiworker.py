@@ -26,8 +26,9 @@ from hqdepth.training import recipes as recipes_lib
 from hqdepth.training.callbacks import RunBackup
 from hqdepth.training.trainer import (
     Plan, RunBackupFactory, build_loss, build_model, build_optimizer, compile_metrics, finish_run,
-    fixed_validation_samples, geometry_validation, kernel_gradients, load_split, make_callbacks, prepare_run_folder,
-    print_summary, read_results, resolve_precision, set_determinism, split_length, synchronize_batchnorm,
+    fixed_validation_samples, geometry_validation, kernel_gradients_note, load_split, make_callbacks,
+    prepare_run_folder, print_summary, read_results, resolve_precision, set_determinism, split_length,
+    synchronize_batchnorm,
 )
 
 
@@ -86,8 +87,8 @@ def train_multiworker(config, data, out, *, val_data=None, test_data=None, overw
     val_count = split_length(val_data, config["data"]["val_split"])
     validation_steps = config["train"]["validation_steps"] or max(val_count // plan.global_batch, 1)
     say(f"run {out}: {recipes_lib.summary_line(config)}")
-    matmul = ", kernel gradients as matrix products" * (kernel_gradients(config) == "matmul")
-    say(f"  multi-worker: {replicas} replicas, global batch {plan.global_batch}, precision {policy}{matmul}; "
+    say(f"  multi-worker: {replicas} replicas, global batch {plan.global_batch}, precision {policy}"
+        f"{kernel_gradients_note(config)}; "
         f"{plan.total_steps} steps, validation every {plan.period} steps on {validation_steps} batches")
     if config["train"]["seed"] is not None:
         keras.utils.set_random_seed(int(config["train"]["seed"]))
@@ -129,7 +130,9 @@ def train_multiworker(config, data, out, *, val_data=None, test_data=None, overw
     if state:
         say(f"  resuming from the backup at step {state.get('iterations')} (period {period + 1}, step {step_in_period})")
     callbacks = make_callbacks(config, out, plan, images, depths, backup, steps_done=state and state.get("iterations"),
-                               chief=chief, print_fn=say, geometry=geometry)
+                               chief=chief, print_fn=say)
+    if geometry is not None:  # called by hand below, before the period's line, so that it shows val_dbe_* etc.
+        geometry.set_model(model)
     if chief:
         from hqdepth.training.callbacks import trim_metrics_csv
 
@@ -167,8 +170,7 @@ def train_multiworker(config, data, out, *, val_data=None, test_data=None, overw
         if chief:
             say(f"period {period + 1}/{plan.periods}: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(logs.items())))
         for callback in callbacks:
-            if callback is not geometry:
-                callback.on_epoch_end(period, logs)
+            callback.on_epoch_end(period, logs)
         for key, value in logs.items():
             history.setdefault(key, []).append(value)
         period += 1

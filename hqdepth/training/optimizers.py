@@ -15,8 +15,8 @@ amsgrad, sparse gradients and non-float32 variables take Keras' own `update_step
 `l2_weight_decay` is PyTorch `Adam(weight_decay=...)`: it adds `l2_weight_decay * w` to each gradient
 before the Adam step (L2 regularisation, coupled to the adaptive step), unlike Keras' `weight_decay`,
 which shrinks the weights beside it (decoupled, AdamW). Both skip the variables given to
-`exclude_from_weight_decay` (PyTorch: a parameter group with weight_decay 0). Papers trained with PyTorch Adam and a weight
-decay (MRPAN, SARPN, Hu et al.) used the coupled form; it is what their numbers come from.
+`exclude_from_weight_decay` (PyTorch: a parameter group with weight_decay 0). Papers trained with PyTorch
+Adam and a weight decay (MRPAN, SARPN, Hu et al.) used the coupled form; it is what their numbers come from.
 """
 
 import keras

@@ -225,6 +225,11 @@ def kernel_gradients(config):
     return "tensorflow" if tf.config.list_physical_devices("GPU") else "matmul"
 
 
+def kernel_gradients_note(config):
+    """", kernel gradients as matrix products" for the run's plan line when `kernel_gradients` resolves so, else ""."""
+    return ", kernel gradients as matrix products" if kernel_gradients(config) == "matmul" else ""
+
+
 def prepare_initialisation(config, print_fn=print):
     """Check the recipe's backbone initialisation and fetch/convert its file now, before anything is built."""
     from hqdepth.weights import pretrained
@@ -554,7 +559,7 @@ def train(config, data, out, *, val_data=None, test_data=None, overwrite=False, 
     print_fn(f"  data {data}: {plan.train_samples} training samples, {val_count} validation samples; "
              f"strategy {strategy_name} ({replicas} replica{'s' * (replicas > 1)}), global batch "
              f"{plan.global_batch}, precision {policy}{', XLA' * bool(config['train']['jit_compile'])}"
-             f"{', kernel gradients as matrix products' * (kernel_gradients(config) == 'matmul')}")
+             f"{kernel_gradients_note(config)}")
     print_fn(f"  {plan.describe(config)}")
     print_fn(f"  validation every {plan.period} steps on {validation_steps} batches")
 
