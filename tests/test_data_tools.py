@@ -254,7 +254,9 @@ def test_stats_numbers(converted):
 def test_cli_synthetic_verify_stats_and_errors(tmp_path, capsys):
     out = tmp_path / "cli"
     assert main(["data", "synthetic", "--count", "5", "--size", "24x32", "--out", str(out), "--split", "val", "--workers", "1", "--no-progress"]) == 0
-    assert "5 records in 1 shard(s)" in capsys.readouterr().out
+    out_text = capsys.readouterr().out
+    assert "5 records in 1 shard(s)" in out_text
+    assert "geometric ground truth: edges in 5, planes in 5, intrinsics in 5 records" in out_text
     assert main(["data", "verify", str(out), "--no-progress"]) == 0
     assert "OK: 1 shards, 5 records" in capsys.readouterr().out
     assert main(["data", "stats", f"tfrecord:{out}", "--split", "val", "--json", "--no-progress"]) == 0

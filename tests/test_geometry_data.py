@@ -16,7 +16,7 @@ from hqdepth import geometry
 from hqdepth.cli import main
 from hqdepth.data import Sample, Source, open_source, register_source
 from hqdepth.data import tools
-from hqdepth.data.tfrecord import decode_example, decode_record, encode_example, encode_sample, tfrecord_dataset
+from hqdepth.data.tfrecord import decode_example, decode_record, encode_example, encode_sample, read_manifest, tfrecord_dataset
 from hqdepth.errors import ConfigError, DataError
 
 H, W = 32, 48
@@ -55,10 +55,11 @@ def scene(index, split="train"):
 
 @register_source("test-geometry-scenes")
 class GeometryScenes(Source):
-    """8 hand-made scenes per split; argument "plain": no geometric ground truth in meta."""
+    """8 hand-made scenes per split; argument "plain": no geometric ground truth in meta, "mixed": only the
+    even samples have it (and 2 of those no intrinsics)."""
 
     def __init__(self, argument=None, split="train"):
-        self.plain, self.split = argument == "plain", split
+        self.argument, self.split = argument, split  # "plain": no sample has geometry; "mixed": the odd ones lack it
 
     def __len__(self):
         return 8
@@ -67,8 +68,10 @@ class GeometryScenes(Source):
         if not 0 <= index < 8:
             raise IndexError(index)
         rgb, depth, meta = scene(index, self.split)
-        if self.plain:
+        if self.argument == "plain" or (self.argument == "mixed" and index % 2):
             meta = {"id": meta["id"], "focal": meta["focal"]}
+        if self.argument == "mixed" and index % 4 == 2:
+            del meta["intrinsics"]
         return Sample(rgb, depth, meta)
 
 
@@ -124,6 +127,18 @@ def test_training_reader_ignores_the_geometry_and_verify_decodes_it(converted):
         np.testing.assert_array_equal(rgb, expected_rgb)
         np.testing.assert_array_equal(depth, expected_depth)
     assert tools.verify(converted)["problems"] == []
+
+
+def test_the_manifest_counts_the_records_that_carry_geometry(converted, tmp_path):
+    section = read_manifest(converted)["splits"]["train"]
+    assert section["geometry"] == {"edges": 8, "planes": 8, "intrinsics": 8}
+    assert [shard["geometry"] for shard in section["shards"]] == [{"edges": n, "planes": n, "intrinsics": n} for n in (3, 3, 2)]
+    plain = tools.convert(f"{SPEC}:plain", tmp_path / "plain", shard_size=4, workers=1)
+    assert plain["geometry"] == {} and read_manifest(tmp_path / "plain")["splits"]["train"]["geometry"] == {}
+    mixed = tools.convert(f"{SPEC}:mixed", tmp_path / "mixed", shard_size=4, workers=1)
+    assert mixed["geometry"] == {"edges": 4, "planes": 4, "intrinsics": 2}
+    shards = read_manifest(tmp_path / "mixed")["splits"]["train"]["shards"]
+    assert [shard["geometry"] for shard in shards] == [{"edges": 2, "planes": 2, "intrinsics": 1}] * 2
 
 
 def test_a_sample_without_geometry_encodes_as_before_and_reads_without_it():

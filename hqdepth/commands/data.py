@@ -128,6 +128,9 @@ def _print_convert(report):
         f"{report['split']}: {report['records']} records in {report['shards']} shard(s); "
         f"converted {len(report['converted'])}, kept {len(report['kept'])} (sha256 matched); manifest {report['manifest']}"
     )
+    geometry = report.get("geometry") or {}
+    print("geometric ground truth: " + (", ".join(f"{name} in {count}" for name, count in geometry.items()) + " records"
+                                        if geometry else "none (the iBims metrics need edges or planes)"))
     if report["skipped"]:
         print(f"skipped {len(report['skipped'])} unreadable sample(s) (listed in the manifest):")
         for item in report["skipped"][:20]:

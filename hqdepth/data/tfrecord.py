@@ -35,8 +35,9 @@ float32 roundings of those written. `tfrecord_dataset` (training) ignores these 
 `hqdepth.geometry.ground_truth_from_meta` works on a sample read back.
 
 `manifest.json` holds, per split: the source SPEC, sample count, records written, skipped samples
-(index and error), shard size, depth scale, the image-size histogram, `complete`, and for every
-shard its file name, first sample index, sample count, record count, size histogram and sha256.
+(index and error), shard size, depth scale, the image-size histogram, `geometry` (how many records
+carry edges / planes / intrinsics; absent names: none), `complete`, and for every shard its file
+name, first sample index, sample count, record count, size histogram, geometry counts and sha256.
 
 Two readers:
 

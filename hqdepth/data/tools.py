@@ -71,24 +71,31 @@ def _worker_source(spec, split, options, module=None):
     return _WORKER_SOURCES[key]
 
 
+# Manifest name of each geometric ground truth a record can carry, and the meta key that holds it.
+GEOMETRY_IN_MANIFEST = {"edges": "edges", "planes": "plane_ids", "intrinsics": "intrinsics"}
+
+
 def _encode_chunk(task):
-    """Worker: encode samples [start, stop) of a source. Returns (records, sizes, skipped).
+    """Worker: encode samples [start, stop) of a source. Returns (records, sizes, geometry, skipped):
+    `geometry` lists, per record, the names of `GEOMETRY_IN_MANIFEST` it carries.
 
     A user-caused error is returned as ("error", message) so that it crosses the process boundary."""
     spec, split, options, module, start, stop, depth_scale, skip_errors = task
     try:
         source = _worker_source(spec, split, options, module)
-        records, sizes, skipped = [], [], []
+        records, sizes, geometry, skipped = [], [], [], []
         for index in range(start, stop):
             try:
                 sample = source[index]
                 records.append(encode_sample(sample, depth_scale))
                 sizes.append(f"{sample.rgb.shape[0]}x{sample.rgb.shape[1]}")
+                meta = sample.meta or {}
+                geometry.extend(name for name, key in GEOMETRY_IN_MANIFEST.items() if meta.get(key) is not None)
             except DataError as error:
                 if not skip_errors:
                     raise
                 skipped.append({"index": index, "error": str(error)})
-        return "ok", (records, sizes, skipped)
+        return "ok", (records, sizes, geometry, skipped)
     except HQDepthError as error:
         return "error", (type(error).__name__, str(error))
 
@@ -132,7 +139,8 @@ def convert(
     """Convert split `split` of SPEC into TFRecord shards in `out_dir` (resumable).
 
     Returns a report {"split", "records", "shards", "converted": [files], "kept": [files],
-    "skipped": [{"index", "error"}], "manifest": path}. A re-run with the same arguments keeps
+    "geometry": {"edges"/"planes"/"intrinsics": records carrying it}, "skipped": [{"index", "error"}],
+    "manifest": path}. A re-run with the same arguments keeps
     every shard whose sha256 matches the manifest and converts only missing or damaged ones; a
     re-run with different arguments for an existing split needs `overwrite=True`.
     """
@@ -188,10 +196,10 @@ def convert(
             shards.append(previous)
             kept.append(entry["file"])
             continue
-        entry.update(records=None, sha256=None, sizes={}, skipped=[])
+        entry.update(records=None, sha256=None, sizes={}, geometry={}, skipped=[])
         shards.append(entry)
         todo.append(index)
-    section = dict(plan, complete=False, records=None, sizes={}, skipped=[], shards=shards)
+    section = dict(plan, complete=False, records=None, sizes={}, geometry={}, skipped=[], shards=shards)
     manifest["splits"][split] = section
     write_manifest(out, manifest)
 
@@ -206,7 +214,7 @@ def convert(
     converted = []
     bar = _progress(sum(shards[i]["count"] for i in todo), f"convert {split}", progress)
     writer = current = None
-    sizes, skipped, records = Counter(), [], 0
+    sizes, geometry, skipped, records = Counter(), Counter(), [], 0
     results = _map_chunks(tasks, workers)
     try:
         for owner, (status, payload) in zip(owners, results):
@@ -217,19 +225,21 @@ def convert(
             tmp = path.with_name(path.name + ".tmp")
             if current != owner:
                 writer = tf.io.TFRecordWriter(str(tmp))
-                current, sizes, skipped, records = owner, Counter(), [], 0
-            chunk_records, chunk_sizes, chunk_skipped = payload
+                current, sizes, geometry, skipped, records = owner, Counter(), Counter(), [], 0
+            chunk_records, chunk_sizes, chunk_geometry, chunk_skipped = payload
             for record in chunk_records:
                 writer.write(record)
             records += len(chunk_records)
             sizes.update(chunk_sizes)
+            geometry.update(chunk_geometry)
             skipped.extend(chunk_skipped)
             bar.update(len(chunk_records) + len(chunk_skipped))
             if records + len(skipped) == entry["count"]:  # shard complete
                 writer.close()
                 writer = current = None
                 os.replace(tmp, path)
-                entry.update(records=records, sha256=sha256_file(path), sizes=dict(sizes), skipped=skipped)
+                entry.update(records=records, sha256=sha256_file(path), sizes=dict(sizes), geometry=dict(geometry),
+                             skipped=skipped)
                 converted.append(entry["file"])
                 write_manifest(out, manifest)
     finally:
@@ -238,14 +248,16 @@ def convert(
         if writer is not None:
             writer.close()
 
-    total_sizes = Counter()
+    total_sizes, total_geometry = Counter(), Counter()
     for entry in shards:
         total_sizes.update(entry["sizes"])
+        total_geometry.update(entry.get("geometry", {}))  # shards kept from an older manifest have none
     all_skipped = [item for entry in shards for item in entry["skipped"]]
     section.update(
         complete=True,
         records=sum(entry["records"] for entry in shards),
         sizes=dict(sorted(total_sizes.items())),
+        geometry={name: total_geometry[name] for name in GEOMETRY_IN_MANIFEST if total_geometry[name]},
         skipped=all_skipped,
     )
     write_manifest(out, manifest)
@@ -255,6 +267,7 @@ def convert(
         "shards": len(shards),
         "converted": converted,
         "kept": kept,
+        "geometry": section["geometry"],
         "skipped": all_skipped,
         "manifest": str(out / "manifest.json"),
     }
