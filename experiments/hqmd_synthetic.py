@@ -213,13 +213,17 @@ def markdown(result):
         paper = row["paper"]
         lines.append(f"| {row['label']} | {row['recipe']} | " + " | ".join(cells)
                      + f" | {paper['abs_rel']:.3f} | {paper['rmse']:.3f} | {paper['d1']:.3f} |")
-    truth = result.get("truth_boundaries")
     lines += ["", "Lower is better except d1 and dde_0. Paper: NYU Depth v2 test (654 images), ImageNet-initialised, "
-              "300k steps; not comparable in value, only in order."
-              + (f" The true depth itself scores dbe_acc {truth['dbe_acc']:.2f} px and dbe_comp {truth['dbe_comp']:.2f} "
-                 "px (Canny on the ground truth against the exact edges: the floor at this size); a smooth, flat "
-                 "prediction scores a low pe_plan (flatness) but a poor pe_orie." if truth else ""),
-              "", "## The paper's claims, checked", "",
+              "300k steps; not comparable in value, only in order. A smooth, flat prediction scores a low pe_plan "
+              "(flatness) but a poor pe_orie."]
+    if result.get("references"):
+        lines += ["", "Untrained references on the same scenes: the true depth (Canny on the ground truth against the "
+                  "exact edges: the floor of the dbe columns at this size) and the true depth blurred by a Gaussian "
+                  "of sigma px, the scale for how blurred a row's boundaries are:", "",
+                  "| reference | " + " | ".join(GEOMETRY) + " |", "|---|" + "---|" * len(GEOMETRY)]
+        lines += [f"| {ref['name']} | " + " | ".join("–" if not finite(ref["metrics"].get(k)) else f"{ref['metrics'][k]:.3f}"
+                                                   for k in GEOMETRY) + " |" for ref in result["references"]]
+    lines += ["", "## The paper's claims, checked", "",
               "Each change compares two rows seed by seed (paired: a seed fixes the data order and, for the same "
               "model, the initial weights); p from the paired t-test (n − 1 degrees of freedom). With "
               f"{sum(len(c['comparisons']) for c in result['claims'])} comparisons at p < 0.05, about one "
@@ -248,18 +252,28 @@ SHORT = {"hqmd_baseline_ldepth": "baseline, l_depth", "hqmd_plus_hu": "base+, Hu
 FIGURE_SCENES = (0, 1, 2, 3)
 
 
-def truth_boundaries(test_data):
-    """The boundary errors of the true depth itself (Canny on the ground truth against the exact edges): the
-    best any prediction can score at this size, the floor of the table's dbe columns."""
+REFERENCE_BLURS = (1.0, 2.0, 4.0, 8.0)  # Gaussian sigmas (px) of the blurred-truth references
+
+
+def references(test_data, blurs=REFERENCE_BLURS):
+    """The iBims errors of untrained references on the test scenes: the true depth itself (Canny on the ground
+    truth against the exact edges: the floor of the dbe columns at this size) and the true depth blurred by a
+    Gaussian of each sigma in `blurs` (px): the scale that says how blurred a row's boundaries are, and that
+    the metrics separate sharpness levels at this size."""
+    import cv2
     from hqdepth.data import open_source
     from hqdepth.geometry import GeometryEvaluator, ground_truth_from_meta
 
-    evaluator = GeometryEvaluator()
+    evaluators = {0.0: GeometryEvaluator(), **{sigma: GeometryEvaluator() for sigma in blurs}}
     for sample in open_source(test_data, split="test"):
-        gt = sample.depth[..., 0]
-        evaluator.add(gt, gt, **ground_truth_from_meta(sample.meta))
-    result = evaluator.result()
-    return {"dbe_acc": result["dbe_acc"], "dbe_comp": result["dbe_comp"]}
+        gt = sample.depth[..., 0].astype(np.float64)
+        truth = ground_truth_from_meta(sample.meta)
+        for sigma, evaluator in evaluators.items():
+            blurred = cv2.GaussianBlur(gt, (0, 0), sigma, borderType=cv2.BORDER_REPLICATE) if sigma else gt
+            evaluator.add(blurred, gt, **truth)
+    return [{"name": f"true depth blurred, sigma {sigma:g} px" if sigma else "true depth", "blur_sigma_px": sigma,
+             "metrics": {k: float(v) for k, v in evaluator.result().items() if k in GEOMETRY}}
+            for sigma, evaluator in evaluators.items()]
 
 
 def evaluate_grid(out, seeds, size, steps, scenes, command, rows=ROWS):
@@ -294,7 +308,7 @@ def evaluate_grid(out, seeds, size, steps, scenes, command, rows=ROWS):
                "comparisons": [compare(by_recipe, a, b, m) for m in ("rmse", "dbe_acc", "dbe_comp", "pe_plan")]}
               for a, b, what in CLAIMS if a in by_recipe and b in by_recipe] if len(seeds) > 1 else []
     result = {"command": command, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(),
-              "truth_boundaries": truth_boundaries(test_data),
+              "references": references(test_data),
               "settings": {"seeds": list(seeds), "steps": steps, "size": list(size), "scenes": scenes,
                            "test_scenes": TEST_SCENES, "train_data": common.synthetic_spec(scenes, size),
                            "test_data": test_data + " (test split)"},

@@ -158,3 +158,27 @@ def test_synthetic_study_compares_rows_seed_by_seed_with_a_paired_t_test(scripts
     assert "| w | dbe_acc | 3 | -1.0000 |" in page and "| w | dbe_acc | 1 | – |" in page
     assert "hqmd_plus_full seed 1 (stopped: loss became NaN)" in page
     sys.modules.pop("hqmd_synthetic", None)
+
+
+def test_synthetic_study_scores_the_truth_and_blurred_truth_as_references(scripts):
+    import hqmd_synthetic as study
+    from hqdepth.data import open_source
+    from hqdepth.geometry import depth_boundary_errors
+
+    spec = "synthetic:6?size=64x96"
+    truth, *blurred = study.references(spec, blurs=(2.0, 8.0))
+    assert [ref["blur_sigma_px"] for ref in blurred] == [2.0, 8.0]
+    # the true depth: its own Canny edges against the exact edges, flat planes in the right orientation
+    samples = list(open_source(spec, split="test"))
+    own = [depth_boundary_errors(s.depth[..., 0], s.meta["edges"])[0] for s in samples]
+    assert truth["metrics"]["dbe_acc"] == pytest.approx(sum(own) / len(own))
+    assert truth["metrics"]["dde_0"] == 1.0 and truth["metrics"]["pe_plan"] < 1e-3 and truth["metrics"]["pe_orie"] < 1e-3
+    # blurring by 8 px moves and loses edges and bends the planes
+    assert blurred[1]["metrics"]["dbe_acc"] > truth["metrics"]["dbe_acc"] + 1.0
+    assert blurred[1]["metrics"]["pe_orie"] > 5.0 and blurred[1]["metrics"]["dde_0"] < 1.0
+    page = study.markdown({"command": "python x", "date": "d", "machine": {"cpu": "Xeon", "nproc": 2},
+                           "settings": {"seeds": [0], "steps": 2, "size": [64, 96], "scenes": 8, "test_scenes": 6},
+                           "rows": [], "claims": [], "references": [truth, *blurred]})
+    assert f"| true depth | {truth['metrics']['dbe_acc']:.3f} |" in page
+    assert "| true depth blurred, sigma 8 px |" in page
+    sys.modules.pop("hqmd_synthetic", None)
