@@ -173,6 +173,7 @@ def test_synthetic_scenes_round_trip(tmp_path):
             np.testing.assert_array_equal(got["plane_normals"][int(pid)], f32(normal))
             np.testing.assert_array_equal(got["plane_equations"][int(pid)], f32(meta["plane_equations"][pid]))
         assert got["intrinsics"] == tuple(f32(meta["intrinsics"]))
+        assert got["plane_types"] == meta["plane_types"] and set(meta["plane_types"].values()) <= {"wall", "table", "floor"}
 
 
 def test_bad_geometry_is_a_data_error():

@@ -180,3 +180,55 @@ def test_labels_without_parameters_and_overlaps_are_reported(tmp_path, rng, capl
     assert "label(s) 3 without a row" in caplog.text and "already labelled" in caplog.text
     ids = sample.meta["plane_ids"]
     assert np.all(ids[0, :4] == 0) and np.all(ids[1, :] == 1)
+
+
+def test_synthetic_scenes_written_as_an_ibims_release_read_back_with_their_geometry(tmp_path, capsys):
+    from hqdepth.cli import main
+
+    out = tmp_path / "release"
+    args = ["data", "synthetic", "--count", "4", "--size", "48x64", "--split", "test", "--out", str(out),
+            "--format", "ibims", "--no-progress"]
+    assert main(args) == 0
+    assert f"read it with ibims:{out}" in capsys.readouterr().out
+    original, back = open_source("synthetic:4?size=48x64", split="test"), open_source(f"ibims:{out}", split="test")
+    assert len(back) == 4
+    kinds = set()
+    for a, b in zip(original, back):
+        assert b.meta["id"] == a.meta["id"]
+        np.testing.assert_array_equal(b.rgb, a.rgb)
+        np.testing.assert_array_equal(b.depth, a.depth)
+        np.testing.assert_array_equal(b.meta["edges"], a.meta["edges"])
+        assert b.meta["intrinsics"] == pytest.approx(a.meta["intrinsics"], rel=0, abs=0)
+        # the same planes (renumbered by class), each with its normal and class
+        assert len(b.meta["plane_normals"]) == len(a.meta["plane_normals"])
+        for pid, normal in a.meta["plane_normals"].items():
+            new = np.unique(b.meta["plane_ids"][a.meta["plane_ids"] == pid])
+            assert new.size == 1 and new[0] > 0
+            np.testing.assert_array_equal(b.meta["plane_normals"][int(new[0])], normal)
+            assert b.meta["plane_types"][int(new[0])] == a.meta["plane_types"][pid]
+            kinds.add(a.meta["plane_types"][pid])
+        np.testing.assert_array_equal(b.meta["plane_ids"] > 0, a.meta["plane_ids"] > 0)
+        # and the evaluator scores a prediction the same on both
+        prediction = a.depth[..., 0] * 1.1 + 0.02 * np.arange(64)[None, :]
+        results = []
+        for sample in (a, b):
+            evaluator = GeometryEvaluator(plane_min_pixels=20)
+            evaluator.add(prediction, sample.depth[..., 0], **ground_truth_from_meta(sample.meta))
+            results.append(evaluator.result())
+        for key, value in results[0].items():
+            assert results[1][key] == pytest.approx(value, rel=1e-12, nan_ok=True), key
+    assert kinds == {"wall", "table", "floor"}
+    assert main(args) == 2 and "--overwrite" in capsys.readouterr().err  # an existing release is kept
+    assert main([*args, "--overwrite"]) == 0
+
+
+def test_writing_a_sample_without_plane_classes_is_refused():
+    from hqdepth.data import Sample
+    from hqdepth.data.ibims import encode_ibims
+
+    sample = open_source("synthetic:1?size=24x32")[0]
+    meta = {k: v for k, v in sample.meta.items() if k != "plane_types"}
+    with pytest.raises(DataError, match="synthetic-train-0000000.*plane_types"):
+        encode_ibims(Sample(sample.rgb, sample.depth, meta))
+    with pytest.raises(DataError, match="no edges"):
+        encode_ibims(Sample(sample.rgb, sample.depth, {"id": "x", "intrinsics": (1, 1, 1, 1)}))

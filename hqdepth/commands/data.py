@@ -42,7 +42,7 @@ def add_parser(subparsers):
     synthetic.add_argument("--out", required=True, help="output directory")
     synthetic.add_argument("--split", default="train", choices=("train", "val", "test"), help="seed range to draw from (default train)")
     synthetic.add_argument("--seed", type=int, default=0, help="offset inside the split's seed range (default 0)")
-    synthetic.add_argument("--format", default="tfrecord", choices=("tfrecord", "png"), help="tfrecord shards (default; with the exact edges and planes) or png pairs + <split>.txt (depth only)")
+    synthetic.add_argument("--format", default="tfrecord", choices=("tfrecord", "png", "ibims"), help="tfrecord shards (default; with the exact edges and planes), png pairs + <split>.txt (depth only) or an iBims-1 release (.mat files with edges and planes; read by ibims:OUT)")
     synthetic.add_argument("--depth-scale", type=float, default=1000.0, help="16-bit depth value per metre (default 1000 = mm)")
     synthetic.add_argument("--overwrite", action="store_true", help="replace a split written with other settings")
     _add_common(synthetic)
@@ -116,7 +116,10 @@ def run(args):
         if args.format == "png":
             print(f"wrote {report['records']} scene(s) of split {report['split']}; list file {report['list']} (depth PNG = metres x {report['depth_scale']:g})")
             print("note: the PNG pairs carry no geometric ground truth (the BTS list format has no place for the "
-                  "scenes' edges and planes); the tfrecord format keeps them for the iBims metrics.")
+                  "scenes' edges and planes); the tfrecord and ibims formats keep them for the iBims metrics.")
+        elif args.format == "ibims":
+            print(f"wrote {report['records']} scene(s) of split {report['split']} as an iBims-1 release (with edges and "
+                  f"planes); list file {report['list']}; read it with ibims:{args.out}")
         else:
             _print_convert(report)
         return 0

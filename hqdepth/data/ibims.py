@@ -188,6 +188,59 @@ def _merge_planes(fields, path, shape):
     return plane_ids, normals, types
 
 
+def encode_ibims(sample):
+    """The `data` fields of one iBims-1 `.mat` file for a `Sample` with geometric ground truth (the inverse of
+    `decode_ibims`): depth in metres (0 = none), `edges`, `calib` (stored transposed), both masks all 1 (no
+    transparent or invalid pixels beyond depth 0), and per class of `meta["plane_types"]` the label map
+    (plane j = label j) and one parameter row per plane with its normal in columns 4..6 (the columns the
+    official code reads; the rest 0). Planes not in the image are left out."""
+    meta, where = sample.meta or {}, f"Sample {(sample.meta or {}).get('id', '?')!r}"
+    missing = [key for key in ("edges", "intrinsics") if meta.get(key) is None]
+    if missing:
+        raise DataError(f"{where}: no {' and no '.join(missing)} in its meta; the iBims-1 format needs both.")
+    depth = np.asarray(sample.depth, np.float32).reshape(np.shape(sample.depth)[:2])
+    shape = depth.shape
+    fx, fy, cx, cy = (float(v) for v in meta["intrinsics"])
+    fields = {"rgb": np.asarray(sample.rgb, np.uint8), "depth": depth,
+              "edges": (np.asarray(meta["edges"]) != 0).astype(np.uint8),
+              "calib": np.array([[fx, 0.0, 0.0], [0.0, fy, 0.0], [cx, cy, 1.0]]),
+              "mask_invalid": np.ones(shape, np.uint8), "mask_transp": np.ones(shape, np.uint8)}
+    plane_ids = np.zeros(shape, np.int64) if meta.get("plane_ids") is None else np.asarray(meta["plane_ids"])
+    present = sorted(int(i) for i in np.unique(plane_ids) if i > 0)
+    normals, types = meta.get("plane_normals") or {}, meta.get("plane_types") or {}
+    untyped = [pid for pid in present if types.get(pid) not in PLANE_TYPES or pid not in normals]
+    if untyped:
+        raise DataError(f"{where}: plane(s) {', '.join(map(str, untyped[:5]))} lack a normal or a type of "
+                        f"{', '.join(PLANE_TYPES)} in meta['plane_normals'] / meta['plane_types'].")
+    for kind in PLANE_TYPES:
+        ids = [pid for pid in present if types[pid] == kind]
+        labels, paras = np.zeros(shape, np.uint16), np.zeros((len(ids), 7))
+        for row, pid in enumerate(ids):
+            labels[plane_ids == pid] = row + 1
+            paras[row, 4:7] = normals[pid]
+        fields[f"mask_{kind}"], fields[f"mask_{kind}_paras"] = labels, paras
+    return fields
+
+
+def write_ibims_release(folder, samples, progress=None):
+    """Write `samples` (with edges, planes and intrinsics in their meta) as an iBims-1 release that `ibims:FOLDER`
+    and the official evaluation code read: `FOLDER/<id>.mat` (one `data` struct, `encode_ibims`) and
+    `FOLDER/imagelist.txt`. Returns the number written. `progress`: called with 1 per sample."""
+    import scipy.io
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    names = []
+    for sample in samples:
+        name = str(sample.meta.get("id", len(names))).replace("/", "_")
+        scipy.io.savemat(str(folder / f"{name}.mat"), {"data": encode_ibims(sample)}, do_compression=True)
+        names.append(name)
+        if progress:
+            progress(1)
+    (folder / LIST_NAME).write_text("".join(f"{name}\n" for name in names))
+    return len(names)
+
+
 def _read_list(path):
     try:
         lines = Path(path).read_text(encoding="utf-8-sig").splitlines()

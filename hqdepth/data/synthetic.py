@@ -666,7 +666,8 @@ def parse_size(value):
 
 def make_sample(split, index, size=DEFAULT_SIZE, offset=0, geometry=True):
     """Scene `index` of `split` as a `Sample` (meta: id, focal = fx, seed, split, and with `geometry` the
-    geometric ground truth of `geometry_truth`: edges, plane_ids, plane_normals, plane_equations, intrinsics)."""
+    geometric ground truth of `geometry_truth`: edges, plane_ids, plane_normals, plane_equations, plane_types,
+    intrinsics)."""
     seed = scene_seed(split, index, offset)
     scene = random_scene(seed)
     rgb, depth, ids = render(scene, size, return_ids=True)
@@ -776,6 +777,8 @@ def geometry_truth(scene, depth, ids):
     - `plane_ids` int32 (H, W): 0 on spheres, else the plane label (see `_surface_planes`);
       `plane_normals` {label: unit normal} and `plane_equations` {label: (nx, ny, nz, d)}, n . X + d = 0,
       both in the iBims camera frame (x right, y forward, z up, metres), for the labels in the image;
+      `plane_types` {label: iBims-1 class}: "floor" the floor, "table" the boxes' tops, "wall" the walls,
+      the ceiling and the boxes' sides (iBims-1 annotates these three classes);
     - `intrinsics` (fx, fy, cx, cy) in the 1-based pixel convention of `hqdepth.geometry.back_project`
       (pixel centres at +0.5 here, so cx = width / 2 + 0.5).
     """
@@ -803,14 +806,24 @@ def geometry_truth(scene, depth, ids):
         edges[np.where(z[first] <= z[second], first, second)] = True
 
     cam = np.asarray(scene.camera, np.float64)
-    normals, equations = {}, {}
+    normals, equations, types = {}, {}, {}
     for label in sorted(int(v) for v in np.unique(labels) if v > 0):
         face = planes[label]
         normal = np.array([face.normal @ right, face.normal @ forward, face.normal @ up])
         normals[label] = normal
         equations[label] = np.array([*normal, face.normal @ cam - face.offset])
+        types[label] = plane_type(label)
     return {"edges": edges.reshape(height, width), "plane_ids": labels.reshape(height, width),
-            "plane_normals": normals, "plane_equations": equations, "intrinsics": (fx, fy, cx + 0.5, cy + 0.5)}
+            "plane_normals": normals, "plane_equations": equations, "plane_types": types,
+            "intrinsics": (fx, fy, cx + 0.5, cy + 0.5)}
+
+
+def plane_type(label):
+    """The iBims-1 class of a plane label of `_surface_planes`: the floor, a box's top (its local +y face, the
+    world's up), or a wall (walls, ceiling, the boxes' sides)."""
+    if label == 1 + ROOM_SURFACES.index("floor"):
+        return "floor"
+    return "table" if label >= 7 and (label - 7) % 6 == 2 * 1 + 1 else "wall"
 
 
 def object_views(split, index, size=DEFAULT_SIZE, offset=0):

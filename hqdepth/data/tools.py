@@ -522,6 +522,8 @@ def write_synthetic(out_dir, count, size=(240, 320), split="train", seed=0, fmt=
     """Write `count` synthetic scenes of `split`.
 
     fmt "tfrecord": shards + manifest in out_dir (same as `convert`).
+    fmt "ibims": the scenes as an iBims-1 release in out_dir (one `.mat` per scene with its edges, planes and
+    intrinsics, `imagelist.txt`), read by `ibims:out_dir` and by the official iBims-1 evaluation code.
     fmt "png": out_dir/<split>/rgb/NNNNNNN.png (8-bit RGB), out_dir/<split>/depth/NNNNNNN.png
     (16-bit, metres * depth_scale, default millimetres) and out_dir/<split>.txt with lines
     `<split>/rgb/N.png <split>/depth/N.png <focal>` (the BTS list format). A re-run keeps the
@@ -530,8 +532,10 @@ def write_synthetic(out_dir, count, size=(240, 320), split="train", seed=0, fmt=
     spec = synthetic_spec(count, size, seed)
     if fmt == "tfrecord":
         return convert(spec, out_dir, split=split, shard_size=shard_size, workers=workers, depth_scale=depth_scale, overwrite=overwrite, progress=progress)
+    if fmt == "ibims":
+        return _write_synthetic_ibims(spec, out_dir, split, overwrite, progress)
     if fmt != "png":
-        raise ConfigError(f"Unknown synthetic output format {fmt!r}; use tfrecord or png.")
+        raise ConfigError(f"Unknown synthetic output format {fmt!r}; use tfrecord, png or ibims.")
     open_source(spec, split=split)  # validates count/size/seed/split
     out = Path(out_dir)
     settings = {"source": spec, "split": split, "depth_scale": float(depth_scale)}
@@ -570,3 +574,22 @@ def write_synthetic(out_dir, count, size=(240, 320), split="train", seed=0, fmt=
     list_file = out / f"{split}.txt"
     list_file.write_text("\n".join(lines) + "\n")
     return {"split": split, "records": len(lines), "list": str(list_file), "depth_scale": float(depth_scale)}
+
+
+def _write_synthetic_ibims(spec, out_dir, split, overwrite, progress):
+    from hqdepth.data.ibims import LIST_NAME, write_ibims_release
+
+    source = open_source(spec, split=split)
+    out = Path(out_dir)
+    listing = out / LIST_NAME
+    if listing.exists():
+        if not overwrite:
+            raise ConfigError(f"{out} already holds an iBims-1 release ({listing}); pass --overwrite to replace it.")
+        for name in listing.read_text().split():
+            (out / f"{name}.mat").unlink(missing_ok=True)
+    bar = _progress(len(source), f"synthetic {split} (iBims-1)", progress)
+    try:
+        count = write_ibims_release(out, source, progress=bar.update)
+    finally:
+        bar.close()
+    return {"split": split, "records": count, "list": str(listing)}
