@@ -32,8 +32,6 @@ SCENES = 1000          # training scenes (validation: the val split, testing: th
 TEST_SCENES = 48
 SEEDS = (0, 1, 2)
 RESULTS = Path(__file__).resolve().parent / "results"
-STANDARD = ["abs_rel", "rmse", "log10", "d1"]
-GEOMETRY = ["dbe_acc", "dbe_comp", "pe_plan", "pe_orie", "dde_0"]
 LOWER_BETTER = {"abs_rel", "rmse", "log10", "dbe_acc", "dbe_comp", "pe_plan", "pe_orie"}
 
 
@@ -69,7 +67,8 @@ def evaluate_run(folder, test_data, with_maps=()):
     reused while model.keras is unchanged and the test data and scenes are the same."""
     folder = Path(folder)
     cache, arrays = folder / "study_evaluation.json", folder / "study_evaluation.npz"
-    key = {"test_data": test_data, "maps": list(with_maps), "model_mtime_ns": (folder / "model.keras").stat().st_mtime_ns}
+    key = {"test_data": test_data, "maps": list(with_maps), "model_mtime_ns": (folder / "model.keras").stat().st_mtime_ns,
+           "measures": EVALUATION_VERSION}
     if cache.is_file() and arrays.is_file():
         saved = json.loads(cache.read_text())
         if saved.get("key") == key:
@@ -79,6 +78,9 @@ def evaluate_run(folder, test_data, with_maps=()):
     np.savez(arrays, **{str(k): v for k, v in maps.items()})
     cache.write_text(json.dumps({"key": key, "metrics": metrics}))
     return metrics, maps
+
+
+EVALUATION_VERSION = 2  # 2: with the object measures; older cached evaluations are redone
 
 
 def _evaluate_run(folder, test_data, with_maps):
@@ -91,9 +93,23 @@ def _evaluate_run(folder, test_data, with_maps):
     model = model_for_protocol(str(Path(folder) / "model.keras"), protocol)
     standard, geometry = evaluate_model_with_geometry(model, test_data, protocol, split="test", progress=False)
     metrics = {**{k: float(v) for k, v in standard.metrics.items()}, **geometry.to_dict()["metrics"]}
-    source = open_source(test_data, split="test")
-    maps = {i: protocol_prediction(model, source[i].rgb, protocol, focal=source[i].meta["focal"]) for i in with_maps}
-    return metrics, maps
+    samples = list(open_source(test_data, split="test"))
+    preds = [protocol_prediction(model, s.rgb, protocol, focal=s.meta["focal"]) for s in samples]
+    metrics.update(object_metrics(preds, samples))
+    return metrics, {i: preds[i] for i in with_maps}
+
+
+def object_metrics(preds, samples):
+    """Do the predictions show the scenes' boxes and spheres at all (`hqdepth.data.synthetic.object_measures`):
+    `contrast_ratio` (median predicted / true depth step from each object to the band around it; 0 = no object
+    to be seen, 1 = the true step) and `objects_seen` (the fraction with at least half the true step)."""
+    from hqdepth.data import synthetic
+
+    size = samples[0].depth.shape[:2]
+    views = [synthetic.object_views("test", i, size) for i in range(len(samples))]
+    measures = synthetic.object_measures(preds, [s.depth[..., 0] for s in samples], [v[0] for v in views],
+                                         [v[1] for v in views])
+    return {"contrast_ratio": measures["contrast_ratio"], "objects_seen": measures["objects_seen"]}
 
 
 def finite(value):
@@ -213,16 +229,18 @@ def markdown(result):
         paper = row["paper"]
         lines.append(f"| {row['label']} | {row['recipe']} | " + " | ".join(cells)
                      + f" | {paper['abs_rel']:.3f} | {paper['rmse']:.3f} | {paper['d1']:.3f} |")
-    lines += ["", "Lower is better except d1 and dde_0. Paper: NYU Depth v2 test (654 images), ImageNet-initialised, "
+    lines += ["", "Lower is better except d1, dde_0, contrast_ratio and objects_seen (do the predictions show the "
+              "scenes' boxes and spheres: the median predicted / true depth step from each object to the 2-px band "
+              "around it, and the share of objects with at least half the true step). Paper: NYU Depth v2 test (654 images), ImageNet-initialised, "
               "300k steps; not comparable in value, only in order. A smooth, flat prediction scores a low pe_plan "
               "(flatness) but a poor pe_orie."]
     if result.get("references"):
         lines += ["", "Untrained references on the same scenes: the true depth (Canny on the ground truth against the "
                   "exact edges: the floor of the dbe columns at this size) and the true depth blurred by a Gaussian "
                   "of sigma px, the scale for how blurred a row's boundaries are:", "",
-                  "| reference | " + " | ".join(GEOMETRY) + " |", "|---|" + "---|" * len(GEOMETRY)]
+                  "| reference | " + " | ".join(REFERENCE_KEYS) + " |", "|---|" + "---|" * len(REFERENCE_KEYS)]
         lines += [f"| {ref['name']} | " + " | ".join("–" if not finite(ref["metrics"].get(k)) else f"{ref['metrics'][k]:.3f}"
-                                                   for k in GEOMETRY) + " |" for ref in result["references"]]
+                                                   for k in REFERENCE_KEYS) + " |" for ref in result["references"]]
     lines += ["", "## The paper's claims, checked", "",
               "Each change compares two rows seed by seed (paired: a seed fixes the data order and, for the same "
               "model, the initial weights); p from the paired t-test (n − 1 degrees of freedom). With "
@@ -245,7 +263,8 @@ def markdown(result):
     return "\n".join(lines) + "\n"
 
 
-KEYS = ["abs_rel", "rmse", "d1", "dbe_acc", "dbe_comp", "pe_plan", "pe_orie", "dde_0"]
+KEYS = ["abs_rel", "rmse", "d1", "dbe_acc", "dbe_comp", "pe_plan", "pe_orie", "dde_0", "contrast_ratio",
+        "objects_seen"]
 SHORT = {"hqmd_baseline_ldepth": "baseline, l_depth", "hqmd_plus_hu": "base+, Hu loss",
          "hqmd_plus_ldepth": "base+, l_depth", "hqmd_plus_ldepth_gradmg": "base+, +grad mg",
          "hqmd_plus_full": "base+, full loss"}
@@ -255,25 +274,30 @@ FIGURE_SCENES = (0, 1, 2, 3)
 REFERENCE_BLURS = (1.0, 2.0, 4.0, 8.0)  # Gaussian sigmas (px) of the blurred-truth references
 
 
+REFERENCE_KEYS = ["dbe_acc", "dbe_comp", "pe_plan", "pe_orie", "dde_0", "contrast_ratio", "objects_seen"]
+
+
 def references(test_data, blurs=REFERENCE_BLURS):
-    """The iBims errors of untrained references on the test scenes: the true depth itself (Canny on the ground
-    truth against the exact edges: the floor of the dbe columns at this size) and the true depth blurred by a
-    Gaussian of each sigma in `blurs` (px): the scale that says how blurred a row's boundaries are, and that
-    the metrics separate sharpness levels at this size."""
+    """The iBims errors and object measures of untrained references on the test scenes: the true depth itself
+    (Canny on the ground truth against the exact edges: the floor of the dbe columns at this size) and the true
+    depth blurred by a Gaussian of each sigma in `blurs` (px): the scale that says how blurred a row's
+    boundaries are, and that the metrics separate sharpness levels at this size."""
     import cv2
     from hqdepth.data import open_source
     from hqdepth.geometry import GeometryEvaluator, ground_truth_from_meta
 
-    evaluators = {0.0: GeometryEvaluator(), **{sigma: GeometryEvaluator() for sigma in blurs}}
-    for sample in open_source(test_data, split="test"):
-        gt = sample.depth[..., 0].astype(np.float64)
-        truth = ground_truth_from_meta(sample.meta)
-        for sigma, evaluator in evaluators.items():
-            blurred = cv2.GaussianBlur(gt, (0, 0), sigma, borderType=cv2.BORDER_REPLICATE) if sigma else gt
-            evaluator.add(blurred, gt, **truth)
-    return [{"name": f"true depth blurred, sigma {sigma:g} px" if sigma else "true depth", "blur_sigma_px": sigma,
-             "metrics": {k: float(v) for k, v in evaluator.result().items() if k in GEOMETRY}}
-            for sigma, evaluator in evaluators.items()]
+    samples = list(open_source(test_data, split="test"))
+    found = []
+    for sigma in (0.0, *blurs):
+        evaluator, preds = GeometryEvaluator(), []
+        for sample in samples:
+            gt = sample.depth[..., 0].astype(np.float64)
+            preds.append(cv2.GaussianBlur(gt, (0, 0), sigma, borderType=cv2.BORDER_REPLICATE) if sigma else gt)
+            evaluator.add(preds[-1], gt, **ground_truth_from_meta(sample.meta))
+        metrics = {**evaluator.result(), **object_metrics(preds, samples)}
+        found.append({"name": f"true depth blurred, sigma {sigma:g} px" if sigma else "true depth",
+                      "blur_sigma_px": sigma, "metrics": {k: float(metrics[k]) for k in REFERENCE_KEYS}})
+    return found
 
 
 def evaluate_grid(out, seeds, size, steps, scenes, command, rows=ROWS):

@@ -176,9 +176,41 @@ def test_synthetic_study_scores_the_truth_and_blurred_truth_as_references(script
     # blurring by 8 px moves and loses edges and bends the planes
     assert blurred[1]["metrics"]["dbe_acc"] > truth["metrics"]["dbe_acc"] + 1.0
     assert blurred[1]["metrics"]["pe_orie"] > 5.0 and blurred[1]["metrics"]["dde_0"] < 1.0
+    # the objects: the truth shows every step in full, blurring flattens them
+    assert truth["metrics"]["contrast_ratio"] == 1.0 and truth["metrics"]["objects_seen"] == 1.0
+    assert 0.0 < blurred[1]["metrics"]["contrast_ratio"] < blurred[0]["metrics"]["contrast_ratio"] < 1.0
     page = study.markdown({"command": "python x", "date": "d", "machine": {"cpu": "Xeon", "nproc": 2},
                            "settings": {"seeds": [0], "steps": 2, "size": [64, 96], "scenes": 8, "test_scenes": 6},
                            "rows": [], "claims": [], "references": [truth, *blurred]})
     assert f"| true depth | {truth['metrics']['dbe_acc']:.3f} |" in page
     assert "| true depth blurred, sigma 8 px |" in page
+    sys.modules.pop("hqmd_synthetic", None)
+
+
+def test_synthetic_study_evaluates_a_run_once_with_the_object_measures(scripts, tmp_path, monkeypatch):
+    import hqmd_synthetic as study
+    from predict_helpers import tiny_model
+
+    from hqdepth.data import open_source, synthetic
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    tiny_model((None, None, 3)).save(folder / "model.keras")
+    spec, scenes = "synthetic:5?size=48x64", tuple(range(5))
+    metrics, maps = study.evaluate_run(folder, spec, with_maps=scenes)
+    assert {"abs_rel", "rmse", "dbe_acc", "dbe_comp", "dde_0", "contrast_ratio", "objects_seen"} <= set(metrics)
+    # the object measures are those of the predictions it returns
+    samples = list(open_source(spec, split="test"))
+    views = [synthetic.object_views("test", i, (48, 64)) for i in scenes]
+    expected = synthetic.object_measures([maps[i] for i in scenes], [s.depth[..., 0] for s in samples],
+                                         [v[0] for v in views], [v[1] for v in views])
+    assert expected["objects"] > 0 and metrics["contrast_ratio"] == pytest.approx(expected["contrast_ratio"])
+    assert metrics["objects_seen"] == pytest.approx(expected["objects_seen"])
+    # cached while the model, the data and the measures are the same; redone when the measures change
+    monkeypatch.setattr(study, "_evaluate_run", lambda *a: pytest.fail("evaluated again"))
+    again, _ = study.evaluate_run(folder, spec, with_maps=scenes)
+    assert again == metrics
+    monkeypatch.setattr(study, "EVALUATION_VERSION", study.EVALUATION_VERSION + 1)
+    with pytest.raises(pytest.fail.Exception, match="evaluated again"):
+        study.evaluate_run(folder, spec, with_maps=scenes)
     sys.modules.pop("hqmd_synthetic", None)
