@@ -214,3 +214,39 @@ def test_synthetic_study_evaluates_a_run_once_with_the_object_measures(scripts, 
     with pytest.raises(pytest.fail.Exception, match="evaluated again"):
         study.evaluate_run(folder, spec, with_maps=scenes)
     sys.modules.pop("hqmd_synthetic", None)
+
+
+def test_ibims_official_check_reports_differences(tmp_path, monkeypatch, capsys):
+    """The cross-check's wiring, with a stand-in for the official module built on hqdepth's own functions
+    (no difference expected) and a stand-in that is off by 0.01 px in DBE accuracy (caught)."""
+    monkeypatch.syspath_prepend(str(EXPERIMENTS))
+    import ibims_official_check as check
+
+    stand_in = tmp_path / "official.py"
+    stand_in.write_text('''
+import numpy as np
+from hqdepth import geometry
+OFFSET = {offset}
+
+def compute_depth_boundary_error(edges_gt, pred):
+    acc, comp = geometry.depth_boundary_errors(pred, edges_gt)
+    return acc + OFFSET, comp, None
+
+def compute_directed_depth_error(gt, pred, thr):
+    return geometry.directed_depth_errors(pred, gt, thr)
+
+def compute_planarity_error(gt, pred, paras, mask, calib):
+    k = (calib[0, 0], calib[1, 1], calib[2, 0], calib[2, 1])
+    flat, orie = geometry.plane_errors(pred, gt, mask > 0, paras[0, 4:7], k)
+    return np.array([flat]), np.array([orie])
+''')
+    args = ["--official", str(stand_in), "--sizes", "240x320", "--scenes", "2"]
+    stand_in.write_text(stand_in.read_text().replace("{offset}", "0.0"))
+    assert check.main(args) == 0
+    out = capsys.readouterr().out
+    assert "240x320: 6 images" in out and "dbe_acc    largest |hqdepth - official| = 0" in out
+    assert "planes scored" in out and "pe_orie" in out
+    stand_in.write_text(stand_in.read_text().replace("OFFSET = 0.0", "OFFSET = 0.01"))
+    assert check.main(args) == 1
+    assert "exceeds the tolerance" in capsys.readouterr().out
+    sys.modules.pop("ibims_official_check", None)

@@ -16,7 +16,8 @@ from hqdepth import geometry
 from hqdepth.cli import main
 from hqdepth.data import Sample, Source, open_source, register_source
 from hqdepth.data import tools
-from hqdepth.data.tfrecord import decode_example, decode_record, encode_example, encode_sample, read_manifest, tfrecord_dataset
+from hqdepth.data.tfrecord import (decode_example, decode_record, encode_example, encode_sample, read_manifest,
+                                   tfrecord_dataset, write_manifest)
 from hqdepth.errors import ConfigError, DataError
 
 H, W = 32, 48
@@ -137,8 +138,24 @@ def test_the_manifest_counts_the_records_that_carry_geometry(converted, tmp_path
     assert plain["geometry"] == {} and read_manifest(tmp_path / "plain")["splits"]["train"]["geometry"] == {}
     mixed = tools.convert(f"{SPEC}:mixed", tmp_path / "mixed", shard_size=4, workers=1)
     assert mixed["geometry"] == {"edges": 4, "planes": 4, "intrinsics": 2}
-    shards = read_manifest(tmp_path / "mixed")["splits"]["train"]["shards"]
+    manifest = read_manifest(tmp_path / "mixed")
+    shards = manifest["splits"]["train"]["shards"]
     assert [shard["geometry"] for shard in shards] == [{"edges": 2, "planes": 2, "intrinsics": 1}] * 2
+    # shards kept from a manifest that did not count the geometry are counted from their records
+    for section in (manifest["splits"]["train"], *shards):
+        del section["geometry"]
+    write_manifest(tmp_path / "mixed", manifest)
+    again = tools.convert(f"{SPEC}:mixed", tmp_path / "mixed", shard_size=4, workers=1)
+    assert again["kept"] == [shard["file"] for shard in shards] and again["geometry"] == mixed["geometry"]
+    assert [s["geometry"] for s in read_manifest(tmp_path / "mixed")["splits"]["train"]["shards"]] == \
+        [{"edges": 2, "planes": 2, "intrinsics": 1}] * 2
+    # verify compares the counts with the records
+    assert tools.verify(tmp_path / "mixed")["problems"] == []
+    manifest = read_manifest(tmp_path / "mixed")
+    manifest["splits"]["train"]["shards"][1]["geometry"]["edges"] = 3
+    write_manifest(tmp_path / "mixed", manifest)
+    problems = tools.verify(tmp_path / "mixed")["problems"]
+    assert len(problems) == 1 and "geometry counts" in problems[0]["problem"] and problems[0]["shard"] == shards[1]["file"]
 
 
 def test_a_sample_without_geometry_encodes_as_before_and_reads_without_it():

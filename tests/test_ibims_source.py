@@ -217,9 +217,44 @@ def test_synthetic_scenes_written_as_an_ibims_release_read_back_with_their_geome
             results.append(evaluator.result())
         for key, value in results[0].items():
             assert results[1][key] == pytest.approx(value, rel=1e-12, nan_ok=True), key
+        floor = [n for pid, n in b.meta["plane_normals"].items() if b.meta["plane_types"][pid] == "floor"]
+        for pid, normal in b.meta["plane_normals"].items():  # tables: the boxes' tops, facing up like the floor
+            if b.meta["plane_types"][pid] == "table" and floor:
+                np.testing.assert_allclose(normal, floor[0], atol=1e-12)
     assert kinds == {"wall", "table", "floor"}
-    assert main(args) == 2 and "--overwrite" in capsys.readouterr().err  # an existing release is kept
-    assert main([*args, "--overwrite"]) == 0
+    assert main(args) == 0  # the same scenes again: rewritten
+    fewer = [*args[:3], "2", *args[4:]]
+    assert main(fewer) == 2 and "--overwrite" in capsys.readouterr().err  # other scenes: the release is kept
+    assert len(open_source(f"ibims:{out}", split="test")) == 4
+    assert main([*fewer, "--overwrite"]) == 0
+    assert sorted(p.name for p in out.glob("*.mat")) == ["synthetic-test-0000000.mat", "synthetic-test-0000001.mat"]
+    assert len(open_source(f"ibims:{out}", split="test")) == 2
+
+
+def test_release_names_are_safe_and_distinct_and_a_partial_release_is_refused(tmp_path, monkeypatch):
+    from hqdepth.data import Sample
+    from hqdepth.data import ibims
+
+    taken = set()
+    names = [ibims.release_name(i, n, taken) for n, i in enumerate(["a/b", "a_b", "x.mat", " #c ", "", "dup", "dup"])]
+    assert names == ["a_b", "a_b_2", "x", "_c", "image_00004", "dup", "dup_2"]
+    base = open_source("synthetic:1?size=24x32")[0]
+    samples = [Sample(base.rgb, base.depth, {**base.meta, "id": i}) for i in ("one", "one", "x.mat")]
+    assert ibims.write_ibims_release(tmp_path / "r", samples) == 3
+    back = open_source(f"ibims:{tmp_path / 'r'}", split="test")
+    assert [s.meta["id"] for s in back] == ["one", "one_2", "x"]
+
+    def broken(sample):  # the third sample fails to encode: the list names nothing
+        if sample.meta["id"] == "x.mat":
+            raise DataError("boom")
+        return original(sample)
+
+    original = ibims.encode_ibims
+    monkeypatch.setattr(ibims, "encode_ibims", broken)
+    with pytest.raises(DataError, match="boom"):
+        ibims.write_ibims_release(tmp_path / "p", samples)
+    with pytest.raises(DataError, match="names no image"):
+        open_source(f"ibims:{tmp_path / 'p'}", split="test")
 
 
 def test_writing_a_sample_without_plane_classes_is_refused():
@@ -232,3 +267,7 @@ def test_writing_a_sample_without_plane_classes_is_refused():
         encode_ibims(Sample(sample.rgb, sample.depth, meta))
     with pytest.raises(DataError, match="no edges"):
         encode_ibims(Sample(sample.rgb, sample.depth, {"id": "x", "intrinsics": (1, 1, 1, 1)}))
+    with pytest.raises(DataError, match="'x'.*edges has shape"):
+        encode_ibims(Sample(sample.rgb, sample.depth, {**sample.meta, "id": "x", "edges": np.zeros((2, 2))}))
+    with pytest.raises(DataError, match="finite, non-negative"):
+        encode_ibims(Sample(sample.rgb, -sample.depth, sample.meta))

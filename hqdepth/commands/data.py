@@ -42,7 +42,7 @@ def add_parser(subparsers):
     synthetic.add_argument("--out", required=True, help="output directory")
     synthetic.add_argument("--split", default="train", choices=("train", "val", "test"), help="seed range to draw from (default train)")
     synthetic.add_argument("--seed", type=int, default=0, help="offset inside the split's seed range (default 0)")
-    synthetic.add_argument("--format", default="tfrecord", choices=("tfrecord", "png", "ibims"), help="tfrecord shards (default; with the exact edges and planes), png pairs + <split>.txt (depth only) or an iBims-1 release (.mat files with edges and planes; read by ibims:OUT)")
+    synthetic.add_argument("--format", default="tfrecord", choices=("tfrecord", "png", "ibims"), help="tfrecord shards (default; with the exact edges and planes), png pairs + <split>.txt (depth only) or an iBims-1 release in OUT (.mat files with edges and planes; read by ibims:OUT; written in one process, --depth-scale does not apply)")
     synthetic.add_argument("--depth-scale", type=float, default=1000.0, help="16-bit depth value per metre (default 1000 = mm)")
     synthetic.add_argument("--overwrite", action="store_true", help="replace a split written with other settings")
     _add_common(synthetic)

@@ -39,6 +39,8 @@ and masks that are not what the format says).
 """
 
 import logging
+import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -189,28 +191,37 @@ def _merge_planes(fields, path, shape):
 
 
 def encode_ibims(sample):
-    """The `data` fields of one iBims-1 `.mat` file for a `Sample` with geometric ground truth (the inverse of
-    `decode_ibims`): depth in metres (0 = none), `edges`, `calib` (stored transposed), both masks all 1 (no
-    transparent or invalid pixels beyond depth 0), and per class of `meta["plane_types"]` the label map
-    (plane j = label j) and one parameter row per plane with its normal in columns 4..6 (the columns the
-    official code reads; the rest 0). Planes not in the image are left out."""
-    meta, where = sample.meta or {}, f"Sample {(sample.meta or {}).get('id', '?')!r}"
+    """The `data` fields of one iBims-1 `.mat` file for a `Sample` (the inverse of `decode_ibims`). Needs
+    `edges` and `intrinsics` in its meta, and for planes (`plane_ids`) a normal and a class of `PLANE_TYPES` per
+    plane (`plane_normals`, `plane_types`). Writes depth in metres (0 = none), `calib` stored transposed, both
+    masks all 1 (no transparent or invalid pixels beyond depth 0), and per class the label map (plane j =
+    label j) with one parameter row per plane, its normal in columns 4..6 (the columns the official code
+    reads; the rest 0). Planes not in the image are left out."""
+    meta = sample.meta or {}
+    where = f"Sample {meta.get('id', '?')!r}"
     missing = [key for key in ("edges", "intrinsics") if meta.get(key) is None]
     if missing:
         raise DataError(f"{where}: no {' and no '.join(missing)} in its meta; the iBims-1 format needs both.")
-    depth = np.asarray(sample.depth, np.float32).reshape(np.shape(sample.depth)[:2])
+    depth = np.asarray(sample.depth, np.float32)
+    depth = depth[..., 0] if depth.ndim == 3 and depth.shape[-1] == 1 else depth
+    if depth.ndim != 2 or not np.all(np.isfinite(depth)) or np.any(depth < 0):
+        raise DataError(f"{where}: depth must be a finite, non-negative (H, W) map in metres (shape {depth.shape}).")
     shape = depth.shape
+    rgb = np.asarray(sample.rgb)
+    edges = np.asarray(meta["edges"])
+    plane_ids = np.zeros(shape, np.int64) if meta.get("plane_ids") is None else np.asarray(meta["plane_ids"])
+    for name, array, want in (("rgb", rgb, shape + (3,)), ("edges", edges, shape), ("plane_ids", plane_ids, shape)):
+        if array.shape != want:
+            raise DataError(f"{where}: {name} has shape {array.shape}, expected {want} (the depth's size).")
     fx, fy, cx, cy = (float(v) for v in meta["intrinsics"])
-    fields = {"rgb": np.asarray(sample.rgb, np.uint8), "depth": depth,
-              "edges": (np.asarray(meta["edges"]) != 0).astype(np.uint8),
+    fields = {"rgb": rgb.astype(np.uint8), "depth": depth, "edges": (edges != 0).astype(np.uint8),
               "calib": np.array([[fx, 0.0, 0.0], [0.0, fy, 0.0], [cx, cy, 1.0]]),
               "mask_invalid": np.ones(shape, np.uint8), "mask_transp": np.ones(shape, np.uint8)}
-    plane_ids = np.zeros(shape, np.int64) if meta.get("plane_ids") is None else np.asarray(meta["plane_ids"])
     present = sorted(int(i) for i in np.unique(plane_ids) if i > 0)
     normals, types = meta.get("plane_normals") or {}, meta.get("plane_types") or {}
     untyped = [pid for pid in present if types.get(pid) not in PLANE_TYPES or pid not in normals]
     if untyped:
-        raise DataError(f"{where}: plane(s) {', '.join(map(str, untyped[:5]))} lack a normal or a type of "
+        raise DataError(f"{where}: plane(s) {', '.join(map(str, untyped[:5]))} lack a normal or a class of "
                         f"{', '.join(PLANE_TYPES)} in meta['plane_normals'] / meta['plane_types'].")
     for kind in PLANE_TYPES:
         ids = [pid for pid in present if types[pid] == kind]
@@ -222,22 +233,42 @@ def encode_ibims(sample):
     return fields
 
 
+def release_name(sample_id, number, taken):
+    """The file name (without `.mat`) of sample `number` with id `sample_id`: characters other than letters,
+    digits, `.`, `_` and `-` become `_`, a trailing `.mat` goes, an empty name becomes `image_<number>`, a
+    name already in the set `taken` gets `_2`, `_3`, ...; the name is added to `taken`."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", str(sample_id).strip())
+    name = re.sub(r"\.mat$", "", name, flags=re.IGNORECASE) or f"image_{number:05d}"
+    unique, copy = name, 1
+    while unique in taken:
+        copy += 1
+        unique = f"{name}_{copy}"
+    taken.add(unique)
+    return unique
+
+
 def write_ibims_release(folder, samples, progress=None):
-    """Write `samples` (with edges, planes and intrinsics in their meta) as an iBims-1 release that `ibims:FOLDER`
-    and the official evaluation code read: `FOLDER/<id>.mat` (one `data` struct, `encode_ibims`) and
-    `FOLDER/imagelist.txt`. Returns the number written. `progress`: called with 1 per sample."""
+    """Write `samples` (see `encode_ibims` for what their meta needs) as an iBims-1 release that `ibims:FOLDER`
+    and the official evaluation code read: `FOLDER/<name>.mat` (one `data` struct; names from the sample ids,
+    `release_name`) and `FOLDER/imagelist.txt`. Until the last file is written the list names no image, so an
+    interrupted release is refused by the reader instead of read in part. Returns the number written.
+    `progress`: called with 1 per sample."""
     import scipy.io
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    names = []
-    for sample in samples:
-        name = str(sample.meta.get("id", len(names))).replace("/", "_")
+    listing = folder / LIST_NAME
+    listing.write_text("# incomplete: hqdepth is still writing this release\n")
+    names, taken = [], set()
+    for number, sample in enumerate(samples):
+        name = release_name((sample.meta or {}).get("id", ""), number, taken)
         scipy.io.savemat(str(folder / f"{name}.mat"), {"data": encode_ibims(sample)}, do_compression=True)
         names.append(name)
         if progress:
             progress(1)
-    (folder / LIST_NAME).write_text("".join(f"{name}\n" for name in names))
+    partial = listing.with_name(LIST_NAME + ".tmp")
+    partial.write_text("".join(f"{name}\n" for name in names))
+    os.replace(partial, listing)
     return len(names)
 
 

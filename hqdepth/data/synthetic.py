@@ -823,7 +823,10 @@ def plane_type(label):
     world's up), or a wall (walls, ceiling, the boxes' sides)."""
     if label == 1 + ROOM_SURFACES.index("floor"):
         return "floor"
-    return "table" if label >= 7 and (label - 7) % 6 == 2 * 1 + 1 else "wall"
+    return "table" if label >= 7 and (label - 7) % 6 == BOX_TOP_FACE else "wall"
+
+
+BOX_TOP_FACE = 2 * 1 + 1  # a box face's index in `_surface_planes`: 2 x local axis (y: up) + 1 (the + side)
 
 
 def object_views(split, index, size=DEFAULT_SIZE, offset=0):

@@ -26,9 +26,11 @@ from hqdepth.data.base import open_source, parse_spec
 from hqdepth.data.tfrecord import (
     FORMAT,
     FORMAT_VERSION,
+    decode_example,
     decode_record,
     encode_sample,
     read_manifest,
+    record_offsets,
     sha256_file,
     write_manifest,
 )
@@ -71,8 +73,25 @@ def _worker_source(spec, split, options, module=None):
     return _WORKER_SOURCES[key]
 
 
-# Manifest name of each geometric ground truth a record can carry, and the meta key that holds it.
+# Manifest name of each geometric ground truth a record can store, and the meta key / record feature that holds
+# it ("planes": a plane id map).
 GEOMETRY_IN_MANIFEST = {"edges": "edges", "planes": "plane_ids", "intrinsics": "intrinsics"}
+
+
+def _geometry_names(mapping):
+    """The `GEOMETRY_IN_MANIFEST` names stored in `mapping` (a sample's meta, or a record's features)."""
+    return [name for name, key in GEOMETRY_IN_MANIFEST.items() if mapping.get(key) is not None]
+
+
+def _shard_geometry(path):
+    """{name: records} of the geometry a written shard stores, read from its records (for shards kept from a
+    manifest that did not count them)."""
+    counts = Counter()
+    with open(path, "rb") as handle:
+        for offset, length in record_offsets(path):
+            handle.seek(offset)
+            counts.update(_geometry_names(decode_example(handle.read(length))))
+    return dict(counts)
 
 
 def _encode_chunk(task):
@@ -89,8 +108,7 @@ def _encode_chunk(task):
                 sample = source[index]
                 records.append(encode_sample(sample, depth_scale))
                 sizes.append(f"{sample.rgb.shape[0]}x{sample.rgb.shape[1]}")
-                meta = sample.meta or {}
-                geometry.extend(name for name, key in GEOMETRY_IN_MANIFEST.items() if meta.get(key) is not None)
+                geometry.extend(_geometry_names(sample.meta or {}))
             except DataError as error:
                 if not skip_errors:
                     raise
@@ -193,6 +211,8 @@ def convert(
         previous = old_shards.get(entry["file"])
         path = out / entry["file"]
         if previous and previous.get("sha256") and path.exists() and sha256_file(path) == previous["sha256"]:
+            if "geometry" not in previous:  # kept from a manifest that did not count it
+                previous["geometry"] = _shard_geometry(path)
             shards.append(previous)
             kept.append(entry["file"])
             continue
@@ -251,7 +271,7 @@ def convert(
     total_sizes, total_geometry = Counter(), Counter()
     for entry in shards:
         total_sizes.update(entry["sizes"])
-        total_geometry.update(entry.get("geometry", {}))  # shards kept from an older manifest have none
+        total_geometry.update(entry["geometry"])
     all_skipped = [item for entry in shards for item in entry["skipped"]]
     section.update(
         complete=True,
@@ -312,12 +332,13 @@ def verify(directory, split=None, progress=False):
                     continue
                 if sha256_file(path) != shard["sha256"]:
                     problem(name, shard["file"], None, "sha256 differs from the manifest")
-                count, sizes = 0, Counter()
+                count, sizes, geometry = 0, Counter(), Counter()
                 try:
                     for record in tf.data.TFRecordDataset(str(path)).as_numpy_iterator():
                         try:
                             sample = decode_record(record, scale, where=f"{path} record {count}")
                             sizes[f"{sample.rgb.shape[0]}x{sample.rgb.shape[1]}"] += 1
+                            geometry.update(_geometry_names(sample.meta))
                         except DataError as error:
                             problem(name, shard["file"], count, str(error))
                         count += 1
@@ -329,6 +350,9 @@ def verify(directory, split=None, progress=False):
                     problem(name, shard["file"], None, f"{count} readable records, the manifest says {shard['records']}")
                 elif dict(sizes) != shard.get("sizes", dict(sizes)):
                     problem(name, shard["file"], None, f"image sizes {dict(sizes)} differ from the manifest's {shard['sizes']}")
+                elif dict(geometry) != shard.get("geometry", dict(geometry)):
+                    problem(name, shard["file"], None, f"geometry counts {dict(geometry)} differ from the manifest's "
+                                                      f"{shard['geometry']}")
     finally:
         bar.close()
     known = {shard["file"] for name in splits for shard in splits[name]["shards"]}
@@ -577,16 +601,26 @@ def write_synthetic(out_dir, count, size=(240, 320), split="train", seed=0, fmt=
 
 
 def _write_synthetic_ibims(spec, out_dir, split, overwrite, progress):
-    from hqdepth.data.ibims import LIST_NAME, write_ibims_release
+    """fmt "ibims" of `write_synthetic`: a re-run with the same scenes writes them again; a release of other
+    scenes in `out_dir` needs `overwrite` (its listed files are removed first)."""
+    from hqdepth.data.ibims import LIST_NAME, _read_list, write_ibims_release
 
     source = open_source(spec, split=split)
     out = Path(out_dir)
-    listing = out / LIST_NAME
-    if listing.exists():
+    listing, record = out / LIST_NAME, out / "synthetic.json"
+    settings = {"source": spec, "split": split}
+    if listing.exists() and not (record.exists() and json.loads(record.read_text()) == settings):
         if not overwrite:
-            raise ConfigError(f"{out} already holds an iBims-1 release ({listing}); pass --overwrite to replace it.")
-        for name in listing.read_text().split():
+            held = record.read_text().strip() if record.exists() else "not written by `hqdepth data synthetic`"
+            raise ConfigError(f"{out} already holds another iBims-1 release ({held}); pass --overwrite to replace it.")
+        try:
+            old = _read_list(listing)
+        except DataError:  # an interrupted release lists nothing
+            old = []
+        for name in old:
             (out / f"{name}.mat").unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(settings) + "\n")
     bar = _progress(len(source), f"synthetic {split} (iBims-1)", progress)
     try:
         count = write_ibims_release(out, source, progress=bar.update)
