@@ -66,7 +66,7 @@ def test_hqmd_table1_on_synthetic_data_trains_every_row_with_three_seeds_identic
     study = sys.modules["hqmd_synthetic"] if "hqmd_synthetic" in sys.modules else __import__("hqmd_synthetic")
     assert modules["hqmd_table1"].main(["--data", "synthetic", "--train-only", "--out", str(tmp_path)]) == 0
     assert [c[0] for c in calls] == study.ROWS * 3  # seed-major: an interrupted grid has whole seeds
-    assert all(c[1] == "synthetic:1000?size=96x128" for c in calls)
+    assert all(c[1] == "synthetic:1000?size=64x96" for c in calls)
     with pytest.raises(SystemExit):  # a flag of the quick table only: said, not silently dropped
         modules["hqmd_table1"].main(["--no-cited", "--train-only", "--out", str(tmp_path)])
     for seed in range(3):
@@ -75,7 +75,7 @@ def test_hqmd_table1_on_synthetic_data_trains_every_row_with_three_seeds_identic
         # identical settings but for what makes the row (the recipe): steps, size, schedule, initialisation
         shared = [[s for s in sets if not s.startswith("model.options.freeze")] for _, _, sets in runs]
         assert all(sets == shared[0] for sets in shared)
-        assert "train.max_steps=200" in shared[0] and "model.options.backbone_weights=none" in shared[0]
+        assert "train.max_steps=2000" in shared[0] and "model.options.backbone_weights=none" in shared[0]
     sys.modules.pop("hqmd_synthetic", None)
 
 
