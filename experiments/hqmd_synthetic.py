@@ -101,18 +101,26 @@ def _evaluate_run(folder, test_data, with_maps):
     metrics = {**{k: float(v) for k, v in standard.metrics.items()}, **geometry.to_dict()["metrics"]}
     samples = list(open_source(test_data, split="test"))
     preds = [protocol_prediction(model, s.rgb, protocol, focal=s.meta["focal"]) for s in samples]
-    metrics.update(object_metrics(preds, samples))
+    metrics.update(object_metrics(preds, samples, scene_views(samples)))
     return metrics, {i: preds[i] for i in with_maps}
 
 
-def object_metrics(preds, samples):
-    """Do the predictions show the scenes' boxes and spheres at all (`hqdepth.data.synthetic.object_measures`):
-    `contrast_ratio` (median predicted / true depth step from each object to the band around it; 0 = no object
-    to be seen, 1 = the true step) and `objects_seen` (the fraction with at least half the true step)."""
+def scene_views(samples):
+    """`hqdepth.data.synthetic.object_views` (surface ids, layout) of the test scenes `samples` (scenes 0.. of
+    the test split, as `common.synthetic_spec` gives them), for `object_metrics`."""
     from hqdepth.data import synthetic
 
     size = samples[0].depth.shape[:2]
-    views = [synthetic.object_views("test", i, size) for i in range(len(samples))]
+    return [synthetic.object_views("test", i, size) for i in range(len(samples))]
+
+
+def object_metrics(preds, samples, views):
+    """Do the predictions show the scenes' boxes and spheres at all (`hqdepth.data.synthetic.object_measures`,
+    `views` from `scene_views`): `contrast_ratio` (median predicted / true depth step from each object to the
+    band around it; 0 = no object to be seen, 1 = the true step) and `objects_seen` (the fraction with at least
+    half the true step)."""
+    from hqdepth.data import synthetic
+
     measures = synthetic.object_measures(preds, [s.depth[..., 0] for s in samples], [v[0] for v in views],
                                          [v[1] for v in views])
     return {"contrast_ratio": measures["contrast_ratio"], "objects_seen": measures["objects_seen"]}
@@ -237,9 +245,9 @@ def markdown(result):
                      + f" | {paper['abs_rel']:.3f} | {paper['rmse']:.3f} | {paper['d1']:.3f} |")
     lines += ["", "Lower is better except d1, dde_0, contrast_ratio and objects_seen (do the predictions show the "
               "scenes' boxes and spheres: the median predicted / true depth step from each object to the 2-px band "
-              "around it, and the share of objects with at least half the true step). Paper: NYU Depth v2 test (654 images), ImageNet-initialised, "
-              "300k steps; not comparable in value, only in order. A smooth, flat prediction scores a low pe_plan "
-              "(flatness) but a poor pe_orie."]
+              "around it, and the share of objects with at least half the true step). Paper: NYU Depth v2 test "
+              "(654 images), ImageNet-initialised, 300k steps; not comparable in value, only in order. A smooth, "
+              "flat prediction scores a low pe_plan (flatness) but a poor pe_orie."]
     if result.get("references"):
         lines += ["", "Untrained references on the same scenes: the true depth (Canny on the ground truth against the "
                   "exact edges: the floor of the dbe columns at this size) and the true depth blurred by a Gaussian "
@@ -293,6 +301,7 @@ def references(test_data, blurs=REFERENCE_BLURS):
     from hqdepth.geometry import GeometryEvaluator, ground_truth_from_meta
 
     samples = list(open_source(test_data, split="test"))
+    views = scene_views(samples)  # rendered once for all references
     found = []
     for sigma in (0.0, *blurs):
         evaluator, preds = GeometryEvaluator(), []
@@ -300,7 +309,7 @@ def references(test_data, blurs=REFERENCE_BLURS):
             gt = sample.depth[..., 0].astype(np.float64)
             preds.append(cv2.GaussianBlur(gt, (0, 0), sigma, borderType=cv2.BORDER_REPLICATE) if sigma else gt)
             evaluator.add(preds[-1], gt, **ground_truth_from_meta(sample.meta))
-        metrics = {**evaluator.result(), **object_metrics(preds, samples)}
+        metrics = {**evaluator.result(), **object_metrics(preds, samples, views)}
         found.append({"name": f"true depth blurred, sigma {sigma:g} px" if sigma else "true depth",
                       "blur_sigma_px": sigma, "metrics": {k: float(metrics[k]) for k in REFERENCE_KEYS}})
     return found

@@ -19,14 +19,23 @@ import argparse
 import importlib.util
 import math
 import sys
+from pathlib import Path
 
 import numpy as np
 
 
 def load_official(path):
+    """The official module from `path`; a missing file or a package it imports (it needs scikit-learn, which
+    hqdepth does not install; some copies also import matplotlib) stops with a message."""
+    if not Path(path).is_file():
+        raise SystemExit(f"{path}: no such file (pass your copy of evaluate_ibims_error_metrics.py).")
     spec = importlib.util.spec_from_file_location("official_ibims_metrics", path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except ImportError as error:
+        raise SystemExit(f"{path} imports {error.name!r}, which is not installed here (pip install "
+                         f"{'scikit-learn' if error.name == 'sklearn' else error.name}).") from None
     return module
 
 

@@ -249,4 +249,9 @@ def compute_planarity_error(gt, pred, paras, mask, calib):
     stand_in.write_text(stand_in.read_text().replace("OFFSET = 0.0", "OFFSET = 0.01"))
     assert check.main(args) == 1
     assert "exceeds the tolerance" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="no such file"):
+        check.main(["--official", str(tmp_path / "missing.py")])
+    stand_in.write_text("import sklearn_not_installed_here\n")
+    with pytest.raises(SystemExit, match="imports 'sklearn_not_installed_here'.*pip install"):
+        check.main(["--official", str(stand_in)])
     sys.modules.pop("ibims_official_check", None)
