@@ -225,7 +225,7 @@ def test_a_cluster_with_a_killed_worker_resumes_from_the_workers_own_backups(tmp
     from kill_helpers import communicate_all, kill_all, read_until, start_cluster
 
     sets = ("train.max_steps=4", "train.batch_size=2", "train.validation_every_steps=2", "train.validation_steps=1",
-            "train.checkpoint_every_steps=1",  # both workers have backed up step 2 when the chief prints period 1
+            "train.checkpoint_every_steps=1",  # both workers have backed up step 1 when the chief prints period 1
             "train.log_every_steps=2", "train.image_samples=2", "train.test_evaluation=false")
     commands = [[arg for arg in cli(*sets) if arg != "--quiet"][3:] + ["--out", str(tmp_path / folder)]
                 for folder in ("chief", "worker")]
@@ -238,7 +238,13 @@ def test_a_cluster_with_a_killed_worker_resumes_from_the_workers_own_backups(tmp
         kill_all(processes)  # the chief cannot go on alone
     chief_state = json.loads((tmp_path / "chief" / "backup" / "training_metadata.json").read_text())
     worker_state = json.loads((tmp_path / "worker" / ".worker-1" / "backup" / "training_metadata.json").read_text())
-    assert 2 <= min(chief_state["iterations"], worker_state["iterations"]) < 4
+    assert 1 <= min(chief_state["iterations"], worker_state["iterations"]) < 4
+    # Step 2 ends period 1: it is backed up after the validation only (the place to resume is unique), else
+    # a worker killed between two saves of step 2 resumed validating while the other trained (CI, a collective
+    # with different shapes).
+    for state in (chief_state, worker_state):
+        for entry in [state] + state.get("previous", []):
+            assert (entry["epoch"], entry["step_in_epoch"]) == divmod(entry["iterations"], 2), entry
     assert not (tmp_path / "chief" / "results.json").exists()
 
     processes = start_cluster(commands, 2, env())
@@ -257,6 +263,30 @@ def test_a_cluster_with_a_killed_worker_resumes_from_the_workers_own_backups(tmp
     assert epochs == [0, 1]
     assert not (tmp_path / "worker" / ".worker-1" / "backup").exists()  # removed when finished
     assert_a_finished_cluster_rerun_does_nothing(commands, tmp_path)
+
+
+def test_a_multiworker_period_backs_up_its_last_step_after_the_validation_only(tmp_path):
+    """The multi-worker loop starts each period as `fit` starts an epoch (`begin_period`, with its length): the
+    backup of a period's last step is written once, at the period's end, so every worker's backup of a step
+    names the same place to resume (period, step in it)."""
+    from hqdepth.training.callbacks import RunBackup
+    from hqdepth.training.multiworker import begin_period
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    model.optimizer.build(model.trainable_variables)
+    backup = RunBackup(str(tmp_path), save_freq=1, steps_per_epoch=2, keep=2)
+    backup.set_model(model)
+    begin_period([backup], 0, 2, 2)
+    for index in range(2):
+        model.optimizer.iterations.assign(index + 1)
+        backup.on_train_batch_end(index, {"loss": 1.0})
+    state = RunBackup.read_state(tmp_path)
+    assert (state["iterations"], state["epoch"], state["step_in_epoch"]) == (1, 0, 1)  # step 2 waits
+    backup.on_epoch_end(0, {"loss": 1.0, "val_loss": 1.0})
+    state = RunBackup.read_state(tmp_path)
+    assert (state["iterations"], state["epoch"], state["step_in_epoch"]) == (2, 1, 0)
+    assert [entry["iterations"] for entry in state["previous"]] == [1]
 
 
 def assert_a_finished_cluster_rerun_does_nothing(commands, tmp_path):

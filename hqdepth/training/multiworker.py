@@ -96,6 +96,8 @@ def train_multiworker(config, data, out, *, val_data=None, test_data=None, overw
     backup = RunBackupFactory(worker_out, config)
     done = _agree_on_backup(strategy, backup.dir)
     state = RunBackup.read_state(backup.dir, done) if done else None
+    if done:
+        _check_same_position(strategy, backup.dir, state)
 
     def dataset(split, spec, train):
         def make(context):
@@ -148,10 +150,9 @@ def train_multiworker(config, data, out, *, val_data=None, test_data=None, overw
     history = {}
     iterator = iter(train_data)
     while period < plan.periods and not model.stop_training:
-        for callback in callbacks:
-            callback.on_epoch_begin(period)
-        sums = {}
         steps = plan.steps_in(period)
+        begin_period(callbacks, period, steps, plan.periods)
+        sums = {}
         for index in range(step_in_period, steps):
             _accumulate(sums, step.train(iterator))
             logs = _logs(sums)
@@ -228,6 +229,34 @@ def _agree_on_backup(strategy, backup_dir):
         raise FileNotFoundError(f"{backup_dir}: the other workers' newest backup is of step {agreed}, which this "
                                 f"worker does not have (it has {mine}); remove every worker's backup to restart.")
     return agreed
+
+
+def begin_period(callbacks, period, steps, periods):
+    """Start a validation period on the callbacks as `fit` starts an epoch, with its length in their `params`:
+    RunBackup then takes the backup due at the period's last step at its end, after the validation. (Without
+    the length it wrote step N twice, before and after the validation, and workers killed between the two
+    resumed at different places: one validating, one training, failing in a collective.)"""
+    for callback in callbacks:
+        callback.set_params({"epochs": periods, "steps": steps, "verbose": 0})
+        callback.on_epoch_begin(period)
+
+
+def _check_same_position(strategy, backup_dir, state):
+    """Stop with a clear error when the workers' backups of the agreed step are at different places of the run
+    (period, step in it), instead of failing later in a collective whose shapes differ between the workers."""
+    import tensorflow as tf
+
+    mine = tf.constant([[float(state["epoch"]), float(state.get("step_in_epoch", 0))]])
+
+    @tf.function
+    def gather():
+        return strategy.gather(strategy.run(lambda: mine), axis=0)
+
+    positions = {tuple(int(v) for v in row) for row in gather().numpy()}
+    if len(positions) > 1:
+        raise RuntimeError(f"{backup_dir}: the workers' backups of step {state['iterations']} are at different places "
+                           f"of the run (period, step in it: {sorted(positions)}); remove every worker's backup "
+                           "folder to restart the run.")
 
 
 def _barrier(strategy):
