@@ -11,12 +11,12 @@ geometric errors (depth boundary accuracy / completeness, planarity, directed de
 On a 2-core machine two processes pinned one per core, with disjoint seeds, train about 20 % more per hour
 than one (e.g. `taskset -c 0 ... --seeds 0,1 --train-only` beside `taskset -c 1 ... --seeds 2 --train-only`;
 `--rows` splits further), then one run without `--train-only` evaluates the whole grid. A first grid of 200
-steps at 96x128 (`--steps 200 --size 96x128`, 1.5 h) was too short for any row to learn the objects; the
-defaults are the scale of the committed results.
+steps at 96x128 (`--steps 200 --size 96x128`, 1.5 h; results kept as `hqmd_table1_synthetic_200steps.*`) was
+too short for any row to learn the objects; the defaults are the scale of the committed results.
 
 Outputs: experiments/results/hqmd_table1_synthetic.{json,md,png} (`--results` to change). Rerunning the
-command resumes unfinished runs from their backups and reuses finished ones; the evaluation is repeated
-(it takes seconds per run).
+command resumes unfinished runs from their backups and reuses finished ones; each run's evaluation is kept
+in its folder (`study_evaluation.json`) and redone only when the evaluation code's version changes.
 """
 
 import argparse
