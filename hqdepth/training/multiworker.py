@@ -198,15 +198,7 @@ def _chief_decision(strategy, decision):
     every worker joins before anything else, so a rerun of a finished run (or one the chief refuses)
     ends on every worker, with or without a shared filesystem, instead of a worker training alone and
     waiting for the chief in a collective. The other workers pass `_TRAIN` (0); the largest value wins."""
-    import tensorflow as tf
-
-    mine = tf.constant([float(decision)])
-
-    @tf.function
-    def gather():
-        return strategy.gather(strategy.run(lambda: mine), axis=0)
-
-    return int(max(gather().numpy()))
+    return int(max(_gather(strategy, [float(decision)])))
 
 
 def _agree_on_backup(strategy, backup_dir):
@@ -214,17 +206,9 @@ def _agree_on_backup(strategy, backup_dir):
 
     A kill can land between two workers' saves of the same step; each keeps its two last backups
     (`RunBackup(keep=2)`), so the newest common one is restorable everywhere."""
-    import tensorflow as tf
-
     state = RunBackup.read_state(backup_dir)
     mine = [state["iterations"]] + [entry["iterations"] for entry in state.get("previous", [])] if state else []
-    newest = tf.constant([float(max(mine)) if mine else 0.0])
-
-    @tf.function
-    def gather():
-        return strategy.gather(strategy.run(lambda: newest), axis=0)
-
-    agreed = int(min(gather().numpy()))
+    agreed = int(min(_gather(strategy, [float(max(mine)) if mine else 0.0])))
     if agreed and agreed not in mine:
         raise FileNotFoundError(f"{backup_dir}: the other workers' newest backup is of step {agreed}, which this "
                                 f"worker does not have (it has {mine}); remove every worker's backup to restart.")
@@ -244,19 +228,26 @@ def begin_period(callbacks, period, steps, periods):
 def _check_same_position(strategy, backup_dir, state):
     """Stop with a clear error when the workers' backups of the agreed step are at different places of the run
     (period, step in it), instead of failing later in a collective whose shapes differ between the workers."""
+    rows = _gather(strategy, [[float(state["epoch"]), float(state.get("step_in_epoch", 0))]])
+    positions = {tuple(int(v) for v in row) for row in rows}
+    if len(positions) > 1:
+        raise RuntimeError(f"{backup_dir}: the workers' backups of step {state['iterations']} are at different places "
+                           f"of the run (period, step in it: {sorted(positions)}); remove every worker's backup "
+                           "folder to restart the run.")
+
+
+def _gather(strategy, values):
+    """Every worker's `values` (a list, the same length on each), stacked along the first axis in worker
+    order, as a NumPy array: one collective that every worker must join."""
     import tensorflow as tf
 
-    mine = tf.constant([[float(state["epoch"]), float(state.get("step_in_epoch", 0))]])
+    mine = tf.constant(values)
 
     @tf.function
     def gather():
         return strategy.gather(strategy.run(lambda: mine), axis=0)
 
-    positions = {tuple(int(v) for v in row) for row in gather().numpy()}
-    if len(positions) > 1:
-        raise RuntimeError(f"{backup_dir}: the workers' backups of step {state['iterations']} are at different places "
-                           f"of the run (period, step in it: {sorted(positions)}); remove every worker's backup "
-                           "folder to restart the run.")
+    return gather().numpy()
 
 
 def _barrier(strategy):
