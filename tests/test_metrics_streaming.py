@@ -5,8 +5,6 @@ import pytest
 
 from hqdepth import metrics
 
-RNG = np.random.default_rng()
-
 
 def reference(batches, min_depth=1e-3, max_depth=None):
     """Per image over its valid pixels, then the mean over images that have any (BTS/HQMD convention)."""
@@ -38,45 +36,64 @@ def reference(batches, min_depth=1e-3, max_depth=None):
     return {key: np.mean([row[key] for row in per_image]) for key in per_image[0]}, len(per_image)
 
 
-def make_batches(with_inf=True):
+def make_batches(rng, outlier="inf"):
+    """Three batches of 3, 2 and 4 images with very different valid fractions (5 % to 85 % of the pixels
+    dropped), the images with fewer valid pixels predicted worse: averaging per image and pooling all pixels
+    then give clearly different errors. Then, unless `outlier` is None, the awkward cases: an image with no
+    valid pixel, NaN ground truth, a zero prediction and an `outlier` one ("inf" or "huge", 1e6)."""
+    dropped = rng.permutation(np.linspace(0.05, 0.85, 9)).reshape(9, 1, 1, 1)
     batches = []
-    for batch_size in (3, 2, 4):
-        gt = RNG.uniform(0.3, 12.0, (batch_size, 10, 14, 1))
-        pred = gt * RNG.uniform(0.7, 1.4, gt.shape)
-        keep = RNG.uniform(size=(batch_size, 1, 1, 1)) * 0.9  # very different valid fractions per image
-        gt[RNG.uniform(size=gt.shape) < keep] = 0.0
+    for batch_size, start in ((3, 0), (2, 3), (4, 5)):
+        gt = rng.uniform(0.3, 12.0, (batch_size, 10, 14, 1))
+        drop = dropped[start:start + batch_size]
+        pred = gt * (1.0 + (0.02 + 0.8 * drop**2) * rng.uniform(-1.0, 1.0, gt.shape))
+        gt[rng.uniform(size=gt.shape) < drop] = 0.0
         batches.append((gt.astype(np.float32), pred.astype(np.float32)))
+    if outlier is None:
+        return batches
     batches[1][0][0] = 0.0  # an image with no valid pixel: excluded, not averaged in as zeros
     batches[2][0][1, 0, 0, 0] = np.nan
-    batches[2][1][2, 0, 0, 0] = np.inf if with_inf else 1e6
+    batches[2][1][2, 0, 0, 0] = {"inf": np.inf, "huge": 1e6}[outlier]
     batches[2][1][2, 0, 1, 0] = 0.0
     return batches
 
 
-@pytest.mark.parametrize("max_depth", [None, 10.0])
-def test_streaming_metrics_match_per_image_reference(max_depth):
-    batches = make_batches(with_inf=max_depth is not None)
-    expected, n_images = reference(batches, max_depth=max_depth)
-    assert n_images == 8
+def stream(batches, max_depth):
+    """{name: result} of the package's streaming metrics fed `batches` one by one."""
     streaming = metrics.depth_metrics(max_depth=max_depth)
     for gt, pred in batches:
         for metric in streaming:
             metric.update_state(gt, pred)
-    for metric in streaming:
-        assert float(metric.result()) == pytest.approx(expected[metric.name], rel=2e-5, abs=1e-6), metric.name
-    # pooled averaging would give a different RMSE: the test can tell the conventions apart
-    g = np.concatenate([b[0].ravel() for b in batches])
-    d = np.concatenate([b[1].ravel() for b in batches])
-    ok = np.isfinite(g) & (g > 1e-3) & np.isfinite(d) & (g < (max_depth or np.inf))
-    pooled_rmse = np.sqrt(np.mean((g[ok] - d[ok]) ** 2))
-    assert abs(pooled_rmse - expected["rmse"]) > 1e-3
+    return {metric.name: float(metric.result()) for metric in streaming}
 
 
-def test_reset_and_serialization():
+@pytest.mark.parametrize("max_depth", [None, 10.0])
+def test_streaming_metrics_match_per_image_reference(max_depth, rng):
+    batches = make_batches(rng, outlier="huge" if max_depth is None else "inf")
+    expected, n_images = reference(batches, max_depth=max_depth)
+    assert n_images == 8
+    for name, value in stream(batches, max_depth).items():
+        assert value == pytest.approx(expected[name], rel=2e-5, abs=1e-6), name
+
+
+def test_images_count_equally_whatever_their_valid_pixels(rng):
+    """The mean over images, not over pixels: here the images with few valid pixels are the worst predicted,
+    so pooling every pixel would give a clearly smaller abs_rel; the test tells the two conventions apart."""
+    batches = make_batches(rng, outlier=None)
+    expected, n_images = reference(batches)
+    assert n_images == 9
+    g = np.concatenate([b[0].ravel() for b in batches]).astype(np.float64)
+    d = np.concatenate([b[1].ravel() for b in batches]).astype(np.float64)
+    pooled = np.mean(np.abs(g - d)[g > 1e-3] / g[g > 1e-3])
+    assert pooled < 0.8 * expected["abs_rel"], (pooled, expected["abs_rel"])
+    assert stream(batches, None)["abs_rel"] == pytest.approx(expected["abs_rel"], rel=2e-5)
+
+
+def test_reset_and_serialization(rng):
     import keras
 
     metric = metrics.Delta(2, max_depth=80.0)
-    gt, pred = make_batches()[0]
+    gt, pred = make_batches(rng)[0]
     metric.update_state(gt, pred)
     metric.reset_state()
     assert float(metric.result()) == 0.0
@@ -86,10 +103,10 @@ def test_reset_and_serialization():
         metric.update_state(gt, pred, sample_weight=np.ones(3))
 
 
-def test_per_image_errors_is_one_formula_for_numpy_and_keras():
+def test_per_image_errors_is_one_formula_for_numpy_and_keras(rng):
     from keras import ops
 
-    gt, pred = make_batches()[0]
+    gt, pred = make_batches(rng)[0]
     valid = gt > 1e-3
     np_errors, np_count = metrics.per_image_errors(pred.astype(np.float64), gt.astype(np.float64), valid)
     k_errors, k_count = metrics.per_image_errors(ops.convert_to_tensor(pred), ops.convert_to_tensor(gt),
