@@ -17,8 +17,10 @@ $(STAMP): setup.py
 # The full suite (what CI runs) on two pytest-xdist workers, listing skip reasons and the 15 slowest tests
 # (the suite should stay under about 12 minutes on CI's 2 cores; it does not yet). 2-core Xeon VM, 2026-11-30:
 # 10 min 52 s for 487 tests at 06:30 UTC, 13 min 21 s at 10:30, 20 min 50 s for 494 at 13:12 with the host
-# slower (the same slow tests took 1.3-1.6x as long); CI took 22 min 48 s for the 10:48 commit. Its ONNX export tests
-# convert HQMD in a child process that peaks at 14.7 GB: keep other big jobs off the 24 GB machine meanwhile.
+# slower; CI took 22 min 48 s and then 18 min 48 s. With one TensorFlow thread pool per core shared out among
+# the workers (tests/conftest.py): 18 min 12 s for 495 (real data included) at 15:31, against 22 min 00 s at
+# 13:44 the same afternoon without it. Its ONNX export tests convert HQMD in a child process that peaks at
+# 14.7 GB: keep other big jobs off the 24 GB machine meanwhile.
 test: $(STAMP)
 	$(PY) -m pytest -q -rs -n 2 --durations=15 tests
 

@@ -445,12 +445,13 @@ def test_mixed_bfloat16_fit_on_the_cpu(tmp_path):
 
 @pytest.mark.slow
 def test_mixed_bfloat16_trains_like_float32():
-    """benchmarks/bf16_check.py on a short run: hqmd_plus_full from the same weights on the same batches in float32
-    and mixed_bfloat16; the losses agree step by step within bfloat16's rounding (8 significant bits: about 1-2 %
-    through the network; measured median 1.4 %, largest 3.4 % on this run, 1.6 % / 10 % over 60 steps at 96x128),
-    while the loss itself changes by tens of percent: a bfloat16 step that went wrong (a float32-only op fed
-    bfloat16, a loss computed in bfloat16, lost updates) shows up as a larger gap. Measured in the full suite: one
-    step 15.5 % apart, the others under 7 %."""
+    """benchmarks/bf16_check.py --follow on a short run: hqmd_plus_full from the same weights on the same batches in
+    float32 and mixed_bfloat16, each bfloat16 step starting from the float32 run's weights. The losses then agree
+    step by step within one step's bfloat16 rounding (8 significant bits: measured 0.01-1.5 %, median 0.2-0.5 %,
+    with one and two threads), while the loss itself falls by tens of percent: a step that went wrong (a float32-only
+    op fed bfloat16, a loss computed in bfloat16) shows up as a larger gap, and updates lost to rounding as a small
+    bfloat16 update. (Free-running, the two curves drift apart chaotically - 1-19 % per step over the same 8 steps -
+    so they cannot be compared this closely: the benchmark's 60-step run, `benchmarks/RESULTS.md`, does that.)"""
     import argparse
     import importlib.util
 
@@ -462,8 +463,8 @@ def test_mixed_bfloat16_trains_like_float32():
         spec = importlib.util.spec_from_file_location("bf16_check", benchmarks / "bf16_check.py")
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
-        args = argparse.Namespace(recipe="hqmd_plus_full", size="33x49", batch=4, steps=8, lr=1e-3, seed=0)
-        losses, abs_rel, _ = module.curves(args)
+        args = argparse.Namespace(recipe="hqmd_plus_full", size="33x49", batch=4, steps=8, lr=1e-3, seed=0, follow=True)
+        losses, abs_rel, _, update_ratios = module.curves(args)
     finally:
         sys.path.remove(str(benchmarks))
         for name in ("common", "cpu_step", "variants"):
@@ -473,11 +474,9 @@ def test_mixed_bfloat16_trains_like_float32():
     f32, bf16 = (np.asarray(losses[p]) for p in ("float32", "mixed_bfloat16"))
     assert np.isfinite(f32).all() and np.isfinite(bf16).all()
     relative = np.abs(bf16 - f32) / f32
-    # One step's loss can jump by 10-15 % (the two runs' rounding sends a step's batch-norm statistics apart); the
-    # typical step and the run as a whole cannot.
-    assert np.median(relative) < 0.05 and relative.max() < 0.35, relative
-    assert abs(bf16.mean() - f32.mean()) < 0.05 * f32.mean(), (bf16.mean(), f32.mean())
+    assert np.median(relative) < 0.02 and relative.max() < 0.05, relative
     assert (f32[0] - f32[-1]) / f32[0] > 0.1  # the run learns: the agreement is not that of two frozen curves
+    assert len(update_ratios) == 8 and all(0.9 < r < 1.1 for r in update_ratios), update_ratios  # measured 0.999-1.001
     # (Held-out abs_rel is not compared: after 8 steps the batch norms' moving statistics are still noise.)
     assert set(abs_rel) == {"float32", "mixed_bfloat16"}
 
