@@ -447,7 +447,7 @@ def test_mixed_bfloat16_fit_on_the_cpu(tmp_path):
 def test_mixed_bfloat16_trains_like_float32():
     """benchmarks/bf16_check.py --follow on a short run: hqmd_plus_full from the same weights on the same batches in
     float32 and mixed_bfloat16, each bfloat16 step starting from the float32 run's weights. The losses then agree
-    step by step within one step's bfloat16 rounding (8 significant bits: measured 0.01-1.5 %, median 0.2-0.5 %,
+    step by step within one step's bfloat16 rounding (8 significant bits: measured 0.01-1.5 %, median 0.15-0.45 %,
     with one and two threads), while the loss itself falls by tens of percent: a step that went wrong (a float32-only
     op fed bfloat16, a loss computed in bfloat16) shows up as a larger gap, and updates lost to rounding as a small
     bfloat16 update. (Free-running, the two curves drift apart chaotically - 1-19 % per step over the same 8 steps -
