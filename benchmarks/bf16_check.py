@@ -114,7 +114,8 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--window", type=int, default=10, help="steps averaged for the smoothed curves")
+    parser.add_argument("--window", type=int, default=10,
+                        help="steps averaged for the smoothed curves (at most half the run)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--follow", action="store_true",
                         help="start each bfloat16 step from the float32 run's weights: the difference is then one "
@@ -122,18 +123,19 @@ def main(argv=None):
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")
     losses, abs_rel, _, update_ratios = curves(args)
-    summary = summarise(losses, min(args.window, args.steps))
+    window = min(args.window, max(1, args.steps // 2))  # at least two smoothed points
+    summary = summarise(losses, window)
     if update_ratios:
         summary["update_size_ratio"] = update_ratios
     print(f"loss per step, float32:        {' '.join(f'{v:.3f}' for v in losses['float32'])}")
     print(f"loss per step, mixed_bfloat16: {' '.join(f'{v:.3f}' for v in losses['mixed_bfloat16'])}")
     print(f"|bf16 - f32| / f32 per step: median {summary['relative_median']:.4f}, max {summary['relative_max']:.4f}; "
-          f"over {args.window}-step means: median {summary['smoothed_relative_median']:.4f}, max "
+          f"over {window}-step means: median {summary['smoothed_relative_median']:.4f}, max "
           f"{summary['smoothed_relative_max']:.4f}; loss change over the run: float32 {summary['float32_change']:+.3f}, "
           f"bfloat16 {summary['bfloat16_change']:+.3f}; held-out batch abs_rel: float32 {abs_rel['float32']:.4f}, "
           f"bfloat16 {abs_rel['mixed_bfloat16']:.4f}", flush=True)
     emit({"recipe": args.recipe, "size": args.size, "batch": args.batch, "steps": args.steps, "lr": args.lr,
-          "window": args.window, "losses": losses, **summary, "held_out_abs_rel": abs_rel})
+          "window": window, "losses": losses, **summary, "held_out_abs_rel": abs_rel})
     return 0
 
 
