@@ -68,16 +68,15 @@ def curves(args):
     finally:
         keras.config.set_dtype_policy("float32")
     losses, update_ratios = {precision: [] for precision in models}, []
-    follow = getattr(args, "follow", False)
     for step in range(args.steps):
         batch = slice(step * args.batch, (step + 1) * args.batch)
-        if follow:  # the bfloat16 step starts from the float32 run's weights
+        if args.follow:  # the bfloat16 step starts from the float32 run's weights
             models["mixed_bfloat16"].set_weights(models["float32"].get_weights())
             before = _trainable(models["float32"])
         for precision, model in models.items():
             logs = model.train_on_batch(images[batch], depths[batch], return_dict=True)
             losses[precision].append(float(logs["loss"]))
-        if follow:
+        if args.follow:
             f32, bf16 = (np.linalg.norm(_trainable(models[p]) - before) for p in ("float32", "mixed_bfloat16"))
             update_ratios.append(float(bf16 / f32))
     predictions = {p: np.asarray(model.predict(held_out, verbose=0), "float32") for p, model in models.items()}

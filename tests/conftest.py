@@ -14,7 +14,9 @@ os.environ["HQDEPTH_OFFLINE"] = "1"
 # the whole suite the same afternoon: 22 min 00 s without, 18 min 12 s with (the Makefile has the history).
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _WORKERS > 1:
-    _SHARE = str(max(1, len(os.sched_getaffinity(0)) // _WORKERS))
+    from hqdepth.data.tools import default_workers  # the cores this process may use (no TensorFlow import)
+
+    _SHARE = str(max(1, default_workers() // _WORKERS))
     os.environ.setdefault("TF_NUM_INTRAOP_THREADS", _SHARE)
     os.environ.setdefault("TF_NUM_INTEROP_THREADS", _SHARE)
 
