@@ -40,14 +40,10 @@ def main(weights_path, out_path, save_weights):
 
     # max_depth 1 and no weight decay keep the loss O(1): float32 round-off through 50 layers is ~5e-6
     # relative, and the 1e-5 comparison is absolute.
-    keras.utils.set_random_seed(0)  # the TensorFlow run draws the weights: the same ones every time
-    model = build_model("hqmd_baseline_plus", max_depth=1.0, l2=0.0)
+    model = shared_weights(keras, lambda: build_model("hqmd_baseline_plus", max_depth=1.0, l2=0.0), weights_path,
+                           save_weights)
     depth = gt / 10.0
-    if save_weights:
-        model.save_weights(weights_path)
-    else:
-        model.load_weights(weights_path)
-    result["output_mean"] = float(np.mean(np.asarray(model(images, training=True))))
+    result["output_mean"] = float(np.mean(np.asarray(_forward(keras, model, images))))
     # JAX: the jitted step (as fit runs it); op by op it compiled every primitive separately (404 s against 175 s
     # on a 2-core Xeon). TensorFlow: eagerly, which skips tracing the step.
     model.compile(optimizer=keras.optimizers.SGD(1e-3), loss=losses.HQMDLoss(),
@@ -60,6 +56,28 @@ def main(weights_path, out_path, save_weights):
     result["train_loss_step2"] = float(model.train_on_batch(images, depth))
     with open(out_path, "w") as f:
         json.dump(result, f)
+
+
+def shared_weights(keras, build, weights_path, save_weights):
+    """`build()`'s model with the weights the TensorFlow run drew (`save_weights`: draw and write them).
+
+    The loading side never draws any: under JAX each random initialiser compiles a program per weight shape
+    (the MRPAN of `other_models` took 21 s to build instead of 3 on a 2-core Xeon), so the variables are made
+    uninitialised in a stateless scope (Keras' deferred initialisation) and the file sets every one of them."""
+    if save_weights:
+        keras.utils.set_random_seed(0)  # the same weights every time
+        model = build()
+        model.save_weights(weights_path)
+        return model
+    from keras.src.backend.common import global_state
+
+    with keras.StatelessScope(initialize_variables=False):
+        model = build()
+    model.load_weights(weights_path)
+    unset = [v.path for v in model.variables if v._value is None]
+    assert not unset, f"not in {weights_path}: {unset[:5]}"
+    global_state.set_global_attribute("uninitialized_variables", [])  # every one is set: none left to draw
+    return model
 
 
 def _five_scale_encoder(keras, channels=8):
@@ -120,13 +138,8 @@ def other_models(weights_path, out_path, save_weights):
     }
     outputs = {}
     for name, options in configs.items():
-        keras.utils.set_random_seed(0)
-        model = build_model(name, **options())
-        path = f"{weights_path}.{name}.weights.h5"
-        if save_weights:
-            model.save_weights(path)
-        else:
-            model.load_weights(path)
+        model = shared_weights(keras, lambda: build_model(name, **options()), f"{weights_path}.{name}.weights.h5",
+                               save_weights)
         inputs = [images, focal] if name == "bts" else images
         if name == "resnet50_transposed":  # 64x64: 2x2 maps at H/32, so batch norm is not degenerate
             inputs = np.tile(images, (1, 2, 2, 1))
