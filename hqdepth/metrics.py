@@ -5,6 +5,8 @@ All published protocols we reproduce (BTS, HQMD, Toolbox) compute each metric pe
 valid pixels, then average over images; the streaming metrics do the same.
 """
 
+import functools
+
 import keras
 import numpy as np
 from keras import ops
@@ -12,15 +14,19 @@ from keras import ops
 METRIC_NAMES = ("abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "silog", "d1", "d2", "d3")
 
 
-def per_image_errors(pred, gt, valid, xp=np):
+def per_image_errors(pred, gt, valid, xp=np, names=METRIC_NAMES):
     """Per-image metrics over the `valid` pixels of each image.
 
     `pred`, `gt`, `valid` have shape (N, ...) with the image index first; `xp` is `numpy` (float64
     evaluation) or `keras.ops` (streaming metrics). Prediction and ground truth must be > 0 where
-    valid (protocols clip or clamp the prediction first). Returns (errors, counts): a dict of
+    valid (protocols clip or clamp the prediction first). `names`: the metrics to compute (each
+    streaming metric traces its own formula only, not all nine). Returns (errors, counts): a dict of
     metric name -> (N,) values, and the (N,) number of valid pixels; an image with no valid pixel
     gets 0 for every metric and count 0, so callers can exclude it.
     """
+    unknown = set(names) - set(METRIC_NAMES)
+    if unknown:
+        raise ValueError(f"Unknown depth metric(s) {sorted(unknown)}; known: {', '.join(METRIC_NAMES)}.")
     axes = tuple(range(1, len(gt.shape)))
     weight = xp.where(valid, 1.0, 0.0)
     count = xp.sum(weight, axis=axes)
@@ -31,21 +37,32 @@ def per_image_errors(pred, gt, valid, xp=np):
     def mean(values):
         return xp.sum(values * weight, axis=axes) / safe_count
 
-    diff = pred - gt
-    log_diff = xp.log(pred) - xp.log(gt)
-    ratio = xp.maximum(pred / gt, gt / pred)
-    mean_log_diff = mean(log_diff)
-    errors = {
-        "abs_rel": mean(xp.abs(diff) / gt),
-        "sq_rel": mean(diff * diff / gt),
-        "rmse": xp.sqrt(mean(diff * diff)),
-        "rmse_log": xp.sqrt(mean(log_diff * log_diff)),
-        "log10": mean(xp.abs(xp.log10(pred) - xp.log10(gt))),
-        "silog": 100.0 * xp.sqrt(xp.maximum(mean(log_diff * log_diff) - mean_log_diff * mean_log_diff, 0.0)),
+    @functools.cache
+    def diff():
+        return pred - gt
+
+    @functools.cache
+    def log_diff():
+        return xp.log(pred) - xp.log(gt)
+
+    @functools.cache
+    def ratio():
+        return xp.maximum(pred / gt, gt / pred)
+
+    def silog():
+        mean_log_diff = mean(log_diff())
+        return 100.0 * xp.sqrt(xp.maximum(mean(log_diff() * log_diff()) - mean_log_diff * mean_log_diff, 0.0))
+
+    formulas = {
+        "abs_rel": lambda: mean(xp.abs(diff()) / gt),
+        "sq_rel": lambda: mean(diff() * diff() / gt),
+        "rmse": lambda: xp.sqrt(mean(diff() * diff())),
+        "rmse_log": lambda: xp.sqrt(mean(log_diff() * log_diff())),
+        "log10": lambda: mean(xp.abs(xp.log10(pred) - xp.log10(gt))),
+        "silog": silog,
+        **{f"d{k}": (lambda k=k: mean(xp.where(ratio() < 1.25**k, 1.0, 0.0))) for k in (1, 2, 3)},
     }
-    for k in (1, 2, 3):
-        errors[f"d{k}"] = mean(xp.where(ratio < 1.25**k, 1.0, 0.0))
-    return errors, count
+    return {name: formulas[name]() for name in names}, count
 
 
 def valid_mask(gt, min_depth=1e-3, max_depth=None, xp=np):
@@ -88,7 +105,7 @@ class PerImageDepthMetric(keras.metrics.Metric):
         if self.max_depth is not None:
             pred = ops.minimum(pred, self.max_depth)
         valid = valid_mask(gt, self.min_depth, self.max_depth, xp=ops)
-        errors, count = per_image_errors(pred, gt, valid, xp=ops)
+        errors, count = per_image_errors(pred, gt, valid, xp=ops, names=(self.metric_key,))
         has_pixels = ops.cast(count > 0, self.dtype)
         return ops.sum(errors[self.metric_key] * has_pixels), ops.sum(has_pixels)
 

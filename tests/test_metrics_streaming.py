@@ -115,3 +115,17 @@ def test_per_image_errors_is_one_formula_for_numpy_and_keras(rng):
     np.testing.assert_array_equal(np_count, np.asarray(k_count))
     for key in metrics.METRIC_NAMES:
         np.testing.assert_allclose(np_errors[key], np.asarray(k_errors[key]), rtol=1e-5, atol=1e-6)
+
+
+def test_per_image_errors_computes_the_names_asked_for(rng):
+    """Each streaming metric asks for its own formula only; every subset gives the full set's values."""
+    gt, pred = (batch.astype(np.float64) for batch in make_batches(rng)[0])
+    valid = gt > 1e-3
+    full, _ = metrics.per_image_errors(pred, gt, valid)
+    for names in [(name,) for name in metrics.METRIC_NAMES] + [("silog", "rmse_log", "d3")]:
+        subset, _ = metrics.per_image_errors(pred, gt, valid, names=names)
+        assert list(subset) == list(names)
+        for name in names:
+            np.testing.assert_array_equal(subset[name], full[name])
+    with pytest.raises(ValueError, match="'delta1'.*abs_rel"):
+        metrics.per_image_errors(pred, gt, valid, names=("delta1",))
