@@ -12,6 +12,8 @@ Paper vs official code (HalleyJiang/HQMDE `losses.py`), defaults follow the code
 - Sobel: `tf.image.sobel_edges` (unnormalised 3x3 kernels, REFLECT padding); Hu et al. pad with zeros.
 """
 
+import functools
+
 import keras
 from keras import ops
 
@@ -149,8 +151,17 @@ class DepthLoss(keras.losses.Loss):
     def __call__(self, y_true, y_pred, sample_weight=None):
         return scale_for_replicas(super().__call__(y_true, y_pred, sample_weight))
 
-    def terms(self, y_true, y_pred):
-        """Unweighted loss terms by name (for logging)."""
+    def terms(self, y_true, y_pred, names=None):
+        """Unweighted loss terms by name (for logging); `names`: only these (each term metric traces its own)."""
+        names = self.term_names if names is None else names
+        unknown = [name for name in names if name not in self.term_names]
+        if unknown:
+            raise ValueError(f"{type(self).__name__} has no term {unknown}; its terms: {self.term_names}.")
+        formulas = self.term_formulas(y_true, y_pred)
+        return {name: formulas[name]() for name in names}
+
+    def term_formulas(self, y_true, y_pred):
+        """{term name: function computing it}; what several terms share is computed once, when first needed."""
         raise NotImplementedError
 
     def term_metrics(self):
@@ -258,22 +269,24 @@ class HQMDLoss(_GradientLoss):
         self.grad_magnitude_reduction = _check_choice("grad_magnitude_reduction", grad_magnitude_reduction,
                                                       ("mean", "sum"))
 
-    def terms(self, y_true, y_pred):
+    def term_formulas(self, y_true, y_pred):
         gt, pred, valid = prepare(y_true, y_pred, self.mask_invalid)
-        grads = _Gradients(gt, pred, valid, self.sobel_padding, self.sobel_normalize, self.mask_invalid)
+        grads = functools.cache(lambda: _Gradients(gt, pred, valid, self.sobel_padding, self.sobel_normalize,
+                                                   self.mask_invalid))
         return {
-            "l_depth": berhu_term(gt, pred, valid, self.berhu_threshold, self.berhu_ratio, self.berhu_stop_gradient,
-                                  self.berhu_epsilon),
-            "l_grad_mg": grad_magnitude_term(grads, self.grad_magnitude_reduction),
-            "l_grad_dr": grad_direction_term(grads),
-            "l_normal": normal_term(grads),
+            "l_depth": lambda: berhu_term(gt, pred, valid, self.berhu_threshold, self.berhu_ratio,
+                                          self.berhu_stop_gradient, self.berhu_epsilon),
+            "l_grad_mg": lambda: grad_magnitude_term(grads(), self.grad_magnitude_reduction),
+            "l_grad_dr": lambda: grad_direction_term(grads()),
+            "l_normal": lambda: normal_term(grads()),
         }
 
     def call(self, y_true, y_pred):
-        terms = self.terms(y_true, y_pred)
+        weights = (("l_grad_mg", self.grad_magnitude_weight), ("l_grad_dr", self.grad_direction_weight),
+                   ("l_normal", self.normal_weight))
+        terms = self.terms(y_true, y_pred, names=["l_depth"] + [key for key, weight in weights if weight])
         total = self.depth_weight * terms["l_depth"]
-        for key, weight in (("l_grad_mg", self.grad_magnitude_weight), ("l_grad_dr", self.grad_direction_weight),
-                            ("l_normal", self.normal_weight)):
+        for key, weight in weights:
             if weight:
                 total = total + weight * terms[key]
         return total
@@ -305,17 +318,23 @@ class HuLoss(_GradientLoss):
         self.normal_weight = float(normal_weight)
         self.alpha = float(alpha)
 
-    def terms(self, y_true, y_pred):
+    def term_formulas(self, y_true, y_pred):
         gt, pred, valid = prepare(y_true, y_pred, self.mask_invalid)
-        grads = _Gradients(gt, pred, valid, self.sobel_padding, self.sobel_normalize, self.mask_invalid)
+        grads = functools.cache(lambda: _Gradients(gt, pred, valid, self.sobel_padding, self.sobel_normalize,
+                                                   self.mask_invalid))
         log_l1 = lambda a, b: ops.log(ops.abs(a - b) + self.alpha)  # noqa: E731
-        dot = 1.0 + grads.dy_gt * grads.dy_pd + grads.dx_gt * grads.dx_pd
-        norms = ops.sqrt(1.0 + grads.dy_gt**2 + grads.dx_gt**2) * ops.sqrt(1.0 + grads.dy_pd**2 + grads.dx_pd**2)
+
+        def l_normal():
+            g = grads()
+            dot = 1.0 + g.dy_gt * g.dy_pd + g.dx_gt * g.dx_pd
+            norms = ops.sqrt(1.0 + g.dy_gt**2 + g.dx_gt**2) * ops.sqrt(1.0 + g.dy_pd**2 + g.dx_pd**2)
+            return masked_mean(ops.abs(1.0 - dot / norms), g.weight)
+
         return {
-            "l_depth": masked_mean(log_l1(pred, gt), valid),
-            "l_grad": masked_mean(log_l1(grads.dx_pd, grads.dx_gt), grads.weight)
-            + masked_mean(log_l1(grads.dy_pd, grads.dy_gt), grads.weight),
-            "l_normal": masked_mean(ops.abs(1.0 - dot / norms), grads.weight),
+            "l_depth": lambda: masked_mean(log_l1(pred, gt), valid),
+            "l_grad": lambda: masked_mean(log_l1(grads().dx_pd, grads().dx_gt), grads().weight)
+            + masked_mean(log_l1(grads().dy_pd, grads().dy_gt), grads().weight),
+            "l_normal": l_normal,
         }
 
     def call(self, y_true, y_pred):
@@ -340,7 +359,7 @@ class LossTerm(keras.metrics.Mean):
         self.term = term
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        return super().update_state(self.loss.terms(y_true, y_pred)[self.term])
+        return super().update_state(self.loss.terms(y_true, y_pred, names=(self.term,))[self.term])
 
     def get_config(self):
         return {"name": self.name, "dtype": self.dtype, "term": self.term,
@@ -431,20 +450,21 @@ class SSIMMSE(DepthLoss):
         self.k1 = float(k1)
         self.k2 = float(k2)
 
-    def terms(self, y_true, y_pred):
+    def term_formulas(self, y_true, y_pred):
         gt, pred, valid = prepare(y_true, y_pred, self.mask_invalid)
-        filled = ops.where(valid > 0, gt, ops.stop_gradient(pred)) if self.mask_invalid else gt
-        ssim = ssim_map(filled, pred, self.max_val, self.filter_size, self.filter_sigma, self.k1, self.k2)
-        trim = (self.filter_size - 1) // 2
-        centre = valid[:, trim:trim + ops.shape(ssim)[1], trim:trim + ops.shape(ssim)[2], :]
-        mean_ssim = masked_mean(ssim, centre)
-        return {
-            "l_ssim": (1.0 - mean_ssim) * self.ssim_scale,
-            "l_mse": masked_mean(ops.square(pred - gt), valid),
-        }
+
+        def l_ssim():
+            filled = ops.where(valid > 0, gt, ops.stop_gradient(pred)) if self.mask_invalid else gt
+            ssim = ssim_map(filled, pred, self.max_val, self.filter_size, self.filter_sigma, self.k1, self.k2)
+            trim = (self.filter_size - 1) // 2
+            centre = valid[:, trim:trim + ops.shape(ssim)[1], trim:trim + ops.shape(ssim)[2], :]
+            return (1.0 - masked_mean(ssim, centre)) * self.ssim_scale
+
+        return {"l_ssim": l_ssim, "l_mse": lambda: masked_mean(ops.square(pred - gt), valid)}
 
     def call(self, y_true, y_pred):
-        terms = self.terms(y_true, y_pred)
+        weights = {"l_ssim": self.ssim_weight, "l_mse": self.mse_weight}
+        terms = self.terms(y_true, y_pred, names=[key for key, weight in weights.items() if weight])
         total = 0.0
         if self.ssim_weight:
             total = total + self.ssim_weight * terms["l_ssim"]
@@ -545,17 +565,18 @@ class MultiScaleDepthLoss(DepthLoss):
         self.align_corners = bool(align_corners)
         self._hu = HuLoss(alpha=self.alpha, sobel_padding=self.sobel_padding, mask_invalid=self.mask_invalid)
 
-    def _scale_terms(self, y_true, y_pred):
+    def _scale_terms(self, y_true, y_pred, names):
         gt, pred, valid = prepare(y_true, y_pred, self.mask_invalid)
         shape = ops.shape(pred)
         gt_scaled, _ = resize_ground_truth(gt, valid, (shape[1], shape[2]), self.align_corners)
-        return self._hu.terms(gt_scaled, pred)
+        return self._hu.terms(gt_scaled, pred, names)
 
-    def terms(self, y_true, y_pred):
+    def terms(self, y_true, y_pred, names=None):
         predictions = list(y_pred) if isinstance(y_pred, (list, tuple)) else [y_pred]
-        totals = {name: 0.0 for name in self.term_names}
+        names = self.term_names if names is None else names
+        totals = {name: 0.0 for name in names}
         for prediction in predictions:
-            for name, value in self._scale_terms(y_true, prediction).items():
+            for name, value in self._scale_terms(y_true, prediction, names).items():
                 totals[name] = totals[name] + value
         return totals
 

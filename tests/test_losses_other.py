@@ -197,3 +197,19 @@ def test_new_losses_serialize():
         assert type(restored) is type(loss) and restored.get_config() == loss.get_config()
     metrics = losses.SSIMMSE().term_metrics() + losses.MultiScaleDepthLoss().term_metrics()
     assert [m.name for m in metrics] == ["l_ssim", "l_mse", "l_depth", "l_grad", "l_normal"]
+
+
+@pytest.mark.parametrize("loss", [losses.HQMDLoss(normal_weight=0.3), losses.HuLoss(), losses.SSIMMSE(),
+                                  losses.MultiScaleDepthLoss()], ids=lambda loss: type(loss).__name__)
+def test_terms_asked_for_by_name_equal_the_full_set(loss):
+    """A term metric computes its own term only (`terms(names=...)`); each one equals the full set's value."""
+    gt, pred = make_batch()
+    if isinstance(loss, losses.MultiScaleDepthLoss):
+        pred = [pred, pred[:, ::2, ::2], pred[:, ::4, ::4]]
+    full = {name: float(value) for name, value in loss.terms(gt, pred).items()}
+    assert list(full) == list(loss.term_names) and all(np.isfinite(list(full.values())))
+    for name in loss.term_names:
+        alone = loss.terms(gt, pred, names=(name,))
+        assert list(alone) == [name] and float(alone[name]) == full[name]
+    with pytest.raises(ValueError, match="no term.*l_unknown"):
+        loss.terms(gt, pred, names=("l_unknown",))
