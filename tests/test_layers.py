@@ -186,3 +186,17 @@ def test_aspp_matches_numpy_reference_in_inference():
     np.testing.assert_allclose(aspp(x, training=False), expected, rtol=1e-4, atol=1e-4)
     clone = AtrousSpatialPyramidPooling.from_config(aspp.get_config())
     assert clone.rates == (1, 2) and clone.filters == 4
+
+
+@pytest.mark.parametrize("align_corners", [True, False])
+def test_resize_matrix_of_static_sizes_equals_the_traced_one(align_corners):
+    """Sizes known at trace time give a NumPy-computed constant; it equals, bit for bit, the matrix the graph computes
+    when the sizes are tensors (random sizes, up- and down-sampling, 1-pixel edges)."""
+    from hqdepth.layers.resize import _interpolation_matrix
+
+    sizes = [(1, 5), (6, 1), (1, 1)] + [tuple(int(v) for v in RNG.integers(1, 400, 2)) for _ in range(20)]
+    traced = tf.function(lambda a, b: _interpolation_matrix(a, b, align_corners, "float32"), reduce_retracing=True)
+    for in_size, out_size in sizes:
+        static = _interpolation_matrix(in_size, out_size, align_corners, "float32")
+        dynamic = traced(tf.constant(in_size), tf.constant(out_size))
+        np.testing.assert_array_equal(np.asarray(static), dynamic.numpy(), err_msg=f"{in_size} -> {out_size}")

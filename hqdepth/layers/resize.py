@@ -7,22 +7,31 @@ which works on every backend and for dynamic shapes; on TensorFlow the gradient 
 """
 
 import keras
+import numpy as np
 from keras import ops
 
 
 def _interpolation_matrix(in_size, out_size, align_corners, dtype):
-    """(out_size, in_size) matrix of bilinear weights, as TF's ResizeBilinear computes them."""
-    in_f = ops.cast(in_size, "float32")
-    out_f = ops.cast(out_size, "float32")
-    dst = ops.cast(ops.arange(out_size), "float32")
+    """(out_size, in_size) matrix of bilinear weights, as TF's ResizeBilinear computes them.
+
+    With both sizes known when the graph is traced (a model built for a fixed size) the same float32 operations run
+    in NumPy and the matrix enters the graph as one constant, instead of a dozen ops per resize (tracing MRPAN's
+    training run built 754 of them: 13.5 of its 89 s)."""
+    static = isinstance(in_size, int) and isinstance(out_size, int)
+    xp = np if static else ops
+    float32 = (lambda v: np.asarray(v, "float32")) if static else (lambda v: ops.cast(v, "float32"))
+    one, zero = float32(1.0), float32(0.0)
+    in_f, out_f = float32(in_size), float32(out_size)
+    dst = float32(xp.arange(out_size))
     if align_corners:
-        scale = ops.where(out_f > 1.0, (in_f - 1.0) / ops.maximum(out_f - 1.0, 1.0), 0.0)
+        scale = xp.where(out_f > one, (in_f - one) / xp.maximum(out_f - one, one), zero)
         src = dst * scale
     else:  # half-pixel centres, TF2 / keras.ops.image.resize convention
-        src = (dst + 0.5) * (in_f / out_f) - 0.5
-    src = ops.clip(src, 0.0, in_f - 1.0)
-    grid = ops.cast(ops.arange(in_size), "float32")
-    weights = ops.maximum(0.0, 1.0 - ops.abs(src[:, None] - grid[None, :]))
+        half = float32(0.5)
+        src = (dst + half) * (in_f / out_f) - half
+    src = xp.clip(src, zero, in_f - one)
+    grid = float32(xp.arange(in_size))
+    weights = xp.maximum(zero, one - xp.abs(src[:, None] - grid[None, :]))
     return ops.cast(weights, dtype)
 
 
