@@ -189,12 +189,12 @@ def test_aspp_matches_numpy_reference_in_inference():
 
 
 @pytest.mark.parametrize("align_corners", [True, False])
-def test_resize_matrix_of_static_sizes_equals_the_traced_one(align_corners):
+def test_resize_matrix_of_static_sizes_equals_the_traced_one(align_corners, rng):
     """Sizes known at trace time give a NumPy-computed constant; it equals, bit for bit, the matrix the graph computes
     when the sizes are tensors (random sizes, up- and down-sampling, 1-pixel edges)."""
     from hqdepth.layers.resize import _interpolation_matrix
 
-    sizes = [(1, 5), (6, 1), (1, 1)] + [tuple(int(v) for v in RNG.integers(1, 400, 2)) for _ in range(20)]
+    sizes = [(1, 5), (6, 1), (1, 1)] + [tuple(int(v) for v in rng.integers(1, 400, 2)) for _ in range(20)]
     traced = tf.function(lambda a, b: _interpolation_matrix(a, b, align_corners, "float32"), reduce_retracing=True)
     for in_size, out_size in sizes:
         static = _interpolation_matrix(in_size, out_size, align_corners, "float32")
