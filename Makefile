@@ -14,18 +14,12 @@ $(STAMP): setup.py
 	$(PY) -m pip install -e ".[test]"
 	touch $(STAMP)
 
-# The full suite (what CI runs) on two pytest-xdist workers, listing skip reasons and the 15 slowest tests
-# (the suite should stay under about 12 minutes on CI's 2 cores; on a quiet host it now does). 2-core Xeon VM, 2026-11-30:
-# 10 min 52 s for 487 tests at 06:30 UTC, 13 min 21 s at 10:30, 20 min 50 s for 494 at 13:12 with the host
-# slower; CI took 22 min 48 s and then 18 min 48 s. With one TensorFlow thread pool per core shared out among
-# the workers (tests/conftest.py): 18 min 12 s for 495 (real data included) at 15:31, against 22 min 00 s at
-# 13:44 the same afternoon without it. With the metrics and loss-term metrics tracing only their own formulas,
-# the JAX check building its models uninitialised and the imports frozen out of the garbage collector:
-# 15 min 41 s for 500 at 18:03 (20 min 47 s at 17:32 without the last, the host slower: a test that takes 34-45 s
-# alone took 123 s); 11 min 38 s for 502 at 18:25 with resizes of known sizes as constants, on a quieter host
-# (the MRPAN training fixture: 98 s in the suite at 16:27, 45 s alone at 18:40 without that change, 40 s with
-# it). Its ONNX export tests convert HQMD in a child process that peaks at 14.7 GB: keep other
-# big jobs off the 24 GB machine meanwhile.
+# The full suite (what CI runs) on two pytest-xdist workers, listing skip reasons and the 15 slowest tests.
+# It should stay under about 12 minutes on CI's 2 cores: 11 min 38 s for 502 tests (real data included) on the
+# 2-core Xeon VM at 18:25 UTC 2026-11-30, but 15-22 min the same day when the host was loaded (the same test
+# took 34-123 s); CI took 18 min 48 s to 22 min 51 s. Per-change measurements are in the commit messages.
+# Its ONNX export tests convert HQMD in a child process that peaks at 14.7 GB: keep other big jobs off the
+# 24 GB machine meanwhile.
 test: $(STAMP)
 	$(PY) -m pytest -q -rs -n 2 --durations=15 tests
 

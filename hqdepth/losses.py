@@ -282,13 +282,12 @@ class HQMDLoss(_GradientLoss):
         }
 
     def call(self, y_true, y_pred):
-        weights = (("l_grad_mg", self.grad_magnitude_weight), ("l_grad_dr", self.grad_direction_weight),
-                   ("l_normal", self.normal_weight))
-        terms = self.terms(y_true, y_pred, names=["l_depth"] + [key for key, weight in weights if weight])
-        total = self.depth_weight * terms["l_depth"]
-        for key, weight in weights:
-            if weight:
-                total = total + weight * terms[key]
+        weights = {"l_grad_mg": self.grad_magnitude_weight, "l_grad_dr": self.grad_direction_weight,
+                   "l_normal": self.normal_weight}
+        terms = self.terms(y_true, y_pred, names=["l_depth"] + [key for key, weight in weights.items() if weight])
+        total = self.depth_weight * terms.pop("l_depth")
+        for key, value in terms.items():
+            total = total + weights[key] * value
         return total
 
     def get_config(self):
@@ -330,12 +329,11 @@ class HuLoss(_GradientLoss):
             norms = ops.sqrt(1.0 + g.dy_gt**2 + g.dx_gt**2) * ops.sqrt(1.0 + g.dy_pd**2 + g.dx_pd**2)
             return masked_mean(ops.abs(1.0 - dot / norms), g.weight)
 
-        return {
-            "l_depth": lambda: masked_mean(log_l1(pred, gt), valid),
-            "l_grad": lambda: masked_mean(log_l1(grads().dx_pd, grads().dx_gt), grads().weight)
-            + masked_mean(log_l1(grads().dy_pd, grads().dy_gt), grads().weight),
-            "l_normal": l_normal,
-        }
+        def l_grad():
+            g = grads()
+            return masked_mean(log_l1(g.dx_pd, g.dx_gt), g.weight) + masked_mean(log_l1(g.dy_pd, g.dy_gt), g.weight)
+
+        return {"l_depth": lambda: masked_mean(log_l1(pred, gt), valid), "l_grad": l_grad, "l_normal": l_normal}
 
     def call(self, y_true, y_pred):
         terms = self.terms(y_true, y_pred)
@@ -466,10 +464,8 @@ class SSIMMSE(DepthLoss):
         weights = {"l_ssim": self.ssim_weight, "l_mse": self.mse_weight}
         terms = self.terms(y_true, y_pred, names=[key for key, weight in weights.items() if weight])
         total = 0.0
-        if self.ssim_weight:
-            total = total + self.ssim_weight * terms["l_ssim"]
-        if self.mse_weight:
-            total = total + self.mse_weight * terms["l_mse"]
+        for key, value in terms.items():
+            total = total + weights[key] * value
         return total
 
     def get_config(self):

@@ -11,7 +11,7 @@ os.environ["HQDEPTH_OFFLINE"] = "1"
 # one thread pool per core each, which made the workers (and the processes tests start) fight over the cores.
 # Measured on the 2-core Xeon VM (test_models_other, test_train_other and test_models, -n 2, two rounds
 # interleaved): 346 / 323 s with TensorFlow's pools, 314 / 306 s with one intra- and one inter-op thread each;
-# the whole suite the same afternoon: 22 min 00 s without, 18 min 12 s with (the Makefile has the history).
+# the whole suite the same afternoon: 22 min 00 s without, 18 min 12 s with.
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _WORKERS > 1:
     from hqdepth.data.tools import default_workers  # the cores this process may use (no TensorFlow import)
