@@ -414,7 +414,9 @@ def test_hqmde_checkpoint_converts_to_keras_matching_reference(tmp_path, backbon
     assert "conv2_block1_preact_bn" not in frozen and "conv2_block1_1_bn" not in frozen
 
     images = np.random.default_rng(SEED + 4).uniform(0, 255, (1, 65, 97, 3))
-    probe = keras.Model(model.input, [model.get_layer("aspp").output, model.get_layer("logits").output, model.output])
+    # logits at image size: the official network resizes 16 channels then applies the 1x1 conv, ours the other way
+    probe = keras.Model(model.input, [model.get_layer("aspp").output, model.get_layer("upsample_to_image").output,
+                                      model.output])
     aspp, logits, depth = (np.asarray(t, np.float64) for t in probe(images.astype(np.float32), training=False))
     ref_aspp, ref_logits = hqmde_network(images, {k: np.asarray(v, np.float64) for k, v in values.items()},
                                          aspp_rates=(3, 6, 9))
