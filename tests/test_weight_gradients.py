@@ -45,6 +45,8 @@ CASES = [  # kernel, stride, padding, dilation, input (H, W)
     ((3, 3), (1, 1), "same", (6, 6), (9, 11)),
     ((3, 3), (1, 1), "valid", (3, 2), (12, 9)),
     ((3, 2), (2, 1), "same", (1, 2), (8, 9)),
+    ((3, 3), (1, 1), "same", (6, 6), (5, 7)),  # same size, shifted dy: taps beyond the rows get zeros
+    ((2, 3), (1, 1), "same", (3, 2), (8, 9)),  # same size, even kernel: the extra padding pixel goes after
 ]
 
 
@@ -118,25 +120,47 @@ def test_patched_layers_train_like_tensorflows(rng, policy, tolerance):
     assert "MatMul" in patched_ops and "MatMul" not in plain_ops
 
 
-@pytest.mark.parametrize("dilation,size", [((2, 2), (9, 11)), ((6, 4), (5, 7)), ((3, 5), (12, 6))])
-def test_forward_as_matrix_products_of_shifted_views(rng, dilation, size):
-    """forward="matmul": one product per kernel tap, in float32 sums; taps that read only padding (a rate beyond
-    the map) are left out, which changes nothing."""
+@pytest.mark.parametrize("kernel,padding,dilation,size", [
+    ((3, 3), "same", (2, 2), (9, 11)), ((3, 3), "same", (6, 4), (5, 7)), ((3, 3), "same", (3, 5), (12, 6)),
+    ((2, 3), "same", (3, 2), (8, 9)), ((3, 3), "valid", (3, 2), (12, 9))])
+def test_forward_as_matrix_products(rng, kernel, padding, dilation, size):
+    """forward="matmul": SAME (same size) as one product shifted onto the output per tap, VALID as one product
+    per shifted view of the input, in float32 sums; taps that read only padding (a rate beyond the map) are left
+    out, which changes nothing."""
     x = rng.normal(size=(2, *size, 6))
-    w = rng.normal(size=(3, 3, 6, 5))
-    expected = numpy_conv(x, w, (1, 1), "same", dilation)
-    got = weight_gradients.conv2d(tf.constant(x, tf.float32), tf.constant(w, tf.float32), (1, 1), "same", dilation,
+    w = rng.normal(size=(*kernel, 6, 5))
+    expected = numpy_conv(x, w, (1, 1), padding, dilation)
+    got = weight_gradients.conv2d(tf.constant(x, tf.float32), tf.constant(w, tf.float32), (1, 1), padding, dilation,
                                   forward="matmul")
     np.testing.assert_allclose(got.numpy(), expected, rtol=1e-4, atol=1e-4)
     with tf.GradientTape() as tape:
         xt = tf.constant(x, tf.float32)
         tape.watch(xt)
-        y = weight_gradients.conv2d(xt, tf.constant(w, tf.float32), (1, 1), "same", dilation, forward="matmul")
+        y = weight_gradients.conv2d(xt, tf.constant(w, tf.float32), (1, 1), padding, dilation, forward="matmul")
     dx = tape.gradient(y, xt, output_gradients=tf.ones_like(y))
     reference = tf.raw_ops.Conv2DBackpropInput(input_sizes=x.shape, filter=tf.constant(w, tf.float32),
-                                               out_backprop=tf.ones_like(y), strides=[1, 1, 1, 1], padding="SAME",
-                                               dilations=[1, *dilation, 1])
+                                               out_backprop=tf.ones_like(y), strides=[1, 1, 1, 1],
+                                               padding=padding.upper(), dilations=[1, *dilation, 1])
     np.testing.assert_allclose(dx.numpy(), reference.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_unknown_sizes_take_the_views(rng):
+    """A map of unknown height and width (a model built for any size) cannot be shifted: the forward pass and the
+    kernel gradient take the views of the input, and are still the convolution and its derivative."""
+    x = rng.normal(size=(2, 7, 9, 3))
+    w = rng.normal(size=(3, 3, 3, 4))
+    dy = rng.normal(size=(2, 7, 9, 4))
+    spec = tf.TensorSpec((None, None, None, 3), tf.float64)
+
+    @tf.function(input_signature=[spec, tf.TensorSpec((None, None, None, 4), tf.float64)])
+    def both(x, dy):
+        y = weight_gradients.conv2d(x, tf.constant(w), (1, 1), "same", (2, 2), forward="matmul")
+        return y, kernel_gradient(x, dy, w.shape, (1, 1), "same", (2, 2))
+
+    y, dw = both(tf.constant(x), tf.constant(dy))
+    np.testing.assert_allclose(y.numpy(), numpy_conv(x, w, (1, 1), "same", (2, 2)), rtol=1e-10, atol=1e-10)
+    static = kernel_gradient(tf.constant(x), tf.constant(dy), w.shape, (1, 1), "same", (2, 2))  # shifted dy
+    np.testing.assert_allclose(dw.numpy(), static.numpy(), rtol=1e-10, atol=1e-10)
 
 
 def test_the_forward_is_chosen_by_measurement(monkeypatch, rng):
