@@ -21,7 +21,7 @@ from hqdepth.layers import conv
 from hqdepth.layers.conv import AtrousConv2D
 from hqdepth.models import registry
 
-RNG = np.random.default_rng()
+RNG = np.random.default_rng(int(os.environ["HQDEPTH_TEST_SEED"]))
 DTYPES = ("float32", "float16", "bfloat16")
 
 

@@ -1,5 +1,7 @@
 """The ResNet-50 backbone against keras.applications (weights by name, identical features) and HQMD's strides."""
 
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -7,7 +9,7 @@ import pytest
 from hqdepth.backbones import resnet50, unit_schedule
 from hqdepth.errors import ConfigError, HQDepthError
 
-RNG = np.random.default_rng()
+RNG = np.random.default_rng(int(os.environ["HQDEPTH_TEST_SEED"]))
 APPLICATIONS = {"v2": keras.applications.ResNet50V2, "v1": keras.applications.ResNet50}
 KERAS_COMPATIBLE = dict(preprocess="none", pool_padding="zero", bn_epsilon=1.001e-5)
 

@@ -83,7 +83,7 @@ def test_a_tensorflow_command_prints_no_log_line(tmp_path):
     from predict_helpers import tiny_model
 
     tiny_model((None, None, 3)).save(tmp_path / "tiny.keras")
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(int(os.environ["HQDEPTH_TEST_SEED"]))
     cv2.imwrite(str(tmp_path / "photo.png"), rng.integers(0, 256, (24, 32, 3), dtype=np.uint8))
     argv = ["predict", str(tmp_path / "tiny.keras"), str(tmp_path / "photo.png"), "--out", str(tmp_path / "out"),
             "--quiet"]

@@ -165,8 +165,8 @@ def test_savedmodel_under_assume_frozen_weights(hqmd_export, tmp_path):
 
 
 def test_bfloat16_export(tmp_path):
-    """`precision="bfloat16"`: every layer computes in bfloat16 except the depth head (logits and the scaling to
-    metres), with the float32 model's weights; the SavedModel returns float32 depths equal to the bfloat16 Keras twin
+    """`precision="bfloat16"`: every layer computes in bfloat16 except the depth head (logits, their upsampling and
+    the scaling to metres), with the float32 model's weights; the SavedModel returns float32 depths equal to the bfloat16 Keras twin
     within bfloat16 rounding and near, but not equal to, the float32 model."""
     import tensorflow as tf
 
@@ -176,7 +176,7 @@ def test_bfloat16_export(tmp_path):
     twin = bfloat16_twin(model)
     dtypes = {layer.name: layer.compute_dtype for layer in twin._flatten_layers(include_self=False, recursive=True)
               if layer.__class__.__name__ != "InputLayer"}
-    assert dtypes.pop("logits") == dtypes.pop("depth") == "float32"
+    assert dtypes.pop("logits") == dtypes.pop("upsample_to_image") == dtypes.pop("depth") == "float32"
     assert len(dtypes) > 200 and set(dtypes.values()) == {"bfloat16"}, {k: v for k, v in dtypes.items() if v != "bfloat16"}
     for ours, theirs in zip(twin.weights, model.weights, strict=True):
         assert ours.dtype == theirs.dtype == "float32" and np.array_equal(np.asarray(ours), np.asarray(theirs))

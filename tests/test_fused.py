@@ -2,6 +2,8 @@
 float64 NumPy references of Keras' formulas, against Keras' own layer/optimizer, and that the fused ops are really
 in the traced graphs (a silent fall back to Keras' code would pass the numerical checks)."""
 
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -26,10 +28,22 @@ def batch_norm_reference(x, gamma, beta, moving_mean, moving_variance, momentum,
     return train, new_mean, new_variance, infer
 
 
+def batch_norm_gradients(x, gamma, epsilon, upstream):
+    """d sum(train * upstream) / d (input, gamma, beta) of the training-mode batch norm, in float64."""
+    x, upstream = x.astype(np.float64), upstream.astype(np.float64)
+    axes = (0, 1, 2)
+    scale = np.sqrt(x.var(axis=axes) + epsilon)
+    normalized = (x - x.mean(axis=axes)) / scale
+    d_input = gamma / scale * (upstream - upstream.mean(axis=axes)
+                               - normalized * (upstream * normalized).mean(axis=axes))
+    return d_input, (upstream * normalized).sum(axis=axes), upstream.sum(axis=axes)
+
+
 @pytest.mark.parametrize("epsilon", [1e-5, 1e-3])  # 1e-5: below the tf.nn wrapper's 1.001e-5 floor, used as given
 def test_fused_batch_norm_against_numpy_and_keras(epsilon):
-    rng = np.random.default_rng()
-    x = rng.normal(rng.uniform(-3, 3), rng.uniform(0.01, 4), (3, 7, 9, 6)).astype(np.float32)
+    rng = np.random.default_rng(int(os.environ["HQDEPTH_TEST_SEED"]))
+    mean, spread = rng.uniform(-3, 3), rng.uniform(0.01, 4)
+    x = rng.normal(mean, spread, (3, 7, 9, 6)).astype(np.float32)
     x[..., 0] *= 1e-3  # a channel with a variance near epsilon
     weights = rng.normal(size=x.shape).astype(np.float32)
     gamma, beta = rng.uniform(0.5, 2, 6), rng.normal(size=6)
@@ -51,10 +65,14 @@ def test_fused_batch_norm_against_numpy_and_keras(epsilon):
     for name, got, expected in zip(("train", "moving mean", "moving variance", "inference"), fused, want):
         scale = np.abs(expected).max()
         np.testing.assert_allclose(np.asarray(got), expected, rtol=0, atol=2e-6 * max(scale, 1.0), err_msg=name)
-    for name, got, expected in zip(("d input", "d gamma", "d beta"), fused[4:], keras_bn[4:]):
-        expected = np.asarray(expected)
-        np.testing.assert_allclose(np.asarray(got), expected, rtol=0, atol=1e-5 * max(np.abs(expected).max(), 1.0),
-                                   err_msg=name)
+    # float32 loses the normalised values' low bits in x - mean when the mean is large beside the spread (up to
+    # 300x here): both implementations are held to that conditioning, which a float32 sum cannot beat
+    relative = 1e-5 + 8 * np.finfo(np.float32).eps * abs(mean) / spread
+    for name, ours, theirs, expected in zip(("d input", "d gamma", "d beta"), fused[4:], keras_bn[4:],
+                                            batch_norm_gradients(x, gamma, epsilon, weights)):
+        for got in (ours, theirs):
+            np.testing.assert_allclose(np.asarray(got), expected, rtol=0,
+                                       atol=relative * max(np.abs(expected).max(), 1.0), err_msg=name)
     layer = FusedBatchNormalization()
     layer.build((None, 4, 4, 3))
     spec = tf.TensorSpec((2, 4, 4, 3))
@@ -64,7 +82,7 @@ def test_fused_batch_norm_against_numpy_and_keras(epsilon):
 
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
 def test_fused_batch_norm_half_precision(policy):
-    x = np.random.default_rng().normal(1.0, 2.0, (2, 5, 5, 4)).astype(np.float32)
+    x = np.random.default_rng(int(os.environ["HQDEPTH_TEST_SEED"])).normal(1.0, 2.0, (2, 5, 5, 4)).astype(np.float32)
     outputs = []
     for cls in (FusedBatchNormalization, keras.layers.BatchNormalization):
         layer = cls(dtype=policy)
@@ -80,7 +98,7 @@ def test_frozen_affine_is_fused_and_keeps_gamma_beta_fixed():
     layer.build((None, 3, 3, 2))
     assert [v.name for v in layer.trainable_weights] == []
     assert "FusedBatchNormV3" in graph_ops(lambda v: layer(v, training=True), tf.TensorSpec((2, 3, 3, 2)))
-    x = np.random.default_rng().normal(3.0, 1.0, (2, 3, 3, 2)).astype(np.float32)
+    x = np.random.default_rng(int(os.environ["HQDEPTH_TEST_SEED"])).normal(3.0, 1.0, (2, 3, 3, 2)).astype(np.float32)
     layer(x, training=True)  # statistics still update (PyTorch semantics)
     np.testing.assert_allclose(np.asarray(layer.moving_mean), 0.01 * x.mean(axis=(0, 1, 2)), rtol=1e-5)
 
@@ -107,7 +125,7 @@ def adam_reference(w, gradients, rates, beta_1=0.9, beta_2=0.999, epsilon=1e-7, 
 @pytest.mark.parametrize("name,weight_decay,l2,fused", [("adam", 0.0, 0.0, True), ("AdamW", 0.05, 0.0, True),
                                                         ("adam", 0.0, 0.3, True), ("adam", 0.0, 0.3, False)])
 def test_fused_adam_against_numpy(name, weight_decay, l2, fused):
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(int(os.environ["HQDEPTH_TEST_SEED"]))
     w0 = rng.normal(size=(6, 5)).astype(np.float32)
     # small gradients beside the weights: the L2 term is then a large part of what the moments see
     gradients = [rng.normal(scale=rng.uniform(0.01, 3 - 2.9 * bool(l2)), size=w0.shape).astype(np.float32)
@@ -156,7 +174,7 @@ def test_unfused_optimizer_is_keras_and_config_round_trips():
 def test_l2_weight_decay_skips_excluded_variables(fused):
     """exclude_from_weight_decay (BTS-style decay_encoder_only) exempts a variable from the coupled L2 term too:
     it then moves exactly as under plain Adam, while its neighbour gets the term."""
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(int(os.environ["HQDEPTH_TEST_SEED"]))
     w0 = rng.normal(size=(4, 3)).astype(np.float32)
     gradients = [rng.normal(scale=0.05, size=w0.shape).astype(np.float32) for _ in range(4)]
     optimizer = get_optimizer("adam", {"learning_rate": 1e-2, "l2_weight_decay": 0.5}, fused=fused)

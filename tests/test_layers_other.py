@@ -2,6 +2,7 @@
 NumPy implementations of their formulas (specs/other_models.md §3.4-3.5, §4.3) on random inputs."""
 
 import math
+import os
 
 import keras
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 from hqdepth.layers import (FocalScaling, FrozenAffineBatchNormalization, LocalPlanarGuidance, PlaneCoefficients,
                             PositionAttention, ScaleAttention)
 
-RNG = np.random.default_rng()
+RNG = np.random.default_rng(int(os.environ["HQDEPTH_TEST_SEED"]))
 
 
 def np_planes(raw, max_depth, theta_max):

@@ -1,12 +1,14 @@
 """Losses against float64 NumPy references written here from the papers' and official codes' formulas."""
 
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from hqdepth import losses
 
-RNG = np.random.default_rng()
+RNG = np.random.default_rng(int(os.environ["HQDEPTH_TEST_SEED"]))
 
 
 def np_sobel(x, padding="reflect"):

@@ -1,6 +1,8 @@
 """SSIMMSE, SILog and MultiScaleDepthLoss against float64 NumPy references written from their formulas
 (specs/other_models.md §1, §3.6, §4.2) on random data."""
 
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -8,7 +10,7 @@ import tensorflow as tf
 
 from hqdepth import losses
 
-RNG = np.random.default_rng()
+RNG = np.random.default_rng(int(os.environ["HQDEPTH_TEST_SEED"]))
 
 
 def make_batch(shape=(3, 24, 28, 1), invalid_fraction=0.15, low=0.05, high=10.0):

@@ -1,5 +1,7 @@
 """HQMD baseline / baseline+ models: size, structure, output range, saving, mixed precision."""
 
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -8,7 +10,7 @@ from hqdepth import losses
 from hqdepth.errors import ConfigError
 from hqdepth.models import build_model, list_models
 
-RNG = np.random.default_rng()
+RNG = np.random.default_rng(int(os.environ["HQDEPTH_TEST_SEED"]))
 
 
 def conv(k, cin, cout, bias):

@@ -2,6 +2,8 @@
 their layer lists (and the spec's published/analytic numbers), outputs, saving, mixed precision and a
 short fit on synthetic scenes. Shapes are tiny; the CPU cost is in building the ResNet-50 encoders."""
 
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ from hqdepth.models import build_model
 from hqdepth.models.mrpan import DeepSupervisionModel, finest_depth_model
 from hqdepth.models.transposed import freeze_resnet_stages
 
-RNG = np.random.default_rng()
+RNG = np.random.default_rng(int(os.environ["HQDEPTH_TEST_SEED"]))
 
 
 @pytest.fixture(autouse=True)

@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 
 import keras
 import numpy as np
@@ -13,7 +14,7 @@ from hqdepth.errors import ConfigError
 from hqdepth.training import recipes
 from hqdepth.training.schedules import TriangularCyclic, build_schedule
 
-RNG = np.random.default_rng()
+RNG = np.random.default_rng(int(os.environ["HQDEPTH_TEST_SEED"]))
 TABLE1 = ["hqmd_baseline_ldepth", "hqmd_plus_hu", "hqmd_plus_ldepth", "hqmd_plus_ldepth_gradmg", "hqmd_plus_full"]
 
 

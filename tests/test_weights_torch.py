@@ -7,6 +7,7 @@ from the official modules, not from the converter's mapping.
 """
 
 import math
+import os
 
 import keras
 import numpy as np
@@ -18,7 +19,7 @@ from hqdepth.errors import ConfigError, HQDepthError
 safetensors_numpy = pytest.importorskip("safetensors.numpy")
 from hqdepth.weights.torch import TorchWeightsError, convert_bts, convert_torchvision_resnet50  # noqa: E402
 
-RNG = np.random.default_rng()
+RNG = np.random.default_rng(int(os.environ["HQDEPTH_TEST_SEED"]))
 TORCH_MEAN = np.array([0.485, 0.456, 0.406])
 TORCH_STD = np.array([0.229, 0.224, 0.225])
 RESNET_CHANNELS = (64, 256, 512, 1024, 2048)
