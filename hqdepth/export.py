@@ -199,8 +199,9 @@ def _tf_free_size(height, width):
 
 def bfloat16_twin(net):
     """A copy of the functional model `net` computing in bfloat16 (Keras' `mixed_bfloat16` policy: float32
-    weights, bfloat16 arithmetic) except its output layer and the layers feeding it (the depth head: the last
-    conv and the sigmoid scaling to metres stay float32, or depths of 4-10 m would round to 3-6 cm steps).
+    weights, bfloat16 arithmetic) except its depth head (`_depth_head`: the last conv and what follows it, e.g. the
+    upsampling of the logits and the sigmoid scaling to metres, stay float32, or depths of 4-10 m would round to
+    3-6 cm steps).
 
     On CPUs with bfloat16 units (AMX, AVX512-BF16) oneDNN runs the convolutions at about twice the float32 rate;
     the depth then differs from the float32 model's by the rounding of bfloat16 activations (measured in
@@ -208,7 +209,7 @@ def bfloat16_twin(net):
     import keras
 
     config = net.get_config()
-    head = _output_and_feeding_layers(config)
+    head = _depth_head(net, config)
 
     def retype(node, in_head=False):
         if isinstance(node, dict):
@@ -225,14 +226,22 @@ def bfloat16_twin(net):
     return twin
 
 
-def _output_and_feeding_layers(config):
-    """Names of a functional config's output layers and of the layers whose outputs they take."""
-    outputs = {entry[0] for entry in _keras_histories(config["output_layers"])}
-    feeding = set()
-    for layer in config["layers"]:
-        if layer["name"] in outputs:
-            feeding |= {entry[0] for entry in _keras_histories(layer.get("inbound_nodes", []))}
-    return outputs | feeding
+def _depth_head(net, config):
+    """Names of the layers of functional model `net` (`config` its config) from its outputs back to the first layer
+    with weights on each path, that one included (inputs excluded): the output layer alone would leave the logits
+    conv of a model that upsamples its logits in bfloat16."""
+    inbound = {layer["name"]: [entry[0] for entry in _keras_histories(layer.get("inbound_nodes", []))]
+               for layer in config["layers"]}
+    inputs = {entry[0] for entry in _keras_histories(config["input_layers"])}
+    head, paths = set(), [entry[0] for entry in _keras_histories(config["output_layers"])]
+    while paths:
+        name = paths.pop()
+        if name in head or name in inputs:
+            continue
+        head.add(name)
+        if not net.get_layer(name).weights:
+            paths += inbound[name]
+    return head
 
 
 def _keras_histories(node):
