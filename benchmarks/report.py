@@ -134,7 +134,9 @@ def models_section(results):
              "transposed convolutions, dense layers and matrix products (`hqdepth.flops.count_flops`); profiler = "
              "`tf.compat.v1.profiler` float_operation on the frozen inference graph (all ops it has statistics for, "
              "element-wise ones included; none for Einsum); ratio = analytic / profiler over the ops both count "
-             "(convolutions and matmuls outside Einsum layers).", "",
+             "(convolutions and matmuls outside Einsum layers; the profiler also counts BilinearResize's tent-matrix "
+             "products as dense BatchMatMuls, which the analytic count takes as 7 FLOPs per output element: "
+             "resize-heavy models compare below 1).", "",
              "| model | input | params | analytic GFLOPs | of which element-wise | profiler GFLOPs (total) | "
              "ratio (comparable ops) |", "|---|---|---|---|---|---|---|"]
     for name in names:

@@ -25,7 +25,8 @@ is listed in `uncounted` rather than guessed.
 `tf.compat.v1.profiler` with the float_operation option, returning total and per-op-type FLOPs.
 TensorFlow registers FLOP statistics for Conv2D, MatMul, BatchMatMul, Conv2DBackpropInput (the
 transposed conv), BiasAdd and some element-wise ops, but not for Einsum (the N x N products of position attention), so its
-`matmul_flops` is compared with our count of the products it sees (`FlopCount.profiler_comparable_flops`).
+`matmul_flops` is compared with our count of the products it sees (`FlopCount.profiler_comparable_flops`); it also
+counts BilinearResize's tent-matrix products as dense BatchMatMuls, which the analytic count does not.
 """
 
 import math
