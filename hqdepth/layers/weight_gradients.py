@@ -288,8 +288,8 @@ def kernel_gradient(x, dy, kernel_shape, strides=(1, 1), padding="valid", dilati
         return _shifted_kernel_gradient(x, dy, kernel_shape, taps)
     dy_rows = tf.reshape(dy, (-1, channels_out))
     views = _tap_views(x, (kh, kw), strides, padding, dilation, (_size(dy, 1), _size(dy, 2)))
-    taps = [tf.matmul(tf.reshape(view, (-1, channels_in)), dy_rows, transpose_a=True) for _, view in views]
-    return tf.reshape(tf.stack(taps), (kh, kw, channels_in, channels_out))
+    products = [tf.matmul(tf.reshape(view, (-1, channels_in)), dy_rows, transpose_a=True) for _, view in views]
+    return tf.reshape(tf.stack(products), (kh, kw, channels_in, channels_out))
 
 
 def _shifted_kernel_gradient(x, dy, kernel_shape, taps):
