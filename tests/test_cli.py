@@ -76,14 +76,13 @@ def test_commands_that_need_no_tensorflow_do_not_load_it(argv):
 
 
 @pytest.mark.slow  # two TensorFlow start-ups (this process and the command's)
-def test_a_tensorflow_command_prints_no_log_line(tmp_path):
+def test_a_tensorflow_command_prints_no_log_line(tmp_path, rng):
     """`hqdepth predict` loads TensorFlow and Keras, a model and runs it on the CPU: output only, no C++ logging."""
     import cv2
 
     from predict_helpers import tiny_model
 
     tiny_model((None, None, 3)).save(tmp_path / "tiny.keras")
-    rng = np.random.default_rng(int(os.environ["HQDEPTH_TEST_SEED"]))
     cv2.imwrite(str(tmp_path / "photo.png"), rng.integers(0, 256, (24, 32, 3), dtype=np.uint8))
     argv = ["predict", str(tmp_path / "tiny.keras"), str(tmp_path / "photo.png"), "--out", str(tmp_path / "out"),
             "--quiet"]

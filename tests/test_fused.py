@@ -2,7 +2,6 @@
 float64 NumPy references of Keras' formulas, against Keras' own layer/optimizer, and that the fused ops are really
 in the traced graphs (a silent fall back to Keras' code would pass the numerical checks)."""
 
-import os
 
 import keras
 import numpy as np
@@ -40,8 +39,7 @@ def batch_norm_gradients(x, gamma, epsilon, upstream):
 
 
 @pytest.mark.parametrize("epsilon", [1e-5, 1e-3])  # 1e-5: below the tf.nn wrapper's 1.001e-5 floor, used as given
-def test_fused_batch_norm_against_numpy_and_keras(epsilon):
-    rng = np.random.default_rng(int(os.environ["HQDEPTH_TEST_SEED"]))
+def test_fused_batch_norm_against_numpy_and_keras(rng, epsilon):
     mean, spread = rng.uniform(-3, 3), rng.uniform(0.01, 4)
     x = rng.normal(mean, spread, (3, 7, 9, 6)).astype(np.float32)
     x[..., 0] *= 1e-3  # a channel with a variance near epsilon
@@ -81,8 +79,8 @@ def test_fused_batch_norm_against_numpy_and_keras(epsilon):
 
 
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
-def test_fused_batch_norm_half_precision(policy):
-    x = np.random.default_rng(int(os.environ["HQDEPTH_TEST_SEED"])).normal(1.0, 2.0, (2, 5, 5, 4)).astype(np.float32)
+def test_fused_batch_norm_half_precision(rng, policy):
+    x = rng.normal(1.0, 2.0, (2, 5, 5, 4)).astype(np.float32)
     outputs = []
     for cls in (FusedBatchNormalization, keras.layers.BatchNormalization):
         layer = cls(dtype=policy)
@@ -93,12 +91,12 @@ def test_fused_batch_norm_half_precision(policy):
                                atol=tolerance * np.abs(np.asarray(outputs[1], np.float32)).max())
 
 
-def test_frozen_affine_is_fused_and_keeps_gamma_beta_fixed():
+def test_frozen_affine_is_fused_and_keeps_gamma_beta_fixed(rng):
     layer = FrozenAffineBatchNormalization()
     layer.build((None, 3, 3, 2))
     assert [v.name for v in layer.trainable_weights] == []
     assert "FusedBatchNormV3" in graph_ops(lambda v: layer(v, training=True), tf.TensorSpec((2, 3, 3, 2)))
-    x = np.random.default_rng(int(os.environ["HQDEPTH_TEST_SEED"])).normal(3.0, 1.0, (2, 3, 3, 2)).astype(np.float32)
+    x = rng.normal(3.0, 1.0, (2, 3, 3, 2)).astype(np.float32)
     layer(x, training=True)  # statistics still update (PyTorch semantics)
     np.testing.assert_allclose(np.asarray(layer.moving_mean), 0.01 * x.mean(axis=(0, 1, 2)), rtol=1e-5)
 
@@ -124,8 +122,7 @@ def adam_reference(w, gradients, rates, beta_1=0.9, beta_2=0.999, epsilon=1e-7, 
 
 @pytest.mark.parametrize("name,weight_decay,l2,fused", [("adam", 0.0, 0.0, True), ("AdamW", 0.05, 0.0, True),
                                                         ("adam", 0.0, 0.3, True), ("adam", 0.0, 0.3, False)])
-def test_fused_adam_against_numpy(name, weight_decay, l2, fused):
-    rng = np.random.default_rng(int(os.environ["HQDEPTH_TEST_SEED"]))
+def test_fused_adam_against_numpy(rng, name, weight_decay, l2, fused):
     w0 = rng.normal(size=(6, 5)).astype(np.float32)
     # small gradients beside the weights: the L2 term is then a large part of what the moments see
     gradients = [rng.normal(scale=rng.uniform(0.01, 3 - 2.9 * bool(l2)), size=w0.shape).astype(np.float32)
@@ -171,10 +168,9 @@ def test_unfused_optimizer_is_keras_and_config_round_trips():
 
 
 @pytest.mark.parametrize("fused", [True, False])
-def test_l2_weight_decay_skips_excluded_variables(fused):
+def test_l2_weight_decay_skips_excluded_variables(rng, fused):
     """exclude_from_weight_decay (BTS-style decay_encoder_only) exempts a variable from the coupled L2 term too:
     it then moves exactly as under plain Adam, while its neighbour gets the term."""
-    rng = np.random.default_rng(int(os.environ["HQDEPTH_TEST_SEED"]))
     w0 = rng.normal(size=(4, 3)).astype(np.float32)
     gradients = [rng.normal(scale=0.05, size=w0.shape).astype(np.float32) for _ in range(4)]
     optimizer = get_optimizer("adam", {"learning_rate": 1e-2, "l2_weight_decay": 0.5}, fused=fused)

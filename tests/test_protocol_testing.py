@@ -12,7 +12,6 @@
 
 import json
 import math
-import os
 
 import cv2
 import numpy as np
@@ -285,10 +284,9 @@ def test_a_savedmodel_of_fixed_size_is_refused_for_native_testing(tmp_path):
 # ---------------------------------------------------------------------------------- HQMD test input
 
 
-def test_hqmd_test_input_is_tf1_resize_images_then_cv2_back():
+def test_hqmd_test_input_is_tf1_resize_images_then_cv2_back(rng):
     import tensorflow as tf
 
-    rng = np.random.default_rng(int(os.environ["HQDEPTH_TEST_SEED"]))
     image = rng.uniform(0, 255, (48, 64, 3)).astype(np.float32)
     tf1 = tf.compat.v1.image.resize_bilinear(image[None], (29, 39), align_corners=False,
                                              half_pixel_centers=False).numpy()[0]

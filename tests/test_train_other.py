@@ -8,7 +8,6 @@ The ResNet-50 variants are built, saved and fitted in test_models_other.py.
 """
 
 import json
-import os
 
 import keras
 import numpy as np
@@ -106,12 +105,12 @@ def test_mrpan_run_evaluates_the_finest_output(mrpan_run):
     assert event_tags(out / "logs" / "validation")["depth"] == [2]  # the finest map, drawn at the input size
 
 
-def test_mrpan_export_and_predict_give_the_finest_output(mrpan_run, tmp_path):
+def test_mrpan_export_and_predict_give_the_finest_output(mrpan_run, tmp_path, rng):
     from hqdepth.export import export
     from hqdepth.predict import load
 
     out, _, _, model = mrpan_run
-    images = np.random.default_rng(int(os.environ["HQDEPTH_TEST_SEED"])).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
+    images = rng.uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
     want = finest(model, images)  # best.keras = model.keras: the only validation is at the last step
     run_model = load(out)  # what `hqdepth predict RUN` and `hqdepth export RUN` load
     assert "finest of 5 outputs" in run_model.describe()

@@ -110,10 +110,9 @@ def test_tensorboard_has_every_scalar_and_the_images(finished_run):
     assert validation_tags["depth"] == [3, 6, 9, 12]
 
 
-def test_depth_panels_share_one_colour_scale():
+def test_depth_panels_share_one_colour_scale(rng):
     from hqdepth.training.callbacks import depth_panels
 
-    rng = np.random.default_rng(int(os.environ["HQDEPTH_TEST_SEED"]))
     image = rng.uniform(0, 255, (1, 8, 8, 3)).astype(np.float32)
     gt = rng.uniform(1, 5, (1, 8, 8, 1)).astype(np.float32)
     panel = depth_panels(image, gt, gt.copy())[0]
