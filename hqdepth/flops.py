@@ -11,7 +11,8 @@ Conventions. One multiply-add = 2 FLOPs. Counts are per image (batch 1) from the
 model was built with, so every input dimension but the batch must be known. `macs` covers the
 layers that multiply by weights or by another tensor: Conv2D (any stride, dilation, groups),
 Conv2DTranspose (every input pixel times the whole kernel: h*w*k*k*Cin*Cout), DepthwiseConv2D,
-SeparableConv2D, Dense, PositionAttention and ScaleAttention. hqdepth's BilinearResize counts as the
+SeparableConv2D, Dense, PositionAttention and ScaleAttention; UpsampledConcatConv2D counts as the
+resize -> concat -> conv it computes with fewer products (`gflops` is the network's, not what runs). hqdepth's BilinearResize counts as the
 interpolation's element-wise work, 7 FLOPs per output element (4 taps): its two "tent matrix" products multiply
 mostly by zeros (memory-bound, as the interpolation itself would be). Element-wise work is counted separately in
 `other_flops` (1 FLOP per element for a bias, activation or an n-ary add per extra input; 2 for a
@@ -52,7 +53,8 @@ class LayerCount:
     kind: str           # class name
     macs: int
     other_flops: int
-    profiled_macs: int = 0  # of `macs`, those in ops TensorFlow's profiler counts (MatMul, Conv2D; not Einsum)
+    profiled_macs: int = 0  # the MACs TensorFlow's profiler counts (MatMul, Conv2D; not Einsum): of `macs`, except
+    # for UpsampledConcatConv2D, which runs fewer than the network's convolution it counts as
 
 
 @dataclass
@@ -159,6 +161,15 @@ def _layer_rule(layer, inputs, outputs):
     if isinstance(layer, L.DepthwiseConv2D):
         kh, kw = _kernel_size(layer)
         return _elements(out) * kh * kw, _elements(out) if layer.use_bias else 0, True
+    if kind == "UpsampledConcatConv2D":
+        # Counted as the network's resize -> concat -> 3x3 conv (7 FLOPs per upsampled element, the conv's MACs);
+        # what runs, and what TensorFlow's profiler sees, is the fine channels' conv and three products at 1/16.
+        (_, h, w, coarse), (_, height, width, fine) = inputs
+        filters = out[-1]
+        nominal = height * width * 9 * (coarse + fine) * filters
+        run = height * width * 9 * fine * filters + h * w * coarse * 9 * filters + 3 * h * width * 3 * w * filters \
+            + height * 3 * h * width * filters
+        return nominal, 7 * height * width * coarse + _elements(out), run
     if isinstance(layer, (L.Conv1D, L.Conv2D, L.Conv3D)):
         x = inputs[0]
         groups = getattr(layer, "groups", 1) or 1

@@ -8,7 +8,7 @@ import pytest
 from keras import layers
 
 from hqdepth.flops import count_flops, default_parts, profiler_flops
-from hqdepth.layers import AtrousConv2D, AtrousSpatialPyramidPooling, BilinearResize
+from hqdepth.layers import AtrousConv2D, AtrousSpatialPyramidPooling, BilinearResize, UpsampledConcatConv2D
 
 RNG = np.random.default_rng(int(os.environ["HQDEPTH_TEST_SEED"]))
 
@@ -134,6 +134,17 @@ def test_matches_tensorflow_profiler_on_a_small_model():
     assert set(profile["by_op"]) >= {"Conv2D", "Conv2DBackpropInput", "MatMul"}
 
 
+def test_upsampled_concat_conv_counts_the_network_and_runs_fewer():
+    """Counted as resize -> concat -> 3x3 conv; the profiler sees the fine conv and the three coarse products."""
+    (h, w, coarse), (height, width, fine), filters = (5, 7, 6), (17, 25, 3), 4
+    inputs = [keras.Input((h, w, coarse)), keras.Input((height, width, fine))]
+    model = keras.Model(inputs, UpsampledConcatConv2D(filters, name="up_conv")(inputs))
+    count = count_flops(model)
+    assert entry(count, "up_conv").macs == height * width * 9 * (coarse + fine) * filters
+    run = (height * width * 9 * fine + h * w * coarse * 9 + 9 * h * width * w + 3 * height * h * width) * filters
+    assert count.profiler_comparable_flops == 2 * run == profiler_flops(model)["matmul_flops"]
+    assert run < entry(count, "up_conv").macs
+
 def test_profiler_sees_the_padding_of_keras_space_to_batch_dilation():
     """Keras' own dilated Conv2D runs SpaceToBatchND -> Conv2D on a padded map: the profiler counts that work,
     the analytic count the convolution's (which AtrousConv2D executes)."""
@@ -149,7 +160,7 @@ def test_hqmd_baseline_plus_matches_the_spec_count():
     from hqdepth.models import build_model
 
     count = count_flops(build_model("hqmd_baseline_plus", input_shape=(289, 385, 3)))
-    conv = [e for e in count.layers if e.kind in ("Conv2D", "AtrousConv2D")]
+    conv = [e for e in count.layers if e.kind in ("Conv2D", "AtrousConv2D", "UpsampledConcatConv2D")]
     assert sum(e.macs for e in conv) / 1e9 == pytest.approx(30.4, abs=0.05)
     parts = count.by_part(default_parts())
     assert parts["encoder"] / 1e9 == pytest.approx(13.9, abs=0.05)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from hqdepth.layers import (AtrousConv2D, AtrousSpatialPyramidPooling, BilinearResize, ImageNormalization, conv2d,
-                            resize_bilinear)
+from hqdepth.layers import (AtrousConv2D, AtrousSpatialPyramidPooling, BilinearResize, ImageNormalization,
+                            UpsampledConcatConv2D, conv2d, resize_bilinear)
 from hqdepth.layers.conv import native_dilated_conv_available
 
 RNG = np.random.default_rng(int(os.environ["HQDEPTH_TEST_SEED"]))
@@ -202,3 +202,63 @@ def test_resize_matrix_of_static_sizes_equals_the_traced_one(align_corners, rng)
         static = _interpolation_matrix(in_size, out_size, align_corners, "float32")
         dynamic = traced(tf.constant(in_size), tf.constant(out_size))
         np.testing.assert_array_equal(np.asarray(static), dynamic.numpy(), err_msg=f"{in_size} -> {out_size}")
+
+
+def np_resize(x, size, align_corners):
+    """float64 bilinear resize: `np_resize_align_corners`, or TF2's half-pixel `tf.image.resize` run in float64."""
+    if align_corners:
+        return np_resize_align_corners(x, *size)
+    return tf.image.resize(x, size, method="bilinear", antialias=False).numpy()
+
+
+@pytest.mark.parametrize("align_corners", [True, False])
+@pytest.mark.parametrize("coarse_size,fine_size", [((19, 25), (73, 97)), ((5, 7), (17, 25)), ((1, 1), (4, 5)),
+                                                   ((9, 7), (4, 5))])
+def test_upsampled_concat_conv_is_resize_concat_conv(coarse_size, fine_size, align_corners, rng):
+    """The decoder's resize -> concat -> 3x3 conv, computed with the coarse taps at the coarse size, against the
+    official order in float64 NumPy; its gradients against Keras' BilinearResize -> Concatenate -> Conv2D."""
+    coarse = rng.normal(size=(2, *coarse_size, 6)).astype(np.float32)
+    fine = rng.normal(size=(2, *fine_size, 3)).astype(np.float32)
+    layer = UpsampledConcatConv2D(5, align_corners=align_corners)
+    got = layer([coarse, fine])
+    kernel = layer.kernel.numpy().astype(np.float64)
+    expected = np_conv(np.concatenate([np_resize(coarse.astype(np.float64), fine_size, align_corners),
+                                       fine.astype(np.float64)], -1), kernel)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=2e-6 * np.abs(expected).max())
+
+    reference = keras.layers.Conv2D(5, 3, padding="same", use_bias=False)
+    reference.build((None, None, None, 9))
+    reference.set_weights(layer.get_weights())
+    resize = BilinearResize(align_corners=align_corners)
+    tensors = [tf.constant(coarse), tf.constant(fine)]
+    gradients = []
+    for call, weights in ((lambda c, f: layer([c, f]), layer.kernel),
+                          (lambda c, f: reference(tf.concat([resize([c, f]), f], -1)), reference.kernel)):
+        with tf.GradientTape() as tape:
+            tape.watch(tensors)
+            loss = tf.reduce_sum(tf.sin(call(*tensors)))
+        gradients.append(tape.gradient(loss, [*tensors, weights]))
+    for ours, theirs in zip(*gradients):
+        np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-5 * np.abs(theirs).max())
+
+
+def test_upsampled_concat_conv_dynamic_sizes_bfloat16_and_config(rng):
+    coarse = rng.normal(size=(1, 5, 6, 4)).astype(np.float32)
+    fine = rng.normal(size=(1, 13, 16, 2)).astype(np.float32)
+    layer = UpsampledConcatConv2D(3, kernel_regularizer=keras.regularizers.L2(0.5), name="up_conv")
+    static = np.asarray(layer([coarse, fine]))
+    spec = [tf.TensorSpec((None, None, None, 4)), tf.TensorSpec((None, None, None, 2))]
+    dynamic = tf.function(lambda c, f: layer([c, f]), input_signature=spec)(coarse, fine)
+    np.testing.assert_allclose(dynamic, static, rtol=0, atol=1e-6 * np.abs(static).max())
+    assert float(sum(layer.losses)) == pytest.approx(0.5 * float(np.sum(layer.kernel.numpy() ** 2)), rel=1e-6)
+
+    half = UpsampledConcatConv2D(3, dtype="mixed_bfloat16")
+    half.build([coarse.shape, fine.shape])
+    half.set_weights(layer.get_weights())
+    low = half([coarse, fine])
+    assert low.dtype == "bfloat16"
+    np.testing.assert_allclose(np.asarray(low, np.float32), static, rtol=0, atol=0.02 * np.abs(static).max())
+
+    clone = UpsampledConcatConv2D.from_config(layer.get_config())
+    assert (clone.filters, clone.align_corners, clone.name) == (3, True, "up_conv")
+    assert isinstance(clone.kernel_regularizer, keras.regularizers.L2)

@@ -8,6 +8,7 @@ from hqdepth.layers.normalization import FrozenAffineBatchNormalization, FusedBa
 from hqdepth.layers.planar import FocalScaling, LocalPlanarGuidance, PlaneCoefficients
 from hqdepth.layers.preprocessing import ImageNormalization
 from hqdepth.layers.resize import BilinearResize, resize_bilinear
+from hqdepth.layers.upsampled_conv import UpsampledConcatConv2D
 
 __all__ = [
     "AtrousConv2D",
@@ -22,6 +23,7 @@ __all__ = [
     "PositionAttention",
     "ScaleAttention",
     "ScaledSigmoid",
+    "UpsampledConcatConv2D",
     "conv2d",
     "conv_bn_relu",
     "conv_bn_relu_layers",
