@@ -4,6 +4,7 @@
 """
 
 import json
+import re
 from pathlib import Path
 
 GPU_COMMAND = ("pip install --no-index --find-links wheels/ keras pyyaml  # only where Keras 3 is missing\n"
@@ -96,6 +97,42 @@ def headline(results, gpu):
         lines.append("- GPU: not measured (no GPU machine was lent to this work); the ready command is in section GPU.")
     return lines + [""]
 
+
+def machine_file(folder, results):
+    """benchmarks/machines/<CPU model>.json: the last full `make bench` on each kind of machine."""
+    slug = re.sub(r"[^a-z0-9]+", "-", results["machine"]["cpu"].lower()).strip("-")
+    return Path(folder) / "machines" / f"{slug}.json"
+
+
+def read_machines(folder):
+    return [read_json(path) for path in sorted((Path(folder) / "machines").glob("*.json"))]
+
+
+def machines_section(machines):
+    """One row per machine kind's last full run: the figures issue 17 sets targets for."""
+    if not machines:
+        return []
+    models = sorted({name for results in machines for name in results.get("cpu", {})})
+    lines = ["## Across machines", "",
+             "The last full `make bench` on each kind of machine (`benchmarks/machines/`; this page's other tables are "
+             "the latest run's). Training ratios against the run's best matmul of the same dtype; serving: float32 "
+             "SavedModel over ONNX Runtime, batch 1, serving process.", "",
+             "| machine | date (commit) | bf16 train / bf16 matmul (beside) | serving hqmd_baseline_plus / bts | "
+             + " | ".join(f"{name} f32" for name in models) + " |",
+             "|---|---|---|---|" + "---|" * len(models)]
+    for results in machines:
+        cpu = results.get("cpu", {})
+        head = cpu.get("hqmd_baseline_plus", {})
+        bf16_local = head.get("mixed_bfloat16", {}).get("modes", {}).get("train", {}).get("local_flops_ratio")
+        serving = []
+        for model in ("hqmd_baseline_plus", "bts"):
+            rows = results.get("inference", {}).get("models", {}).get(model, {}).get("processes", {})
+            serving.append(fmt(rows.get("serving", {}).get("rows", {}).get("savedmodel", {}).get("over_ort_median")))
+        lines.append(f"| {results['machine']['cpu']} | {results['date'][:16]} ({results.get('commit') or '-'}) | "
+                     f"{fmt(head.get('train_flops_ratio_bf16'))} ({fmt(bf16_local)}) | "
+                     f"{' / '.join(serving)} | "
+                     + " | ".join(fmt(cpu.get(name, {}).get("train_flops_ratio")) for name in models) + " |")
+    return lines + [""]
 
 def matmul_section(results):
     mm = results.get("matmul")
@@ -422,7 +459,7 @@ def bf16_check_section(results):
     return lines + [""]
 
 
-def render(results, tuning=None, gpu=None, analysis=None):
+def render(results, tuning=None, gpu=None, analysis=None, machines=None):
     """RESULTS.md: the run's tables, with `analysis` (benchmarks/ANALYSIS.md: profiles and their reading, written by
     hand with the commands that measured them) after the model and bfloat16 sections."""
     lines = ["# Benchmarks (issue 8)", "",
@@ -430,6 +467,7 @@ def render(results, tuning=None, gpu=None, analysis=None):
              "on this machine, each measurement in its own subprocess. Random weights (speed does not depend on "
              "them).", "", *machine_lines(results), ""]
     lines += headline(results, gpu)
+    lines += machines_section(machines)
     lines += matmul_section(results)
     lines += models_section(results)
     lines += bf16_check_section(results)
@@ -452,7 +490,8 @@ def main():
     if results is None:
         raise SystemExit("benchmarks/results.json not found: run `make bench` first.")
     (here / "RESULTS.md").write_text(render(results, tuning=read_json(here / "tuning.json"),
-                                            gpu=read_json(here / "results_gpu.json"), analysis=read_analysis(here)))
+                                            gpu=read_json(here / "results_gpu.json"), analysis=read_analysis(here),
+                                            machines=read_machines(here)))
     print(f"wrote {here / 'RESULTS.md'}")
 
 

@@ -38,6 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import report  # noqa: E402
 from common import HERE, ROOT, machine, now, run_worker, versions  # noqa: E402
 
 STAGES = ("matmul", "flops", "cpu", "bf16check", "pipeline", "scale", "stream", "scenes", "inference")
@@ -126,6 +127,19 @@ def stage_cpu(args, results, models):
                 entry["train_flops_ratio_bf16_vs_f32_matmul"] = bf16["achieved_gflops"] / matmul_rate(results,
                                                                                                       "float32")
 
+
+def git_commit():
+    """The checkout's commit, "+" when it has uncommitted changes; None outside a git checkout."""
+    import subprocess
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return commit + ("+" if dirty else "")
 
 def finalize_ratios(results):
     """Ratios against the machine's matmul rate = the best matmul of the run: the reference stage (start and end)
@@ -315,7 +329,7 @@ def main(argv=None):
     started = time.perf_counter()
     command = shlex.join(["python", "benchmarks/run_all.py", *argv])
     results = {"date": now(), "command": command, "quick": args.quick, "models": models, "skipped": sorted(skip),
-               "machine": machine(), "versions": versions()}
+               "machine": machine(), "versions": versions(), "commit": git_commit()}
     log(f"{command}: {results['machine']['cpu']}, {results['machine']['nproc']} cores, load average "
         f"{results['machine']['load_average']}")
     with tempfile.TemporaryDirectory(prefix="hqdepth-bench-") as workdir:
@@ -359,12 +373,14 @@ def main(argv=None):
     results["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
     json_path = out_dir / "results.json"
     json_path.write_text(json.dumps(results, indent=1) + "\n")
-    import report
-
+    if not (args.quick or args.models or args.skip) and out_dir == HERE:  # a full run: also kept per machine kind
+        machine_path = report.machine_file(HERE, results)
+        machine_path.parent.mkdir(exist_ok=True)
+        machine_path.write_text(json.dumps(results, indent=1) + "\n")
     md_path = out_dir / "RESULTS.md"
     md_path.write_text(report.render(results, tuning=report.read_json(HERE / "tuning.json"),
                                      gpu=report.read_json(HERE / "results_gpu.json"),
-                                     analysis=report.read_analysis(HERE)))
+                                     analysis=report.read_analysis(HERE), machines=report.read_machines(HERE)))
     log(f"done in {results['duration_s'] / 60:.1f} min: {json_path}, {md_path}")
     return 0
 
