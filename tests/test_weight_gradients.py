@@ -224,3 +224,16 @@ def test_build_model_patches_under_bfloat16(monkeypatch, deterministic, forward)
     finally:
         keras.config.set_dtype_policy(previous)
     assert calls == ([] if tf.config.list_physical_devices("GPU") else [forward])
+
+
+def test_patched_layers_sum_their_bias_gradient_in_float32(rng):
+    """TensorFlow's BiasAddGrad sums bfloat16 in bfloat16 (tens of percent off over thousands of pixels); the
+    patched layers' bias gradient is the float32 sum of the bfloat16 output gradient, like oneDNN's fused kernel."""
+    x = rng.normal(size=(4, 48, 64, 8)).astype(np.float32)
+    dy = (rng.normal(size=(4, 48, 64, 16)) + 0.5).astype(np.float32)
+    inputs = keras.Input(x.shape[1:])
+    model = keras.Model(inputs, keras.layers.Conv2D(16, 1, dtype="mixed_bfloat16", name="pointwise")(inputs))
+    assert use_matmul_kernel_gradients(model) == ["pointwise"]
+    bias_gradient = gradients(model, x, dy)[0][-1]
+    exact = np.asarray(tf.cast(tf.cast(dy, tf.bfloat16), tf.float64)).sum(axis=(0, 1, 2))
+    np.testing.assert_allclose(bias_gradient, exact, rtol=1e-2)
