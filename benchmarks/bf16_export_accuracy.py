@@ -6,9 +6,10 @@
 
 A random-weight network says little here (its depths hang on a few saturated logits), so the recipe's network is
 first trained briefly in float32 on synthetic scenes (random backbone, the recipe's frozen layers kept, constant
-learning rate `--lr`, as `bf16_check.py` does; batch-norm momentum `--bn-momentum` 0.9, as `make demo` trains HQMD). The trained model is exported twice through `hqdepth.export.export`,
-float32 and `precision="bfloat16"`, both SavedModels are loaded back and called (`serve`) on `--scenes` held-out test
-scenes (the synthetic test split's seeds, disjoint from training). Reported: |bfloat16 - float32| over every pixel
+learning rate `--lr`, as `bf16_check.py` does; batch-norm momentum `--bn-momentum` 0.9, as `make demo` trains HQMD).
+The trained model is exported twice through `hqdepth.export.export`, float32 and `precision="bfloat16"`, both
+SavedModels are loaded back and called (`serve`) on `--scenes` held-out test scenes (the synthetic test split's
+seeds, disjoint from training). Reported: |bfloat16 - float32| over every pixel
 (mean, 99th percentile, largest, in metres) and each export's abs_rel and RMSE against the scenes' true depth.
 """
 

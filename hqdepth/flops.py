@@ -12,8 +12,9 @@ model was built with, so every input dimension but the batch must be known. `mac
 layers that multiply by weights or by another tensor: Conv2D (any stride, dilation, groups),
 Conv2DTranspose (every input pixel times the whole kernel: h*w*k*k*Cin*Cout), DepthwiseConv2D,
 SeparableConv2D, Dense, PositionAttention and ScaleAttention; UpsampledConcatConv2D counts as the
-resize -> concat -> conv it computes with fewer products (`gflops` is the network's, not what runs). hqdepth's BilinearResize counts as the
-interpolation's element-wise work, 7 FLOPs per output element (4 taps): its two "tent matrix" products multiply
+resize -> concat -> conv it computes with fewer products (`gflops` is the network's, not what runs).
+hqdepth's BilinearResize counts as the interpolation's element-wise work, 7 FLOPs per output element (4 taps):
+its two "tent matrix" products multiply
 mostly by zeros (memory-bound, as the interpolation itself would be). Element-wise work is counted separately in
 `other_flops` (1 FLOP per element for a bias, activation or an n-ary add per extra input; 2 for a
 batch norm at inference (scale + shift); k*k per output element for pooling), because it is
