@@ -237,3 +237,30 @@ def test_patched_layers_sum_their_bias_gradient_in_float32(rng):
     bias_gradient = gradients(model, x, dy)[0][-1]
     exact = np.asarray(tf.cast(tf.cast(dy, tf.bfloat16), tf.float64)).sum(axis=(0, 1, 2))
     np.testing.assert_allclose(bias_gradient, exact, rtol=1e-2)
+
+
+@pytest.mark.parametrize("kind", ["conv_transpose", "dense"])
+def test_16_bit_transposed_convs_and_dense_layers_sum_their_bias_gradient_in_float32(kind, rng):
+    """Alone (no convolution's backward-filter kernel to fuse into) BiasAddGrad sums bfloat16 in bfloat16: 90 % off
+    at this size. Patched: forward and kernel gradient as Keras computes them, the bias gradient the float32 sum."""
+    from hqdepth.layers.weight_gradients import use_float32_bias_gradients
+
+    def build():
+        keras.utils.set_random_seed(0)
+        layer = (keras.layers.Conv2DTranspose(16, 4, strides=2, padding="same", dtype="mixed_bfloat16", name=kind)
+                 if kind == "conv_transpose" else keras.layers.Dense(16, dtype="mixed_bfloat16", name=kind))
+        inputs = keras.Input((24, 32, 8))
+        return keras.Model(inputs, layer(inputs))
+
+    x = rng.normal(size=(4, 24, 32, 8)).astype(np.float32)
+    plain, patched = build(), build()
+    dy = (rng.normal(size=plain.output.shape[1:]) + 0.5).astype(np.float32)[None].repeat(4, axis=0)
+    assert use_float32_bias_gradients(patched) == [kind]
+    float32_input = keras.Input((3,))
+    assert use_float32_bias_gradients(keras.Model(float32_input, keras.layers.Dense(2)(float32_input))) == []
+    expected, got = gradients(plain, x, dy)[0], gradients(patched, x, dy)[0]
+    np.testing.assert_array_equal(np.asarray(patched(x)), np.asarray(plain(x)))
+    np.testing.assert_array_equal(got[1], expected[1])  # kernel gradient untouched
+    exact = np.asarray(tf.cast(tf.cast(dy, tf.bfloat16), tf.float64)).reshape(-1, 16).sum(axis=0)
+    np.testing.assert_allclose(got[2], exact, rtol=1e-2)
+    assert np.abs(expected[2] - exact).max() > 0.1 * np.abs(exact).max()  # TensorFlow's own sum is far off here

@@ -195,8 +195,9 @@ def compile_metrics(loss, config):
 
 def build_model(config):
     """The recipe's model at its input size, initialised as the recipe says (`hqdepth.weights.pretrained`),
-    its convolutions' kernel gradients as `train.kernel_gradients` says (`kernel_gradients`)."""
-    from hqdepth.layers.weight_gradients import use_matmul_kernel_gradients
+    its convolutions' kernel gradients as `train.kernel_gradients` says (`kernel_gradients`), and the bias gradients
+    of its 16-bit transposed convolutions and dense layers summed in float32 (`use_float32_bias_gradients`)."""
+    from hqdepth.layers.weight_gradients import use_float32_bias_gradients, use_matmul_kernel_gradients
     from hqdepth.models import build_model as build
     from hqdepth.weights import pretrained
 
@@ -206,6 +207,7 @@ def build_model(config):
     if kernel_gradients(config) == "matmul":
         # a deterministic run may not depend on timings: the forward passes stay TensorFlow's convolutions
         use_matmul_kernel_gradients(model, forward="native" if config["train"]["deterministic"] else "auto")
+    use_float32_bias_gradients(model)  # 16-bit transposed convolutions and dense layers: bias gradients summed in float32
     return model
 
 
