@@ -207,7 +207,7 @@ def build_model(config):
     if kernel_gradients(config) == "matmul":
         # a deterministic run may not depend on timings: the forward passes stay TensorFlow's convolutions
         use_matmul_kernel_gradients(model, forward="native" if config["train"]["deterministic"] else "auto")
-    use_float32_bias_gradients(model)  # 16-bit transposed convolutions and dense layers: bias gradients summed in float32
+    use_float32_bias_gradients(model)  # 16-bit transposed convs and dense layers: float32 bias gradients
     return model
 
 
