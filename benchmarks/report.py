@@ -82,6 +82,7 @@ def headline(results, gpu):
             f">= 0.60; fastest step {train['flops_ratio_best']:.2f}). Against the matmul timed in the same process just "
             f"before and after the steps (same load): {fmt(cpu.get('train_flops_ratio_local'))}; per CPU-second, "
             f"which other jobs on the cores do not dilute: {fmt(cpu.get('train_flops_ratio_per_cpu_s'))}."
+            + executed_note(results, cpu['train_flops_ratio'])
             + (f" Measured {results['date'][:10]}, before fused batch norm and fused Adam became package defaults "
                "(Keras' own kernels then)." if "patches" in cpu["float32"] else ""))
     bf = cpu.get("mixed_bfloat16", {}).get("modes", {}).get("train")
@@ -89,13 +90,25 @@ def headline(results, gpu):
         lines.append(
             f"- mixed_bfloat16: {bf['images_per_s']:.2f} images/s = {bf['achieved_gflops']:.0f} GFLOP/s = "
             f"{cpu['train_flops_ratio_bf16']:.2f} x the bfloat16 matmul rate ({reference_rate(results, 'bfloat16'):.0f} "
-            f"GFLOP/s), {cpu.get('train_flops_ratio_bf16_vs_f32_matmul', 0):.2f} x the float32 one.")
+            f"GFLOP/s), {cpu.get('train_flops_ratio_bf16_vs_f32_matmul', 0):.2f} x the float32 one."
+            + executed_note(results, cpu['train_flops_ratio_bf16']))
     lines += inference_headline(results)
     if gpu and gpu.get("summary"):
         lines.append("- GPU: " + ", ".join(f"{k} {v:.2f}" for k, v in gpu["summary"].items()) + " (section GPU).")
     else:
         lines.append("- GPU: not measured (no GPU machine was lent to this work); the ready command is in section GPU.")
     return lines + [""]
+
+
+def executed_note(results, ratio, model="hqmd_baseline_plus"):
+    """" In the products that run ...": the ratio rescaled from the network's FLOPs to the profiler's count of what
+    the package executes, where the two differ by more than 1 % (layers computed with fewer products)."""
+    flops = results.get("flops", {}).get(model, {})
+    network, run = flops.get("gflops"), flops.get("profiler_matmul_flops")
+    if not network or not run or abs(run / 1e9 / network - 1) < 0.01:
+        return ""
+    return (f" In the products that run ({run / 1e9:.1f} of the network's {network:.1f} GFLOP per image, TensorFlow's "
+            f"profiler): {ratio * run / 1e9 / network:.2f}.")
 
 
 def machine_file(folder, results):
