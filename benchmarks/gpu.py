@@ -9,7 +9,8 @@ the peer; without them that part is skipped with a message.
 
 Measured, each in its own subprocess (clean device memory):
 - ours, `--precision float32` and `mixed_float16`: the `hqmd_plus_full` training step as `hqdepth train` compiles it
-  (hqmd_baseline_plus + HQMDLoss + Adam with its schedule + compiled metrics; `--metrics none` drops the metrics),
+  (hqmd_baseline_plus + HQMDLoss + Adam with its schedule + compiled metrics; `--metrics none` drops the metrics;
+  random backbone weights, the recipe's frozen layers kept: the GPU machine has no network for the ImageNet file),
   `model.train_on_batch` on a fixed NumPy batch (random RGB 0..255, depth 0.5..9 m);
 - peer: torchvision `deeplabv3_resnet50(num_classes=1, aux_loss=False)` (ResNet-50 at output stride 8, ASPP),
   channels_last, Adam, L1 loss on the bilinearly upsampled output, with AMP (`torch.autocast` float16 + GradScaler)
@@ -83,12 +84,17 @@ def ours(args):
 
     from hqdepth.flops import count_flops
     from hqdepth.training import recipes, trainer
+    from hqdepth.weights import pretrained
 
     size = parse_size(args.size)
     keras.config.set_dtype_policy(args.precision)
     keras.utils.set_random_seed(0)
     config = recipes.resolve_config("hqmd_plus_full")
     config["data"]["input_size"] = list(size)
+    # Random backbone weights, as cpu_step.py's `with_random_backbone` (speed does not depend on them, and the GPU
+    # machine reaches no network: the recipe's ImageNet file would stop the run); the recipe's frozen layers are kept.
+    if pretrained.has_backbone(config["model"]["name"], config["model"]["options"]):
+        config["model"]["options"]["backbone_weights"] = pretrained.NONE
     model = trainer.build_model(config)
     loss = trainer.build_loss(config)
     metrics = trainer.compile_metrics(loss, config) if args.metrics == "recipe" else None

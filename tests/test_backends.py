@@ -67,3 +67,21 @@ def test_jax_backend_matches_tensorflow_other_models(tmp_path):
         # ~2e-5 in resnet50_transposed (a wrong op differs by > 0.1 there).
         scale = max(1.0, float(np.abs(expected).max())) * (5.0 if key.startswith("resnet50") else 1.0)
         np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-5 * scale, err_msg=key)
+
+
+def test_gpu_benchmark_trains_on_jax_without_tensorflow():
+    """`benchmarks/gpu.py` (the GPU machine has JAX but no TensorFlow and no network) runs the hqmd_plus_full step:
+    random backbone weights instead of the recipe's ImageNet file, and no TensorFlow import anywhere on the way
+    (`--block-tensorflow` makes one an error). A CPU smoke run of its worker."""
+    pytest.importorskip("jax")
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "HQDEPTH_OFFLINE": "1",
+           "XLA_FLAGS": "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"}
+    command = [sys.executable, str(root / "benchmarks" / "gpu.py"), "--worker", "ours", "--size", "17x25", "--batch",
+               "1", "--steps", "1", "--warmup", "1", "--metrics", "none", "--precision", "float32", "--block-tensorflow"]
+    completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900, cwd=root)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    (line,) = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
+    result = json.loads(line[len("RESULT "):])
+    assert "error" not in result and result["tensorflow_imported"] is False, result
+    assert result["images_per_s"] > 0 and np.isfinite(result["loss"])

@@ -34,12 +34,14 @@ class _FusedAdamUpdate:
         return {**super().get_config(), "l2_weight_decay": self.l2_weight_decay, "one_pass": self.one_pass}
 
     def update_step(self, gradient, variable, learning_rate):
-        import tensorflow as tf
-
         if self.l2_weight_decay and self._use_weight_decay(variable):  # PyTorch Adam's: the moments see it
             gradient = gradient + keras.ops.cast(variable, gradient.dtype) * self.l2_weight_decay
         if (not self.one_pass or keras.backend.backend() != "tensorflow" or self.amsgrad or
-                keras.backend.standardize_dtype(variable.dtype) != "float32" or isinstance(gradient, tf.IndexedSlices)):
+                keras.backend.standardize_dtype(variable.dtype) != "float32"):
+            return super().update_step(gradient, variable, learning_rate)
+        import tensorflow as tf  # only here: other backends must not need TensorFlow
+
+        if isinstance(gradient, tf.IndexedSlices):
             return super().update_step(gradient, variable, learning_rate)
         index = self._get_variable_index(variable)
         step = tf.cast(self.iterations + 1, "float32")
