@@ -68,33 +68,22 @@ def timed_steps(step, warmup, steps, sync):
     return warm, times
 
 
-def build_optimizer(trainer, config, model):
-    """The recipe's optimizer as `hqdepth train` builds it (1000 steps per epoch, 10000 in all for its schedule)."""
-    import inspect
-
-    extra = {"model": model} if "model" in inspect.signature(trainer.build_optimizer).parameters else {}
-    return trainer.build_optimizer(config, steps_per_epoch=1000, total_steps=10000, **extra)
-
-
 def ours(args):
     os.environ.setdefault("KERAS_BACKEND", "jax")
     import jax
     import keras
     import numpy as np
 
+    from cpu_step import build_optimizer, with_random_backbone  # the CPU benchmark's; it imports no TensorFlow
     from hqdepth.flops import count_flops
     from hqdepth.training import recipes, trainer
-    from hqdepth.weights import pretrained
 
     size = parse_size(args.size)
     keras.config.set_dtype_policy(args.precision)
     keras.utils.set_random_seed(0)
     config = recipes.resolve_config("hqmd_plus_full")
     config["data"]["input_size"] = list(size)
-    # Random backbone weights, as cpu_step.py's `with_random_backbone` (speed does not depend on them, and the GPU
-    # machine reaches no network: the recipe's ImageNet file would stop the run); the recipe's frozen layers are kept.
-    if pretrained.has_backbone(config["model"]["name"], config["model"]["options"]):
-        config["model"]["options"]["backbone_weights"] = pretrained.NONE
+    with_random_backbone(config)  # the GPU machine reaches no network for the recipe's ImageNet file
     model = trainer.build_model(config)
     loss = trainer.build_loss(config)
     metrics = trainer.compile_metrics(loss, config) if args.metrics == "recipe" else None

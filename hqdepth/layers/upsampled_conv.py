@@ -43,9 +43,8 @@ class UpsampledConcatConv2D(keras.layers.Layer):
 
     def build(self, input_shape):
         coarse, fine = input_shape
-        self.coarse_channels, self.fine_channels = int(coarse[-1]), int(fine[-1])
-        self.kernel = self.add_weight(name="kernel",
-                                      shape=(3, 3, self.coarse_channels + self.fine_channels, self.filters),
+        self.coarse_channels = int(coarse[-1])  # where the kernel's input channels split
+        self.kernel = self.add_weight(name="kernel", shape=(3, 3, self.coarse_channels + int(fine[-1]), self.filters),
                                       initializer=self.kernel_initializer, regularizer=self.kernel_regularizer)
 
     def call(self, inputs):

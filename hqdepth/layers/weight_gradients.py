@@ -89,8 +89,7 @@ def matmul_kernel_gradient(layer, forward="auto"):
         return conv2d(inputs, kernel, forward=mode, **settings)
 
     def call(inputs):  # `Conv.call` with the bias added by `add_bias`
-        outputs = add_bias(convolution_op(inputs, layer.kernel), layer.bias)
-        return outputs if layer.activation is None else layer.activation(outputs)
+        return _biased_and_activated(layer, convolution_op(inputs, layer.kernel))
 
     layer.convolution_op = convolution_op
     if layer.use_bias:
@@ -146,6 +145,11 @@ def _call_with_float32_bias_gradient(layer, inputs, training=None):
                                            data_format=layer.data_format)
     else:
         outputs = keras.ops.matmul(inputs, layer.kernel)
+    return _biased_and_activated(layer, outputs)
+
+
+def _biased_and_activated(layer, outputs):
+    """The end of a Keras conv / dense `call`: the layer's bias (by `add_bias`), then its activation."""
     outputs = add_bias(outputs, layer.bias)
     return outputs if layer.activation is None else layer.activation(outputs)
 
