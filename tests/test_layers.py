@@ -32,8 +32,9 @@ def np_resize_align_corners(x, out_h, out_w):
 
 @pytest.mark.parametrize("in_size,out_size", [((19, 25), (73, 97)), ((73, 97), (289, 385)), ((9, 7), (4, 5)),
                                               ((1, 1), (5, 6)), ((6, 5), (1, 1))])
-def test_resize_align_corners_matches_tf1_and_numpy(in_size, out_size):
-    x = RNG.normal(size=(2, *in_size, 3)).astype(np.float32)
+@pytest.mark.parametrize("channels", [1, 3])  # one channel takes its own product order (a depth or logits map)
+def test_resize_align_corners_matches_tf1_and_numpy(in_size, out_size, channels):
+    x = RNG.normal(size=(2, *in_size, channels)).astype(np.float32)
     ours = np.asarray(resize_bilinear(x, out_size, align_corners=True))
     tf1 = tf.compat.v1.image.resize_bilinear(x, out_size, align_corners=True).numpy()
     np.testing.assert_allclose(ours, tf1, atol=2e-5)
@@ -42,8 +43,9 @@ def test_resize_align_corners_matches_tf1_and_numpy(in_size, out_size):
 
 
 @pytest.mark.parametrize("in_size,out_size", [((19, 25), (73, 97)), ((9, 7), (4, 5)), ((5, 8), (5, 8))])
-def test_resize_half_pixel_matches_tf2(in_size, out_size):
-    x = RNG.normal(size=(1, *in_size, 2)).astype(np.float32)
+@pytest.mark.parametrize("channels", [1, 2])
+def test_resize_half_pixel_matches_tf2(in_size, out_size, channels):
+    x = RNG.normal(size=(1, *in_size, channels)).astype(np.float32)
     ours = np.asarray(resize_bilinear(x, out_size, align_corners=False))
     expected = tf.image.resize(x, out_size, method="bilinear", antialias=False).numpy()
     np.testing.assert_allclose(ours, expected, atol=2e-5)
@@ -78,11 +80,12 @@ def np_resize_gradient(upstream, in_h, in_w, align_corners):
 @pytest.mark.parametrize("align_corners", [True, False])
 @pytest.mark.parametrize("in_size,out_size", [((5, 7), (17, 25)), ((9, 7), (4, 5)), ((1, 1), (3, 4))])
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_resize_gradient_is_the_adjoint(in_size, out_size, align_corners, dtype):
+@pytest.mark.parametrize("channels", [1, 3])
+def test_resize_gradient_is_the_adjoint(in_size, out_size, align_corners, dtype, channels):
     """The TensorFlow gradient (of the two products) equals the float64 adjoint of the interpolation, in float32 and
     under bfloat16 (its input's dtype)."""
-    x = tf.constant(RNG.normal(size=(2, *in_size, 3)), dtype)
-    upstream = RNG.normal(size=(2, *out_size, 3))
+    x = tf.constant(RNG.normal(size=(2, *in_size, channels)), dtype)
+    upstream = RNG.normal(size=(2, *out_size, channels))
     with tf.GradientTape() as tape:
         tape.watch(x)
         y = resize_bilinear(x, out_size, align_corners=align_corners)
@@ -103,6 +106,9 @@ def test_bilinear_resize_layer_reference_input_dynamic_shape_and_config():
     pooled = tf.nn.avg_pool2d(x, 4, 4, "VALID").numpy()
     np.testing.assert_allclose(model(x), tf.compat.v1.image.resize_bilinear(pooled, (17, 21), align_corners=True),
                                atol=2e-5)
+    depth = keras.Model(image, BilinearResize()([keras.layers.Conv2D(1, 4, strides=4)(image), image]))
+    coarse = depth.layers[1](x).numpy()
+    np.testing.assert_allclose(depth(x), np_resize_align_corners(coarse.astype(np.float64), 17, 21), atol=2e-5)
     layer = BilinearResize.from_config(BilinearResize(size=(4, 6), align_corners=False).get_config())
     assert layer.size == (4, 6) and layer.align_corners is False
     assert layer(x).shape == (1, 4, 6, 3)

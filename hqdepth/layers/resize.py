@@ -49,7 +49,12 @@ def resize_bilinear(images, size, align_corners=True):
     rows = _interpolation_matrix(height, size[0], align_corners, images.dtype)
     cols = _interpolation_matrix(width, size[1], align_corners, images.dtype)
     images = ops.matmul(rows, ops.reshape(images, (-1, height, width * channels)))
-    images = ops.matmul(cols, ops.reshape(images, (-1, width, channels)))
+    if isinstance(channels, int) and channels == 1:
+        # One channel (a depth or logits map): one product of all rows with the transposed column weights, instead
+        # of a batch of out_h * N matrix-vector products (HQMD baseline+'s 73x97 -> 289x385 logits: 1.9 -> 0.2 ms).
+        images = ops.matmul(ops.reshape(images, (-1, width)), ops.transpose(cols))
+    else:
+        images = ops.matmul(cols, ops.reshape(images, (-1, width, channels)))
     return ops.reshape(images, (-1, size[0], size[1], channels))
 
 
