@@ -404,6 +404,36 @@ def test_kitti_monodepth2_list_calib_and_missing_gt(tmp_path):
     assert np.all(sample.depth[0, :3, 0] == 0)
 
 
+def test_kitti_bts_list_finds_ground_truth_in_the_zips_train_and_val_folders(tmp_path):
+    """data_depth_annotated.zip unpacks into train/ and val/; BTS list lines name `<drive>_sync/proj_depth/...`
+    without either (docs/datasets.md step 1). Each line finds its file in whichever folder holds it; a file in
+    neither is reported by name."""
+    raw, gt = tmp_path / "raw", tmp_path / "depth"
+    drives = {"train": "2011_09_26_drive_0001_sync", "val": "2011_09_26_drive_0002_sync", "": "2011_09_28_drive_0001_sync"}
+    frames, lines = {}, []
+    for split, drive in drives.items():
+        rgb, depth = random_rgb(), random_depth16()
+        write(raw / f"2011_09_26/{drive}/image_02/data/{5:010d}.png", png_bytes(rgb))
+        write(gt / split / f"{drive}/proj_depth/groundtruth/image_02/{5:010d}.png", png_bytes(depth))
+        frames[drive] = (rgb, depth)
+        lines.append(f"2011_09_26/{drive}/image_02/data/{5:010d}.png {drive}/proj_depth/groundtruth/image_02/{5:010d}.png"
+                     " 721.5377")
+    missing = "2011_09_26_drive_0009_sync"
+    write(raw / f"2011_09_26/{missing}/image_02/data/{5:010d}.png", png_bytes(random_rgb()))
+    lines.append(f"2011_09_26/{missing}/image_02/data/{5:010d}.png {missing}/proj_depth/groundtruth/image_02/"
+                 f"{5:010d}.png 721.5377")
+    listing = write(tmp_path / "eigen_files_with_gt.txt", ("\n".join(lines[:3]) + "\n").encode())
+    source = open_source(f"kitti:{listing}@{raw}?depth_root={gt}", "train")
+    assert len(source) == 3
+    for index, drive in enumerate(drives.values()):
+        sample = source[index]
+        assert np.array_equal(sample.rgb, frames[drive][0])
+        assert np.array_equal(sample.depth[:, :, 0], frames[drive][1] / np.float32(256.0))
+    with_missing = write(tmp_path / "with_missing.txt", ("\n".join(lines) + "\n").encode())
+    with pytest.raises(DataError, match=missing):
+        open_source(f"kitti:{with_missing}@{raw}?depth_root={gt}", "train")
+
+
 def test_kitti_bts_list_with_kb_crop(tmp_path):
     height, width = 360, 1230
     rgb, depth = random_rgb(height, width), random_depth16(height, width)

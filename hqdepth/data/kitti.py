@@ -4,6 +4,7 @@ from pathlib import Path
 
 from hqdepth.data.base import register_source
 from hqdepth.data.lists import ListSource
+from hqdepth.data.pair_source import is_none
 
 
 def _kitti_calib_focal(root, date, camera, cache):
@@ -25,6 +26,7 @@ class KittiSource(ListSource):
     """KITTI depth layout: 16-bit PNG / 256, 0 = invalid. LIST is one of
 
     - BTS `rgb depth focal` (e.g. eigen_train_files_with_gt.txt; `None` ground truth skipped), or `rgb depth`;
+      depth = DEPTH_ROOT[/train|/val]/<depth> (data_depth_annotated.zip's two folders, as unpacked);
     - monodepth2 `<date>/<drive>_sync <frame> l|r`: rgb = ROOT/<date>/<drive>_sync/image_0{2,3}/data/<frame:010d>.png
       (or .jpg), depth = DEPTH_ROOT[/train|/val]/<drive>_sync/proj_depth/groundtruth/image_0{2,3}/<frame:010d>.png;
       lines whose depth file is absent are skipped and counted (Eigen test: 697 -> 652); focal from
@@ -38,7 +40,20 @@ class KittiSource(ListSource):
     def _parse_line(self, fields, where):
         if len(fields) == 3 and fields[2] in ("l", "r") and fields[1].isdigit():
             return self._monodepth2_line(fields, where)
-        return super()._parse_line(fields, where)
+        rgb, depth, focal, fmt = super()._parse_line(fields, where)
+        return rgb, self._depth_in_split_folder(depth), focal, fmt
+
+    def _depth_in_split_folder(self, depth):
+        """A BTS list's `<drive>_sync/proj_depth/...` path as found under DEPTH_ROOT, DEPTH_ROOT/train or
+        DEPTH_ROOT/val: `data_depth_annotated.zip` unpacks into train/ and val/, which BTS's README leaves to the
+        user to merge. Left as written when it is in none of them (or the root is not a folder): the pipeline then
+        reports the missing file by name."""
+        if depth is None or is_none(depth) or Path(depth).is_absolute() or not Path(self.depth_root).is_dir():
+            return depth
+        for sub in ("", "train/", "val/"):
+            if (Path(self.depth_root) / f"{sub}{depth}").is_file():
+                return f"{sub}{depth}"
+        return depth
 
     def _monodepth2_line(self, fields, where):
         folder, frame, side = fields
