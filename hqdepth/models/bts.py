@@ -31,8 +31,10 @@ Freezing (`freeze`): "official" = PyTorch `set_misc`: the stem conv and the affi
 encoder batch norms (ResNet: `bn1` and every bottleneck BN, not the shortcut BN; DenseNet: every
 norm) are frozen while their statistics keep updating (`FrozenAffineBatchNormalization`);
 "tf1" = the TF1 code: encoder batch norms in inference mode (statistics frozen); "none" = the
-Toolbox. `fix_first_conv_blocks=True` (set in the TF argument files) also freezes the first two
-bottlenecks / dense layers.
+Toolbox. `fix_first_conv_blocks=True` also freezes the first two bottlenecks / dense layers, as PyTorch's
+`--fix_first_conv_blocks` does (`set_misc`; the PyTorch argument files do not set it). The TF argument files
+set the flag, but the TF1 code's test `(first_conv_name or 'block1' or 'block2') not in var.name` reduces to
+its first name, so there it freezes ResNet's stem convolution only (`freeze="official"` freezes that too).
 
 Deviations: the LPG denominator is clamped at `lpg_min_denominator` (1e-3; the official code
 can divide by ~0 or a negative number in the 8x8 branch); `final_bias=True` gives the Toolbox head.
