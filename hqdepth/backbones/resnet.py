@@ -109,7 +109,8 @@ def _conv(filters, kernel_size, name, stride=1, rate=1, use_bias=True, padding="
 
 
 def _bn(name, settings):
-    return FusedBatchNormalization(momentum=settings["bn_momentum"], epsilon=settings["bn_epsilon"], name=name)
+    return FusedBatchNormalization(momentum=settings["bn_momentum"], epsilon=settings["bn_epsilon"], name=name,
+                                   unbiased_moving_variance=settings.get("bn_unbiased_moving_variance", False))
 
 
 def _unit_v2(x, width, name, stride, rate, first, settings, trainable):
@@ -157,7 +158,7 @@ def _unit_v1(x, width, name, stride, rate, first, settings, trainable, stride_on
 
 def resnet50(version="v2", output_stride=32, multi_grid=(1, 2, 4), weights=None, freeze="none",
              preprocess="mean_subtract", pool_padding=None, bn_momentum=0.9997, bn_epsilon=1e-5,
-             weight_decay=5e-5, input_shape=(None, None, 3), name=None):
+             weight_decay=5e-5, input_shape=(None, None, 3), name=None, bn_unbiased_moving_variance=False):
     """ResNet-50 feature extractor: RGB in [0, 255] -> final features at `output_stride`.
 
     Args:
@@ -182,6 +183,8 @@ def resnet50(version="v2", output_stride=32, multi_grid=(1, 2, 4), weights=None,
             None (default): "zero" for v1.5, "same" otherwise.
         bn_momentum, bn_epsilon: HQMD 0.9997 / 1e-5 (keras.applications: 0.99 / 1.001e-5;
             torchvision: 0.9 / 1e-5).
+        bn_unbiased_moving_variance: moving variance from the unbiased batch variance, as TF1's fused batch norm
+            (HQMD) and PyTorch do (`FusedBatchNormalization`); False: Keras'.
         weight_decay: Keras L2 factor on conv kernels; 5e-5 equals slim's l2_regularizer(1e-4).
     """
     if version not in VERSIONS:
@@ -198,7 +201,8 @@ def resnet50(version="v2", output_stride=32, multi_grid=(1, 2, 4), weights=None,
     if pool_padding not in POOL_PADDING_CHOICES:
         raise ConfigError(f"pool_padding must be one of {POOL_PADDING_CHOICES}, got {pool_padding!r}.")
     mode = KERAS_PREPROCESSING[version] if preprocess == "keras" else preprocess
-    settings = {"bn_momentum": bn_momentum, "bn_epsilon": bn_epsilon, "weight_decay": weight_decay}
+    settings = {"bn_momentum": bn_momentum, "bn_epsilon": bn_epsilon, "weight_decay": weight_decay,
+                "bn_unbiased_moving_variance": bn_unbiased_moving_variance}
     frozen = freeze == "stem_block1"
 
     inputs = keras.Input(shape=input_shape, name="image")

@@ -8,14 +8,16 @@ from hqdepth.layers.normalization import FusedBatchNormalization
 
 
 def conv_bn_relu_layers(filters, kernel_size, name, dilation_rate=1, bn_momentum=0.9997,
-                        bn_epsilon=1e-5, weight_decay=5e-5, kernel_initializer="he_normal", dtype=None):
+                        bn_epsilon=1e-5, weight_decay=5e-5, kernel_initializer="he_normal", dtype=None,
+                        bn_unbiased_moving_variance=False):
     """A bias-free conv, batch norm and ReLU as three named layers (slim `conv2d` + `batch_norm`)."""
     regularizer = keras.regularizers.L2(weight_decay) if weight_decay else None
     return [
         conv2d(filters, kernel_size, padding="same", dilation_rate=dilation_rate, use_bias=False,
                kernel_initializer=kernel_initializer, kernel_regularizer=regularizer,
                name=f"{name}_conv", dtype=dtype),
-        FusedBatchNormalization(momentum=bn_momentum, epsilon=bn_epsilon, name=f"{name}_bn", dtype=dtype),
+        FusedBatchNormalization(momentum=bn_momentum, epsilon=bn_epsilon, name=f"{name}_bn", dtype=dtype,
+                                unbiased_moving_variance=bn_unbiased_moving_variance),
         layers.ReLU(name=f"{name}_relu", dtype=dtype),
     ]
 
@@ -36,16 +38,19 @@ class AtrousSpatialPyramidPooling(keras.layers.Layer):
     """
 
     def __init__(self, filters=256, rates=(4, 8, 12), image_pooling=True, bn_momentum=0.9997,
-                 bn_epsilon=1e-5, weight_decay=5e-5, kernel_initializer="he_normal", **kwargs):
+                 bn_epsilon=1e-5, weight_decay=5e-5, kernel_initializer="he_normal", bn_unbiased_moving_variance=False,
+                 **kwargs):
         super().__init__(**kwargs)
         self.filters = int(filters)
         self.rates = tuple(int(r) for r in rates)
         self.image_pooling = bool(image_pooling)
         self.bn_momentum = float(bn_momentum)
         self.bn_epsilon = float(bn_epsilon)
+        self.bn_unbiased_moving_variance = bool(bn_unbiased_moving_variance)
         self.weight_decay = float(weight_decay)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         settings = dict(bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon,
+                        bn_unbiased_moving_variance=self.bn_unbiased_moving_variance,
                         weight_decay=self.weight_decay, kernel_initializer=self.kernel_initializer,
                         dtype=self.dtype_policy)
         self.pool_branch = conv_bn_relu_layers(self.filters, 1, "image_pooling", **settings) if image_pooling else []
@@ -92,6 +97,7 @@ class AtrousSpatialPyramidPooling(keras.layers.Layer):
             "rates": self.rates,
             "image_pooling": self.image_pooling,
             "bn_momentum": self.bn_momentum,
+            "bn_unbiased_moving_variance": self.bn_unbiased_moving_variance,
             "bn_epsilon": self.bn_epsilon,
             "weight_decay": self.weight_decay,
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),

@@ -5,11 +5,17 @@ TensorFlow's fused kernel. Keras 3 computes batch statistics with `moments` and 
 element-wise ops, about six passes over the activations forward and more backward; `FusedBatchNormV3`
 (oneDNN on the CPU, cuDNN on a GPU) does each direction in one, and in inference graphs grappler folds it
 into the preceding convolution. HQMD baseline+ training at 289x385 batch 8 on a 2-core CPU: 1.2x faster
-together with the fused Adam update (`benchmarks/RESULTS.md`). The moving averages are updated as Keras
-does, with the biased batch variance (the fused op returns the unbiased one; the factor is undone), and the
-layer's epsilon is used as given (the `tf.nn` wrapper would raise it to 1.001e-5).
+together with the fused Adam update (`benchmarks/RESULTS.md`). The layer's epsilon is used as given (the
+`tf.nn` wrapper would raise it to 1.001e-5).
+
+The moving variance: Keras averages the biased batch variance (sum / n over the n values of a channel); TF1's
+fused batch norm (TF-slim with `fused=True`, HQMD's code) and PyTorch (BTS, SARPN) average the unbiased one
+(sum / (n - 1)). `unbiased_moving_variance` picks; False (Keras) by default. It matters only where a channel has
+few values per batch: HQMD's ASPP image-pooling branch normalises a 1x1 map, n = batch size = 8, whose biased
+moving variance is 7/8 of the official one (that branch 1.07x larger at test time).
 Other backends, masks, renorm, synchronised statistics and non-4-D or channels-first inputs take Keras'
-own code.
+own code (with `unbiased_moving_variance`: the same statistics in `keras.ops`; masks, renorm and
+synchronised statistics are refused).
 
 `FrozenAffineBatchNormalization`: PyTorch's `requires_grad=False` on gamma/beta. In PyTorch, freezing
 a BatchNorm's parameters keeps the layer in training mode: batch statistics normalise the batch and the
@@ -24,7 +30,15 @@ FUSED_DTYPES = ("float32", "float16", "bfloat16")
 
 @keras.saving.register_keras_serializable(package="hqdepth")
 class FusedBatchNormalization(keras.layers.BatchNormalization):
-    """`keras.layers.BatchNormalization` computed by TensorFlow's fused batch-norm kernel where it can be."""
+    """`keras.layers.BatchNormalization` computed by TensorFlow's fused batch-norm kernel where it can be;
+    `unbiased_moving_variance=True` averages the unbiased batch variance as TF1 and PyTorch do (module docstring)."""
+
+    def __init__(self, *args, unbiased_moving_variance=False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.unbiased_moving_variance = bool(unbiased_moving_variance)
+
+    def get_config(self):
+        return {**super().get_config(), "unbiased_moving_variance": self.unbiased_moving_variance}
 
     def _can_fuse(self, inputs, mask):
         axis = self.axis if isinstance(self.axis, int) else (self.axis[0] if len(self.axis) == 1 else None)
@@ -34,6 +48,8 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
 
     def call(self, inputs, training=None, mask=None):
         if not self._can_fuse(inputs, mask):
+            if self.unbiased_moving_variance and training and self.trainable:
+                return self._train_with_unbiased_moving_variance(inputs, mask)
             return super().call(inputs, training=training, mask=mask)
         import tensorflow as tf
 
@@ -45,15 +61,39 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
             outputs, mean, variance, *_ = tf.raw_ops.FusedBatchNormV3(
                 x=inputs, scale=gamma, offset=beta, mean=empty, variance=empty, epsilon=self.epsilon,
                 is_training=True)
-            count = tf.cast(tf.size(inputs) // channels, "float32")
-            variance = variance * tf.maximum(count - 1.0, 1.0) / tf.maximum(count, 1.0)
-            self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
-            self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
+            if not self.unbiased_moving_variance:  # the fused op returns the unbiased variance: undo the factor
+                count = tf.cast(tf.size(inputs) // channels, "float32")
+                variance = variance * tf.maximum(count - 1.0, 1.0) / tf.maximum(count, 1.0)
+            self._update_moving_averages(mean, variance)
         else:
             outputs, *_ = tf.raw_ops.FusedBatchNormV3(
                 x=inputs, scale=gamma, offset=beta, mean=tf.cast(self.moving_mean, "float32"),
                 variance=tf.cast(self.moving_variance, "float32"), epsilon=self.epsilon, is_training=False)
         return tf.cast(outputs, self.compute_dtype)
+
+    def _update_moving_averages(self, mean, variance):
+        self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+        self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
+
+    def _train_with_unbiased_moving_variance(self, inputs, mask):
+        """Training step outside the fused kernel with `unbiased_moving_variance`: Keras' normalisation by the
+        biased batch statistics, in float32, and the moving variance averaged with the unbiased one."""
+        from keras import ops
+
+        if mask is not None or self.renorm or self.synchronized:
+            raise ValueError(f"{self.name}: unbiased_moving_variance supports no mask, renorm or synchronized "
+                             "statistics.")
+        rank, axis = len(inputs.shape), self.axis if isinstance(self.axis, int) else self.axis[0]
+        axes = [a for a in range(rank) if a != axis % rank]
+        x = ops.cast(inputs, "float32")
+        mean, variance = ops.moments(x, axes)
+        gamma = ops.cast(self.gamma, "float32") if self.scale else None
+        beta = ops.cast(self.beta, "float32") if self.center else None
+        outputs = ops.batch_normalization(x, mean, variance, axis=axis, offset=beta, scale=gamma,
+                                          epsilon=self.epsilon)
+        count = ops.cast(ops.size(x) // ops.size(mean), "float32")
+        self._update_moving_averages(mean, variance * count / ops.maximum(count - 1.0, 1.0))
+        return ops.cast(outputs, self.compute_dtype)
 
 
 @keras.saving.register_keras_serializable(package="hqdepth")

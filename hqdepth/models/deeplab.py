@@ -34,13 +34,17 @@ def hqmd_deeplab(input_shape=(None, None, 3), decode_at_image_size=True, max_dep
                  backbone_version="v2", output_stride=16, multi_grid=(1, 2, 4), aspp_rates=(4, 8, 12),
                  backbone_weights=None, freeze="stem_block1", preprocess="mean_subtract",
                  pool_padding="same", align_corners=True, bn_momentum=0.9997, bn_epsilon=1e-5,
-                 l2=1e-4, low_level_layer=None, name=None):
+                 bn_unbiased_moving_variance=True, l2=1e-4, low_level_layer=None, name=None):
     """DeepLabv3+ depth network of HQMD; `decode_at_image_size=True` is baseline+.
 
     `l2` follows slim's convention (1e-4 * sum(w^2) / 2), i.e. Keras `L2(l2 / 2)` on conv kernels.
+    `bn_unbiased_moving_variance=True` (default): every batch norm averages the unbiased batch variance into its
+    moving variance, as HQMD's TF-slim `batch_norm(fused=True)` does; it matters for the ASPP's image-pooling
+    branch (one value per image: Keras' biased average is 7/8 of it at batch 8). False: Keras' average.
     Other options: see `hqdepth.backbones.resnet50` and the README's paper/code table.
     """
-    settings = dict(bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, weight_decay=l2 / 2)
+    settings = dict(bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, weight_decay=l2 / 2,
+                    bn_unbiased_moving_variance=bn_unbiased_moving_variance)
     backbone = resnet50(version=backbone_version, output_stride=output_stride, multi_grid=multi_grid,
                         weights=backbone_weights, freeze=freeze, preprocess=preprocess,
                         pool_padding=pool_padding, input_shape=input_shape, **settings)
@@ -52,7 +56,8 @@ def hqmd_deeplab(input_shape=(None, None, 3), decode_at_image_size=True, max_dep
     # resize -> concat -> conv as one layer that keeps the ASPP's part at 1/16 (the same function, module docstring).
     x = UpsampledConcatConv2D(256, align_corners=align_corners, name="decoder_conv1_conv",
                               kernel_regularizer=keras.regularizers.L2(l2 / 2) if l2 else None)([features, low_level])
-    x = FusedBatchNormalization(momentum=bn_momentum, epsilon=bn_epsilon, name="decoder_conv1_bn")(x)
+    x = FusedBatchNormalization(momentum=bn_momentum, epsilon=bn_epsilon, name="decoder_conv1_bn",
+                                unbiased_moving_variance=bn_unbiased_moving_variance)(x)
     x = layers.ReLU(name="decoder_conv1_relu")(x)
     x = conv_bn_relu(x, 256, 3, "decoder_conv2", **settings)
 
