@@ -99,6 +99,33 @@ def test_hqmd_colour_ranges():
     assert not np.allclose(outs[:, 0], outs[:, 1])  # per-channel factors differ
 
 
+def test_toolbox_gamma_acts_on_the_uint8_values(rng):
+    """The Toolbox's ColorAug raises uint8 values to the gamma (then brightness, colour, clip at 255); BTS's
+    augment_image raises RGB/255. Fixed factors, float64 references of both."""
+    rgb = rng.integers(0, 256, (6, 7, 3)).astype(np.float32)
+    gamma, brightness, colour = float(rng.uniform(0.9, 1.1)), float(rng.uniform(0.75, 1.25)), float(rng.uniform(0.9, 1.1))
+    x = rgb.astype(np.float64)
+    want = {True: np.clip(x**gamma * brightness * colour, 0, 255),
+            False: np.clip((x / 255) ** gamma * brightness * colour, 0, 1) * 255}
+    for on_uint8, expected in want.items():
+        got, _ = augment.color_jitter(rgb, None, [1, 2], (gamma, gamma), (brightness, brightness), (colour, colour),
+                                      gamma_on_uint8=on_uint8)
+        np.testing.assert_allclose(got.numpy(), expected, rtol=2e-5, atol=2e-3)
+    assert not np.allclose(want[True], want[False], atol=1.0)
+
+
+def test_bts_rotate_p_rotates_that_share_of_the_samples():
+    rgb = np.full((480, 640, 3), 100.0, np.float32)
+    depth = np.ones((480, 640, 1), np.float32)
+    def rotated(rotate_p, count):
+        # at 10-20 degrees every crop of the rotated 427x565 box shows its zero-filled corners; unrotated, none
+        recipe = get_recipe("bts", "train", rotate_p=rotate_p, max_angle=20.0)
+        return [float(tf.reduce_min(recipe(rgb, depth, [i, 5])[1])) == 0.0 for i in range(count)]
+
+    assert sum(rotated(0.0, 10)) == 0
+    assert 12 <= sum(rotated(0.5, 40)) <= 28
+
+
 def test_channel_swap_is_a_permutation(rng):
     rgb = np.stack([np.full((3, 3), v, np.float32) for v in (10.0, 20.0, 30.0)], axis=2)
     seen = set()

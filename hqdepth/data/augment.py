@@ -143,15 +143,18 @@ def random_flip_pair(rgb, depth, seed, p=0.5):
     return tf.cond(do_flip, lambda: flip_pair(rgb, depth), lambda: (rgb, depth))
 
 
-def color_jitter(rgb, depth, seed, gamma, brightness, colour):
+def color_jitter(rgb, depth, seed, gamma, brightness, colour, gamma_on_uint8=False):
     """Monodepth-style colour augmentation on RGB/255: img^gamma, x brightness, x per-channel
-    colour, clip [0, 1], x 255. Ranges are (low, high) of uniform draws. Depth is returned as is."""
+    colour, clip [0, 1], x 255. Ranges are (low, high) of uniform draws. Depth is returned as is.
+    `gamma_on_uint8`: the power of the 0..255 values instead, clipped at 255 (the Toolbox's `ColorAug`,
+    which receives uint8 images: gamma 1.1 saturates every value above 155)."""
     seed_gamma, seed_brightness, seed_colour = _seeds(seed, 3)
-    image = tf.cast(rgb, tf.float32) / 255.0
+    scale = 1.0 if gamma_on_uint8 else 255.0
+    image = tf.cast(rgb, tf.float32) / scale
     image = image ** _uniform(seed_gamma, *gamma)
     image = image * _uniform(seed_brightness, *brightness)
     image = image * _uniform(seed_colour, *colour, shape=[3])
-    return tf.clip_by_value(image, 0.0, 1.0) * 255.0, depth
+    return tf.clip_by_value(image, 0.0, 255.0 / scale) * scale, depth
 
 
 def color_hqmd(rgb, depth, seed):
@@ -159,15 +162,15 @@ def color_hqmd(rgb, depth, seed):
     return color_jitter(rgb, depth, seed, (0.8, 1.2), (0.8, 1.25), (0.8, 1.2))
 
 
-def color_bts(rgb, depth, seed, dataset="nyu", p=0.5):
+def color_bts(rgb, depth, seed, dataset="nyu", p=0.5, gamma_on_uint8=False):
     """BTS `augment_image` with probability p: gamma U(0.9, 1.1), brightness U(0.75, 1.25) NYU /
-    U(0.9, 1.1) KITTI, colour U(0.9, 1.1)^3, clip."""
+    U(0.9, 1.1) KITTI, colour U(0.9, 1.1)^3, clip (`gamma_on_uint8`: the Toolbox's, `color_jitter`)."""
     seed_p, seed_jitter = _seeds(seed, 2)
     brightness = (0.75, 1.25) if dataset == "nyu" else (0.9, 1.1)
     apply = _uniform(seed_p, 0.0, 1.0) < p
     return tf.cond(
         apply,
-        lambda: color_jitter(rgb, depth, seed_jitter, (0.9, 1.1), brightness, (0.9, 1.1)),
+        lambda: color_jitter(rgb, depth, seed_jitter, (0.9, 1.1), brightness, (0.9, 1.1), gamma_on_uint8),
         lambda: (tf.cast(rgb, tf.float32), depth),
     )
 
@@ -336,10 +339,12 @@ class BTSAugmentation(Recipe):
     big); rotation U[-2.5, 2.5] deg NYU / U[-1, 1] KITTI on every sample (RGB bilinear, depth
     nearest, fill 0); random crop 416x544 NYU / 352x704 KITTI; flip p 0.5; colour with p 0.5.
     test: NYU full image, KITTI KB crop (RGB only). val: the same on both.
-    A different `size` first resizes the (boxed) input by size / published crop, never below `size`."""
+    A different `size` first resizes the (boxed) input by size / published crop, never below `size`.
+    The Monocular-Depth-Estimation-Toolbox's BTS pipeline: rotate_p 0.5 (it rotates half the samples) and
+    gamma_on_uint8 true (its `ColorAug` raises the 0..255 values to the gamma, `color_jitter`)."""
 
     name = "bts"
-    options = {"dataset": "nyu", "max_angle": None}
+    options = {"dataset": "nyu", "max_angle": None, "rotate_p": 1.0, "gamma_on_uint8": False}
 
     def __init__(self, mode="train", size=None, **options):
         dataset = options.get("dataset", "nyu")
@@ -390,10 +395,16 @@ class BTSAugmentation(Recipe):
         if max_angle is None:
             max_angle = 2.5 if self.dataset == "nyu" else 1.0
         angle = _uniform(seed_angle, -float(max_angle), float(max_angle)) * math.pi / 180.0
-        rgb, depth = rotate_pair(rgb, depth, angle)
+        rotate_p = float(self.config["rotate_p"])
+        if rotate_p >= 1.0:  # BTS: every sample
+            rgb, depth = rotate_pair(rgb, depth, angle)
+        else:
+            rotate = _uniform(_seeds(seed_angle, 1)[0], 0.0, 1.0) < rotate_p
+            rgb, depth = tf.cond(rotate, lambda: rotate_pair(rgb, depth, angle),
+                                 lambda: (tf.cast(rgb, tf.float32), depth))
         rgb, depth = random_crop_pair(rgb, depth, self.size, seed_crop, "bts crop")
         rgb, depth = random_flip_pair(rgb, depth, seed_flip)
-        rgb, depth = color_bts(rgb, depth, seed_colour, self.dataset)
+        rgb, depth = color_bts(rgb, depth, seed_colour, self.dataset, gamma_on_uint8=bool(self.config["gamma_on_uint8"]))
         return rgb, depth, zoom
 
     def _eval(self, rgb, depth, both):
