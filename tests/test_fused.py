@@ -182,6 +182,44 @@ def test_fused_adam_against_numpy(rng, name, weight_decay, l2, fused):
     assert np.abs(np.asarray(variable) - w0).max() > 1e-3  # the steps moved the weights
 
 
+def pytorch_adam_reference(w, gradients, rates, beta_1, beta_2, epsilon, weight_decay=0.0):
+    """`torch.optim.AdamW` (Adam when weight_decay is 0) as its documentation writes it, in float64: decay, moments,
+    bias-corrected moments, epsilon added to sqrt of the corrected second moment."""
+    w = w.astype(np.float64)
+    m, v = np.zeros_like(w), np.zeros_like(w)
+    for t, (g, lr) in enumerate(zip(gradients, rates), start=1):
+        w = w * (1 - lr * weight_decay)
+        m = beta_1 * m + (1 - beta_1) * g
+        v = beta_2 * v + (1 - beta_2) * g * g
+        w = w - lr * (m / (1 - beta_1**t)) / (np.sqrt(v / (1 - beta_2**t)) + epsilon)
+    return w
+
+
+@pytest.mark.parametrize("name,weight_decay", [("adamw", 1e-2), ("adam", 0.0)])
+@pytest.mark.parametrize("fused", [True, False])
+def test_pytorch_epsilon_placement_against_torch_formula(rng, name, weight_decay, fused):
+    """BTS's AdamW(eps=1e-3) with gradients near epsilon, where the placements differ most (first steps)."""
+    w0 = rng.normal(size=(4, 3)).astype(np.float32)
+    gradients = [rng.normal(scale=2e-3, size=w0.shape).astype(np.float32) for _ in range(5)]
+    rates = [1e-2] * len(gradients)
+    config = {"learning_rate": 1e-2, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-3,
+              "epsilon_after_bias_correction": True, **({"weight_decay": weight_decay} if weight_decay else {})}
+    optimizer = get_optimizer(name, config, fused=fused)
+    variable = keras.Variable(w0)
+    optimizer.build([variable])
+    step = tf.function(lambda g: optimizer.apply_gradients([(g, variable)]))
+    for gradient in gradients:
+        step(tf.constant(gradient))
+    betas = (float(np.float32(0.9)), float(np.float32(0.999))) if fused else (0.9, 0.999)
+    want = pytorch_adam_reference(w0, gradients, rates, *betas, 1e-3, weight_decay)
+    keras_placement = adam_reference(w0, gradients, rates, epsilon=1e-3, weight_decay=weight_decay,
+                                     float32_betas=fused)[0]
+    assert np.abs(keras_placement - want).max() > 1e-3  # the placements differ here by far more than round-off
+    np.testing.assert_allclose(np.asarray(variable), want, rtol=0, atol=2e-6)
+    restored = type(optimizer).from_config(optimizer.get_config())
+    assert restored.epsilon_after_bias_correction is True and restored.epsilon == pytest.approx(1e-3)
+
+
 def test_unfused_optimizer_is_keras_and_config_round_trips():
     assert type(get_optimizer("adam", {"learning_rate": 1e-3}, fused=False)) is keras.optimizers.Adam
     assert type(get_optimizer("sgd", {"learning_rate": 1e-3})) is keras.optimizers.SGD
