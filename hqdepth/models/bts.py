@@ -30,8 +30,10 @@ The published PyTorch checkpoints convert with `hqdepth.weights.torch.convert_bt
 Freezing (`freeze`): "official" = PyTorch `set_misc`: the stem conv and the affine parameters of the
 encoder batch norms (ResNet: `bn1` and every bottleneck BN, not the shortcut BN; DenseNet: every
 norm) are frozen while their statistics keep updating (`FrozenAffineBatchNormalization`);
-"tf1" = the TF1 code: encoder batch norms in inference mode (statistics frozen); "none" = the
-Toolbox. `fix_first_conv_blocks=True` also freezes the first two bottlenecks / dense layers, as PyTorch's
+"tf1" = the TF1 code's encoder: its batch norms in inference mode (statistics frozen; the TF1 code builds
+the whole training graph with `bn_training=False`, so its decoder batch norms normalise by their never-updated
+moving statistics too, with trainable scale and offset: not reproduced, the decoder's train as in PyTorch);
+"none" = the Toolbox. `fix_first_conv_blocks=True` also freezes the first two bottlenecks / dense layers, as PyTorch's
 `--fix_first_conv_blocks` does (`set_misc`; the PyTorch argument files do not set it). The TF argument files
 set the flag, but the TF1 code's test `(first_conv_name or 'block1' or 'block2') not in var.name` reduces to
 its first name, so there it freezes ResNet's stem convolution only (`freeze="official"` freezes that too).
