@@ -18,7 +18,8 @@ def test_stated_facts():
 
     nyu = recipes.get_recipe("bts_nyu")
     assert nyu["optimizer"] == {"name": "adamw", "learning_rate": 1e-4, "decay_encoder_only": True,
-                                "fused": True, "options": {"epsilon": 1e-3, "weight_decay": 1e-2}}
+                                "fused": True, "options": {"epsilon": 1e-3, "weight_decay": 1e-2,
+                                                           "epsilon_after_bias_correction": True}}
     assert nyu["schedule"] == {"name": "polynomial", "options": {"end_learning_rate": 1e-5, "power": 0.9}}
     assert nyu["loss"] == {"name": "SILog", "options": {"variance_focus": 0.85, "scale": 10.0, "min_depth": 0.1}}
     assert (nyu["train"]["batch_size"], nyu["train"]["epochs"], nyu["data"]["input_size"]) == (4, 50, [416, 544])
@@ -44,5 +45,10 @@ def test_stated_facts():
     assert mrpan["schedule"] == {"name": "step", "options": {"every_epochs": 5, "factor": 0.9}}
     assert (mrpan["train"]["batch_size"], mrpan["train"]["epochs"]) == (4, 20)
     # PyTorch Adam's coupled weight decay, as SARPN's code; not Keras' decoupled one
-    assert mrpan["optimizer"]["options"] == {"beta_1": 0.9, "beta_2": 0.999, "l2_weight_decay": 1e-4}
+    # and PyTorch's epsilon (1e-8, added after the bias correction)
+    assert mrpan["optimizer"]["options"] == {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-8, "l2_weight_decay": 1e-4,
+                                             "epsilon_after_bias_correction": True}
+    assert toolbox["data"]["augmentation_options"] == {"dataset": "nyu", "rotate_p": 0.5, "gamma_on_uint8": True}
+    assert all(recipes.get_recipe(name)["train"]["precision"] == "float32" for name in
+               ("hqmd_plus_full", "hqmd_baseline_ldepth", "bts_nyu", "bts_kitti", "bts_nyu_toolbox24", "mrpan_nyu"))
     assert mrpan["loss"]["name"] == "MultiScaleDepthLoss"
