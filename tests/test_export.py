@@ -330,6 +330,7 @@ ONNX_PROCESS = textwrap.dedent("""
     want = np.asarray(model(images, training=False))
     print(json.dumps({"inputs": [i.name for i in session.get_inputs()], "shape": list(got.shape),
                       "want_shape": list(want.shape), "max_diff": float(np.abs(got - want).max()),
+                      "p99_diff": float(np.percentile(np.abs(got - want), 99)),
                       "want_std": float(want.std())}))
 """)
 
@@ -358,11 +359,13 @@ def test_onnx_export_of_hqmd_resizes_to_odd_sizes(tmp_path):
 
 @pytest.mark.slow
 def test_onnx_export_of_bts_has_one_input(tmp_path):
-    """BTS (torchvision preprocessing, DenseNet-161 encoder, local planar guidance) at 64x96 exports to an ONNX model
+    """BTS (torchvision preprocessing, ResNet-50 encoder, local planar guidance) at 64x96 exports to an ONNX model
     whose only input is the image (the preprocessing constants once became extra inputs) and that equals Keras."""
     result = onnx_in_fresh_process("bts", "64x96", tmp_path)
     assert len(result["inputs"]) == 1, result["inputs"]
     assert result["shape"] == result["want_shape"] == [2, 64, 96, 1]
-    # Measured 5e-3 m: random DenseNet-161 + planar-guidance weights amplify float32 round-off (0.05 % of 10 m);
-    # missing or wrong preprocessing constants move depths by metres.
-    assert result["max_diff"] <= 2e-2, result
+    # With random weights a few pixels have a planar-guidance denominator near its 1e-3 clamp, which amplifies
+    # float32 round-off: measured (AMD EPYC) median 2e-7 m, 99th percentile 8e-5 m, largest 1.7e-2 m with ONNX
+    # Runtime's graph optimisations off as on, and Keras itself moves those pixels by 2e-3 m between a batch of
+    # one and of two. Missing or wrong preprocessing constants move nearly every depth by metres.
+    assert result["p99_diff"] <= 1e-3 and result["max_diff"] <= 0.1, result
