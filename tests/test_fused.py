@@ -3,6 +3,12 @@ float64 NumPy references of Keras' formulas, against Keras' own layer/optimizer,
 in the traced graphs (a silent fall back to Keras' code would pass the numerical checks)."""
 
 
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
 import keras
 import numpy as np
 import pytest
@@ -269,3 +275,40 @@ def test_hqmd_batch_norms_average_the_unbiased_variance_as_tf_slim_fused():
         assert {layer.unbiased_moving_variance for layer in norms} == {unbiased}
     aspp = model.get_layer("aspp")
     assert type(aspp).from_config(aspp.get_config()).bn_unbiased_moving_variance is False
+
+
+SYNCHRONIZED_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from hqdepth.layers import FusedBatchNormalization
+    x = np.random.default_rng(int(sys.argv[1])).normal(1.0, 2.0, (4, 2, 3, 5)).astype(np.float32)
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    with strategy.scope():
+        layer = FusedBatchNormalization(momentum=0.8, unbiased_moving_variance=True, synchronized=True)
+        layer.build(x.shape)
+    dataset = strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensor_slices(x).batch(4))
+    outputs = strategy.run(tf.function(lambda batch: layer(batch, training=True)), args=(next(iter(dataset)),))
+    print(json.dumps({"replicas": strategy.num_replicas_in_sync,
+                      "outputs": np.concatenate([np.asarray(o) for o in strategy.experimental_local_results(outputs)]).tolist(),
+                      "moving_mean": np.asarray(layer.moving_mean).tolist(),
+                      "moving_variance": np.asarray(layer.moving_variance).tolist()}))
+""")
+
+
+def test_unbiased_moving_variance_over_replicas(rng):
+    """Under a strategy (the trainer sets `synchronized` on every batch norm) the statistics and the count n of
+    the unbiased average are the global batch's: two replicas of 2 images each equal one batch of 4."""
+    seed = int(rng.integers(1 << 30))
+    done = subprocess.run([sys.executable, "-c", SYNCHRONIZED_SCRIPT, str(seed)], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["replicas"] == 2
+    x = np.random.default_rng(seed).normal(1.0, 2.0, (4, 2, 3, 5)).astype(np.float32).astype(np.float64)
+    mean, variance = x.mean(axis=(0, 1, 2)), x.var(axis=(0, 1, 2))
+    np.testing.assert_allclose(result["outputs"], (x - mean) / np.sqrt(variance + 1e-3), atol=2e-5)
+    np.testing.assert_allclose(result["moving_mean"], 0.2 * mean, atol=1e-6)
+    np.testing.assert_allclose(result["moving_variance"], 0.8 + 0.2 * variance * 24 / 23, rtol=2e-6)

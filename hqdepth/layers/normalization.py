@@ -14,8 +14,8 @@ fused batch norm (TF-slim with `fused=True`, HQMD's code) and PyTorch (BTS, SARP
 few values per batch: HQMD's ASPP image-pooling branch normalises a 1x1 map, n = batch size = 8, whose biased
 moving variance is 7/8 of the official one (that branch 1.07x larger at test time).
 Other backends, masks, renorm, synchronised statistics and non-4-D or channels-first inputs take Keras'
-own code (with `unbiased_moving_variance`: the same statistics in `keras.ops`; masks, renorm and
-synchronised statistics are refused).
+own code (with `unbiased_moving_variance`: the same statistics in `keras.ops`, synchronised over the replicas
+where asked; masks and renorm are refused).
 
 `FrozenAffineBatchNormalization`: PyTorch's `requires_grad=False` on gamma/beta. In PyTorch, freezing
 a BatchNorm's parameters keeps the layer in training mode: batch statistics normalise the batch and the
@@ -77,21 +77,28 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
 
     def _train_with_unbiased_moving_variance(self, inputs, mask):
         """Training step outside the fused kernel with `unbiased_moving_variance`: Keras' normalisation by the
-        biased batch statistics, in float32, and the moving variance averaged with the unbiased one."""
+        biased batch statistics, in float32, and the moving variance averaged with the unbiased one. With
+        `synchronized` (several replicas: the trainer sets it) the statistics and the count cover the global
+        batch."""
         from keras import ops
 
-        if mask is not None or self.renorm or self.synchronized:
-            raise ValueError(f"{self.name}: unbiased_moving_variance supports no mask, renorm or synchronized "
-                             "statistics.")
+        if mask is not None or self.renorm:
+            raise ValueError(f"{self.name}: unbiased_moving_variance supports no mask or renorm.")
         rank, axis = len(inputs.shape), self.axis if isinstance(self.axis, int) else self.axis[0]
         axes = [a for a in range(rank) if a != axis % rank]
         x = ops.cast(inputs, "float32")
-        mean, variance = ops.moments(x, axes)
+        mean, variance = ops.moments(x, axes, synchronized=self.synchronized)
         gamma = ops.cast(self.gamma, "float32") if self.scale else None
         beta = ops.cast(self.beta, "float32") if self.center else None
         outputs = ops.batch_normalization(x, mean, variance, axis=axis, offset=beta, scale=gamma,
                                           epsilon=self.epsilon)
         count = ops.cast(ops.size(x) // ops.size(mean), "float32")
+        if self.synchronized and keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            replica = tf.distribute.get_replica_context()
+            if replica is not None and replica.num_replicas_in_sync > 1:
+                count = replica.all_reduce(tf.distribute.ReduceOp.SUM, count)
         self._update_moving_averages(mean, variance * count / ops.maximum(count - 1.0, 1.0))
         return ops.cast(outputs, self.compute_dtype)
 
