@@ -404,7 +404,8 @@ class BTSAugmentation(Recipe):
                                  lambda: (tf.cast(rgb, tf.float32), depth))
         rgb, depth = random_crop_pair(rgb, depth, self.size, seed_crop, "bts crop")
         rgb, depth = random_flip_pair(rgb, depth, seed_flip)
-        rgb, depth = color_bts(rgb, depth, seed_colour, self.dataset, gamma_on_uint8=bool(self.config["gamma_on_uint8"]))
+        rgb, depth = color_bts(rgb, depth, seed_colour, self.dataset,
+                               gamma_on_uint8=bool(self.config["gamma_on_uint8"]))
         return rgb, depth, zoom
 
     def _eval(self, rgb, depth, both):

@@ -41,19 +41,18 @@ class KittiSource(ListSource):
         if len(fields) == 3 and fields[2] in ("l", "r") and fields[1].isdigit():
             return self._monodepth2_line(fields, where)
         rgb, depth, focal, fmt = super()._parse_line(fields, where)
-        return rgb, self._depth_in_split_folder(depth), focal, fmt
+        if depth is not None and not is_none(depth) and not Path(depth).is_absolute():
+            depth = self._in_split_folder(depth) or depth  # in none of them: reported by name when checked
+        return rgb, depth, focal, fmt
 
-    def _depth_in_split_folder(self, depth):
-        """A BTS list's `<drive>_sync/proj_depth/...` path as found under DEPTH_ROOT, DEPTH_ROOT/train or
-        DEPTH_ROOT/val: `data_depth_annotated.zip` unpacks into train/ and val/, which BTS's README leaves to the
-        user to merge. Left as written when it is in none of them (or the root is not a folder): the pipeline then
-        reports the missing file by name."""
-        if depth is None or is_none(depth) or Path(depth).is_absolute() or not Path(self.depth_root).is_dir():
-            return depth
+    def _in_split_folder(self, relative):
+        """`relative` (a `<drive>_sync/proj_depth/...` path) as found under DEPTH_ROOT, DEPTH_ROOT/train or
+        DEPTH_ROOT/val, else None: `data_depth_annotated.zip` unpacks into train/ and val/, which BTS's README leaves
+        to the user to merge."""
         for sub in ("", "train/", "val/"):
-            if (Path(self.depth_root) / f"{sub}{depth}").is_file():
-                return f"{sub}{depth}"
-        return depth
+            if (Path(self.depth_root) / f"{sub}{relative}").is_file():
+                return f"{sub}{relative}"
+        return None
 
     def _monodepth2_line(self, fields, where):
         folder, frame, side = fields
@@ -66,12 +65,7 @@ class KittiSource(ListSource):
             if (self.root / candidate).is_file():
                 break
         drive = folder.rstrip("/").split("/")[-1]
-        depth = None
-        for sub in ("", "train/", "val/"):
-            candidate = f"{sub}{drive}/proj_depth/groundtruth/{camera}/{name}.png"
-            if (self.depth_root / candidate).is_file():
-                depth = candidate
-                break
+        depth = self._in_split_folder(f"{drive}/proj_depth/groundtruth/{camera}/{name}.png")
         date = folder.split("/")[0]
         focal = _kitti_calib_focal(self.root, date, camera, self.__dict__.setdefault("_calib", {}))
         return rgb, depth, focal, "bts"

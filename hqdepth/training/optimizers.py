@@ -44,10 +44,11 @@ class _FusedAdamUpdate:
     def update_step(self, gradient, variable, learning_rate):
         if self.l2_weight_decay and self._use_weight_decay(variable):  # PyTorch Adam's: the moments see it
             gradient = gradient + keras.ops.cast(variable, gradient.dtype) * self.l2_weight_decay
+        step = keras.ops.cast(self.iterations + 1, "float32")
+        beta_2_power = keras.ops.power(keras.ops.cast(self.beta_2, "float32"), step)
         epsilon = self.epsilon
         if self.epsilon_after_bias_correction:  # PyTorch's placement as Keras' formula (module docstring)
-            step = keras.ops.cast(self.iterations + 1, "float32")
-            epsilon = epsilon * keras.ops.sqrt(1.0 - keras.ops.power(keras.ops.cast(self.beta_2, "float32"), step))
+            epsilon = epsilon * keras.ops.sqrt(1.0 - beta_2_power)
         if (not self.one_pass or keras.backend.backend() != "tensorflow" or self.amsgrad or
                 keras.backend.standardize_dtype(variable.dtype) != "float32"):
             return self._keras_update_step(gradient, variable, learning_rate, epsilon)
@@ -56,12 +57,11 @@ class _FusedAdamUpdate:
         if isinstance(gradient, tf.IndexedSlices):
             return self._keras_update_step(gradient, variable, learning_rate, epsilon)
         index = self._get_variable_index(variable)
-        step = tf.cast(self.iterations + 1, "float32")
         beta_1 = tf.cast(self.beta_1, "float32")
         beta_2 = tf.cast(self.beta_2, "float32")
         tf.raw_ops.ResourceApplyAdam(
             var=variable.handle, m=self._momentums[index].handle, v=self._velocities[index].handle,
-            beta1_power=tf.pow(beta_1, step), beta2_power=tf.pow(beta_2, step), lr=tf.cast(learning_rate, "float32"),
+            beta1_power=tf.pow(beta_1, step), beta2_power=beta_2_power, lr=tf.cast(learning_rate, "float32"),
             beta1=beta_1, beta2=beta_2, epsilon=tf.cast(epsilon, "float32"), grad=tf.cast(gradient, "float32"),
             use_locking=False)
 
