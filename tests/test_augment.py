@@ -124,6 +124,9 @@ def test_bts_rotate_p_rotates_that_share_of_the_samples():
 
     assert sum(rotated(0.0, 10)) == 0
     assert 12 <= sum(rotated(0.5, 40)) <= 28
+    for bad in (1.5, -0.1, "half"):
+        with pytest.raises(ConfigError, match=f"rotate_p={bad!r}"):
+            get_recipe("bts", "train", rotate_p=bad)
 
 
 def test_channel_swap_is_a_permutation(rng):

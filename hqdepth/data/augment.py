@@ -350,6 +350,9 @@ class BTSAugmentation(Recipe):
         dataset = options.get("dataset", "nyu")
         if dataset not in ("nyu", "kitti"):
             raise ConfigError(f"bts augmentation: dataset={dataset!r} is not nyu or kitti.")
+        rotate_p = options.get("rotate_p", 1.0)
+        if isinstance(rotate_p, bool) or not isinstance(rotate_p, (int, float)) or not 0.0 <= rotate_p <= 1.0:
+            raise ConfigError(f"bts augmentation: rotate_p={rotate_p!r} is not a probability in [0, 1].")
         self.published = (416, 544) if dataset == "nyu" else (352, 704)
         self.default_size = self.published
         super().__init__(mode, size, **options)
