@@ -8,6 +8,7 @@ import tensorflow as tf
 from hqdepth.data import augment
 from hqdepth.data.augment import get_recipe
 from hqdepth.errors import ConfigError
+from hqdepth.resample import resize_bilinear_tf1
 
 
 @pytest.fixture
@@ -173,16 +174,60 @@ def test_hqmd_train_never_invents_depth_and_divides_by_s():
     assert np.array_equal(a[0].numpy(), b[0].numpy()) and not np.array_equal(a[0].numpy(), c[0].numpy())
 
 
-def test_hqmd_test_resizes_rgb_directly_and_keeps_ground_truth():
-    rgb = np.random.default_rng(1).uniform(0, 255, (480, 640, 3)).astype(np.float32)
-    depth = np.random.default_rng(2).uniform(0, 10, (480, 640, 1)).astype(np.float32)
+def test_hqmd_test_resizes_rgb_directly_and_keeps_ground_truth(rng):
+    rgb = rng.uniform(0, 255, (480, 640, 3)).astype(np.float32)
+    depth = rng.uniform(0, 10, (480, 640, 1)).astype(np.float32)
     out_rgb, out_depth, zoom = get_recipe("hqmd", "test").transform(rgb, depth)
     assert out_rgb.shape == (289, 385, 3)
-    assert np.allclose(out_rgb.numpy(), tf.image.resize(rgb, (289, 385)).numpy())
+    # HQMDE's TF1 resize_images (no half-pixel centres) against the float64 NumPy reference (TensorFlow places the
+    # samples in float32: up to 6e-5 px at 640, 0.03 at a 255-per-pixel edge); 0.33 px away from TF2's.
+    np.testing.assert_allclose(out_rgb.numpy(), resize_bilinear_tf1(rgb, 289, 385), atol=0.03)
+    assert np.abs(out_rgb.numpy() - tf.image.resize(rgb, (289, 385)).numpy()).max() > 10.0
     assert np.array_equal(out_depth.numpy(), depth)
     assert float(zoom) == pytest.approx(385 / 640)
+    half_pixel = get_recipe("hqmd", "test", tf1_resize=False).transform(rgb, depth)[0]
+    np.testing.assert_allclose(half_pixel.numpy(), tf.image.resize(rgb, (289, 385)).numpy(), atol=1e-4)
     val_rgb, val_depth = get_recipe("hqmd", "val")(rgb, depth, [0, 1])
     assert val_rgb.shape == (289, 385, 3) and val_depth.shape == (289, 385, 1)
+
+
+def tf1_nearest_rows(n_in, n_out):
+    """TF1 nearest resize without half-pixel centres: output i takes input floor(i * (n_in / n_out)), in float32
+    as TensorFlow's legacy kernel computes it."""
+    return np.minimum(np.floor(np.arange(n_out, dtype=np.float32) * np.float32(n_in / n_out)), n_in - 1).astype(int)
+
+
+def crop_offset(picked, full):
+    """The offset at which `picked` is a run of `full`, None if it is none."""
+    return next((top for top in range(len(full) - len(picked) + 1)
+                 if np.array_equal(picked, full[top:top + len(picked)])), None)
+
+
+@pytest.mark.parametrize("tf1_resize", [True, False])
+def test_hqmd_val_and_scale_resize_as_hqmde(rng, tf1_resize):
+    """val: (480, 640) -> (300, 400) then HQMDE's random crop; train's scale step at s = 1.25 -> (375, 500). With
+    tf1_resize (the default) every depth comes from input row floor(i * 480 / n) and column floor(j * 640 / m), and
+    the RGB equals the NumPy TF1 bilinear reference; without, TF2's half-pixel centres pick other pixels."""
+    rgb = rng.uniform(0, 255, (480, 640, 3)).astype(np.float32)
+    depth = coded_depth(480, 640)
+    val_rgb, val_depth = get_recipe("hqmd", "val", tf1_resize=tf1_resize)(rgb, depth, [int(rng.integers(99)), 1])
+    rows, cols = decode(val_depth.numpy()[..., 0])
+    top, left = crop_offset(rows[:, 0], tf1_nearest_rows(480, 300)), crop_offset(cols[0], tf1_nearest_rows(640, 400))
+    assert (top is not None and left is not None) == tf1_resize
+    if tf1_resize:
+        reference = resize_bilinear_tf1(rgb, 300, 400)[top:top + 289, left:left + 385]
+        np.testing.assert_allclose(val_rgb.numpy(), reference, atol=0.03)
+    resize = augment.resize_pair_tf1 if tf1_resize else augment.resize_pair
+    scaled_rgb, scaled_depth = augment.scale_pair(rgb, depth, 1.25, (300, 400), resize=resize)
+    assert scaled_rgb.shape == (375, 500, 3)
+    rows, cols = decode(np.round(scaled_depth.numpy()[..., 0] * 1.25))
+    assert (crop_offset(rows[:, 0], tf1_nearest_rows(480, 375)) == 0 == crop_offset(cols[0], tf1_nearest_rows(640, 500))
+            ) == tf1_resize
+
+
+def test_hqmd_tf1_resize_must_be_a_boolean():
+    with pytest.raises(ConfigError, match="tf1_resize='no'"):
+        get_recipe("hqmd", tf1_resize="no")
 
 
 def test_bts_nyu_train_uses_the_registration_box():

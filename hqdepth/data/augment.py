@@ -63,12 +63,29 @@ def resize_pair(rgb, depth, size):
     return resize_rgb(rgb, size), resize_depth(depth, size)
 
 
-def scale_pair(rgb, depth, s, base_size):
-    """HQMD scale augmentation: resize to floor(base * s) (RGB bilinear, depth nearest), depth / s."""
+def resize_rgb_tf1(rgb, size):
+    """TF1 `tf.image.resize_images` bilinear (align_corners=False, no half-pixel centres: output pixel i samples
+    the input at i * n_in / n_out), as HQMDE's `dataloader.py` resizes; float32 out."""
+    rgb = tf.cast(rgb, tf.float32)[None]
+    return tf.raw_ops.ResizeBilinear(images=rgb, size=size, align_corners=False, half_pixel_centers=False)[0]
+
+
+def resize_depth_tf1(depth, size):
+    """TF1 `resize_images(..., NEAREST_NEIGHBOR)`: output pixel i takes input floor(i * n_in / n_out)."""
+    return tf.raw_ops.ResizeNearestNeighbor(images=depth[None], size=size, align_corners=False,
+                                            half_pixel_centers=False)[0]
+
+
+def resize_pair_tf1(rgb, depth, size):
+    return resize_rgb_tf1(rgb, size), resize_depth_tf1(depth, size)
+
+
+def scale_pair(rgb, depth, s, base_size, resize=resize_pair):
+    """HQMD scale augmentation: resize to floor(base * s) (RGB bilinear, depth nearest, by `resize`), depth / s."""
     s = tf.cast(s, tf.float32)
     height = tf.cast(tf.floor(tf.cast(base_size[0], tf.float32) * s), tf.int32)
     width = tf.cast(tf.floor(tf.cast(base_size[1], tf.float32) * s), tf.int32)
-    rgb, depth = resize_pair(rgb, depth, tf.stack([height, width]))
+    rgb, depth = resize(rgb, depth, tf.stack([height, width]))
     return rgb, depth / s
 
 
@@ -291,11 +308,23 @@ class HQMDAugmentation(Recipe):
     published run), RGB bilinear / depth nearest, fill 0; random crop
     289x385; colour (gamma, brightness, per-channel); flip p 0.5.
     val: resize to (300, 400), random crop (official code). test: RGB resized directly to 289x385.
-    A different `size` scales the (300, 400) base by size / (289, 385)."""
+    A different `size` scales the (300, 400) base by size / (289, 385).
+    `tf1_resize` (default true): every resize samples as HQMDE's TF1 `tf.image.resize_images` (no half-pixel
+    centres); false: TF2's half-pixel centres, which move the samples by up to (n_in / n_out - 1) / 2 input
+    pixels (0.3 px at 480 -> 300) and pick other nearest depths."""
 
     name = "hqmd"
     default_size = (289, 385)
-    options = {"scale_range": (1.0, 1.5), "max_angle": 5.0, "pi": HQMD_PI}
+    options = {"scale_range": (1.0, 1.5), "max_angle": 5.0, "pi": HQMD_PI, "tf1_resize": True}
+
+    def __init__(self, mode="train", size=None, **options):
+        super().__init__(mode, size, **options)
+        if not isinstance(self.config["tf1_resize"], bool):
+            raise ConfigError(f"hqmd augmentation: tf1_resize={self.config['tf1_resize']!r} is not true or false.")
+
+    def _resizes(self):
+        """(pair resize, RGB resize) of this recipe: TF1's sampling or TF2's half-pixel centres."""
+        return (resize_pair_tf1, resize_rgb_tf1) if self.config["tf1_resize"] else (resize_pair, resize_rgb)
 
     @property
     def base_size(self):
@@ -311,7 +340,7 @@ class HQMDAugmentation(Recipe):
         seed_scale, seed_angle, seed_crop, seed_colour, seed_flip = _seeds(seed, 5)
         width = _size_of(rgb)[1]
         s = _uniform(seed_scale, *self.config["scale_range"])
-        rgb, depth = scale_pair(rgb, depth, s, self.base_size)
+        rgb, depth = scale_pair(rgb, depth, s, self.base_size, resize=self._resizes()[0])
         zoom = _zoom(width, _size_of(rgb)[1])
         max_angle = float(self.config["max_angle"])
         if max_angle:  # 0: no rotation, as HQMDE's published run (recipe hqmd_plus_full)
@@ -324,13 +353,13 @@ class HQMDAugmentation(Recipe):
 
     def _val(self, rgb, depth, seed):
         width = _size_of(rgb)[1]
-        rgb, depth = resize_pair(rgb, depth, self.base_size)
+        rgb, depth = self._resizes()[0](rgb, depth, self.base_size)
         rgb, depth = random_crop_pair(rgb, depth, self.size, seed, "hqmd crop")
         return rgb, depth, _zoom(width, self.base_size[1])
 
     def _test(self, rgb, depth, seed):
         width = _size_of(rgb)[1]
-        return resize_rgb(rgb, self.size), depth, _zoom(width, self.size[1])
+        return self._resizes()[1](rgb, self.size), depth, _zoom(width, self.size[1])
 
 
 class BTSAugmentation(Recipe):
