@@ -18,6 +18,9 @@ In each timing process every variant is loaded first; then `--rounds` rounds cal
 batch 1 (the second call timed) in an order rotated from round to round, so that all see the same load and none pays
 for waking its thread pool after another runtime; then `--batch-rounds` rounds of batch-`--batch` calls likewise
 (throughput). Thread pools: TensorFlow intra = inter = `--cores`; ONNX Runtime intra = `--cores`.
+Each batch-1 row also has the process's CPU time during the timed call, the share of the cores it kept busy, its
+system time and its voluntary / involuntary context switches (threads parking / preempted): where a runtime's
+kernels are level with the other's, these say where the rest of its time goes.
 """
 
 import os
@@ -25,6 +28,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse  # noqa: E402
+import resource  # noqa: E402
 import shutil  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
@@ -141,11 +145,18 @@ def time_exports(args, workdir):
     throughput = interleave(calls, xb, args.batch_rounds) if args.batch_rounds else {}
     rows = {}
     for label in calls:
-        wall, cpu = latency[label]
-        rows[label] = {"median_ms": 1000 * statistics.median(wall), "min_ms": 1000 * min(wall),
-                       "cpu_ms_median": 1000 * statistics.median(cpu), "max_abs_diff_vs_keras_m": diffs[label]}
+        timed = latency[label]
+        rows[label] = {"median_ms": 1000 * statistics.median(timed["wall"]), "min_ms": 1000 * min(timed["wall"]),
+                       "cpu_ms_median": 1000 * statistics.median(timed["cpu"]),
+                       # share of the cores' time spent computing (or spinning) during a call
+                       "cores_busy_median": statistics.median(c / (w * args.cores) for c, w in zip(timed["cpu"],
+                                                                                                    timed["wall"])),
+                       "system_ms_median": 1000 * statistics.median(timed["system"]),
+                       "context_switches_median": {kind: statistics.median(timed[kind])
+                                                   for kind in ("voluntary", "involuntary")},
+                       "max_abs_diff_vs_keras_m": diffs[label]}
         if label in throughput:
-            rows[label]["batch_images_per_s"] = len(xb) / statistics.median(throughput[label][0])
+            rows[label]["batch_images_per_s"] = len(xb) / statistics.median(throughput[label]["wall"])
     if "onnxruntime" in rows:
         ort = rows["onnxruntime"]
         for row in rows.values():
@@ -154,8 +165,10 @@ def time_exports(args, workdir):
             if "batch_images_per_s" in row:
                 row["throughput_over_ort"] = row["batch_images_per_s"] / ort["batch_images_per_s"]
     for label, row in rows.items():
+        switches = row["context_switches_median"]
         print(f"{label:<22} median {row['median_ms']:7.1f} ms  min {row['min_ms']:7.1f} ms  CPU "
-              f"{row['cpu_ms_median']:7.1f} ms" + (f"  / ORT {row['over_ort_median']:.2f}" if "over_ort_median" in row
+              f"{row['cpu_ms_median']:7.1f} ms (cores busy {row['cores_busy_median']:.0%}, system "
+              f"{row['system_ms_median']:.1f} ms, switches {switches['voluntary']:g} + {switches['involuntary']:g})" + (f"  / ORT {row['over_ort_median']:.2f}" if "over_ort_median" in row
                                                    else "")
               + (f"  batch {len(xb)}: {row['batch_images_per_s']:.2f} img/s" if "batch_images_per_s" in row else "")
               + f"  max diff {row['max_abs_diff_vs_keras_m']:.2g} m", flush=True)
@@ -173,9 +186,11 @@ def set_threads(cores):
 
 
 def interleave(calls, x, rounds):
-    """{label: ([wall s], [process CPU s])} of `rounds` rotated rounds, each timing the second of two calls."""
-    wall = {label: [] for label in calls}
-    cpu = {label: [] for label in calls}
+    """{label: {"wall", "cpu", "system", "voluntary", "involuntary": one value per round}} of `rounds` rotated
+    rounds, each timing the second of two calls: wall and process CPU seconds, system CPU seconds and the process's
+    voluntary / involuntary context switches during the call (threads parking / being preempted)."""
+    fields = ("wall", "cpu", "system", "voluntary", "involuntary")
+    measured = {label: {field: [] for field in fields} for label in calls}
     labels = list(calls)
     for round_index in range(rounds):
         # Rotated order, and each timed call right after an untimed one of the same variant: the first call after
@@ -183,11 +198,14 @@ def interleave(calls, x, rounds):
         # first in a fixed order was 0.1-0.2x of ORT slower), which a server answering one model never pays.
         for label in labels[round_index % len(labels):] + labels[:round_index % len(labels)]:
             calls[label](x)
-            start, start_cpu = time.perf_counter(), time.process_time()
+            usage, start, start_cpu = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter(), time.process_time()
             calls[label](x)
-            wall[label].append(time.perf_counter() - start)
-            cpu[label].append(time.process_time() - start_cpu)
-    return {label: (wall[label], cpu[label]) for label in labels}
+            wall, cpu, after = time.perf_counter() - start, time.process_time() - start_cpu, resource.getrusage(
+                resource.RUSAGE_SELF)
+            for field, value in zip(fields, (wall, cpu, after.ru_stime - usage.ru_stime, after.ru_nvcsw - usage.ru_nvcsw,
+                                             after.ru_nivcsw - usage.ru_nivcsw)):
+                measured[label][field].append(value)
+    return measured
 
 
 if __name__ == "__main__":

@@ -338,15 +338,17 @@ def inference_section(results):
         if "processes" not in row:
             lines += [f"failed: {row.get('error')}", ""]
             continue
-        lines += ["| process | variant | batch 1: median ms | min ms | CPU ms per call | median / ORT | "
+        lines += ["| process | variant | batch 1: median ms | min ms | CPU ms per call | cores busy | median / ORT | "
                   f"batch {row.get('throughput_batch')}: images/s | / ORT | max diff vs Keras (m) |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for process, timed in row["processes"].items():
             if "rows" not in timed:
-                lines.append(f"| {process} | failed: {timed.get('error')} | | | | | | | |")
+                lines.append(f"| {process} | failed: {timed.get('error')} | | | | | | | | |")
                 continue
             for label, r in timed["rows"].items():
+                busy = r.get("cores_busy_median")
                 lines.append(f"| {process} | {label} | {r['median_ms']:.0f} | {r['min_ms']:.0f} | {r['cpu_ms_median']:.0f} "
+                             f"| {fmt(None if busy is None else 100 * busy, 0, ' %')} "
                              f"| {fmt(r.get('over_ort_median'))} | {fmt(r.get('batch_images_per_s'))} | "
                              f"{fmt(r.get('throughput_over_ort'))} | {r['max_abs_diff_vs_keras_m']:.2g} |")
         lines.append("")
