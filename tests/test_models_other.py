@@ -2,6 +2,7 @@
 their layer lists (and the spec's published/analytic numbers), outputs, saving, mixed precision and a
 short fit on synthetic scenes. Shapes are tiny; the CPU cost is in building the ResNet-50 encoders."""
 
+import math
 import os
 
 import keras
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 from hqdepth import losses
+from hqdepth.errors import ConfigError
 from hqdepth.models import build_model
 from hqdepth.models.mrpan import DeepSupervisionModel, finest_depth_model
 from hqdepth.models.transposed import freeze_resnet_stages
@@ -324,6 +326,34 @@ def test_mrpan_deep_supervision_fit_with_a_custom_backbone():
     # compiled metrics see the finest map resized to the ground truth (= finest_depth_model's output)
     assert logs["mae"] == pytest.approx(float(np.mean(np.abs(np.asarray(depth) - np.asarray(
         finest_depth_model(model)(images, training=False))))), rel=1e-4)
+
+
+def test_mrpan_decoder_initialisation_is_pytorchs_default():
+    """SARPN's decoder sets no initialisation, so its convolutions start from PyTorch's nn.Conv2d default:
+    kaiming_uniform_(a=sqrt(5)), bound gain * sqrt(3 / fan_in) with gain = sqrt(2 / (1 + a^2)), and a bias
+    U(+-1 / sqrt(fan_in)). `decoder_init="he_normal"` gives Keras' he_normal (std sqrt(2 / fan_in)) and zero biases.
+    The encoder and the attention layers are not touched."""
+    options = dict(backbone=five_scale_backbone(), adff_channels=160, rpd_channels=128, sam_scales=(5,),
+                   gam_key_channels=8, rrm="sarpn")
+    keras.utils.set_random_seed(int(RNG.integers(2**31)))
+    torch_like = build_model("mrpan", **options)
+    he = build_model("mrpan", decoder_init="he_normal", **options)
+    for name in ("adff_scale1_conv", "rpd_scale5_conv", "adff_5to5_1_conv", "rpd_refine1_3_conv"):
+        kernel = np.asarray(torch_like.get_layer(name).kernel, np.float64)
+        fan_in = np.prod(kernel.shape[:3])
+        bound = math.sqrt(2.0 / (1.0 + 5.0)) * math.sqrt(3.0 / fan_in)
+        assert np.abs(kernel).max() <= bound * (1 + 1e-6)
+        # a uniform on [-bound, bound] has standard deviation bound / sqrt(3); n values estimate it to ~1/sqrt(n)
+        np.testing.assert_allclose(kernel.std(), bound / math.sqrt(3.0), rtol=5.0 / math.sqrt(kernel.size) + 0.01)
+        he_kernel = np.asarray(he.get_layer(name).kernel, np.float64)
+        np.testing.assert_allclose(he_kernel.std(), math.sqrt(2.0 / fan_in), rtol=5.0 / math.sqrt(he_kernel.size) + 0.02)
+    bias = np.asarray(torch_like.get_layer("rpd_refine1_3_conv").bias, np.float64)
+    fan_in = np.prod(torch_like.get_layer("rpd_refine1_3_conv").kernel.shape[:3])
+    assert bias.shape == (1,) and 0.0 < abs(bias[0]) <= 1.0 / math.sqrt(fan_in)
+    assert np.all(np.asarray(he.get_layer("rpd_refine1_3_conv").bias) == 0.0)
+    assert torch_like.get_layer("tiny0").get_config()["kernel_initializer"]["class_name"] == "GlorotUniform"
+    with pytest.raises(ConfigError, match="decoder_init"):
+        build_model("mrpan", decoder_init="xavier", **options)
 
 
 def test_mrpan_sarpn_refine_count_and_single_output_float16():

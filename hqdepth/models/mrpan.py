@@ -41,6 +41,9 @@ trained model, gives a single-output model returning the finest map resized to t
 images and test evaluation, `hqdepth evaluate --model`, `predict`, `export`).
 """
 
+import dataclasses
+import math
+
 import keras
 from keras import layers, ops
 
@@ -54,6 +57,7 @@ PAPER = "Liu, Zhang, Li & Mao, Multi-scale Residual Pyramid Attention Network fo
 
 RESNET_TAPS = ("conv1_relu", "conv2_block3_out", "conv3_block4_out", "conv4_block6_out", "conv5_block3_out")
 RRM_CHOICES = ("improved", "sarpn")
+DECODER_INITS = ("torch", "he_normal")
 SCALES = (1, 2, 3, 4, 5)  # scale t has stride 2**t
 
 
@@ -91,48 +95,71 @@ def finest_depth_model(model, align_corners=True, name=None):
     return keras.Model(inputs, depth, name=name or f"{model.name}_finest")
 
 
-def _conv(x, filters, kernel, name, use_bias=False, dtype=None):
-    return layers.Conv2D(filters, kernel, padding="same", use_bias=use_bias, kernel_initializer="he_normal",
-                         name=name, dtype=dtype)(x)
+@dataclasses.dataclass(frozen=True)
+class _Decoder:
+    """Settings every decoder layer shares: batch-norm momentum and the convolutions' initialisation."""
+
+    momentum: float
+    init: str
 
 
-def _bn(x, name, momentum):
-    return FusedBatchNormalization(momentum=momentum, epsilon=1e-5, name=name)(x)
+def _initializers(init, fan_in):
+    """(kernel, bias) initializers of a decoder convolution with `fan_in` = kh * kw * input channels.
+
+    "torch": PyTorch's `nn.Conv2d` default, which SARPN's decoder keeps (it sets no initialisation): kernel
+    kaiming_uniform(a=sqrt(5)) = U(+-1/sqrt(fan_in)) (Keras' VarianceScaling(1/3, fan_in, uniform) is the same
+    distribution), bias U(+-1/sqrt(fan_in)). "he_normal": Keras' he_normal kernel (sqrt(6) = 2.45x the standard
+    deviation), zero bias."""
+    if init == "torch":
+        bound = 1.0 / math.sqrt(fan_in)
+        return (keras.initializers.VarianceScaling(1.0 / 3.0, mode="fan_in", distribution="uniform"),
+                keras.initializers.RandomUniform(-bound, bound))
+    return "he_normal", "zeros"
 
 
-def _conv_bn_relu(x, filters, kernel, name, momentum):
-    x = _bn(_conv(x, filters, kernel, f"{name}_conv"), f"{name}_bn", momentum)
+def _conv(x, filters, kernel, name, decoder, use_bias=False, dtype=None):
+    kernel_initializer, bias_initializer = _initializers(decoder.init, kernel * kernel * x.shape[-1])
+    return layers.Conv2D(filters, kernel, padding="same", use_bias=use_bias, kernel_initializer=kernel_initializer,
+                         bias_initializer=bias_initializer, name=name, dtype=dtype)(x)
+
+
+def _bn(x, name, decoder):
+    return FusedBatchNormalization(momentum=decoder.momentum, epsilon=1e-5, name=name)(x)
+
+
+def _conv_bn_relu(x, filters, kernel, name, decoder):
+    x = _bn(_conv(x, filters, kernel, f"{name}_conv", decoder), f"{name}_bn", decoder)
     return layers.ReLU(name=f"{name}_relu")(x)
 
 
-def up_projection(x, reference, filters, name, momentum, align_corners=True):
+def up_projection(x, reference, filters, name, decoder, align_corners=True):
     """SARPN `_UpProjection`: resize to `reference`'s size, 5x5-BN-ReLU-3x3-BN + 5x5-BN, ReLU(sum)."""
     if reference is not None:
         x = BilinearResize(align_corners=align_corners, name=f"{name}_resize")([x, reference])
-    branch1 = _conv_bn_relu(x, filters, 5, f"{name}_1", momentum)
-    branch1 = _bn(_conv(branch1, filters, 3, f"{name}_1_2_conv"), f"{name}_1_2_bn", momentum)
-    branch2 = _bn(_conv(x, filters, 5, f"{name}_2_conv"), f"{name}_2_bn", momentum)
+    branch1 = _conv_bn_relu(x, filters, 5, f"{name}_1", decoder)
+    branch1 = _bn(_conv(branch1, filters, 3, f"{name}_1_2_conv", decoder), f"{name}_1_2_bn", decoder)
+    branch2 = _bn(_conv(x, filters, 5, f"{name}_2_conv", decoder), f"{name}_2_bn", decoder)
     return layers.ReLU(name=f"{name}_relu")(layers.Add(name=f"{name}_add")([branch1, branch2]))
 
 
-def _sarpn_refine(x, channels, name, momentum):
+def _sarpn_refine(x, channels, name, decoder):
     """SARPN `Refineblock` on a 1-channel depth map."""
-    y = _conv_bn_relu(x, channels // 2, 3, f"{name}_1", momentum)
-    y = _conv_bn_relu(y, channels // 2, 3, f"{name}_2", momentum)
-    y = _conv(y, 1, 3, f"{name}_3_conv", use_bias=True)
+    y = _conv_bn_relu(x, channels // 2, 3, f"{name}_1", decoder)
+    y = _conv_bn_relu(y, channels // 2, 3, f"{name}_2", decoder)
+    y = _conv(y, 1, 3, f"{name}_3_conv", decoder, use_bias=True)
     return layers.Add(name=f"{name}_add")([x, y])
 
 
-def _improved_refine(x, features, rgb, channels, name, momentum):
+def _improved_refine(x, features, rgb, channels, name, decoder):
     """Improved RRM [reconstructed]: depth + semantics (S_t after MACA) + RGB -> residual of the depth."""
-    semantic = _conv_bn_relu(features, channels, 1, f"{name}_semantic", momentum)
+    semantic = _conv_bn_relu(features, channels, 1, f"{name}_semantic", decoder)
     h = layers.Concatenate(name=f"{name}_concat")([x, semantic, rgb])
-    h = _conv_bn_relu(h, channels, 3, f"{name}_in", momentum)
+    h = _conv_bn_relu(h, channels, 3, f"{name}_in", decoder)
     for block in (1, 2):
-        y = _conv_bn_relu(h, channels, 3, f"{name}_res{block}_1", momentum)
-        y = _bn(_conv(y, channels, 3, f"{name}_res{block}_2_conv"), f"{name}_res{block}_2_bn", momentum)
+        y = _conv_bn_relu(h, channels, 3, f"{name}_res{block}_1", decoder)
+        y = _bn(_conv(y, channels, 3, f"{name}_res{block}_2_conv", decoder), f"{name}_res{block}_2_bn", decoder)
         h = layers.ReLU(name=f"{name}_res{block}_relu")(layers.Add(name=f"{name}_res{block}_add")([h, y]))
-    residual = _conv(h, 1, 3, f"{name}_head", use_bias=True)
+    residual = _conv(h, 1, 3, f"{name}_head", decoder, use_bias=True)
     return layers.Add(name=f"{name}_add")([x, residual])
 
 
@@ -153,7 +180,7 @@ def _encoder(backbone, input_shape, backbone_weights, preprocess, bn_momentum, v
 def mrpan(input_shape=(None, None, 3), backbone="resnet50", backbone_weights=None, preprocess=None,
           adff_channels=1280, rpd_channels=2048, sam_scales=(5, 4, 3), gam=True, gam_key_channels=64,
           sam_reduction=8, rrm="improved", rrm_channels=None, deep_supervision=True, bn_momentum=0.9,
-          align_corners=True, backbone_version="v1.5", name="mrpan"):
+          align_corners=True, backbone_version="v1.5", decoder_init="torch", name="mrpan"):
     """Build MRPAN (see the module docstring). Options:
 
     backbone: "resnet50" (`hqdepth.backbones.resnet50`, keras.applications layer names) or a
@@ -166,27 +193,31 @@ def mrpan(input_shape=(None, None, 3), backbone="resnet50", backbone_weights=Non
     position attention, () for none; gam: scale attention at every scale. rrm: "improved" | "sarpn";
     rrm_channels: improved-RRM width per scale (default R_t / 4). deep_supervision: five outputs,
     finest first (True) or one output at the input size (False). bn_momentum: 0.9 (PyTorch 0.1).
+    decoder_init: the decoder convolutions' initialisation, "torch" (PyTorch's default, which SARPN's code keeps) or
+    "he_normal" (Keras' he_normal, zero biases); the attention layers keep their own.
     With rrm="sarpn", sam_scales=() and gam=False the network is SARPN (MRPAN's baseline).
     """
     if rrm not in RRM_CHOICES:
         raise ConfigError(f"rrm must be one of {RRM_CHOICES}, got {rrm!r}.")
+    if decoder_init not in DECODER_INITS:
+        raise ConfigError(f"decoder_init must be one of {DECODER_INITS}, got {decoder_init!r}.")
     if adff_channels % 80 or rpd_channels % 32:
         raise ConfigError("adff_channels must be a multiple of 80 and rpd_channels of 32 "
                           f"(five halvings), got {adff_channels}, {rpd_channels}.")
     bad_scales = [s for s in sam_scales if s not in SCALES]
     if bad_scales:
         raise ConfigError(f"sam_scales must be among {SCALES} (1 = H/2 .. 5 = H/32), got {tuple(sam_scales)}.")
-    m = bn_momentum
-    image, taps = _encoder(backbone, input_shape, backbone_weights, preprocess, m, backbone_version)
+    d = _Decoder(bn_momentum, decoder_init)
+    image, taps = _encoder(backbone, input_shape, backbone_weights, preprocess, bn_momentum, backbone_version)
     widths = {t: (adff_channels >> (5 - t), (rpd_channels // 2) >> (5 - t)) for t in SCALES}  # (F_t, R_t)
 
     fused, projections = {}, {}
     for t in reversed(SCALES):
         f_t, r_t = widths[t]
-        projections[t] = [up_projection(taps[s - 1], None if s == t else taps[t - 1], f_t // 5, f"adff_{s}to{t}", m,
+        projections[t] = [up_projection(taps[s - 1], None if s == t else taps[t - 1], f_t // 5, f"adff_{s}to{t}", d,
                                         align_corners) for s in SCALES]
         x = layers.Concatenate(name=f"adff_concat{t}")(projections[t])
-        fused[t] = _conv_bn_relu(x, r_t, 3, f"adff_scale{t}", m)
+        fused[t] = _conv_bn_relu(x, r_t, 3, f"adff_scale{t}", d)
 
     context = {}
     for t in reversed(SCALES):  # MACA [reconstructed]
@@ -202,19 +233,20 @@ def mrpan(input_shape=(None, None, 3), backbone="resnet50", backbone_weights=Non
     def refine(x, t):
         r_t = widths[t][1]
         if rrm == "sarpn":
-            return _sarpn_refine(x, r_t, f"rpd_refine{t}", m)
+            return _sarpn_refine(x, r_t, f"rpd_refine{t}", d)
         rgb_t = BilinearResize(align_corners=align_corners, name=f"rgb_to_scale{t}")([rgb, taps[t - 1]])
-        return _improved_refine(x, context[t], rgb_t, rrm_channels or max(r_t // 4, 1), f"rrm{t}", m)
+        return _improved_refine(x, context[t], rgb_t, rrm_channels or max(r_t // 4, 1), f"rrm{t}", d)
 
-    top = layers.ReLU(name="rpd_top_relu")(_bn(_conv(taps[4], rpd_channels // 2, 1, "rpd_top_conv"), "rpd_top_bn", m))
+    top = layers.ReLU(name="rpd_top_relu")(_bn(_conv(taps[4], rpd_channels // 2, 1, "rpd_top_conv", d), "rpd_top_bn",
+                                               d))
     x = layers.Concatenate(name="rpd_concat5")([top, context[5]])
-    x = _conv_bn_relu(x, rpd_channels // 2, 3, "rpd_scale5", m)
-    x = _conv(x, 1, 3, "rpd_scale5_depth_conv")
+    x = _conv_bn_relu(x, rpd_channels // 2, 3, "rpd_scale5", d)
+    x = _conv(x, 1, 3, "rpd_scale5_depth_conv", d)
     depth = {5: refine(x, 5)}
     for t in (4, 3, 2, 1):
         r_t = widths[t][1]
-        residual = _conv_bn_relu(context[t], r_t, 3, f"rpd_scale{t}", m)
-        residual = _conv(residual, 1, 3, f"rpd_scale{t}_depth_conv")
+        residual = _conv_bn_relu(context[t], r_t, 3, f"rpd_scale{t}", d)
+        residual = _conv(residual, 1, 3, f"rpd_scale{t}_depth_conv", d)
         up = BilinearResize(align_corners=align_corners, name=f"rpd_up{t + 1}to{t}")([depth[t + 1], residual])
         depth[t] = refine(layers.Add(name=f"rpd_sum{t}")([up, residual]), t)
 
