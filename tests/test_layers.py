@@ -93,8 +93,12 @@ def test_resize_gradient_is_the_adjoint(in_size, out_size, align_corners, dtype,
     grad = tape.gradient(loss, x)
     assert grad.dtype == x.dtype
     want = np_resize_gradient(upstream, *in_size, align_corners)
-    tolerance = 1e-4 if dtype == "float32" else 0.05 * np.abs(want).max()
-    np.testing.assert_allclose(np.asarray(tf.cast(grad, "float64")), want, atol=tolerance)
+    # bfloat16 rounds the upstream gradient, the intermediate product and the result to 8 bits (2^-9 relative each):
+    # the error of each element is bounded by a few 2^-9 of the same sum over |upstream|, which cancellation can make
+    # large against the result itself (a 1x1 input sums 12 values of either sign).
+    tolerance = 1e-4 if dtype == "float32" else 2.0**-6 * np_resize_gradient(np.abs(upstream), *in_size, align_corners)
+    error = np.abs(np.asarray(tf.cast(grad, "float64")) - want)
+    assert np.all(error <= tolerance), f"error / tolerance up to {np.max(error / tolerance):.2f} (largest error {error.max():.3g})"
 
 
 def test_bilinear_resize_layer_reference_input_dynamic_shape_and_config():
