@@ -287,3 +287,172 @@ def test_recipe_runs_inside_tf_data_graph():
     outputs = list(dataset.as_numpy_iterator())
     eager = recipe(rgb, depth, [1, 1])
     assert np.allclose(outputs[1][0], eager[0].numpy(), atol=1e-4) and np.array_equal(outputs[1][1], eager[1].numpy())
+
+
+# ----------------------------------------------------------------------------------------------
+# hu: Hu et al. / SARPN's training pipeline (MRPAN)
+
+
+def _hu(mode="train", **options):
+    return get_recipe("hu", mode, **options)
+
+
+def test_hu_geometry_takes_each_depth_from_the_pixel_their_loader_does(rng):
+    """No rotation: Scale(240) (PIL nearest = 2r + 1 from 480x640), flip, centre crop rows 6:234 cols 8:312,
+    depth to 114x152 (PIL nearest = 2i + 1): traced by coded depth values, flipped or not."""
+    rgb = rng.integers(0, 256, (480, 640, 3)).astype(np.float32)
+    depth = coded_depth(480, 640)
+    rows = 2 * (6 + 2 * np.arange(114) + 1) + 1
+    straight = 2 * (8 + 2 * np.arange(152) + 1) + 1
+    mirrored = 2 * (319 - (8 + 2 * np.arange(152) + 1)) + 1
+    seen = set()
+    for counter in range(8):
+        out_rgb, out_depth = _hu(max_angle=0, lighting=0, jitter=0)(rgb, depth, [3, counter])
+        assert out_rgb.shape == (228, 304, 3) and out_depth.shape == (114, 152, 1)
+        got_rows, got_cols = decode(out_depth.numpy()[..., 0])
+        assert np.array_equal(got_rows, np.broadcast_to(rows[:, None], (114, 152)))
+        flipped = np.array_equal(got_cols[0], mirrored)
+        assert flipped or np.array_equal(got_cols[0], straight)
+        seen.add(flipped)
+        # The RGB went through the same steps: Pillow's bilinear 240x320, mirrored with the depth, centre crop.
+        scaled = augment.hu_geometry(rgb, depth, flipped, None, (240, 320), (228, 304), (228, 304))[0]
+        assert np.array_equal(out_rgb.numpy(), scaled)
+    assert seen == {True, False}
+    # val: the same without the flip, and its RGB is the Hu test input the evaluator builds.
+    from hqdepth.protocols import hu_rgb
+
+    val_rgb, val_depth = _hu("val")(rgb, depth, [0, 0])
+    assert np.array_equal(val_rgb.numpy(), hu_rgb(rgb.astype(np.uint8)).astype(np.float32))
+    assert np.array_equal(decode(val_depth.numpy()[..., 0])[1][0], straight)
+    test_rgb, test_depth = _hu("test")(rgb, depth, [0, 0])
+    assert np.array_equal(test_rgb.numpy(), val_rgb.numpy()) and np.array_equal(test_depth.numpy(), depth)
+
+
+def _fit_rotation(depth_out, top, left, width=None):
+    """Least-squares angle (deg) and centre of the map output pixel -> source pixel (scaled coordinates); with
+    `width`, of the map to the mirrored source (a flip before the rotation)."""
+    rows, cols = decode(depth_out)
+    cols = cols if width is None else width - 1 - cols
+    valid = depth_out > 0
+    out_r, out_c = np.nonzero(valid)
+    out_r, out_c = out_r + top, out_c + left  # back in the 240x320 frame the rotation ran in
+    src_r, src_c = rows[valid], cols[valid]
+    # src = R (out - centre) + centre: a 2-D similarity fit  [src_c, src_r] = [[a, -b], [b, a]] [out_c, out_r] + t.
+    ones, zeros = np.ones_like(out_c), np.zeros_like(out_c)
+    design = np.concatenate([np.stack([out_c, -out_r, ones, zeros], 1), np.stack([out_r, out_c, zeros, ones], 1)])
+    (a, b, tx, ty), *_ = np.linalg.lstsq(design.astype(np.float64), np.concatenate([src_c, src_r]).astype(np.float64),
+                                         rcond=None)
+    angle = np.degrees(np.arctan2(b, a))
+    # The fixed point of the map is the centre of the rotation.
+    centre = np.linalg.solve(np.array([[1 - a, b], [-b, 1 - a]]), np.array([tx, ty]))
+    return angle, centre, np.hypot(a, b)
+
+
+def test_hu_rotation_turns_about_the_centre_by_a_uniform_angle_up_to_five_degrees():
+    from scipy import ndimage
+
+    """Coded depth on the 240x320 frame, rotated with order 0 (depth_order=0 traces each value): the map from
+    output to source pixels is a rotation about the frame's centre (159.5, 119.5) by |angle| <= 5 degrees,
+    with zero (invalid) depth brought in at the corners; over many samples the angles spread over (-5, 5)."""
+    rgb = np.full((240, 320, 3), 200.0, np.float32)
+    depth = coded_depth(240, 320)
+    recipe = _hu(depth_order=0, depth_size=(228, 304), lighting=0, jitter=0)
+    angles = []
+    for counter in range(24):
+        out_rgb, out_depth = recipe(rgb, depth, [11, counter])
+        values = out_depth.numpy()[..., 0]
+        assert set(np.unique(values)) <= set(np.unique(depth)) | {0.0}
+        # Flipped before the rotation (p 0.5): the map to the mirrored source is the rotation then.
+        angle, centre, scale = min((_fit_rotation(values, 6, 8, width) for width in (None, 320)),
+                                   key=lambda fit: abs(fit[2] - 1))
+        assert abs(scale - 1) < 2e-3 and np.allclose(centre, (159.5, 119.5), atol=0.6), (angle, centre, scale)
+        assert abs(angle) <= 5.05
+        angles.append(angle)
+        # The RGB turned by the same angle: its zero-filled corners are the depth's (to the spline's edge band).
+        rgb_zero, depth_zero = out_rgb.numpy()[..., 0] == 0, values == 0
+        assert np.mean(rgb_zero != depth_zero) < 0.01
+        # A constant image stays constant inside (the order-2 spline reproduces it there).
+        inside = ndimage.binary_erosion(~depth_zero, iterations=3)
+        assert np.all(out_rgb.numpy()[inside] == 200.0)
+    angles = np.abs(angles)
+    assert angles.max() > 3.5 and angles.min() < 1.5
+
+
+def np_hu_colour(image, light_alpha, alphas, order):
+    """Float64 reference from Hu et al.'s nyu_transform.py on image/255: Lighting, then ColorJitter's
+    transforms in `order` (0 brightness, 1 contrast, 2 saturation), each img.lerp(target, alpha)."""
+    eigval = np.array([0.2175, 0.0188, 0.0045])
+    eigvec = np.array([[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140], [-0.5836, -0.6948, 0.4203]])
+    img = np.asarray(image, np.float64).transpose(2, 0, 1) / 255.0  # C, H, W as torch
+    rgb = (eigvec * np.asarray(light_alpha)[None, :] * eigval[None, :]).sum(1)
+    img = img + rgb[:, None, None]
+
+    def gray(x):
+        g = 0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2]
+        return np.stack([g, g, g])
+
+    for index in order:
+        if index == 0:
+            target = np.zeros_like(img)
+        elif index == 1:
+            target = np.full_like(img, gray(img).mean())
+        else:
+            target = gray(img)
+        img = img + alphas[index] * (target - img)
+    return img.transpose(1, 2, 0) * 255.0
+
+
+def test_hu_colour_matches_their_lighting_and_jitter_in_every_order(rng):
+    """Their ColorJitter applies brightness, contrast and saturation in a random order; ours in one. The float64
+    reference in each of the six orders agrees with ours: the three maps commute."""
+    image = rng.uniform(0, 255, (9, 13, 3))
+    light = rng.normal(0, 0.1, 3)
+    alphas = rng.uniform(0.05, 0.4, 3) * rng.choice([-1.0, 1.0], 3)
+    lit = augment.pca_lighting(tf.constant(image, tf.float32), tf.constant(light, tf.float32))
+    got = augment.hu_color_jitter(lit, tf.constant(alphas, tf.float32)).numpy()
+    for order in ([0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]):
+        np.testing.assert_allclose(got, np_hu_colour(image, light, alphas, order), atol=2e-3, rtol=1e-5)
+    # Each term acts: dropping any one alpha moves the result.
+    for index in range(3):
+        fewer = np.where(np.arange(3) == index, 0.0, alphas)
+        assert np.abs(np_hu_colour(image, light, fewer, [0, 1, 2]) - got).max() > 0.05
+
+
+def test_hu_draws_lighting_from_a_normal_of_std_0_1():
+    """Without rotation and jitter, each sample's RGB is the geometric RGB plus one constant colour per sample:
+    eigvec @ (alpha * eigval) * 255. Solving for alpha over 200 samples gives std 0.1 and mean 0."""
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 256, (240, 320, 3)).astype(np.float32)
+    depth = np.ones((240, 320, 1), np.float32)
+    recipe = _hu(max_angle=0, jitter=0)
+    base = augment.hu_geometry(rgb, depth, False, None, (240, 320), (228, 304), (114, 152))[0]
+    eigvec = np.array(augment.HU_PCA_EIGVEC)
+    alphas = []
+    for counter in range(200):
+        out = recipe(rgb, depth, [5, counter])[0].numpy()
+        offset = out - base if np.allclose(out - base, (out - base)[0, 0], atol=1e-3) else out - base[:, ::-1]
+        assert np.allclose(offset, offset[0, 0], atol=1e-3)
+        alphas.append(np.linalg.solve(eigvec, offset[0, 0] / 255.0) / np.array(augment.HU_PCA_EIGVAL))
+    alphas = np.array(alphas)
+    assert np.all(np.abs(alphas.std(0) - 0.1) < 0.02) and np.all(np.abs(alphas.mean(0)) < 0.025)
+
+
+def test_hu_options_are_checked_and_the_recipe_runs_in_tf_data():
+    with pytest.raises(ConfigError, match="depth_resample"):
+        _hu(depth_resample="linear")
+    with pytest.raises(ConfigError, match="depth_order"):
+        _hu(depth_order=7)
+    with pytest.raises(ConfigError, match="jitter"):
+        _hu(jitter=-1)
+    assert _hu(size=(57, 76)).depth_size == (29, 38) and _hu().output_shapes() == ((228, 304), (114, 152))
+    rgb = np.random.default_rng(6).integers(0, 255, (60, 80, 3), dtype=np.uint8)
+    depth = np.random.default_rng(7).uniform(0.5, 10, (60, 80, 1)).astype(np.float32)
+    recipe = _hu(size=(57, 76), depth_resample="bicubic")
+    dataset = tf.data.Dataset.from_tensors((rgb, depth)).repeat(2).enumerate()
+    dataset = dataset.map(lambda i, x: recipe(x[0], x[1], tf.stack([tf.constant(1, tf.int64), i])))
+    assert dataset.element_spec[0].shape == (57, 76, 3) and dataset.element_spec[1].shape == (29, 38, 1)
+    outputs = list(dataset.as_numpy_iterator())
+    eager = recipe(rgb, depth, [1, 1])
+    np.testing.assert_allclose(outputs[1][0], eager[0].numpy(), atol=1e-4)
+    assert np.array_equal(outputs[1][1], eager[1].numpy())
+    assert not np.array_equal(outputs[0][0], outputs[1][0])

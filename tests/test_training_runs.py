@@ -119,6 +119,10 @@ def test_depth_panels_share_one_colour_scale(rng):
     np.testing.assert_array_equal(panel[:, 8:16], panel[:, 16:24])  # equal depth -> equal colours
     gt[0, 0, 0, 0] = 0.0
     assert (depth_panels(image, gt, gt)[0][0, 8] == 0).all()  # no ground truth -> black
+    # A half-size ground truth (the hu recipe's) is shown at the image's size, each value on its 2x2 block.
+    half = rng.uniform(1, 5, (1, 4, 4, 1)).astype(np.float32)
+    panel = depth_panels(image, half, np.repeat(np.repeat(half, 2, 1), 2, 2))[0]
+    np.testing.assert_array_equal(panel[:, 8:16], panel[:, 16:24])
 
 
 def test_rerun_of_a_finished_run_does_not_retrain_and_a_changed_config_is_refused(finished_run):

@@ -10,10 +10,11 @@ Modes: "train" (random augmentation), "val" (deterministic joint transform so a 
 image and depth; HQMD keeps its official random crop), "test" (evaluation input: only the RGB is
 transformed, depth is the untouched ground truth for the evaluator).
 
-Rules every recipe keeps: depth is resampled with NEAREST only (never averaged or invented);
+Rules every recipe keeps (but `hu`, whose rotation interpolates depth as Hu et al.'s): depth is resampled with
+NEAREST only (never averaged or invented);
 pixels a geometric op brings in from outside the image are depth 0 = invalid (RGB 0); colour
 ops touch only the RGB. Constants and order: specs/hqmd.md §5, specs/other_models.md (BTS §3.8,
-FCN §1, ResNet transposed §2, DenseDepth §6).
+FCN §1, ResNet transposed §2, DenseDepth §6), evaluation_and_data.md §4.4 (Hu / SARPN).
 
 `size` (H, W) = output size. Each recipe has a published size (hqmd 289x385, bts 416x544 NYU /
 352x704 KITTI, resnet_transposed 224x224); a smaller size scales the recipe's geometry with it
@@ -22,6 +23,7 @@ FCN §1, ResNet transposed §2, DenseDepth §6).
 
 import math
 
+import numpy as np
 import tensorflow as tf
 
 from hqdepth.errors import ConfigError
@@ -207,6 +209,70 @@ def channel_swap(rgb, depth, seed, p=0.5):
     choice = tf.random.stateless_uniform([], seed_choice, 0, 6, dtype=tf.int32)
     order = tf.where(_uniform(seed_p, 0.0, 1.0) < p, _PERMUTATIONS[choice], _PERMUTATIONS[0])
     return tf.gather(rgb, order, axis=2), depth
+
+
+# Hu et al. / SARPN colour (JunjH `nyu_transform.py`, Xt-Chen/SARPN `dataloader/`): on RGB / 255, no clipping.
+HU_PCA_EIGVAL = (0.2175, 0.0188, 0.0045)  # ImageNet PCA of `Lighting(0.1, ...)`
+HU_PCA_EIGVEC = ((-0.5675, 0.7192, 0.4009), (-0.5808, -0.0045, -0.8140), (-0.5836, -0.6948, 0.4203))
+GRAY_WEIGHTS = (0.299, 0.587, 0.114)
+
+
+def pca_lighting(rgb, alpha):
+    """Hu et al. `Lighting`: every pixel plus eigvec @ (alpha * eigval) (AlexNet's PCA noise; alpha ~ N(0, 0.1)
+    per component), in 0..255 units here; no clipping."""
+    offset = tf.linalg.matvec(tf.constant(HU_PCA_EIGVEC, tf.float32), alpha * tf.constant(HU_PCA_EIGVAL, tf.float32))
+    return tf.cast(rgb, tf.float32) + 255.0 * offset
+
+
+def _gray(rgb):
+    return tf.reduce_sum(rgb * tf.constant(GRAY_WEIGHTS, tf.float32), axis=-1, keepdims=True)
+
+
+def hu_color_jitter(rgb, alphas):
+    """Hu et al. `ColorJitter`: brightness, contrast and saturation (alphas[0..2], each U(-0.4, 0.4)), each as
+    img + alpha * (target - img) (torch `lerp`) with target 0 / the mean gray level / the pixel's gray level; no
+    clipping. They apply the three in a random order, which changes nothing: the maps commute (the gray weights
+    sum to 1), so this applies them in one."""
+    rgb = tf.cast(rgb, tf.float32)
+    for index, target in enumerate((
+        lambda img: tf.zeros_like(img),
+        lambda img: tf.reduce_mean(_gray(img)),
+        lambda img: _gray(img),
+    )):
+        rgb = rgb + alphas[index] * (target(rgb) - rgb)
+    return rgb
+
+
+def hu_geometry(rgb, depth, flip, angle, scaled_size, crop, depth_size, depth_order=2, depth_resample="nearest"):
+    """NumPy: Hu et al.'s geometric steps with the libraries their loader calls. `Scale` to `scaled_size` (RGB as
+    uint8 with Pillow BILINEAR, depth Pillow NEAREST) -> mirror if `flip` -> `scipy.ndimage.rotate` by `angle`
+    degrees (reshape=False, fill 0; RGB uint8 order 2, depth float order `depth_order`, clipped at 0 as their uint8
+    depth is; None: no rotation) -> `CenterCrop` to `crop` -> depth resized to `depth_size` with Pillow
+    (`depth_resample`: nearest, Pillow < 7's default that their code ran with, or bicubic, Pillow >= 7's)."""
+    from PIL import Image
+    from scipy import ndimage
+
+    from hqdepth.protocols import hu_crop_box
+    from hqdepth.resample import resize_bilinear_pil, resize_nearest_pil
+
+    image = np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+    depth = np.asarray(depth, np.float32)[..., 0]
+    if image.shape[:2] != tuple(scaled_size):
+        image = resize_bilinear_pil(image, *scaled_size)
+        depth = resize_nearest_pil(depth, *scaled_size)
+    if flip:
+        image, depth = image[:, ::-1], depth[:, ::-1]
+    if angle is not None:
+        image = ndimage.rotate(image, float(angle), reshape=False, order=2)
+        depth = np.maximum(ndimage.rotate(depth, float(angle), reshape=False, order=int(depth_order)), 0.0)
+    top, left = hu_crop_box(*image.shape[:2], crop=tuple(crop))
+    image = image[top:top + crop[0], left:left + crop[1]]
+    depth = depth[top:top + crop[0], left:left + crop[1]]
+    if depth.shape != tuple(depth_size) and depth_resample == "nearest":
+        depth = resize_nearest_pil(depth, *depth_size)
+    elif depth.shape != tuple(depth_size):
+        depth = np.asarray(Image.fromarray(np.ascontiguousarray(depth)).resize(tuple(depth_size)[::-1], Image.BICUBIC))
+    return image.astype(np.float32), depth[..., None].astype(np.float32)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -510,15 +576,97 @@ class DenseDepthAugmentation(Recipe):
         return _maybe_resize(self.size, rgb, depth, False)
 
 
+class HuAugmentation(Recipe):
+    """`hu`: Hu et al. (WACV 2019) / SARPN's training pipeline, which MRPAN builds on (specs/evaluation_and_data.md
+    §4.4), in their order: shorter side to 240 (RGB Pillow bilinear, depth Pillow nearest) -> mirror p 0.5 ->
+    rotation U(-5, 5) deg (`scipy.ndimage.rotate`, order 2 for both, fill 0) -> centre crop 228x304 -> depth
+    resized to half the crop (114x152, the size of MRPAN's finest output) -> PCA lighting (std 0.1) -> brightness,
+    contrast, saturation U(-0.4, 0.4) (their random order changes nothing: the three commute); no clipping (`hu_geometry`, `pca_lighting`,
+    `hu_color_jitter`). val: scale and centre crop only; test: the RGB of the Hu test input (depth untouched).
+    A different `size` scales the 240 with size / (228, 304). Options: max_angle (deg; 0 = no rotation),
+    depth_order (scipy spline order of the depth's rotation; 2 as theirs, 0 = nearest, no invented depths),
+    depth_size (default half the crop, rounded up), depth_resample (nearest: their Pillow's default; bicubic:
+    Pillow >= 7's), lighting (std), jitter (range). Their 8-bit training depth (4 cm steps) is not re-quantised."""
+
+    name = "hu"
+    default_size = (228, 304)
+    options = {"max_angle": 5.0, "depth_order": 2, "depth_size": None, "depth_resample": "nearest",
+               "lighting": 0.1, "jitter": 0.4}
+
+    def __init__(self, mode="train", size=None, **options):
+        super().__init__(mode, size, **options)
+        if self.config["depth_resample"] not in ("nearest", "bicubic"):
+            raise ConfigError(f"hu augmentation: depth_resample={self.config['depth_resample']!r} is not nearest "
+                              "or bicubic.")
+        if self.config["depth_order"] not in (0, 1, 2, 3, 4, 5) or isinstance(self.config["depth_order"], bool):
+            raise ConfigError(f"hu augmentation: depth_order={self.config['depth_order']!r} is not a spline order "
+                              "0..5.")
+        for key in ("max_angle", "lighting", "jitter"):
+            value = self.config[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ConfigError(f"hu augmentation: {key}={value!r} must be a number >= 0.")
+        self.depth_size = (_pair_size(self.config["depth_size"], "depth_size")
+                           or (-(-self.size[0] // 2), -(-self.size[1] // 2)))
+
+    def output_shapes(self):
+        return self.size, {"train": self.depth_size, "val": self.depth_size, "test": None}[self.mode]
+
+    def _scaled_size(self, rgb):
+        """Hu's `Scale(240)` at this size: the shorter side to 240 x size / 228 (rounded)."""
+        height, width = _size_of(rgb)
+        short = int(round(240 * self.size[0] / 228))
+        h, w = tf.cast(height, tf.float64), tf.cast(width, tf.float64)
+        scaled_h = tf.where(h <= w, short, tf.cast(short * h / w, tf.int32))
+        scaled_w = tf.where(h <= w, tf.cast(short * w / h, tf.int32), short)
+        scaled_h = tf.where(tf.equal(tf.minimum(height, width), short), height, scaled_h)
+        scaled_w = tf.where(tf.equal(tf.minimum(height, width), short), width, scaled_w)
+        return tf.stack([scaled_h, scaled_w])
+
+    def _geometry(self, rgb, depth, flip, angle):
+        depth_size = self.depth_size
+        rotate = angle is not None
+
+        def run(rgb, depth, flip, angle, scaled_size):
+            return hu_geometry(rgb, depth, bool(flip), float(angle) if rotate else None, tuple(scaled_size),
+                               self.size, depth_size, self.config["depth_order"], self.config["depth_resample"])
+
+        scaled_size = self._scaled_size(rgb)
+        rgb_out, depth_out = tf.numpy_function(
+            run, [rgb, depth, flip, angle if rotate else 0.0, scaled_size], [tf.float32, tf.float32],
+            stateful=False, name="hu_geometry")
+        rgb_out.set_shape((*self.size, 3))
+        depth_out.set_shape((*depth_size, 1))
+        return rgb_out, depth_out, _zoom(_size_of(rgb)[1], scaled_size[1])
+
+    def _train(self, rgb, depth, seed):
+        seed_flip, seed_angle, seed_light, seed_jitter = _seeds(seed, 4)
+        flip = _uniform(seed_flip, 0.0, 1.0) < 0.5
+        max_angle = float(self.config["max_angle"])
+        angle = _uniform(seed_angle, -max_angle, max_angle) if max_angle else None
+        rgb, depth, zoom = self._geometry(rgb, depth, flip, angle)
+        alpha = tf.random.stateless_normal([3], seed_light, stddev=float(self.config["lighting"]))
+        rgb = pca_lighting(rgb, alpha)
+        jitter = float(self.config["jitter"])
+        return hu_color_jitter(rgb, _uniform(seed_jitter, -jitter, jitter, shape=[3])), depth, zoom
+
+    def _val(self, rgb, depth, seed):
+        return self._geometry(rgb, depth, tf.constant(False), None)
+
+    def _test(self, rgb, depth, seed):
+        rgb_out, _, zoom = self._geometry(rgb, depth, tf.constant(False), None)
+        return rgb_out, depth, zoom
+
+
 RECIPES = {
     cls.name: cls
-    for cls in (NoAugmentation, HQMDAugmentation, BTSAugmentation, FCNAugmentation, ResNetTransposedAugmentation, DenseDepthAugmentation)
+    for cls in (NoAugmentation, HQMDAugmentation, BTSAugmentation, FCNAugmentation, ResNetTransposedAugmentation,
+                DenseDepthAugmentation, HuAugmentation)
 }
 
 
 def get_recipe(name, mode="train", size=None, **options):
     """A Recipe by name: none, hqmd, bts (dataset=nyu|kitti; aliases bts_nyu, bts_kitti), fcn,
-    resnet_transposed, densedepth. `name` may carry options as 'bts?dataset=kitti'."""
+    resnet_transposed, densedepth, hu. `name` may carry options as 'bts?dataset=kitti'."""
     if isinstance(name, Recipe):
         return name
     text, _, query = str(name or "none").partition("?")

@@ -30,11 +30,15 @@ def depth_panels(images, gts, preds):
     """uint8 (N, H, 3W, 3) rows of RGB | ground truth | prediction; GT and prediction share a colour scale.
 
     The scale of each row runs from 0 to the 99th percentile of its valid ground truth (or of the
-    prediction when no pixel is valid); black marks pixels without ground truth.
+    prediction when no pixel is valid); black marks pixels without ground truth. Maps of another size than
+    the image (the `hu` recipe's half-size training depth) are shown at the image's size (nearest).
     """
+    from hqdepth.resample import resize_nearest_pil
+
     rows = []
     for image, gt, pred in zip(images, gts, preds):
-        gt, pred = gt[..., 0], pred[..., 0]
+        gt, pred = (m[..., 0] if m.shape[:2] == image.shape[:2] else resize_nearest_pil(m[..., 0], *image.shape[:2])
+                    for m in (np.asarray(gt), np.asarray(pred)))
         valid = np.isfinite(gt) & (gt > 0)
         top = np.percentile(gt[valid], 99) if valid.any() else np.percentile(pred, 99)
         top = max(float(top), 1e-6)
