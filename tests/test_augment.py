@@ -456,3 +456,28 @@ def test_hu_options_are_checked_and_the_recipe_runs_in_tf_data():
     np.testing.assert_allclose(outputs[1][0], eager[0].numpy(), atol=1e-4)
     assert np.array_equal(outputs[1][1], eager[1].numpy())
     assert not np.array_equal(outputs[0][0], outputs[1][0])
+
+
+def test_hu_on_real_nyu_frames_gives_the_evaluators_input_and_pillows_depth(realdata):
+    """Real NYU test frames (Hu et al.'s own files): val RGB = the Hu test input the evaluator builds; val depth =
+    Pillow's NEAREST resize (Pillow itself, not our NumPy copy) of the evaluator's 228x304 ground truth; the
+    random train samples keep the depth finite, >= 0 and about as deep as the frame."""
+    from PIL import Image
+
+    from hqdepth.data import open_source
+    from hqdepth.protocols import hu_ground_truth, hu_rgb
+
+    source = open_source(f"csv:{realdata / 'nyu_test10' / 'nyu2_mini_test.csv'}?scale=1000")
+    for index in (0, 5):
+        sample = source[index]
+        rgb, depth = sample.rgb.astype(np.float32), sample.depth.astype(np.float32)
+        val_rgb, val_depth = _hu("val")(rgb, depth, [0, 0])
+        assert np.array_equal(val_rgb.numpy(), hu_rgb(sample.rgb).astype(np.float32))
+        crop = hu_ground_truth(sample.depth[..., 0].astype(np.float32))
+        want = np.asarray(Image.fromarray(crop).resize((152, 114), Image.NEAREST))
+        assert np.array_equal(val_depth.numpy()[..., 0], want)
+        for counter in range(3):
+            train_rgb, train_depth = _hu()(rgb, depth, [7, counter])
+            values = train_depth.numpy()
+            assert np.isfinite(values).all() and values.min() >= 0.0 and np.isfinite(train_rgb.numpy()).all()
+            assert abs(np.median(values[values > 0]) / np.median(want) - 1) < 0.1
