@@ -581,8 +581,8 @@ class HuAugmentation(Recipe):
     §4.4), in their order: shorter side to 240 (RGB Pillow bilinear, depth Pillow nearest) -> mirror p 0.5 ->
     rotation U(-5, 5) deg (`scipy.ndimage.rotate`, order 2 for both, fill 0) -> centre crop 228x304 -> depth
     resized to half the crop (114x152, the size of MRPAN's finest output) -> PCA lighting (std 0.1) -> brightness,
-    contrast, saturation U(-0.4, 0.4) (their random order changes nothing: the three commute); no clipping (`hu_geometry`, `pca_lighting`,
-    `hu_color_jitter`). val: scale and centre crop only; test: the RGB of the Hu test input (depth untouched).
+    contrast, saturation U(-0.4, 0.4) (their random order changes nothing: the three commute); no clipping
+    (`hu_geometry`, `pca_lighting`, `hu_color_jitter`). val: scale and centre crop only; test: the RGB of the Hu test input (depth untouched).
     A different `size` scales the 240 with size / (228, 304). Options: max_angle (deg; 0 = no rotation),
     depth_order (scipy spline order of the depth's rotation; 2 as theirs, 0 = nearest, no invented depths),
     depth_size (default half the crop, rounded up), depth_resample (nearest: their Pillow's default; bicubic:
