@@ -438,6 +438,17 @@ def test_hu_draws_lighting_from_a_normal_of_std_0_1():
 
 
 def test_hu_options_are_checked_and_the_recipe_runs_in_tf_data():
+    from hqdepth.errors import DataError
+
+    with pytest.raises(DataError, match="640x480 image scaled to 320x240.*smaller than the centre crop 228x304"):
+        augment.hu_geometry(np.zeros((640, 480, 3)), np.zeros((640, 480, 1)), False, None, (320, 240), (228, 304),
+                            (114, 152))
+    portrait = tf.data.Dataset.from_tensors((np.zeros((640, 480, 3), np.float32), np.zeros((640, 480, 1), np.float32)))
+    with pytest.raises(tf.errors.OpError, match="640x480 image scaled to 320x240.*smaller than the centre crop"):
+        list(portrait.map(lambda rgb, depth: _hu("val")(rgb, depth, [0, 0])))
+    with pytest.raises(DataError, match="depth map is 10x12, the image 480x640"):
+        augment.hu_geometry(np.zeros((480, 640, 3)), np.zeros((10, 12, 1)), False, None, (240, 320), (228, 304),
+                            (114, 152))
     with pytest.raises(ConfigError, match="depth_resample"):
         _hu(depth_resample="linear")
     with pytest.raises(ConfigError, match="depth_order"):

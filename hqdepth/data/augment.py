@@ -26,7 +26,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from hqdepth.errors import ConfigError
+from hqdepth.errors import ConfigError, DataError
 
 MODES = ("train", "val", "test")
 HQMD_PI = 3.14  # the official HQMD code converts degrees with pi ~ 3.14 (specs/hqmd.md §5)
@@ -257,6 +257,13 @@ def hu_geometry(rgb, depth, flip, angle, scaled_size, crop, depth_size, depth_or
 
     image = np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
     depth = np.asarray(depth, np.float32)[..., 0]
+    if depth.shape != image.shape[:2]:
+        raise DataError(f"hu augmentation: the depth map is {depth.shape[0]}x{depth.shape[1]}, the image "
+                        f"{image.shape[0]}x{image.shape[1]}; they must be the same size.")
+    if scaled_size[0] < crop[0] or scaled_size[1] < crop[1]:
+        raise DataError(f"hu augmentation: a {image.shape[0]}x{image.shape[1]} image scaled to {scaled_size[0]}x"
+                        f"{scaled_size[1]} (Scale: shorter side {min(scaled_size)}) is smaller than the centre crop "
+                        f"{crop[0]}x{crop[1]}; the recipe expects landscape frames such as NYU's 480x640.")
     if image.shape[:2] != tuple(scaled_size):
         image = resize_bilinear_pil(image, *scaled_size)
         depth = resize_nearest_pil(depth, *scaled_size)
