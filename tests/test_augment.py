@@ -378,6 +378,44 @@ def test_hu_rotation_turns_about_the_centre_by_a_uniform_angle_up_to_five_degree
     assert angles.max() > 3.5 and angles.min() < 1.5
 
 
+def test_hu_depth_8bit_gives_their_values_for_8bit_depth(rng):
+    """Their depth is the 8-bit PNG (v / 255 * 10 m) rotated as uint8 by scipy: with depth_8bit our float pipeline
+    returns exactly those values (the official call on the official dtype is the reference); without, the spline's
+    values, within half a level of them where their uint8 did not clamp."""
+    from PIL import Image
+    from scipy import ndimage
+
+    levels = rng.integers(0, 256, (240, 320)).astype(np.uint8)
+    levels[40:200, 60:260] = rng.integers(200, 256, (160, 200))  # deep values beside the 10 m end of the range
+    depth = (levels.astype(np.float32) * np.float32(10.0 / 255.0))[..., None]
+    rgb = np.zeros((240, 320, 3), np.float32)
+    angle = rng.uniform(-5, 5)
+    theirs = ndimage.rotate(levels, angle, reshape=False, order=2)[6:234, 8:312] * np.float32(10.0 / 255.0)
+    exact = augment.hu_geometry(rgb, depth, False, angle, (240, 320), (228, 304), (228, 304), depth_8bit=True)[1]
+    assert np.array_equal(exact[..., 0], theirs)
+    # Their last resize, the Pillow >= 7 way (bicubic on the 8-bit image), exactly too.
+    half = augment.hu_geometry(rgb, depth, False, angle, (240, 320), (228, 304), (114, 152), depth_resample="bicubic",
+                               depth_8bit=True)[1]
+    crop_levels = ndimage.rotate(levels, angle, reshape=False, order=2)[6:234, 8:312]
+    want = np.asarray(Image.fromarray(crop_levels).resize((152, 114), Image.BICUBIC)) * np.float32(10.0 / 255.0)
+    assert np.array_equal(half[..., 0], want)
+    # The RGB likewise: their calls (Pillow's bilinear Scale, mirror, scipy on the uint8 array, crop) on a 480x640 frame.
+    frame = rng.integers(0, 256, (480, 640, 3)).astype(np.uint8)
+    scaled = np.asarray(Image.fromarray(frame).resize((320, 240), Image.BILINEAR))[:, ::-1]
+    their_rgb = ndimage.rotate(scaled, angle, reshape=False, order=2)[6:234, 8:312]
+    frame_depth = np.repeat(np.repeat(depth, 2, 0), 2, 1)
+    ours = augment.hu_geometry(frame.astype(np.float32), frame_depth, True, angle, (240, 320), (228, 304), (114, 152))
+    assert np.array_equal(ours[0], their_rgb.astype(np.float32))
+    smooth = augment.hu_geometry(rgb, depth, False, angle, (240, 320), (228, 304), (228, 304))[1][..., 0]
+    # Off their grid (within half a level where their uint8 did not clamp the spline's overshoot at 0 or 255).
+    inside = (crop_levels > 0) & (crop_levels < 255)
+    assert 0.25 * 10 / 255 < np.abs(smooth - theirs)[inside].max() <= 0.5 * 10 / 255 + 1e-4
+    recipe = _hu(depth_8bit=True, max_angle=0, lighting=0, jitter=0)
+    assert np.array_equal(recipe(rgb, depth, [0, 0])[1].numpy(), recipe(rgb, depth, [0, 0])[1].numpy())
+    with pytest.raises(ConfigError, match="depth_8bit"):
+        _hu(depth_8bit="yes")
+
+
 def np_hu_colour(image, light_alpha, alphas, order):
     """Float64 reference from Hu et al.'s nyu_transform.py on image/255: Lighting, then ColorJitter's
     transforms in `order` (0 brightness, 1 contrast, 2 saturation), each img.lerp(target, alpha)."""

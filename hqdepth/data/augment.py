@@ -215,6 +215,7 @@ def channel_swap(rgb, depth, seed, p=0.5):
 HU_PCA_EIGVAL = (0.2175, 0.0188, 0.0045)  # ImageNet PCA of `Lighting(0.1, ...)`
 HU_PCA_EIGVEC = ((-0.5675, 0.7192, 0.4009), (-0.5808, -0.0045, -0.8140), (-0.5836, -0.6948, 0.4203))
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)
+HU_DEPTH_STEP = 10.0 / 255.0  # metres per level of their 8-bit training depth (value / 255 * 10)
 
 
 def pca_lighting(rgb, alpha):
@@ -243,12 +244,15 @@ def hu_color_jitter(rgb, alphas):
     return rgb
 
 
-def hu_geometry(rgb, depth, flip, angle, scaled_size, crop, depth_size, depth_order=2, depth_resample="nearest"):
+def hu_geometry(rgb, depth, flip, angle, scaled_size, crop, depth_size, depth_order=2, depth_resample="nearest",
+                depth_8bit=False):
     """NumPy: Hu et al.'s geometric steps with the libraries their loader calls. `Scale` to `scaled_size` (RGB as
     uint8 with Pillow BILINEAR, depth Pillow NEAREST) -> mirror if `flip` -> `scipy.ndimage.rotate` by `angle`
     degrees (reshape=False, fill 0; RGB uint8 order 2, depth float order `depth_order`, clipped at 0 as their uint8
     depth is; None: no rotation) -> `CenterCrop` to `crop` -> depth resized to `depth_size` with Pillow
-    (`depth_resample`: nearest, Pillow < 7's default that their code ran with, or bicubic, Pillow >= 7's)."""
+    (`depth_resample`: nearest, Pillow < 7's default that their code ran with, or bicubic, Pillow >= 7's).
+    `depth_8bit`: the depth held as their 8-bit PNG holds it (levels of `HU_DEPTH_STEP` m, 0..255) through every
+    step, so the rotation rounds and clamps as their uint8 arrays do: an 8-bit source gives exactly their values."""
     from PIL import Image
     from scipy import ndimage
 
@@ -257,6 +261,8 @@ def hu_geometry(rgb, depth, flip, angle, scaled_size, crop, depth_size, depth_or
 
     image = np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
     depth = np.asarray(depth, np.float32)[..., 0]
+    if depth_8bit:  # their PNG: value / 255 * 10 m
+        depth = np.clip(np.floor(depth / np.float32(HU_DEPTH_STEP) + 0.5), 0, 255).astype(np.uint8)
     if depth.shape != image.shape[:2]:
         raise DataError(f"hu augmentation: the depth map is {depth.shape[0]}x{depth.shape[1]}, the image "
                         f"{image.shape[0]}x{image.shape[1]}; they must be the same size.")
@@ -271,7 +277,7 @@ def hu_geometry(rgb, depth, flip, angle, scaled_size, crop, depth_size, depth_or
         image, depth = image[:, ::-1], depth[:, ::-1]
     if angle is not None:
         image = ndimage.rotate(image, float(angle), reshape=False, order=2)
-        depth = np.maximum(ndimage.rotate(depth, float(angle), reshape=False, order=int(depth_order)), 0.0)
+        depth = np.maximum(ndimage.rotate(depth, float(angle), reshape=False, order=int(depth_order)), 0)
     top, left = hu_crop_box(*image.shape[:2], crop=tuple(crop))
     image = image[top:top + crop[0], left:left + crop[1]]
     depth = depth[top:top + crop[0], left:left + crop[1]]
@@ -279,6 +285,7 @@ def hu_geometry(rgb, depth, flip, angle, scaled_size, crop, depth_size, depth_or
         depth = resize_nearest_pil(depth, *depth_size)
     elif depth.shape != tuple(depth_size):
         depth = np.asarray(Image.fromarray(np.ascontiguousarray(depth)).resize(tuple(depth_size)[::-1], Image.BICUBIC))
+    depth = depth.astype(np.float32) * np.float32(HU_DEPTH_STEP) if depth_8bit else depth
     return image.astype(np.float32), depth[..., None].astype(np.float32)
 
 
@@ -593,12 +600,13 @@ class HuAugmentation(Recipe):
     A different `size` scales the 240 with size / (228, 304). Options: max_angle (deg; 0 = no rotation),
     depth_order (scipy spline order of the depth's rotation; 2 as theirs, 0 = nearest, no invented depths),
     depth_size (default half the crop, rounded up), depth_resample (nearest: their Pillow's default; bicubic:
-    Pillow >= 7's), lighting (std), jitter (range). Their 8-bit training depth (4 cm steps) is not re-quantised."""
+    Pillow >= 7's), lighting (std), jitter (range), depth_8bit (the rotated depth rounded to their 8-bit PNG's
+    10/255 m steps and clamped to 10 m, as their uint8 arrays are: with their 8-bit files, their exact values)."""
 
     name = "hu"
     default_size = (228, 304)
     options = {"max_angle": 5.0, "depth_order": 2, "depth_size": None, "depth_resample": "nearest",
-               "lighting": 0.1, "jitter": 0.4}
+               "lighting": 0.1, "jitter": 0.4, "depth_8bit": False}
 
     def __init__(self, mode="train", size=None, **options):
         super().__init__(mode, size, **options)
@@ -608,6 +616,8 @@ class HuAugmentation(Recipe):
         if self.config["depth_order"] not in (0, 1, 2, 3, 4, 5) or isinstance(self.config["depth_order"], bool):
             raise ConfigError(f"hu augmentation: depth_order={self.config['depth_order']!r} is not a spline order "
                               "0..5.")
+        if not isinstance(self.config["depth_8bit"], bool):
+            raise ConfigError(f"hu augmentation: depth_8bit={self.config['depth_8bit']!r} is not true or false.")
         for key in ("max_angle", "lighting", "jitter"):
             value = self.config[key]
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
@@ -635,7 +645,8 @@ class HuAugmentation(Recipe):
 
         def run(rgb, depth, flip, angle, scaled_size):
             return hu_geometry(rgb, depth, bool(flip), float(angle) if rotate else None, tuple(scaled_size),
-                               self.size, depth_size, self.config["depth_order"], self.config["depth_resample"])
+                               self.size, depth_size, self.config["depth_order"], self.config["depth_resample"],
+                               self.config["depth_8bit"])
 
         scaled_size = self._scaled_size(rgb)
         rgb_out, depth_out = tf.numpy_function(
