@@ -176,8 +176,14 @@ def test_hqmd_plan_is_300k_steps_and_29_decays_on_any_dataset():
         assert math.isclose(last, 1e-4 * 0.9 ** 29, rel_tol=1e-3)  # 4.71e-6
     quick = Plan(recipes.resolve_config("hqmd_plus_full", sets=["train.max_steps=7"]), 800, replicas=1)
     assert quick.total_steps == 7
-    by_epochs = Plan(recipes.resolve_config("bts_nyu"), 24231, replicas=1)  # BTS stays in epochs: 50 x 6057
-    assert by_epochs.total_steps == 50 * (24231 // 4)
+    # BTS stays in epochs, counted as its DataLoader counts them (the last partial batch is a step): 50 x 6058.
+    by_epochs = Plan(recipes.resolve_config("bts_nyu"), 24231, replicas=1)
+    assert by_epochs.steps_per_epoch == 6058 and by_epochs.total_steps == 50 * 6058
+    floor = Plan(recipes.resolve_config("bts_nyu", sets=["train.epoch_steps=floor"]), 24231, replicas=1)
+    assert floor.steps_per_epoch == 6057
+    assert Plan(recipes.resolve_config("mrpan_nyu"), 50688 + 3, replicas=1).steps_per_epoch == 12673
+    with pytest.raises(ConfigError, match="epoch_steps"):
+        recipes.resolve_config("bts_nyu", sets=["train.epoch_steps=round"])
 
 
 def test_a_new_augmentation_starts_from_its_own_options():

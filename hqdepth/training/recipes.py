@@ -55,7 +55,11 @@ DEFAULTS = {
         "epochs": 1,
         "total_steps": None,         # optimizer steps of the whole run, whatever the dataset size (replaces
                                      # epochs; schedules decay over these), e.g. HQMD's 300k
-        "steps_per_epoch": None,     # None: one pass over the training split
+        "steps_per_epoch": None,     # None: one pass over the training split, in steps as epoch_steps says:
+        # floor: whole global batches (Keras' count); ceil: the last, partial batch counts too, as a PyTorch
+        # DataLoader (drop_last=False) counts an epoch (BTS, SARPN). The stream runs on across passes, so that
+        # step takes its missing samples from the next pass; only the schedule's length follows this.
+        "epoch_steps": "floor",
         "max_steps": None,           # stop after this many optimizer steps in total (quick runs)
         "validation_every_steps": None,  # None: validate once per epoch
         "validation_steps": None,    # None: the whole validation split
@@ -236,7 +240,7 @@ def validate(config):
         raise ConfigError(f"train.deterministic={train['deterministic']!r} must be true or false.")
     if train["deterministic"] and train["seed"] is None:
         raise ConfigError("train.deterministic needs a seed (train.seed, e.g. 0).")
-    choices = {"precision": ("auto", "float32", "mixed_float16", "mixed_bfloat16"),
+    choices = {"precision": ("auto", "float32", "mixed_float16", "mixed_bfloat16"), "epoch_steps": ("floor", "ceil"),
                "kernel_gradients": ("auto", "matmul", "tensorflow"),
                "strategy": ("auto", "default", "mirrored", "multiworker"), "monitor_mode": ("min", "max")}
     for key, allowed in choices.items():

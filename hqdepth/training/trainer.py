@@ -433,7 +433,9 @@ class Plan:
             raise ConfigError(f"the training split has {train_samples} samples, fewer than one global batch "
                               f"({self.global_batch}).")
         self.train_samples = train_samples
-        self.steps_per_epoch = train["steps_per_epoch"] or train_samples // self.global_batch
+        self.steps_per_epoch = train["steps_per_epoch"] or (math.ceil(train_samples / self.global_batch)
+                                                            if train["epoch_steps"] == "ceil"
+                                                            else train_samples // self.global_batch)
         # The schedule's length: a fixed number of steps, else epochs of this dataset; max_steps cuts a quick
         # run short (and its schedule with it).
         self.total_steps = train["max_steps"] or train["total_steps"] or train["epochs"] * self.steps_per_epoch
