@@ -410,8 +410,13 @@ def test_hu_depth_8bit_gives_their_values_for_8bit_depth(rng):
     # Off their grid (within half a level where their uint8 did not clamp the spline's overshoot at 0 or 255).
     inside = (crop_levels > 0) & (crop_levels < 255)
     assert 0.25 * 10 / 255 < np.abs(smooth - theirs)[inside].max() <= 0.5 * 10 / 255 + 1e-4
-    recipe = _hu(depth_8bit=True, max_angle=0, lighting=0, jitter=0)
-    assert np.array_equal(recipe(rgb, depth, [0, 0])[1].numpy(), recipe(rgb, depth, [0, 0])[1].numpy())
+    # In the recipe: training depth on their grid; validation keeps the source's depth (what it is measured on).
+    fine = rng.uniform(0.5, 9.5, (240, 320, 1)).astype(np.float32)
+    train_depth = _hu(depth_8bit=True, max_angle=0)(rgb, fine, [0, 0])[1].numpy()
+    assert np.allclose(train_depth / (10 / 255), np.round(train_depth / (10 / 255)), atol=1e-3)
+    val_depth = _hu("val", depth_8bit=True)(rgb, fine, [0, 0])[1].numpy()
+    assert np.array_equal(val_depth, _hu("val")(rgb, fine, [0, 0])[1].numpy())
+    assert np.isin(val_depth, fine).all()
     with pytest.raises(ConfigError, match="depth_8bit"):
         _hu(depth_8bit="yes")
 

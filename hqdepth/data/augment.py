@@ -596,12 +596,14 @@ class HuAugmentation(Recipe):
     rotation U(-5, 5) deg (`scipy.ndimage.rotate`, order 2 for both, fill 0) -> centre crop 228x304 -> depth
     resized to half the crop (114x152, the size of MRPAN's finest output) -> PCA lighting (std 0.1) -> brightness,
     contrast, saturation U(-0.4, 0.4) (their random order changes nothing: the three commute); no clipping
-    (`hu_geometry`, `pca_lighting`, `hu_color_jitter`). val: scale and centre crop only; test: the RGB of the Hu test input (depth untouched).
+    (`hu_geometry`, `pca_lighting`, `hu_color_jitter`). val: scale and centre crop only; test: the RGB of the Hu
+    test input (depth untouched).
     A different `size` scales the 240 with size / (228, 304). Options: max_angle (deg; 0 = no rotation),
     depth_order (scipy spline order of the depth's rotation; 2 as theirs, 0 = nearest, no invented depths),
     depth_size (default half the crop, rounded up), depth_resample (nearest: their Pillow's default; bicubic:
-    Pillow >= 7's), lighting (std), jitter (range), depth_8bit (the rotated depth rounded to their 8-bit PNG's
-    10/255 m steps and clamped to 10 m, as their uint8 arrays are: with their 8-bit files, their exact values)."""
+    Pillow >= 7's), lighting (std), jitter (range), depth_8bit (train only: the depth held as their 8-bit PNG's
+    levels of 10/255 m, so the rotation rounds and clamps as on their uint8 arrays: with their 8-bit files, their
+    exact values; validation keeps the source's depth, which it is measured against)."""
 
     name = "hu"
     default_size = (228, 304)
@@ -642,11 +644,12 @@ class HuAugmentation(Recipe):
     def _geometry(self, rgb, depth, flip, angle):
         depth_size = self.depth_size
         rotate = angle is not None
+        depth_8bit = self.config["depth_8bit"] and self.mode == "train"
 
         def run(rgb, depth, flip, angle, scaled_size):
             return hu_geometry(rgb, depth, bool(flip), float(angle) if rotate else None, tuple(scaled_size),
                                self.size, depth_size, self.config["depth_order"], self.config["depth_resample"],
-                               self.config["depth_8bit"])
+                               depth_8bit)
 
         scaled_size = self._scaled_size(rgb)
         rgb_out, depth_out = tf.numpy_function(
