@@ -315,7 +315,7 @@ def test_hu_geometry_takes_each_depth_from_the_pixel_their_loader_does(rng):
         assert flipped or np.array_equal(got_cols[0], straight)
         seen.add(flipped)
         # The RGB went through the same steps: Pillow's bilinear 240x320, mirrored with the depth, centre crop.
-        scaled = augment.hu_geometry(rgb, depth, flipped, None, (240, 320), (228, 304), (228, 304))[0]
+        scaled = augment.hu_geometry(rgb, depth, flipped, None, 240, (228, 304), (228, 304))[0]
         assert np.array_equal(out_rgb.numpy(), scaled)
     assert seen == {True, False}
     # val: the same without the flip, and its RGB is the Hu test input the evaluator builds.
@@ -324,6 +324,7 @@ def test_hu_geometry_takes_each_depth_from_the_pixel_their_loader_does(rng):
     val_rgb, val_depth = _hu("val")(rgb, depth, [0, 0])
     assert np.array_equal(val_rgb.numpy(), hu_rgb(rgb.astype(np.uint8)).astype(np.float32))
     assert np.array_equal(decode(val_depth.numpy()[..., 0])[1][0], straight)
+    assert _hu("val").transform(rgb, depth, [0, 0])[2].numpy() == 0.5  # the Scale's factor (a focal scales by it)
     test_rgb, test_depth = _hu("test")(rgb, depth, [0, 0])
     assert np.array_equal(test_rgb.numpy(), val_rgb.numpy()) and np.array_equal(test_depth.numpy(), depth)
 
@@ -391,10 +392,10 @@ def test_hu_depth_8bit_gives_their_values_for_8bit_depth(rng):
     rgb = np.zeros((240, 320, 3), np.float32)
     angle = rng.uniform(-5, 5)
     theirs = ndimage.rotate(levels, angle, reshape=False, order=2)[6:234, 8:312] * np.float32(10.0 / 255.0)
-    exact = augment.hu_geometry(rgb, depth, False, angle, (240, 320), (228, 304), (228, 304), depth_8bit=True)[1]
+    exact = augment.hu_geometry(rgb, depth, False, angle, 240, (228, 304), (228, 304), depth_8bit=True)[1]
     assert np.array_equal(exact[..., 0], theirs)
     # Their last resize, the Pillow >= 7 way (bicubic on the 8-bit image), exactly too.
-    half = augment.hu_geometry(rgb, depth, False, angle, (240, 320), (228, 304), (114, 152), depth_resample="bicubic",
+    half = augment.hu_geometry(rgb, depth, False, angle, 240, (228, 304), (114, 152), depth_resample="bicubic",
                                depth_8bit=True)[1]
     crop_levels = ndimage.rotate(levels, angle, reshape=False, order=2)[6:234, 8:312]
     want = np.asarray(Image.fromarray(crop_levels).resize((152, 114), Image.BICUBIC)) * np.float32(10.0 / 255.0)
@@ -404,9 +405,9 @@ def test_hu_depth_8bit_gives_their_values_for_8bit_depth(rng):
     scaled = np.asarray(Image.fromarray(frame).resize((320, 240), Image.BILINEAR))[:, ::-1]
     their_rgb = ndimage.rotate(scaled, angle, reshape=False, order=2)[6:234, 8:312]
     frame_depth = np.repeat(np.repeat(depth, 2, 0), 2, 1)
-    ours = augment.hu_geometry(frame.astype(np.float32), frame_depth, True, angle, (240, 320), (228, 304), (114, 152))
+    ours = augment.hu_geometry(frame.astype(np.float32), frame_depth, True, angle, 240, (228, 304), (114, 152))
     assert np.array_equal(ours[0], their_rgb.astype(np.float32))
-    smooth = augment.hu_geometry(rgb, depth, False, angle, (240, 320), (228, 304), (228, 304))[1][..., 0]
+    smooth = augment.hu_geometry(rgb, depth, False, angle, 240, (228, 304), (228, 304))[1][..., 0]
     # Off their grid (within half a level where their uint8 did not clamp the spline's overshoot at 0 or 255).
     inside = (crop_levels > 0) & (crop_levels < 255)
     assert 0.25 * 10 / 255 < np.abs(smooth - theirs)[inside].max() <= 0.5 * 10 / 255 + 1e-4
@@ -468,7 +469,7 @@ def test_hu_draws_lighting_from_a_normal_of_std_0_1():
     rgb = rng.integers(0, 256, (240, 320, 3)).astype(np.float32)
     depth = np.ones((240, 320, 1), np.float32)
     recipe = _hu(max_angle=0, jitter=0)
-    base = augment.hu_geometry(rgb, depth, False, None, (240, 320), (228, 304), (114, 152))[0]
+    base = augment.hu_geometry(rgb, depth, False, None, 240, (228, 304), (114, 152))[0]
     eigvec = np.array(augment.HU_PCA_EIGVEC)
     alphas = []
     for counter in range(200):
@@ -484,13 +485,13 @@ def test_hu_options_are_checked_and_the_recipe_runs_in_tf_data():
     from hqdepth.errors import DataError
 
     with pytest.raises(DataError, match="640x480 image scaled to 320x240.*smaller than the centre crop 228x304"):
-        augment.hu_geometry(np.zeros((640, 480, 3)), np.zeros((640, 480, 1)), False, None, (320, 240), (228, 304),
+        augment.hu_geometry(np.zeros((640, 480, 3)), np.zeros((640, 480, 1)), False, None, 240, (228, 304),
                             (114, 152))
     portrait = tf.data.Dataset.from_tensors((np.zeros((640, 480, 3), np.float32), np.zeros((640, 480, 1), np.float32)))
     with pytest.raises(tf.errors.OpError, match="640x480 image scaled to 320x240.*smaller than the centre crop"):
         list(portrait.map(lambda rgb, depth: _hu("val")(rgb, depth, [0, 0])))
     with pytest.raises(DataError, match="depth map is 10x12, the image 480x640"):
-        augment.hu_geometry(np.zeros((480, 640, 3)), np.zeros((10, 12, 1)), False, None, (240, 320), (228, 304),
+        augment.hu_geometry(np.zeros((480, 640, 3)), np.zeros((10, 12, 1)), False, None, 240, (228, 304),
                             (114, 152))
     with pytest.raises(ConfigError, match="depth_resample"):
         _hu(depth_resample="linear")

@@ -26,6 +26,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from hqdepth.data.densedepth import TRAIN_DEPTH_STEP
 from hqdepth.errors import ConfigError, DataError
 
 MODES = ("train", "val", "test")
@@ -215,7 +216,6 @@ def channel_swap(rgb, depth, seed, p=0.5):
 HU_PCA_EIGVAL = (0.2175, 0.0188, 0.0045)  # ImageNet PCA of `Lighting(0.1, ...)`
 HU_PCA_EIGVEC = ((-0.5675, 0.7192, 0.4009), (-0.5808, -0.0045, -0.8140), (-0.5836, -0.6948, 0.4203))
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)
-HU_DEPTH_STEP = 10.0 / 255.0  # metres per level of their 8-bit training depth (value / 255 * 10)
 
 
 def pca_lighting(rgb, alpha):
@@ -244,33 +244,37 @@ def hu_color_jitter(rgb, alphas):
     return rgb
 
 
-def hu_geometry(rgb, depth, flip, angle, scaled_size, crop, depth_size, depth_order=2, depth_resample="nearest",
+def hu_geometry(rgb, depth, flip, angle, scale, crop, depth_size, depth_order=2, depth_resample="nearest",
                 depth_8bit=False):
-    """NumPy: Hu et al.'s geometric steps with the libraries their loader calls. `Scale` to `scaled_size` (RGB as
-    uint8 with Pillow BILINEAR, depth Pillow NEAREST) -> mirror if `flip` -> `scipy.ndimage.rotate` by `angle`
-    degrees (reshape=False, fill 0; RGB uint8 order 2, depth float order `depth_order`, clipped at 0 as their uint8
-    depth is; None: no rotation) -> `CenterCrop` to `crop` -> depth resized to `depth_size` with Pillow
-    (`depth_resample`: nearest, Pillow < 7's default that their code ran with, or bicubic, Pillow >= 7's).
-    `depth_8bit`: the depth held as their 8-bit PNG holds it (levels of `HU_DEPTH_STEP` m, 0..255) through every
-    step, so the rotation rounds and clamps as their uint8 arrays do: an 8-bit source gives exactly their values."""
+    """NumPy: Hu et al.'s geometric steps with the libraries their loader calls. `Scale(scale)` (the shorter side
+    to `scale`, `hqdepth.protocols.hu_scaled_size`; RGB as uint8 with Pillow BILINEAR, depth Pillow NEAREST) ->
+    mirror if `flip` -> `scipy.ndimage.rotate` by `angle` degrees (reshape=False, fill 0; RGB uint8 order 2,
+    depth float order `depth_order`, clipped at 0 as their uint8 depth is; None: no rotation) -> `CenterCrop` to
+    `crop` -> depth resized to `depth_size` with Pillow (`depth_resample`: nearest, Pillow < 7's default that
+    their code ran with, or bicubic, Pillow >= 7's). `depth_8bit`: the depth held as their 8-bit PNG holds it
+    (levels of `TRAIN_DEPTH_STEP` m, 0..255, the densedepth reader's decoding) through every step, so the
+    rotation rounds and clamps as their uint8 arrays do: an 8-bit source gives exactly their values.
+    Returns (RGB, depth, zoom = the Scale's horizontal factor)."""
     from PIL import Image
     from scipy import ndimage
 
-    from hqdepth.protocols import hu_crop_box
+    from hqdepth.protocols import hu_crop_box, hu_scaled_size
     from hqdepth.resample import resize_bilinear_pil, resize_nearest_pil
 
     image = np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
     depth = np.asarray(depth, np.float32)[..., 0]
     if depth_8bit:  # their PNG: value / 255 * 10 m
-        depth = np.clip(np.floor(depth / np.float32(HU_DEPTH_STEP) + 0.5), 0, 255).astype(np.uint8)
+        depth = np.clip(np.floor(depth / np.float32(TRAIN_DEPTH_STEP) + 0.5), 0, 255).astype(np.uint8)
     if depth.shape != image.shape[:2]:
         raise DataError(f"hu augmentation: the depth map is {depth.shape[0]}x{depth.shape[1]}, the image "
                         f"{image.shape[0]}x{image.shape[1]}; they must be the same size.")
+    scaled_size = hu_scaled_size(*image.shape[:2], size=int(scale))
     if scaled_size[0] < crop[0] or scaled_size[1] < crop[1]:
         raise DataError(f"hu augmentation: a {image.shape[0]}x{image.shape[1]} image scaled to {scaled_size[0]}x"
                         f"{scaled_size[1]} (Scale: shorter side {min(scaled_size)}) is smaller than the centre crop "
                         f"{crop[0]}x{crop[1]}; the recipe expects landscape frames such as NYU's 480x640.")
-    if image.shape[:2] != tuple(scaled_size):
+    zoom = np.float32(scaled_size[1] / image.shape[1])
+    if image.shape[:2] != scaled_size:
         image = resize_bilinear_pil(image, *scaled_size)
         depth = resize_nearest_pil(depth, *scaled_size)
     if flip:
@@ -285,8 +289,8 @@ def hu_geometry(rgb, depth, flip, angle, scaled_size, crop, depth_size, depth_or
         depth = resize_nearest_pil(depth, *depth_size)
     elif depth.shape != tuple(depth_size):
         depth = np.asarray(Image.fromarray(np.ascontiguousarray(depth)).resize(tuple(depth_size)[::-1], Image.BICUBIC))
-    depth = depth.astype(np.float32) * np.float32(HU_DEPTH_STEP) if depth_8bit else depth
-    return image.astype(np.float32), depth[..., None].astype(np.float32)
+    depth = depth.astype(np.float32) * np.float32(TRAIN_DEPTH_STEP) if depth_8bit else depth
+    return image.astype(np.float32), depth[..., None].astype(np.float32), zoom
 
 
 # ----------------------------------------------------------------------------------------------
@@ -630,34 +634,23 @@ class HuAugmentation(Recipe):
     def output_shapes(self):
         return self.size, {"train": self.depth_size, "val": self.depth_size, "test": None}[self.mode]
 
-    def _scaled_size(self, rgb):
-        """Hu's `Scale(240)` at this size: the shorter side to 240 x size / 228 (rounded)."""
-        height, width = _size_of(rgb)
-        short = int(round(240 * self.size[0] / 228))
-        h, w = tf.cast(height, tf.float64), tf.cast(width, tf.float64)
-        scaled_h = tf.where(h <= w, short, tf.cast(short * h / w, tf.int32))
-        scaled_w = tf.where(h <= w, tf.cast(short * w / h, tf.int32), short)
-        scaled_h = tf.where(tf.equal(tf.minimum(height, width), short), height, scaled_h)
-        scaled_w = tf.where(tf.equal(tf.minimum(height, width), short), width, scaled_w)
-        return tf.stack([scaled_h, scaled_w])
-
     def _geometry(self, rgb, depth, flip, angle):
         depth_size = self.depth_size
         rotate = angle is not None
         depth_8bit = self.config["depth_8bit"] and self.mode == "train"
+        scale = int(round(240 * self.size[0] / 228))  # Hu's Scale(240) at this size
 
-        def run(rgb, depth, flip, angle, scaled_size):
-            return hu_geometry(rgb, depth, bool(flip), float(angle) if rotate else None, tuple(scaled_size),
-                               self.size, depth_size, self.config["depth_order"], self.config["depth_resample"],
-                               depth_8bit)
+        def run(rgb, depth, flip, angle):
+            return hu_geometry(rgb, depth, bool(flip), float(angle) if rotate else None, scale, self.size,
+                               depth_size, self.config["depth_order"], self.config["depth_resample"], depth_8bit)
 
-        scaled_size = self._scaled_size(rgb)
-        rgb_out, depth_out = tf.numpy_function(
-            run, [rgb, depth, flip, angle if rotate else 0.0, scaled_size], [tf.float32, tf.float32],
+        rgb_out, depth_out, zoom = tf.numpy_function(
+            run, [rgb, depth, flip, angle if rotate else 0.0], [tf.float32, tf.float32, tf.float32],
             stateful=False, name="hu_geometry")
         rgb_out.set_shape((*self.size, 3))
         depth_out.set_shape((*depth_size, 1))
-        return rgb_out, depth_out, _zoom(_size_of(rgb)[1], scaled_size[1])
+        zoom.set_shape(())
+        return rgb_out, depth_out, zoom
 
     def _train(self, rgb, depth, seed):
         seed_flip, seed_angle, seed_light, seed_jitter = _seeds(seed, 4)

@@ -9,6 +9,8 @@ from hqdepth.data.common import NYU_FOCAL, as_bool, decode_depth_raw, merge_opti
 from hqdepth.data.pair_source import FileReader, PairEntry, PairSource, ZipReader, csv_rows
 from hqdepth.errors import ConfigError, DataError
 
+TRAIN_DEPTH_STEP = 10.0 / 255.0  # metres per level of the 8-bit training depth PNGs (0..255 <-> 0..10 m)
+
 
 @register_source("densedepth")
 class DenseDepthSource(PairSource):
@@ -71,7 +73,7 @@ class DenseDepthSource(PairSource):
         where = self._where(entry, "depth", entry.depth)
         raw = decode_depth_raw(data, where)
         if raw.dtype == np.uint8:  # training set: 0..255 <-> 0..10 m
-            return (raw.astype(np.float32) * np.float32(10.0 / 255.0))[:, :, None]
+            return (raw.astype(np.float32) * np.float32(TRAIN_DEPTH_STEP))[:, :, None]
         if raw.dtype == np.uint16:  # test set: millimetres
             return (raw.astype(np.float32) / np.float32(1000.0))[:, :, None]
         raise DataError(f"{where}: {raw.dtype} depth; expected an 8-bit (train) or 16-bit (test) PNG.")
