@@ -187,7 +187,7 @@ def test_bts_kitti_built_at_352x704_is_tested_on_the_kb_crop_with_each_frames_fo
 
     spy.calls.clear()
     config = {"evaluation": {"protocol": "kitti-garg", "protocol_options": {}, "test_samples": None, "ssim": False,
-                             "max_depth": 80.0},
+                             "flip": False, "max_depth": 80.0},
               "data": {"test_split": "test", "with_focal": True, "input_size": [352, 704]}}
     result = evaluate_in_memory(model, config, f"kitti:{listing}@{realdata / 'kitti3'}")
     assert result.count == 3
@@ -249,6 +249,21 @@ def test_bts_nyu_resnet50_at_416x544_is_tested_on_the_whole_480x640_frame(realda
     mask[45:471, 41:601] = True
     ref = bts_errors(gt[valid & mask], pred[valid & mask])
     assert_close(json.loads((tmp_path / "o.json").read_text())["metrics"], ref, 1e-5, "bts nyu")
+
+    # The Toolbox recipe's test evaluation averages in the mirrored prediction of the mirrored frame
+    # (evaluation.flip, its MultiScaleFlipAug); without flip it is the single pass above.
+    from hqdepth.training import recipes
+    from hqdepth.training.trainer import evaluate_in_memory
+
+    config = recipes.resolve_config("bts_nyu_toolbox24")
+    assert config["evaluation"]["flip"] is True
+    mirrored = np.asarray(free(rgb[None, :, ::-1].copy(), training=False), np.float64)[0, :, ::-1, 0]
+    flipped = np.clip(0.5 * (np.asarray(free(rgb[None], training=False), np.float64)[0, ..., 0] + mirrored), 1e-3, 10)
+    flip_ref = bts_errors(gt[valid & mask], flipped[valid & mask])
+    assert abs(flip_ref["abs_rel"] - ref["abs_rel"]) > 1e-4  # the two references can be told apart
+    assert_close(evaluate_in_memory(model, config, f"list:{pairs}?dataset=nyu").metrics, flip_ref, 1e-5, "toolbox test evaluation")
+    config["evaluation"]["flip"] = False
+    assert_close(evaluate_in_memory(model, config, f"list:{pairs}?dataset=nyu").metrics, ref, 1e-5, "test evaluation, no flip")
 
 
 def test_free_size_model_shares_weights_and_keeps_the_fixed_size_result():

@@ -39,7 +39,10 @@ def test_stated_facts():
     assert toolbox["optimizer"]["decay_encoder_only"] is False  # the Toolbox decays every parameter
     rate = build_schedule(toolbox["schedule"]["name"], toolbox["optimizer"]["learning_rate"],
                           toolbox["schedule"]["options"], steps_per_epoch=10, total_steps=240)
-    assert float(rate(0)) == pytest.approx(4e-6) and float(rate(120)) == pytest.approx(1e-4)
+    # mmcv's one cycle: 4e-6, the peak 1e-4 just after 30 % of the run (step 71 of 240: 0.3 * 240 - 1 = 71), 4e-8
+    assert float(rate(0)) == pytest.approx(4e-6) and float(rate(71)) == pytest.approx(1e-4)
+    assert float(rate(239)) == pytest.approx(4e-8) and float(rate(120)) < 1e-4
+    assert toolbox["evaluation"]["flip"] is True  # MultiScaleFlipAug(flip=True), as its published numbers
 
     mrpan = recipes.get_recipe("mrpan_nyu")
     assert mrpan["schedule"] == {"name": "step", "options": {"every_epochs": 5, "factor": 0.9}}

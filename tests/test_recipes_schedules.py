@@ -12,7 +12,7 @@ import yaml
 from hqdepth.cli import main
 from hqdepth.errors import ConfigError
 from hqdepth.training import recipes
-from hqdepth.training.schedules import TriangularCyclic, build_schedule
+from hqdepth.training.schedules import OneCycle, TriangularCyclic, build_schedule
 
 RNG = np.random.default_rng(int(os.environ["HQDEPTH_TEST_SEED"]))
 TABLE1 = ["hqmd_baseline_ldepth", "hqmd_plus_hu", "hqmd_plus_ldepth", "hqmd_plus_ldepth_gradmg", "hqmd_plus_full"]
@@ -140,6 +140,67 @@ def test_triangular_cyclic_matches_smith_formula():
     assert math.isclose(_values(schedule, [step_size])[0], high, rel_tol=1e-6)  # peak after one half cycle
     restored = keras.optimizers.schedules.deserialize(keras.optimizers.schedules.serialize(schedule))
     assert isinstance(restored, TriangularCyclic) and restored.get_config() == schedule.get_config()
+
+
+def _mmcv_one_cycle(step, initial, peak, total, pct_start, final_div_factor, anneal):
+    """float64 copy of mmcv's OneCycleLrUpdaterHook.get_lr (two phases; base_lr = initial)."""
+    phases = [(pct_start * total - 1, 1.0, peak / initial), (total - 1, peak / initial, 1.0 / final_div_factor)]
+    start = 0.0
+    for end, start_ratio, end_ratio in phases:
+        if step <= end:
+            fraction = (step - start) / (end - start)
+            a, b = initial * start_ratio, initial * end_ratio
+            return a + (b - a) * fraction if anneal == "linear" else b + 0.5 * (a - b) * (math.cos(math.pi * fraction) + 1)
+        start = end
+    raise AssertionError("past the last step")
+
+
+def test_one_cycle_matches_mmcv_formula():
+    total, pct = int(RNG.integers(50, 50000)), float(RNG.uniform(0.1, 0.6))
+    initial, peak, final_div = 1e-4 / 25, float(RNG.uniform(1e-4, 1e-2)), float(RNG.choice([100.0, 1e4]))
+    steps = np.concatenate([[0, int(pct * total) - 1, int(pct * total), total - 1], RNG.integers(0, total, 30)])
+    for anneal in ("cos", "linear"):
+        schedule = build_schedule("one_cycle", initial, {"max_learning_rate": peak, "pct_start": pct,
+                                                         "final_div_factor": final_div, "anneal": anneal},
+                                  total_steps=total)
+        expected = [_mmcv_one_cycle(s, initial, peak, total, pct, final_div, anneal) for s in steps]
+        np.testing.assert_allclose(_values(schedule, steps), expected, rtol=2e-6)  # measured 4e-7 at worst
+    restored = keras.optimizers.schedules.deserialize(keras.optimizers.schedules.serialize(schedule))
+    assert isinstance(restored, OneCycle) and restored.get_config() == schedule.get_config()
+    # a run shorter than 1 / pct_start steps has no rise, as in mmcv
+    short = build_schedule("one_cycle", initial, {"max_learning_rate": peak}, total_steps=3)
+    np.testing.assert_allclose(_values(short, [0, 1, 2]), [_mmcv_one_cycle(s, initial, peak, 3, 0.3, 1e4, "cos")
+                                                           for s in range(3)], rtol=2e-6)
+
+
+# The learning rates the Depth Toolbox's published log prints for bts_r50_nyu_24e (configs/bts/resources/logs/
+# bts_r50_nyu_24e.txt): (epoch, iteration of the epoch, lr as printed, 4 digits). 1514 iterations per epoch;
+# the printed rate is that of the 0-based step (epoch - 1) * 1514 + iteration - 1.
+TOOLBOX_LOG_LR = [(1, 50, 4.005e-06), (1, 100, 4.020e-06), (1, 500, 4.496e-06), (1, 1000, 5.976e-06),
+                  (1, 1500, 8.411e-06), (2, 50, 8.789e-06), (2, 550, 1.224e-05), (7, 500, 9.658e-05),
+                  (7, 1500, 9.980e-05), (8, 250, 9.999e-05), (8, 300, 1.000e-04), (8, 1000, 9.981e-05),
+                  (9, 50, 9.939e-05), (16, 50, 5.531e-05), (16, 1000, 4.945e-05), (17, 1500, 3.717e-05),
+                  (18, 850, 3.210e-05), (23, 1000, 1.600e-06), (24, 50, 8.549e-07), (24, 1000, 1.407e-07),
+                  (24, 1500, 4.007e-08)]
+
+
+def test_bts_toolbox_recipe_reproduces_the_learning_rates_of_the_toolbox_log():
+    """bts_nyu_toolbox24 on NYU's 24,231 training pairs: every rate the published log prints, to its last digit."""
+    from hqdepth.training.trainer import Plan
+
+    config = recipes.resolve_config("bts_nyu_toolbox24")
+    plan = Plan(config, 24231, replicas=1)
+    assert (plan.steps_per_epoch, plan.total_steps) == (1514, 24 * 1514)
+    schedule = build_schedule(config["schedule"]["name"], config["optimizer"]["learning_rate"],
+                              config["schedule"]["options"], steps_per_epoch=plan.steps_per_epoch,
+                              total_steps=plan.total_steps)
+    steps = np.array([(epoch - 1) * 1514 + iteration - 1 for epoch, iteration, _ in TOOLBOX_LOG_LR])
+    printed = np.array([lr for *_, lr in TOOLBOX_LOG_LR])
+    half_digit = 0.5e-3 * 10.0 ** np.floor(np.log10(printed))
+    got = _values(schedule, steps)
+    assert np.all(np.abs(got - printed) <= 1.01 * half_digit), np.c_[steps, printed, got]
+    # The log resolves single steps: the rates one step later disagree with it.
+    assert np.any(np.abs(_values(schedule, steps + 1) - printed) > 1.01 * half_digit)
 
 
 def test_schedule_errors_are_clear():

@@ -78,7 +78,7 @@ def test_each_recipe_trains_evaluates_and_logs_images(recipe, tmp_path):
     config, results = run(recipe, tmp_path)
     assert results["status"] == "finished" and results["steps"] == 2
     test = json.loads((tmp_path / "results.json").read_text())["test"]
-    assert test["count"] == 2 and np.isfinite(test["metrics"]["rmse"])
+    assert test["count"] == 2 and np.isfinite(test["metrics"]["rmse"]) and test["flip"] is False
     assert ("ssim" in test["metrics"]) == config["evaluation"]["ssim"]  # fcn_ssim_mse, resnet50_transposed
     assert event_tags(tmp_path / "logs" / "validation")["depth"] == [2]
     for name in ("model.keras", "checkpoints/best.keras", "checkpoints/latest.keras"):

@@ -89,6 +89,7 @@ DEFAULTS = {
         "min_depth": None,           # None: the protocol's
         "test_samples": None,        # None: the whole test split
         "ssim": False,               # also SSIM of the test depth maps (results.json), max_val = max depth
+        "flip": False,               # test evaluation with flip test-time augmentation (the Depth Toolbox's)
         # geometry_samples: at each validation, the iBims-1 geometric metrics (val_dbe_acc, val_dbe_comp,
         # val_pe_plan, val_pe_orie, val_dde_*) of at most this many of the first validation samples (never more
         # than one validation reads: validation_steps x global batch), predicted on their whole frame. Only when

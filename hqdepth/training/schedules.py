@@ -5,10 +5,15 @@
     step          lr0 * factor ** floor(step / (every_epochs * steps_per_epoch))   (MRPAN: x0.9 / 5 epochs)
     polynomial    (lr0 - end) * (1 - step / total_steps) ** power + end            (BTS: power 0.9 to 1e-5)
     cyclic        triangular cyclic rate (Smith 2017) between the optimizer's rate and max_learning_rate
+    one_cycle     mmcv's OneCycle policy (the Depth Toolbox): the optimizer's rate up to max_learning_rate over
+                  pct_start of the run, then down to the rate / final_div_factor, cosine (or linear) annealed
 
-`exponential`, `step` and `polynomial` are Keras' own serializable schedules; the cyclic rate has no
-core Keras class and is `TriangularCyclic` below (registered, so a `.keras` file loads it back).
+`exponential`, `step` and `polynomial` are Keras' own serializable schedules; the cyclic and one-cycle
+rates have no core Keras class and are `TriangularCyclic` and `OneCycle` below (registered, so a
+`.keras` file loads them back).
 """
+
+import math
 
 import keras
 from keras import ops
@@ -46,6 +51,65 @@ class TriangularCyclic(keras.optimizers.schedules.LearningRateSchedule):
                 "step_size": self.step_size, "name": self.name}
 
 
+ANNEALING = ("cos", "linear")
+
+
+@keras.saving.register_keras_serializable(package="hqdepth")
+class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
+    """mmcv's `OneCycleLrUpdaterHook` (two phases, `by_epoch=False`), which the Depth Toolbox trains with.
+
+    With T = total_steps, the step t (0-based, as mmcv's `runner.iter`) gets
+    - phase 1, t <= e1 = pct_start * T - 1: anneal(initial, max, t / e1);
+    - phase 2, t > e1 (up to e2 = T - 1): anneal(max, initial / final_div_factor, (t - e1) / (e2 - e1)),
+    where anneal(a, b, p) = b + (a - b) / 2 * (cos(pi p) + 1) ("cos", mmcv's default) or a + (b - a) p
+    ("linear"). `initial` is mmcv's max_lr / div_factor: the optimizer's rate here. mmcv computes the
+    phase ends in floating point (e1 need not be a whole step), and so does this class; past the last step the
+    rate stays at its final value.
+    """
+
+    def __init__(self, initial_learning_rate, max_learning_rate, total_steps, pct_start=0.3, final_div_factor=1e4,
+                 anneal="cos", name="one_cycle"):
+        if total_steps < 1 or not 0.0 < pct_start < 1.0:
+            raise ConfigError(f"one_cycle schedule: needs total_steps >= 1 and 0 < pct_start < 1, got total_steps="
+                              f"{total_steps!r}, pct_start={pct_start!r}.")
+        if anneal not in ANNEALING:
+            raise ConfigError(f"one_cycle schedule: anneal must be one of {ANNEALING}, got {anneal!r}.")
+        self.initial_learning_rate = float(initial_learning_rate)
+        self.max_learning_rate = float(max_learning_rate)
+        self.total_steps = int(total_steps)
+        self.pct_start = float(pct_start)
+        self.final_div_factor = float(final_div_factor)
+        self.anneal = anneal
+        self.name = name
+
+    def _anneal(self, start, end, done, left):
+        """mmcv's annealing from `start` to `end` at fraction `done` (left = 1 - done, computed on its own):
+        cos: end + (start - end) (cos(pi done) + 1) / 2 = start sin^2(pi left / 2) + end sin^2(pi done / 2), the
+        form that keeps float32 accurate near both ends, where one term vanishes."""
+        if self.anneal == "linear":
+            return start * left + end * done
+        return start * ops.square(ops.sin(0.5 * math.pi * left)) + end * ops.square(ops.sin(0.5 * math.pi * done))
+
+    def __call__(self, step):
+        t = ops.cast(step, "float32")
+        rise_end = self.pct_start * self.total_steps - 1.0  # mmcv's phase ends, in floating point
+        last = self.total_steps - 1.0
+        # A run shorter than 1 / pct_start steps has no rise (rise_end < 0), as in mmcv.
+        rise = max(rise_end, 1e-6)
+        rising = self._anneal(self.initial_learning_rate, self.max_learning_rate, ops.clip(t / rise, 0.0, 1.0),
+                              ops.clip((rise_end - t) / rise, 0.0, 1.0))
+        fall = last - rise_end
+        falling = self._anneal(self.max_learning_rate, self.initial_learning_rate / self.final_div_factor,
+                               ops.clip((t - rise_end) / fall, 0.0, 1.0),  # past the last step: the final rate
+                               ops.clip((last - t) / fall, 0.0, 1.0))
+        return ops.where(t <= rise_end, rising, falling)
+
+    def get_config(self):
+        return {"initial_learning_rate": self.initial_learning_rate, "max_learning_rate": self.max_learning_rate,
+                "total_steps": self.total_steps, "pct_start": self.pct_start,
+                "final_div_factor": self.final_div_factor, "anneal": self.anneal, "name": self.name}
+
+
 def _exponential(lr, options, steps_per_epoch, total_steps):
     return keras.optimizers.schedules.ExponentialDecay(
         lr, int(options.pop("decay_steps")), float(options.pop("decay_rate")),
@@ -77,8 +141,14 @@ def _cyclic(lr, options, steps_per_epoch, total_steps):
     return TriangularCyclic(lr, float(options.pop("max_learning_rate")), step_size)
 
 
+def _one_cycle(lr, options, steps_per_epoch, total_steps):
+    return OneCycle(lr, float(options.pop("max_learning_rate")), total_steps,
+                    pct_start=float(options.pop("pct_start", 0.3)),
+                    final_div_factor=float(options.pop("final_div_factor", 1e4)), anneal=options.pop("anneal", "cos"))
+
+
 SCHEDULES = {"constant": None, "exponential": _exponential, "step": _step, "polynomial": _polynomial,
-             "cyclic": _cyclic}
+             "cyclic": _cyclic, "one_cycle": _one_cycle}
 
 
 def build_schedule(name, learning_rate, options=None, steps_per_epoch=1, total_steps=1):

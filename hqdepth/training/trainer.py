@@ -736,10 +736,11 @@ def finish_run(model, config, out, data, test_data, plan, history, status, secon
         return results
     model.save(out / "model.keras")
     if status == "finished" and config["train"]["test_evaluation"]:
-        print_fn(f"test evaluation ({config['evaluation']['protocol']} protocol) on "
+        flip = config["evaluation"]["flip"]
+        print_fn(f"test evaluation ({config['evaluation']['protocol']} protocol{', flip' if flip else ''}) on "
                  f"{test_data or data} split {config['data']['test_split']} ...")
         evaluation = evaluate_in_memory(model, config, test_data or data)
-        results["test"] = evaluation.to_dict()
+        results["test"] = {**evaluation.to_dict(), "flip": flip}
     from hqdepth.training.callbacks import write_atomically
 
     write_atomically(out / RESULTS_FILE, json.dumps(results, indent=1))  # a rerun reads it
@@ -752,7 +753,8 @@ def evaluate_in_memory(model, config, data):
     native resolution with each frame's focal, HQMD resized to its input, Hu/SARPN on the 228x304 crop; a
     model built for fixed-size crops is rebuilt with a free input size, weights shared), then evaluated at
     full resolution; with `evaluation.ssim` also SSIM of the depth maps (tf.image.ssim, max_val = the
-    protocol's or the recipe's max depth)."""
+    protocol's or the recipe's max depth); with `evaluation.flip` each prediction is the mean with the mirrored
+    prediction of the mirrored image."""
     from hqdepth.data import open_source
     from hqdepth.evaluation import evaluate_source
     from hqdepth.predict import DepthModel
@@ -762,7 +764,7 @@ def evaluate_in_memory(model, config, data):
     evaluation = config["evaluation"]
     return evaluate_source(DepthModel.from_keras(model, config=config), source, protocol,
                            name=f"{data} test sample", limit=evaluation["test_samples"], ssim=evaluation["ssim"],
-                           ssim_max_val=protocol.max_depth or evaluation["max_depth"])
+                           ssim_max_val=protocol.max_depth or evaluation["max_depth"], flip=evaluation["flip"])
 
 
 def print_summary(results, print_fn=print):
