@@ -356,6 +356,33 @@ def test_mrpan_decoder_initialisation_is_pytorchs_default():
         build_model("mrpan", decoder_init="xavier", **options)
 
 
+def test_bts_decoder_initialisation_official_xavier_or_toolbox_torch():
+    """decoder_init "xavier" (default): the official code's weights_init_xavier, Glorot-uniform kernels
+    (std sqrt(2 / (fan_in + fan_out))) and zero biases; "torch": PyTorch's nn.Conv2d default, which the Depth
+    Toolbox's BTSHead keeps, U(+-1/sqrt(fan_in)) for kernels and the final conv's bias. The encoder is untouched."""
+    from hqdepth.models import bts
+
+    keras.utils.set_random_seed(int(RNG.integers(2**31)))
+    built = {init: bts.bts((64, 64, 3), encoder=five_scale_backbone(), bts_size=128, final_bias=True,
+                           decoder_init=init) for init in ("xavier", "torch")}
+    for name in ("bts_upconv5_conv", "bts_iconv4", "bts_daspp_12_conv2", "bts_reduc8x8_inter0", "bts_iconv1"):
+        kernels = {init: np.asarray(model.get_layer(name).kernel, np.float64) for init, model in built.items()}
+        kh, kw, c_in, c_out = kernels["torch"].shape
+        fan_in, fan_out = kh * kw * c_in, kh * kw * c_out
+        tolerance = 5.0 / math.sqrt(kernels["torch"].size) + 0.02
+        bound = 1.0 / math.sqrt(fan_in)
+        assert np.abs(kernels["torch"]).max() <= bound * (1 + 1e-6)
+        np.testing.assert_allclose(kernels["torch"].std(), bound / math.sqrt(3.0), rtol=tolerance)
+        np.testing.assert_allclose(kernels["xavier"].std(), math.sqrt(2.0 / (fan_in + fan_out)), rtol=tolerance)
+    fan_in = 9 * (128 // 16)
+    assert np.asarray(built["xavier"].get_layer("bts_get_depth").bias).tolist() == [0.0]
+    bias = np.asarray(built["torch"].get_layer("bts_get_depth").bias, np.float64)
+    assert 0.0 < abs(bias[0]) <= 1.0 / math.sqrt(fan_in)
+    assert built["torch"].get_layer("tiny0").get_config()["kernel_initializer"]["class_name"] == "GlorotUniform"
+    with pytest.raises(ConfigError, match="decoder_init"):
+        bts.bts((64, 64, 3), encoder=five_scale_backbone(), bts_size=128, decoder_init="he_normal")
+
+
 def test_mrpan_sarpn_refine_count_and_single_output_float16():
     keras.config.set_dtype_policy("mixed_float16")  # attention softmax in float32, outputs float32
     model = build_model("mrpan", adff_channels=160, rpd_channels=256, sam_scales=(5, 4, 3), gam_key_channels=8,

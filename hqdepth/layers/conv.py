@@ -20,6 +20,8 @@ decided from CPU flags: the probe asks the kernels this process will run. JAX an
 native dilation, so only the TensorFlow backend is concerned.
 """
 
+import math
+
 import keras
 from keras import layers
 
@@ -95,6 +97,18 @@ class AtrousConv2D(layers.Conv2D):
             return tf.nn.conv2d(inputs, kernel, strides=self.strides, padding=self.padding.upper(),
                                 dilations=self.dilation_rate)
         return super().convolution_op(inputs, kernel)
+
+
+def torch_conv_initializers(fan_in=None):
+    """(kernel, bias) initializers of PyTorch's `nn.Conv2d` default, which a PyTorch decoder that sets no
+    initialisation keeps (SARPN's, the Depth Toolbox's BTS head): kernel kaiming_uniform(a=sqrt(5)) =
+    U(+-1/sqrt(fan_in)), the same distribution as Keras' VarianceScaling(1/3, "fan_in", "uniform"); bias
+    U(+-1/sqrt(fan_in)) with fan_in = kh * kw * input channels (None: no bias is drawn, zeros)."""
+    kernel = keras.initializers.VarianceScaling(1.0 / 3.0, mode="fan_in", distribution="uniform")
+    if fan_in is None:
+        return kernel, "zeros"
+    bound = 1.0 / math.sqrt(fan_in)
+    return kernel, keras.initializers.RandomUniform(-bound, bound)
 
 
 def conv2d(filters, kernel_size, dilation_rate=1, **kwargs):

@@ -53,7 +53,7 @@ from hqdepth.backbones.resnet import check_imagenet_allowed, classic_resnet50, l
 from hqdepth.errors import ConfigError, HQDepthError
 from hqdepth.layers import (FocalScaling, FrozenAffineBatchNormalization, FusedBatchNormalization, LocalPlanarGuidance,
                             PlaneCoefficients, ScaledSigmoid)
-from hqdepth.layers.conv import conv2d
+from hqdepth.layers.conv import conv2d, torch_conv_initializers
 from hqdepth.layers.preprocessing import ImageNormalization
 from hqdepth.layers.planar import KITTI_MEAN_FOCAL
 from hqdepth.models.fcn import _check_multiple
@@ -63,6 +63,7 @@ PAPER = "Lee, Han, Ko & Suh, From Big to Small: Multi-Scale Local Planar Guidanc
         "Estimation, arXiv 1907.10326 (BTS)"
 
 FREEZE_CHOICES = ("official", "tf1", "none")
+DECODER_INITS = ("xavier", "torch")
 DENSENETS = {  # name: (blocks, growth rate, initial features)
     "densenet121": ((6, 12, 24, 16), 32, 64),
     "densenet161": ((6, 12, 36, 24), 48, 96),
@@ -213,9 +214,16 @@ def _load_densenet_weights(model, variant, weights):
 
 # --- decoder ----------------------------------------------------------------------------------------
 
-def _conv(filters, kernel, name, dilation=1, use_bias=False, dtype=None):
+def _conv(filters, kernel, name, init, dilation=1, use_bias=False, dtype=None, fan_in=None):
+    """A decoder convolution. init "xavier": the official code's `weights_init_xavier` (Glorot-uniform kernel, zero
+    bias); "torch": PyTorch's nn.Conv2d default, which the Depth Toolbox's BTSHead keeps (a bias needs `fan_in`)."""
+    if init == "torch":
+        kernel_initializer, bias_initializer = torch_conv_initializers(fan_in)
+    else:
+        kernel_initializer, bias_initializer = "glorot_uniform", "zeros"
     return conv2d(filters, kernel, padding="same", dilation_rate=dilation, use_bias=use_bias,
-                  kernel_initializer="glorot_uniform", name=DECODER_PREFIX + name, dtype=dtype)
+                  kernel_initializer=kernel_initializer, bias_initializer=bias_initializer, name=DECODER_PREFIX + name,
+                  dtype=dtype)
 
 
 def _bn(name, epsilon=1.1e-5, momentum=0.99):
@@ -226,9 +234,9 @@ def _elu(name):
     return layers.ELU(name=DECODER_PREFIX + name)
 
 
-def _upconv(x, filters, name):
+def _upconv(x, filters, name, init):
     x = layers.UpSampling2D(2, interpolation="nearest", name=DECODER_PREFIX + name + "_up")(x)
-    x = _conv(filters, 3, name + "_conv")(x)
+    x = _conv(filters, 3, name + "_conv", init)(x)
     return _elu(name + "_elu")(x)
 
 
@@ -236,92 +244,95 @@ def _concat(tensors, name):
     return layers.Concatenate(name=DECODER_PREFIX + name)(tensors)
 
 
-def _atrous(x, filters, rate, name, first_bn=True):
+def _atrous(x, filters, rate, name, init, first_bn=True):
     """[BN] -> ReLU -> 1x1 conv 2q -> BN -> ReLU -> 3x3 conv q dilated (BTS `atrous_conv`)."""
     if first_bn:
         x = _bn(name + "_first_bn")(x)
     x = layers.ReLU(name=DECODER_PREFIX + name + "_relu1")(x)
-    x = _conv(2 * filters, 1, name + "_conv1")(x)
+    x = _conv(2 * filters, 1, name + "_conv1", init)(x)
     x = _bn(name + "_bn", epsilon=1e-5)(x)  # PyTorch default eps in the code
     x = layers.ReLU(name=DECODER_PREFIX + name + "_relu2")(x)
-    return _conv(filters, 3, name + "_conv2", dilation=rate)(x)
+    return _conv(filters, 3, name + "_conv2", init, dilation=rate)(x)
 
 
-def _reduction(x, c_in, c_out, name, final=False):
+def _reduction(x, c_in, c_out, name, init, final=False):
     """BTS `reduction_1x1`: 1x1 convs + ELU halving from c_out while >= 8, then 3 raw (or 1 sigmoid)."""
     del c_in  # the conv infers it
     step = 0
     while c_out >= 4:
         if c_out < 8:
             if final:
-                x = _conv(1, 1, f"{name}_final")(x)
+                x = _conv(1, 1, f"{name}_final", init)(x)
                 return layers.Activation("sigmoid", dtype="float32", name=DECODER_PREFIX + name)(x)
-            return _conv(3, 1, f"{name}_plane_params", dtype="float32")(x)
-        x = _conv(c_out, 1, f"{name}_inter{step}")(x)
+            return _conv(3, 1, f"{name}_plane_params", init, dtype="float32")(x)
+        x = _conv(c_out, 1, f"{name}_inter{step}", init)(x)
         x = _elu(f"{name}_inter{step}_elu")(x)
         step += 1
         c_out //= 2
     raise ConfigError(f"bts_size too small for the reduction {name}.")
 
 
-def _lpg_branch(x, c_in, c_out, upratio, max_depth, name, theta_max, min_denominator, max_output):
-    raw = _reduction(x, c_in, c_out, f"reduc{upratio}x{upratio}")
+def _lpg_branch(x, c_in, c_out, upratio, max_depth, name, theta_max, min_denominator, max_output, init):
+    raw = _reduction(x, c_in, c_out, f"reduc{upratio}x{upratio}", init)
     planes = PlaneCoefficients(max_depth, theta_max, name=f"{DECODER_PREFIX}plane_{name}")(raw)
     depth = LocalPlanarGuidance(upratio, min_denominator, max_output, name=f"{DECODER_PREFIX}lpg_{name}")(planes)
     return layers.Rescaling(1.0 / max_depth, dtype="float32", name=f"{DECODER_PREFIX}depth_{name}_scaled")(depth)
 
 
 def bts_decoder(taps, max_depth=10.0, bts_size=512, theta_max=math.pi / 3, lpg_min_denominator=1e-3,
-                lpg_max_output=None, final_bias=False):
+                lpg_max_output=None, final_bias=False, decoder_init="xavier"):
     """The BTS decoder on encoder taps [skip0, skip1, skip2, skip3, top]; returns the depth logits' sigmoid."""
+    if decoder_init not in DECODER_INITS:
+        raise ConfigError(f"decoder_init must be one of {DECODER_INITS}, got {decoder_init!r}.")
+    init = decoder_init
     nf = int(bts_size)
     if nf % 32 or nf < 128:
         raise ConfigError(f"bts_size must be a multiple of 32 and >= 128 (every reduction needs a head), "
                           f"got {bts_size!r}.")
     skip0, skip1, skip2, skip3, top = taps
     lpg = dict(max_depth=max_depth, theta_max=theta_max, min_denominator=lpg_min_denominator,
-               max_output=lpg_max_output)
+               max_output=lpg_max_output, init=init)
 
     dense = layers.ReLU(name=DECODER_PREFIX + "top_relu")(top)
-    upconv5 = _bn("bn5")(_upconv(dense, nf, "upconv5"))
-    iconv5 = _elu("iconv5_elu")(_conv(nf, 3, "iconv5")(_concat([upconv5, skip3], "concat5")))
+    upconv5 = _bn("bn5")(_upconv(dense, nf, "upconv5", init))
+    iconv5 = _elu("iconv5_elu")(_conv(nf, 3, "iconv5", init)(_concat([upconv5, skip3], "concat5")))
 
-    upconv4 = _bn("bn4")(_upconv(iconv5, nf // 2, "upconv4"))
+    upconv4 = _bn("bn4")(_upconv(iconv5, nf // 2, "upconv4", init))
     concat4 = _concat([upconv4, skip2], "concat4")
-    iconv4 = _bn("bn4_2")(_elu("iconv4_elu")(_conv(nf // 2, 3, "iconv4")(concat4)))
+    iconv4 = _bn("bn4_2")(_elu("iconv4_elu")(_conv(nf // 2, 3, "iconv4", init)(concat4)))
 
     q = nf // 4
-    daspp = [_atrous(iconv4, q, 3, "daspp_3", first_bn=False)]
+    daspp = [_atrous(iconv4, q, 3, "daspp_3", init, first_bn=False)]
     chain = _concat([concat4, daspp[0]], "concat4_2")
     for i, rate in enumerate((6, 12, 18, 24)):
-        daspp.append(_atrous(chain, q, rate, f"daspp_{rate}"))
+        daspp.append(_atrous(chain, q, rate, f"daspp_{rate}", init))
         if rate != 24:
             chain = _concat([chain, daspp[-1]], f"concat4_{i + 3}")
-    daspp_feat = _elu("daspp_conv_elu")(_conv(q, 3, "daspp_conv")(_concat([iconv4, *daspp], "concat4_daspp")))
+    daspp_feat = _elu("daspp_conv_elu")(_conv(q, 3, "daspp_conv", init)(_concat([iconv4, *daspp], "concat4_daspp")))
 
     depth_8x8 = _lpg_branch(daspp_feat, q, q, 8, name="8x8", **lpg)
     depth_8x8_ds = layers.MaxPooling2D(1, strides=4, name=DECODER_PREFIX + "depth_8x8_ds")(depth_8x8)  # x[::4, ::4]
-    upconv3 = _bn("bn3")(_upconv(daspp_feat, q, "upconv3"))
-    iconv3 = _elu("iconv3_elu")(_conv(q, 3, "iconv3")(_concat([upconv3, skip1, depth_8x8_ds], "concat3")))
+    upconv3 = _bn("bn3")(_upconv(daspp_feat, q, "upconv3", init))
+    iconv3 = _elu("iconv3_elu")(_conv(q, 3, "iconv3", init)(_concat([upconv3, skip1, depth_8x8_ds], "concat3")))
 
     depth_4x4 = _lpg_branch(iconv3, q, nf // 8, 4, name="4x4", **lpg)
     depth_4x4_ds = layers.MaxPooling2D(1, strides=2, name=DECODER_PREFIX + "depth_4x4_ds")(depth_4x4)
-    upconv2 = _bn("bn2")(_upconv(iconv3, nf // 8, "upconv2"))
-    iconv2 = _elu("iconv2_elu")(_conv(nf // 8, 3, "iconv2")(_concat([upconv2, skip0, depth_4x4_ds], "concat2")))
+    upconv2 = _bn("bn2")(_upconv(iconv3, nf // 8, "upconv2", init))
+    iconv2 = _elu("iconv2_elu")(_conv(nf // 8, 3, "iconv2", init)(_concat([upconv2, skip0, depth_4x4_ds], "concat2")))
 
     depth_2x2 = _lpg_branch(iconv2, nf // 8, nf // 16, 2, name="2x2", **lpg)
-    upconv1 = _upconv(iconv2, nf // 16, "upconv1")
-    reduc1x1 = _reduction(upconv1, nf // 16, nf // 32, "reduc1x1", final=True)
+    upconv1 = _upconv(iconv2, nf // 16, "upconv1", init)
+    reduc1x1 = _reduction(upconv1, nf // 16, nf // 32, "reduc1x1", init, final=True)
     concat1 = _concat([upconv1, reduc1x1, depth_2x2, depth_4x4, depth_8x8], "concat1")
-    iconv1 = _elu("iconv1_elu")(_conv(nf // 16, 3, "iconv1")(concat1))
-    logits = _conv(1, 3, "get_depth", use_bias=final_bias, dtype="float32")(iconv1)
+    iconv1 = _elu("iconv1_elu")(_conv(nf // 16, 3, "iconv1", init)(concat1))
+    logits = _conv(1, 3, "get_depth", init, use_bias=final_bias, dtype="float32", fan_in=9 * (nf // 16))(iconv1)
     return ScaledSigmoid(max_depth, name=DECODER_PREFIX + "depth")(logits)
 
 
 def bts(input_shape=(None, None, 3), encoder="resnet50", max_depth=10.0, bts_size=512, with_focal=False,
         reference_focal=KITTI_MEAN_FOCAL, backbone_weights=None, freeze="official", fix_first_conv_blocks=False,
         preprocess=None, encoder_bn_momentum=0.9, theta_max=math.pi / 3, lpg_min_denominator=1e-3,
-        lpg_max_output=None, final_bias=False, backbone_version="v1.5", name="bts"):
+        lpg_max_output=None, final_bias=False, decoder_init="xavier", backbone_version="v1.5", name="bts"):
     """Build BTS. Options (defaults = official PyTorch code):
 
     encoder: "resnet50" | "densenet161" | "densenet121", or a keras.Model mapping the image to the five
@@ -335,6 +346,8 @@ def bts(input_shape=(None, None, 3), encoder="resnet50", max_depth=10.0, bts_siz
     encoder_bn_momentum: 0.9 (torchvision default 0.1). theta_max: pi/3 (PyTorch; TF1 pi/6).
     lpg_min_denominator: 1e-3 (guard; None = exact formula); lpg_max_output: clip LPG depth (None).
     final_bias: the Toolbox head has a bias on the last conv (PyTorch: none).
+    decoder_init: "xavier" (the official code's weights_init_xavier: Glorot-uniform kernels, zero biases) |
+    "torch" (PyTorch's nn.Conv2d default, which the Depth Toolbox's BTSHead keeps: U(+-1/sqrt(fan_in))).
     """
     if freeze not in FREEZE_CHOICES:
         raise ConfigError(f"freeze must be one of {FREEZE_CHOICES}, got {freeze!r}.")
@@ -354,7 +367,7 @@ def bts(input_shape=(None, None, 3), encoder="resnet50", max_depth=10.0, bts_siz
         raise ConfigError(f"encoder must be resnet50, {', '.join(DENSENETS)} or a keras.Model with five outputs; "
                           f"got {encoder!r}.")
     depth = bts_decoder(taps, max_depth, bts_size, theta_max, lpg_min_denominator,
-                        lpg_max_output, final_bias)
+                        lpg_max_output, final_bias, decoder_init)
     if with_focal:
         focal = keras.Input(shape=(), name="focal")
         depth = FocalScaling(reference_focal, name=DECODER_PREFIX + "focal_scaling")([depth, focal])

@@ -42,7 +42,6 @@ images and test evaluation, `hqdepth evaluate --model`, `predict`, `export`).
 """
 
 import dataclasses
-import math
 
 import keras
 from keras import layers, ops
@@ -50,6 +49,7 @@ from keras import layers, ops
 from hqdepth.backbones.resnet import classic_resnet50
 from hqdepth.errors import ConfigError
 from hqdepth.layers import BilinearResize, FusedBatchNormalization, PositionAttention, ScaleAttention, resize_bilinear
+from hqdepth.layers.conv import torch_conv_initializers
 from hqdepth.models.registry import register_model
 
 PAPER = "Liu, Zhang, Li & Mao, Multi-scale Residual Pyramid Attention Network for Monocular Depth Estimation, " \
@@ -104,17 +104,10 @@ class _Decoder:
 
 
 def _initializers(init, fan_in):
-    """(kernel, bias) initializers of a decoder convolution with `fan_in` = kh * kw * input channels.
-
-    "torch": PyTorch's `nn.Conv2d` default, which SARPN's decoder keeps (it sets no initialisation): kernel
-    kaiming_uniform(a=sqrt(5)) = U(+-1/sqrt(fan_in)) (Keras' VarianceScaling(1/3, fan_in, uniform) is the same
-    distribution), bias U(+-1/sqrt(fan_in)). "he_normal": Keras' he_normal kernel (sqrt(6) = 2.45x the standard
-    deviation), zero bias."""
-    if init == "torch":
-        bound = 1.0 / math.sqrt(fan_in)
-        return (keras.initializers.VarianceScaling(1.0 / 3.0, mode="fan_in", distribution="uniform"),
-                keras.initializers.RandomUniform(-bound, bound))
-    return "he_normal", "zeros"
+    """(kernel, bias) initializers of a decoder convolution with `fan_in` = kh * kw * input channels: "torch",
+    PyTorch's `nn.Conv2d` default, which SARPN's decoder keeps (it sets no initialisation); "he_normal", Keras'
+    he_normal (sqrt(6) = 2.45x the standard deviation), zero bias."""
+    return torch_conv_initializers(fan_in) if init == "torch" else ("he_normal", "zeros")
 
 
 def _conv(x, filters, kernel, name, decoder, use_bias=False, dtype=None):
