@@ -140,16 +140,46 @@ def scale_for_replicas(value):
 
 
 class DepthLoss(keras.losses.Loss):
-    """Base: float32, masking of invalid ground truth, config plumbing, optional named terms."""
+    """Base: float32, masking of invalid ground truth, config plumbing, optional named terms.
+
+    `batch_groups` (an attribute, default 1; the trainer sets it from `train.batch_groups`): the loss is computed
+    on each of that many consecutive, equal parts of the batch and the results averaged, which is what
+    DistributedDataParallel over that many GPUs optimises (each GPU's loss on its part, gradients averaged). It
+    matters for losses that pool over the batch (SILog, BerHu's batch threshold). A batch that does not divide
+    evenly (a last validation batch) is split as evenly as it goes; empty parts are left out."""
 
     term_names = ()
+    batch_groups = 1
 
     def __init__(self, mask_invalid=True, name=None, reduction="sum_over_batch_size", dtype="float32"):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.mask_invalid = bool(mask_invalid)
 
     def __call__(self, y_true, y_pred, sample_weight=None):
+        if self.batch_groups > 1:
+            return scale_for_replicas(self._in_groups(y_true, y_pred, sample_weight))
         return scale_for_replicas(super().__call__(y_true, y_pred, sample_weight))
+
+    def _in_groups(self, y_true, y_pred, sample_weight):
+        first = y_pred[0] if isinstance(y_pred, (list, tuple)) else y_pred
+        batch = ops.shape(first)[0]
+        total, parts = 0.0, 0.0
+        for group in range(self.batch_groups):
+            start, stop = group * batch // self.batch_groups, (group + 1) * batch // self.batch_groups
+            rows = ops.arange(start, stop)
+
+            def take(value):
+                if value is None:
+                    return None
+                if isinstance(value, (list, tuple)):
+                    return type(value)(ops.take(v, rows, axis=0) for v in value)
+                return ops.take(value, rows, axis=0)
+
+            value = keras.losses.Loss.__call__(self, take(y_true), take(y_pred), take(sample_weight))
+            filled = stop > start
+            total = total + ops.where(filled, value, 0.0)
+            parts = parts + ops.cast(filled, "float32")
+        return total / ops.maximum(parts, 1.0)
 
     def terms(self, y_true, y_pred, names=None):
         """Unweighted loss terms by name (for logging); `names`: only these (each term metric traces its own)."""

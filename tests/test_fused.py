@@ -116,6 +116,38 @@ def test_unbiased_moving_variance_as_tf1_fused_and_pytorch(rng, shape):
     assert restored.unbiased_moving_variance is True
 
 
+@pytest.mark.parametrize("groups,shape", [(2, (6, 3, 4, 5)), (3, (6, 2, 2, 3)), (2, (4, 5))])
+def test_batch_groups_normalise_each_group_and_average_the_first(rng, groups, shape):
+    """`batch_groups`: each of the equal groups of the batch normalised by its own statistics (as that many GPUs with
+    plain batch norm); the moving averages take the first group's, biased or unbiased; inference is unchanged."""
+    x = rng.normal(rng.uniform(-2, 2), rng.uniform(0.5, 3), shape).astype(np.float32)
+    channels, axes = shape[-1], tuple(range(len(shape) - 1))
+    gamma, beta = rng.uniform(0.5, 2, channels), rng.normal(size=channels)
+    moving_mean, moving_variance = rng.normal(size=channels), rng.uniform(0.5, 2, channels)
+    parts = np.split(x.astype(np.float64), groups)
+    want = np.concatenate([(p - p.mean(axis=axes)) / np.sqrt(p.var(axis=axes) + 1e-5) * gamma + beta for p in parts])
+    n = parts[0].size // channels
+    for unbiased in (False, True):
+        layer = FusedBatchNormalization(momentum=0.8, epsilon=1e-5, unbiased_moving_variance=unbiased,
+                                        batch_groups=groups)
+        layer.build(shape)
+        layer.set_weights([gamma, beta, moving_mean, moving_variance])
+        got = np.asarray(layer(tf.constant(x), training=True))
+        np.testing.assert_allclose(got, want, atol=2e-5 * np.abs(want).max())
+        np.testing.assert_allclose(np.asarray(layer.moving_mean), moving_mean * 0.8 + parts[0].mean(axis=axes) * 0.2,
+                                   atol=1e-6 * max(np.abs(moving_mean).max(), 1))
+        first_variance = parts[0].var(axis=axes) * (n / (n - 1) if unbiased else 1.0)
+        np.testing.assert_allclose(np.asarray(layer.moving_variance), moving_variance * 0.8 + first_variance * 0.2,
+                                   rtol=2e-6)
+        # the whole batch's statistics give another result: the groups are used
+        whole = (x - x.mean(axis=axes)) / np.sqrt(x.var(axis=axes) + 1e-5) * gamma + beta
+        assert np.abs(got - whole).max() > 1e-3
+        inference = np.asarray(layer(tf.constant(x), training=False))
+        np.testing.assert_allclose(inference, (x - layer.moving_mean) / np.sqrt(layer.moving_variance + 1e-5) * gamma
+                                   + beta, atol=2e-5 * np.abs(inference).max())
+    assert FusedBatchNormalization.from_config(layer.get_config()).batch_groups == groups
+
+
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
 def test_fused_batch_norm_half_precision(rng, policy):
     x = rng.normal(1.0, 2.0, (2, 5, 5, 4)).astype(np.float32)

@@ -116,6 +116,22 @@ def test_silog_matches_reference(options):
     assert float(losses.SILog(**options)(gt, pred)) == pytest.approx(np_silog(gt, pred, **options), rel=2e-5)
 
 
+def test_batch_groups_average_the_loss_of_each_group():
+    """`batch_groups` (the trainer sets it from train.batch_groups): the loss of each equal part of the batch, averaged,
+    as DistributedDataParallel optimises it; a batch that does not divide is split as evenly as it goes, empty parts
+    left out (a last validation batch)."""
+    options = {"offset": 1e-3, "unbiased": True, "scale": 1.0, "min_depth": 0.0}  # the Toolbox's SigLoss
+    gt, pred = make_batch((4, 9, 13, 1), high=30.0)
+    loss = losses.SILog(**options)
+    loss.batch_groups = 2
+    halves = [np_silog(gt[i:i + 2], pred[i:i + 2], **options) for i in (0, 2)]
+    assert float(loss(gt, pred)) == pytest.approx(np.mean(halves), rel=2e-5)
+    assert abs(np.mean(halves) - np_silog(gt, pred, **options)) > 1e-3 * np.mean(halves)  # pooled differs
+    assert float(loss(gt[:3], pred[:3])) == pytest.approx(
+        np.mean([np_silog(gt[:1], pred[:1], **options), np_silog(gt[1:3], pred[1:3], **options)]), rel=2e-5)
+    assert float(loss(gt[:1], pred[:1])) == pytest.approx(np_silog(gt[:1], pred[:1], **options), rel=2e-5)
+
+
 def test_silog_is_scale_invariant_in_the_limit_and_safe():
     gt, pred = make_batch((2, 8, 8, 1))
     loss = losses.SILog(variance_focus=1.0)

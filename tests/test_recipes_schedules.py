@@ -223,6 +223,32 @@ def test_global_batch_per_replica_or_as_stated():
         Plan(stated, 100, replicas=3)
 
 
+def test_batch_groups_in_the_plan_the_batch_norms_and_the_loss():
+    """train.batch_groups: checked against the global batch and the replicas; every hqdepth batch norm and the loss
+    get the groups per replica (a Keras BatchNormalization cannot, and says so), and 1 puts a model file's back."""
+    from hqdepth.layers import FusedBatchNormalization
+    from hqdepth.training.trainer import Plan, apply_batch_groups, build_loss
+
+    config = recipes.resolve_config("bts_nyu_toolbox24")
+    assert config["train"]["batch_groups"] == 2
+    assert Plan(config, 24231, replicas=2).global_batch == 16
+    with pytest.raises(ConfigError, match="batch_groups=3 must"):
+        Plan(recipes.resolve_config("bts_nyu_toolbox24", sets=["train.batch_groups=3"]), 24231, replicas=1)
+    with pytest.raises(ConfigError, match="multiple of the 4 replicas"):
+        Plan(config, 24231, replicas=4)
+    norms = [FusedBatchNormalization(name="a"), FusedBatchNormalization(name="b")]
+    model = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.Conv2D(2, 1), *norms])
+    loss = build_loss(config)
+    for replicas, want in ((1, 2), (2, 1)):
+        apply_batch_groups(model, loss, config, replicas)
+        assert [n.batch_groups for n in norms] == [want, want] and loss.batch_groups == want
+    apply_batch_groups(model, loss, recipes.resolve_config("bts_nyu"), 1)
+    assert [n.batch_groups for n in norms] == [1, 1] and loss.batch_groups == 1
+    keras_model = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.BatchNormalization(name="plain")])
+    with pytest.raises(ConfigError, match="plain is a Keras BatchNormalization"):
+        apply_batch_groups(keras_model, loss, config, 1)
+
+
 def test_hqmd_plan_is_300k_steps_and_29_decays_on_any_dataset():
     from hqdepth.training.trainer import Plan
 

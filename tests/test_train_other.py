@@ -32,7 +32,8 @@ RUNS = {  # one recipe per family: what makes it tiny
     "fcn_ssim_mse": [],
     "resnet50_transposed": ["model.options.backbone_weights=none", "model.options.frozen_stages=0",
                             "model.options.decoder_filters=[8, 8, 8, 8]"],
-    "bts_kitti": TINY_BTS + ["model.options.with_focal=true", "model.options.max_depth=80.0"],  # (image, focal)
+    # (image, focal); two batch groups of one sample (the Toolbox's per-GPU batch norm and loss)
+    "bts_kitti": TINY_BTS + ["model.options.with_focal=true", "model.options.max_depth=80.0", "train.batch_groups=2"],
     "mrpan_nyu": ["model.name=mrpan_tiny",  # SAM at H/32 only, no GAM: 380 variables instead of 509 to trace
                   "model.options={adff_channels: 160, rpd_channels: 128, sam_scales: [5], gam: false}"],
 }

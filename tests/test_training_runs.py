@@ -386,9 +386,13 @@ MIRRORED_SCRIPT = textwrap.dedent("""
 """ % DATA)
 
 
-def test_mirrored_on_two_cpus_matches_one_device(tmp_path):
+@pytest.mark.parametrize("grouped", [False, True], ids=["synchronized", "batch_groups"])
+def test_mirrored_on_two_cpus_matches_one_device(tmp_path, grouped):
     """Two steps on two replicas (MirroredStrategy, 2 logical CPUs, batch 2 each) move the weights as
-    two steps on one device with the global batch of 4 do, to float32 rounding.
+    two steps on one device with the global batch of 4 do, to float32 rounding. `batch_groups`: with
+    train.batch_groups=2 and BerHu on, one device with two groups of 2 (batch norm statistics and the loss per
+    group, the moving averages from the first) moves the weights, moving statistics included, as the two
+    replicas with their own statistics and losses do: the emulation of DistributedDataParallel is exact.
 
     Proves: (1) the trainer starts both runs, and both replicas of the mirrored one, from exactly the
     reference weights (`keras.utils.set_random_seed(0)` + `build_model`), recorded by the subprocess
@@ -407,6 +411,8 @@ def test_mirrored_on_two_cpus_matches_one_device(tmp_path):
     sets = SETS + ["train.max_steps=2", "train.validation_every_steps=2", "data.shuffle=false",
                    "optimizer.name=sgd", "optimizer.learning_rate=0.01", "loss.options.depth_weight=0.0",
                    "loss.options.grad_direction_weight=0.0", "train.test_evaluation=false", "train.image_samples=0"]
+    if grouped:  # per group as per replica: BerHu's batch threshold can be on
+        sets += ["train.batch_groups=2", "loss.options.depth_weight=1.0"]
     try:
         done = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, json.dumps(sets), str(tmp_path)], env=env(),
                               capture_output=True, text=True, timeout=400)  # kills the child on a timeout

@@ -17,6 +17,11 @@ Other backends, masks, renorm, synchronised statistics and non-4-D or channels-f
 own code (with `unbiased_moving_variance`: the same statistics in `keras.ops`, synchronised over the replicas
 where asked; masks and renorm are refused).
 
+`batch_groups` (default 1): in training, the batch is split into that many equal groups, each normalised by its own
+statistics, as that many GPUs with plain (unsynchronised) batch norm under PyTorch's DistributedDataParallel
+compute them (the Depth Toolbox trains BTS on 2 GPUs x 8); the moving averages follow the first group, the
+statistics rank 0 keeps, evaluates with and saves. Computed in `keras.ops` (not the fused kernel).
+
 `FrozenAffineBatchNormalization`: PyTorch's `requires_grad=False` on gamma/beta. In PyTorch, freezing
 a BatchNorm's parameters keeps the layer in training mode: batch statistics normalise the batch and the
 running statistics still update. Keras' `trainable=False` instead switches the layer to inference mode.
@@ -33,12 +38,14 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     """`keras.layers.BatchNormalization` computed by TensorFlow's fused batch-norm kernel where it can be;
     `unbiased_moving_variance=True` averages the unbiased batch variance as TF1 and PyTorch do (module docstring)."""
 
-    def __init__(self, *args, unbiased_moving_variance=False, **kwargs):
+    def __init__(self, *args, unbiased_moving_variance=False, batch_groups=1, **kwargs):
         super().__init__(*args, **kwargs)
         self.unbiased_moving_variance = bool(unbiased_moving_variance)
+        self.batch_groups = int(batch_groups)
 
     def get_config(self):
-        return {**super().get_config(), "unbiased_moving_variance": self.unbiased_moving_variance}
+        return {**super().get_config(), "unbiased_moving_variance": self.unbiased_moving_variance,
+                "batch_groups": self.batch_groups}
 
     def _can_fuse(self, inputs, mask):
         axis = self.axis if isinstance(self.axis, int) else (self.axis[0] if len(self.axis) == 1 else None)
@@ -47,6 +54,8 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
                 and keras.backend.standardize_dtype(inputs.dtype) in FUSED_DTYPES)
 
     def call(self, inputs, training=None, mask=None):
+        if self.batch_groups > 1 and training and self.trainable:
+            return self._train_in_groups(inputs, mask)
         if not self._can_fuse(inputs, mask):
             if self.unbiased_moving_variance and training and self.trainable:
                 return self._train_with_unbiased_moving_variance(inputs, mask)
@@ -101,6 +110,32 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
                 count = replica.all_reduce(tf.distribute.ReduceOp.SUM, count)
         self._update_moving_averages(mean, variance * count / ops.maximum(count - 1.0, 1.0))
         return ops.cast(outputs, self.compute_dtype)
+
+
+    def _train_in_groups(self, inputs, mask):
+        """Training step with the batch in `batch_groups` equal groups, each normalised by its own (biased)
+        statistics; the moving averages take the first group's (module docstring)."""
+        from keras import ops
+
+        rank, axis = len(inputs.shape), self.axis if isinstance(self.axis, int) else self.axis[0]
+        if mask is not None or self.renorm or self.synchronized or axis % rank != rank - 1:
+            raise ValueError(f"{self.name}: batch_groups needs channels-last inputs and no mask, renorm or "
+                             "synchronized statistics.")
+        x = ops.cast(inputs, "float32")
+        shape = ops.shape(x)
+        grouped = ops.reshape(x, (self.batch_groups, -1, *shape[1:]))  # (groups, batch / groups, ..., channels)
+        mean, variance = ops.moments(grouped, list(range(1, rank)), keepdims=True)
+        outputs = (grouped - mean) * ops.rsqrt(variance + self.epsilon)
+        if self.scale:
+            outputs = outputs * ops.cast(self.gamma, "float32")
+        if self.center:
+            outputs = outputs + ops.cast(self.beta, "float32")
+        first_mean, first_variance = ops.reshape(mean[0], (-1,)), ops.reshape(variance[0], (-1,))
+        if self.unbiased_moving_variance:
+            count = ops.cast(ops.size(grouped[0]) // ops.size(first_mean), "float32")
+            first_variance = first_variance * count / ops.maximum(count - 1.0, 1.0)
+        self._update_moving_averages(first_mean, first_variance)
+        return ops.cast(ops.reshape(outputs, shape), self.compute_dtype)
 
 
 @keras.saving.register_keras_serializable(package="hqdepth")

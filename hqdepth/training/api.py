@@ -138,6 +138,7 @@ class Recipe:
         if metrics is None:
             metrics = trainer.compile_metrics(loss, self.config)
         kwargs.setdefault("jit_compile", bool(self.config["train"]["jit_compile"]))
+        trainer.apply_batch_groups(model, loss, self.config)
         model.compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
         return model
 

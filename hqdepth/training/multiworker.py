@@ -25,10 +25,9 @@ from hqdepth.errors import ConfigError
 from hqdepth.training import recipes as recipes_lib
 from hqdepth.training.callbacks import RunBackup
 from hqdepth.training.trainer import (
-    Plan, RunBackupFactory, build_loss, build_model, build_optimizer, compile_metrics, finish_run,
+    Plan, RunBackupFactory, apply_batch_groups, build_loss, build_model, build_optimizer, compile_metrics, finish_run,
     fixed_validation_samples, geometry_validation, kernel_gradients_note, load_split, make_callbacks,
     prepare_run_folder, print_summary, read_results, resolve_precision, set_determinism, split_length,
-    synchronize_batchnorm,
 )
 
 
@@ -118,9 +117,8 @@ def train_multiworker(config, data, out, *, val_data=None, test_data=None, overw
     geometry = geometry_validation(config, val_data, validation_steps * plan.global_batch, say)
     with strategy.scope():
         model = build_model(config)
-        if replicas > 1:
-            synchronize_batchnorm(model)
         loss = build_loss(config)
+        apply_batch_groups(model, loss, config, replicas)
         metrics = compile_metrics(loss, config)
         model.compile(optimizer=build_optimizer(config, plan.steps_per_epoch, plan.total_steps, model), loss=loss,
                       jit_compile=False)

@@ -81,6 +81,9 @@ DEFAULTS = {
         "jit_compile": False,
         "strategy": "auto",          # auto | default | mirrored | multiworker
         "test_evaluation": True,     # evaluate the final model on the test split (results.json)
+        # The global batch as this many equal groups, each with its own batch-norm statistics and loss, as that many
+        # GPUs with plain batch norm under DistributedDataParallel (the Depth Toolbox: 2 x 8); 1 = the whole batch.
+        "batch_groups": 1,
     },
     "evaluation": {
         "protocol": "nyu-eigen",

@@ -257,6 +257,31 @@ def build_before_fit(model, dataset):
         model._symbolic_build(data_batch=dataset.element_spec)
 
 
+def apply_batch_groups(model, loss, config, replicas=1):
+    """Batch statistics and loss grouping of a run (`train.batch_groups`, G): with G > 1 the global batch is G equal
+    groups, each normalised by its own batch statistics (moving averages: the first group's) and scored on its own
+    (the group losses averaged), as G GPUs with plain batch norm under DistributedDataParallel compute them; on
+    `replicas` devices each holds G / replicas groups. With G = 1 and several replicas the statistics cover the
+    global batch (`synchronize_batchnorm`), as one device with the whole batch sees them."""
+    import keras
+
+    from hqdepth.layers import FusedBatchNormalization
+    from hqdepth.losses import DepthLoss
+
+    groups = int(config["train"]["batch_groups"])
+    per_replica = max(groups // replicas, 1)
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, FusedBatchNormalization):
+            layer.batch_groups = per_replica  # also back to 1: a model file keeps the setting it was trained with
+        elif isinstance(layer, keras.layers.BatchNormalization) and per_replica > 1:
+            raise ConfigError(f"train.batch_groups={groups}: layer {layer.name} is a Keras BatchNormalization, "
+                              "which cannot normalise groups (hqdepth.layers.FusedBatchNormalization can).")
+    if isinstance(loss, DepthLoss):
+        loss.batch_groups = per_replica
+    if groups == 1 and replicas > 1:
+        synchronize_batchnorm(model)
+
+
 def synchronize_batchnorm(model):
     """Batch statistics over the global batch on every replica (as one device with the whole batch sees them)."""
     import keras
@@ -429,6 +454,10 @@ class Plan:
             self.global_batch = train["batch_size"]
         else:
             self.global_batch = train["batch_size"] * replicas
+        groups = int(train["batch_groups"])
+        if groups < 1 or self.global_batch % groups or (groups > 1 and groups % replicas):
+            raise ConfigError(f"train.batch_groups={train['batch_groups']} must be >= 1, divide the global batch "
+                              f"({self.global_batch}) and, if above 1, be a multiple of the {replicas} replicas.")
         if train_samples < self.global_batch and not train["steps_per_epoch"]:
             raise ConfigError(f"the training split has {train_samples} samples, fewer than one global batch "
                               f"({self.global_batch}).")
@@ -584,9 +613,8 @@ def train(config, data, out, *, val_data=None, test_data=None, overwrite=False, 
 
     with strategy.scope():
         model = build_model(config)
-        if replicas > 1:
-            synchronize_batchnorm(model)
         loss = build_loss(config)
+        apply_batch_groups(model, loss, config, replicas)
         optimizer = build_optimizer(config, plan.steps_per_epoch, plan.total_steps, model)
         model.compile(optimizer=optimizer, loss=loss, metrics=compile_metrics(loss, config),
                       jit_compile=bool(config["train"]["jit_compile"]))
