@@ -111,7 +111,6 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         self._update_moving_averages(mean, variance * count / ops.maximum(count - 1.0, 1.0))
         return ops.cast(outputs, self.compute_dtype)
 
-
     def _train_in_groups(self, inputs, mask):
         """Training step with the batch in `batch_groups` equal groups, each normalised by its own (biased)
         statistics; the moving averages take the first group's (module docstring)."""
