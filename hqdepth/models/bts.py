@@ -2,7 +2,8 @@
 
 Source: `cleinc/bts` `pytorch/bts.py` and `bts_main.py` (specs/other_models.md §3). Decoder with
 nf = `bts_size` = 512: upconv(c) = nearest x2 -> 3x3 conv c -> ELU; all decoder convs bias-free and
-Glorot-uniform; BN momentum 0.01 (Keras 0.99), eps 1.1e-5.
+Glorot-uniform (`decoder_init="xavier"`; the Depth Toolbox's PyTorch default: "torch"); BN momentum 0.01 (Keras 0.99),
+eps 1.1e-5.
 
   ReLU(top) -> upconv5 nf + BN -> [., skip3] -> iconv5 3x3 nf + ELU                       H/16
   upconv4 nf/2 + BN -> concat4 = [., skip2] -> iconv4 3x3 nf/2 + ELU + BN                  H/8
