@@ -161,21 +161,20 @@ class DepthLoss(keras.losses.Loss):
         return scale_for_replicas(super().__call__(y_true, y_pred, sample_weight))
 
     def _in_groups(self, y_true, y_pred, sample_weight):
+        def take(value, rows):
+            if value is None:
+                return None
+            if isinstance(value, (list, tuple)):
+                return type(value)(ops.take(v, rows, axis=0) for v in value)
+            return ops.take(value, rows, axis=0)
+
         first = y_pred[0] if isinstance(y_pred, (list, tuple)) else y_pred
         batch = ops.shape(first)[0]
         total, parts = 0.0, 0.0
         for group in range(self.batch_groups):
             start, stop = group * batch // self.batch_groups, (group + 1) * batch // self.batch_groups
             rows = ops.arange(start, stop)
-
-            def take(value):
-                if value is None:
-                    return None
-                if isinstance(value, (list, tuple)):
-                    return type(value)(ops.take(v, rows, axis=0) for v in value)
-                return ops.take(value, rows, axis=0)
-
-            value = keras.losses.Loss.__call__(self, take(y_true), take(y_pred), take(sample_weight))
+            value = keras.losses.Loss.__call__(self, take(y_true, rows), take(y_pred, rows), take(sample_weight, rows))
             filled = stop > start
             total = total + ops.where(filled, value, 0.0)
             parts = parts + ops.cast(filled, "float32")

@@ -236,6 +236,11 @@ def test_batch_groups_in_the_plan_the_batch_norms_and_the_loss():
         Plan(recipes.resolve_config("bts_nyu_toolbox24", sets=["train.batch_groups=3"]), 24231, replicas=1)
     with pytest.raises(ConfigError, match="multiple of the 4 replicas"):
         Plan(config, 24231, replicas=4)
+    for bad, message in (("train.batch_groups=0", "train.batch_groups=0 must be a positive integer"),
+                         ("train.batch_groups=two", "train.batch_groups='two' must be a positive integer"),
+                         ("evaluation.flip=3", "evaluation.flip=3 must be true or false")):
+        with pytest.raises(ConfigError, match=message):
+            recipes.resolve_config("bts_nyu_toolbox24", sets=[bad])
     norms = [FusedBatchNormalization(name="a"), FusedBatchNormalization(name="b")]
     model = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.Conv2D(2, 1), *norms])
     loss = build_loss(config)

@@ -227,8 +227,8 @@ def validate(config):
             raise ConfigError(f"data.input_size={size!r}: expected [height, width].")
         config["data"]["input_size"] = [int(v) for v in size]
     train = config["train"]
-    for key in ("batch_size", "epochs"):
-        if not isinstance(train[key], int) or train[key] <= 0:
+    for key in ("batch_size", "epochs", "batch_groups"):
+        if isinstance(train[key], bool) or not isinstance(train[key], int) or train[key] <= 0:
             raise ConfigError(f"train.{key}={train[key]!r} must be a positive integer.")
     for key in ("total_steps", "steps_per_epoch", "max_steps", "validation_every_steps", "validation_steps",
                 "checkpoint_every_steps"):
@@ -240,6 +240,9 @@ def validate(config):
     for key in ("decay_encoder_only", "fused"):
         if not isinstance(config["optimizer"][key], bool):
             raise ConfigError(f"optimizer.{key}={config['optimizer'][key]!r} must be true or false.")
+    for key in ("ssim", "flip"):
+        if not isinstance(config["evaluation"][key], bool):
+            raise ConfigError(f"evaluation.{key}={config['evaluation'][key]!r} must be true or false.")
     if not isinstance(train["deterministic"], bool):
         raise ConfigError(f"train.deterministic={train['deterministic']!r} must be true or false.")
     if train["deterministic"] and train["seed"] is None:

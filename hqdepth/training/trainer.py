@@ -268,7 +268,7 @@ def apply_batch_groups(model, loss, config, replicas=1):
     from hqdepth.layers import FusedBatchNormalization
     from hqdepth.losses import DepthLoss
 
-    groups = int(config["train"]["batch_groups"])
+    groups = config["train"]["batch_groups"]
     per_replica = max(groups // replicas, 1)
     for layer in model._flatten_layers(include_self=False, recursive=True):
         if isinstance(layer, FusedBatchNormalization):
@@ -454,10 +454,10 @@ class Plan:
             self.global_batch = train["batch_size"]
         else:
             self.global_batch = train["batch_size"] * replicas
-        groups = int(train["batch_groups"])
-        if groups < 1 or self.global_batch % groups or (groups > 1 and groups % replicas):
-            raise ConfigError(f"train.batch_groups={train['batch_groups']} must be >= 1, divide the global batch "
-                              f"({self.global_batch}) and, if above 1, be a multiple of the {replicas} replicas.")
+        groups = train["batch_groups"]  # a positive integer (recipes.validate)
+        if self.global_batch % groups or (groups > 1 and groups % replicas):
+            raise ConfigError(f"train.batch_groups={groups} must divide the global batch ({self.global_batch}) and, "
+                              f"if above 1, be a multiple of the {replicas} replicas.")
         if train_samples < self.global_batch and not train["steps_per_epoch"]:
             raise ConfigError(f"the training split has {train_samples} samples, fewer than one global batch "
                               f"({self.global_batch}).")
