@@ -66,9 +66,11 @@ def configure_threads(args):
         tf.config.threading.set_inter_op_parallelism_threads(args.inter)
 
 
-def time_calls(fn, warmup, steps):
-    """(warm-up wall seconds, timed wall seconds, timed process CPU seconds) of `fn` calls.
+def time_calls(fn, warmup, steps, probe=None):
+    """(warm-up wall seconds, timed wall seconds, timed process CPU seconds, probe values) of `fn` calls.
 
+    `probe` (optional, zero-argument): called before every timed call and once after the last, untimed, so that each
+    timed call has a reference measurement taken just before and just after it (steps + 1 values).
     CPU seconds (all threads of this process, `time.process_time`) do not grow while other jobs hold the cores, so
     FLOPs per CPU-second compare runs taken under different load (they do include thread pools spinning)."""
     warm = []
@@ -76,13 +78,17 @@ def time_calls(fn, warmup, steps):
         start = time.perf_counter()
         fn()
         warm.append(time.perf_counter() - start)
-    times, cpu = [], []
+    times, cpu, probed = [], [], []
     for _ in range(steps):
+        if probe:
+            probed.append(probe())
         start, start_cpu = time.perf_counter(), time.process_time()
         fn()
         times.append(time.perf_counter() - start)
         cpu.append(time.process_time() - start_cpu)
-    return warm, times, cpu
+    if probe:
+        probed.append(probe())
+    return warm, times, cpu, probed
 
 
 def matmul(args):
@@ -93,23 +99,29 @@ def matmul(args):
     a = tf.cast(tf.random.stateless_normal((n, n), seed=(1, 2)), dtype)
     b = tf.cast(tf.random.stateless_normal((n, n), seed=(3, 4)), dtype)
     product = tf.function(lambda a, b: tf.reduce_sum(tf.cast(tf.linalg.matmul(a, b)[:1, :1], tf.float32)))
-    warm, times, cpu = time_calls(lambda: product(a, b).numpy(), args.warmup, args.steps)
+    warm, times, cpu, _ = time_calls(lambda: product(a, b).numpy(), args.warmup, args.steps)
     flops = 2 * n ** 3
     return {"mode": "matmul", "dtype": args.dtype, "n": n, "seconds": times, "cpu_seconds": cpu, "warmup_s": warm,
             "gflops_best": flops / min(times) / 1e9, "gflops_median": flops / statistics.median(times) / 1e9,
             "gflops_per_cpu_s": flops / min(cpu) / 1e9}
 
 
-def local_matmul(dtype, n=4096, calls=3):
-    """Matmul GFLOP/s measured in this process now (median of `calls` after one warm-up): the rate available to this
-    process under the current load, to set beside a step timed just before or after."""
+def matmul_probe(dtype, n=4096):
+    """A zero-argument callable: the GFLOP/s of one n x n matmul in `dtype` timed now, in this process (traced and
+    warmed up here). Timed between a model's steps, it gives the rate available to them under the same load."""
     import tensorflow as tf
 
     a = tf.cast(tf.random.stateless_normal((n, n), seed=(5, 6)), dtype)
     b = tf.cast(tf.random.stateless_normal((n, n), seed=(7, 8)), dtype)
     product = tf.function(lambda a, b: tf.reduce_sum(tf.cast(tf.linalg.matmul(a, b)[:1, :1], tf.float32)))
-    _, times, _ = time_calls(lambda: product(a, b).numpy(), 1, calls)
-    return 2 * n ** 3 / statistics.median(times) / 1e9
+    product(a, b).numpy()
+
+    def probe():
+        start = time.perf_counter()
+        product(a, b).numpy()
+        return 2 * n ** 3 / (time.perf_counter() - start) / 1e9
+
+    return probe
 
 
 def with_random_backbone(config):
@@ -229,14 +241,12 @@ def measure_model(args):
     }
     results = {}
     matmul_dtype = "bfloat16" if args.precision == "mixed_bfloat16" else "float32"
+    probe = matmul_probe(matmul_dtype) if args.local_matmul else None
     for mode in args.mode.split("+"):
         call = step_function(mode, args, model, timed, config, size)
-        local = [local_matmul(matmul_dtype)] if args.local_matmul else []
         peak_reset = reset_peak_rss()  # the peak below is this mode's (not the matmul's or an earlier mode's)
-        warm, times, cpu = time_calls(call, args.warmup, args.steps)
+        warm, times, cpu, local = time_calls(call, args.warmup, args.steps, probe)
         peak = peak_rss_mb()
-        if args.local_matmul:
-            local.append(local_matmul(matmul_dtype))
         median = statistics.median(times)
         # A training step (forward + backward to activations and weights) counts as 3x the forward FLOPs.
         step_flops = count.flops * args.batch * (3 if mode in ("train", "grad") else 1)
@@ -246,8 +256,12 @@ def measure_model(args):
                "gflops_per_cpu_s": step_flops / statistics.median(cpu) / 1e9, "peak_rss_mb": peak,
                "peak_rss_scope": "this mode" if peak_reset else "whole process"}
         if local:
-            # The matmul rate just before and just after the timed steps, in this process: the same load.
-            row.update(local_matmul_gflops=local, local_flops_ratio=row["achieved_gflops"] / (sum(local) / len(local)))
+            # Each step against the mean of the matmuls timed just before and just after it (the same load), and
+            # the median over the steps: what the step makes of the rate the cores give it at that moment.
+            paired = [step_flops / seconds / 1e9 / ((before + after) / 2)
+                      for seconds, before, after in zip(times, local, local[1:])]
+            row.update(local_matmul_gflops=local, paired_flops_ratios=paired,
+                       local_flops_ratio=statistics.median(paired))
         if mode == "train":
             row.update(loss=args.loss, metrics=args.metrics, optimizer_prebuilt=not args.no_prebuild)
         results[mode] = row
@@ -277,7 +291,8 @@ def main(argv=None):
     parser.add_argument("--variant", default="", help="comma-separated variants: package kernels switched back to "
                         "Keras' code (benchmarks/variants.py: keras_bn, keras_adam)")
     parser.add_argument("--local-matmul", action="store_true",
-                        help="also time a 4096 matmul (the precision's dtype) right before and after the timed steps")
+                        help="also time a 4096 matmul (the precision's dtype) before every timed step and after "
+                        "the last")
     parser.add_argument("--dtype", default="float32", help="matmul dtype")
     parser.add_argument("--n", type=int, default=4096, help="matmul size")
     args = parser.parse_args(argv)

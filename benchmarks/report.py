@@ -5,6 +5,7 @@
 
 import json
 import re
+import statistics
 from pathlib import Path
 
 GPU_COMMAND = ("pip install --no-index --find-links wheels/ keras pyyaml  # only where Keras 3 is missing\n"
@@ -62,36 +63,41 @@ def machine_lines(results):
 
 
 def reference_rate(results, dtype):
-    """The matmul GFLOP/s the ratios use: results["matmul_reference"] (best of the run) or the reference stage's."""
+    """The best matmul GFLOP/s of the run (results["matmul_reference"]) or, in older results, the start stage's."""
     ref = results.get("matmul_reference", {}).get(dtype)
     if ref:
         return ref["gflops"]
     return results.get("matmul", {}).get(dtype, {}).get("gflops_best")
 
 
+def beside_rate(item):
+    """The median of the matmuls timed between a measurement's steps (GFLOP/s), or None."""
+    values = item.get("local_matmul_gflops")
+    return statistics.median(values) if values else None
+
+
 def headline(results, gpu):
     lines = ["## Headline", ""]
     cpu = results.get("cpu", {}).get("hqmd_baseline_plus", {})
-    train = cpu.get("float32", {}).get("modes", {}).get("train")
-    if train and "train_flops_ratio" in cpu:
+    for precision, suffix, label in (("float32", "", "float32"), ("mixed_bfloat16", "_bf16", "mixed_bfloat16")):
+        train = cpu.get(precision, {}).get("modes", {}).get("train")
+        if not train or f"train_flops_ratio{suffix}" not in cpu:
+            continue
+        dtype = "bfloat16" if suffix else "float32"
+        ratio = cpu[f"train_flops_ratio{suffix}"]
         lines.append(
-            f"- **CPU training, hqmd_plus_full (baseline+ + HQMDLoss + Adam), batch {cpu['float32']['batch']}, "
-            f"289x385, float32: {train['images_per_s']:.2f} images/s = {train['achieved_gflops']:.0f} GFLOP/s = "
-            f"{cpu['train_flops_ratio']:.2f} x the measured float32 matmul rate "
-            f"({reference_rate(results, 'float32'):.0f} GFLOP/s)** (`cpu.hqmd_baseline_plus.train_flops_ratio`; target "
-            f">= 0.60; fastest step {train['flops_ratio_best']:.2f}). Against the matmul timed in the same process just "
-            f"before and after the steps (same load): {fmt(cpu.get('train_flops_ratio_local'))}; per CPU-second, "
-            f"which other jobs on the cores do not dilute: {fmt(cpu.get('train_flops_ratio_per_cpu_s'))}."
-            + executed_note(results, cpu['train_flops_ratio'])
-            + (f" Measured {results['date'][:10]}, before fused batch norm and fused Adam became package defaults "
-               "(Keras' own kernels then)." if "patches" in cpu["float32"] else ""))
-    bf = cpu.get("mixed_bfloat16", {}).get("modes", {}).get("train")
-    if bf and "train_flops_ratio_bf16" in cpu:
-        lines.append(
-            f"- mixed_bfloat16: {bf['images_per_s']:.2f} images/s = {bf['achieved_gflops']:.0f} GFLOP/s = "
-            f"{cpu['train_flops_ratio_bf16']:.2f} x the bfloat16 matmul rate ({reference_rate(results, 'bfloat16'):.0f} "
-            f"GFLOP/s), {cpu.get('train_flops_ratio_bf16_vs_f32_matmul', 0):.2f} x the float32 one."
-            + executed_note(results, cpu['train_flops_ratio_bf16']))
+            f"- **CPU training, hqmd_plus_full (baseline+ + HQMDLoss + Adam), batch {cpu[precision]['batch']}, "
+            f"289x385, {label}: {train['images_per_s']:.2f} images/s = {train['achieved_gflops']:.0f} GFLOP/s = "
+            f"{ratio:.2f} x the {dtype} matmul rate** (`cpu.hqmd_baseline_plus.train_flops_ratio{suffix}`; target "
+            f">= 0.60): each step over the matmuls timed just before and after it in the same process, median over "
+            f"{len(train['seconds'])} steps (those matmuls: median {fmt(beside_rate(train), 0)} GFLOP/s). Over the "
+            f"best matmul of the whole run ({reference_rate(results, dtype):.0f} GFLOP/s, a lower bound): "
+            f"{fmt(cpu.get(f'train_flops_ratio{suffix}_vs_best_matmul'))}, fastest step "
+            f"{fmt(cpu.get(f'train_flops_ratio{suffix}_best_step'))}; per CPU-second: "
+            f"{fmt(cpu.get(f'train_flops_ratio{suffix}_per_cpu_s'))}."
+            + (f" Against the float32 matmul: {cpu['train_flops_ratio_bf16_vs_f32_matmul']:.2f}."
+               if suffix and "train_flops_ratio_bf16_vs_f32_matmul" in cpu else "")
+            + executed_note(results, ratio))
     lines += inference_headline(results)
     if gpu and gpu.get("summary"):
         lines.append("- GPU: " + ", ".join(f"{k} {v:.2f}" for k, v in gpu["summary"].items()) + " (section GPU).")
@@ -121,6 +127,16 @@ def read_machines(folder):
     return [read_json(path) for path in sorted((Path(folder) / "machines").glob("*.json"))]
 
 
+def train_ratios(results, model, precision):
+    """"beside (vs best)" for one model's training step: over the matmuls timed beside its steps, and over the run's
+    best matmul. Derived from the stored rates, so that runs recorded before and after the headline moved from the
+    second to the first read alike."""
+    train = results.get("cpu", {}).get(model, {}).get(precision, {}).get("modes", {}).get("train", {})
+    best = results.get("matmul_reference", {}).get("bfloat16" if "bfloat16" in precision else "float32", {})
+    vs_best = train["achieved_gflops"] / best["gflops"] if "achieved_gflops" in train and best else None
+    return f"{fmt(train.get('local_flops_ratio'))} ({fmt(vs_best)})"
+
+
 def machines_section(machines):
     """One row per machine kind's last full run: the figures issue 17 sets targets for."""
     if not machines:
@@ -128,24 +144,23 @@ def machines_section(machines):
     models = sorted({name for results in machines for name in results.get("cpu", {})})
     lines = ["## Across machines", "",
              "The last full `make bench` on each kind of machine (`benchmarks/machines/`; this page's other tables are "
-             "the latest run's). Training ratios against the run's best matmul of the same dtype; serving: float32 "
-             "SavedModel over ONNX Runtime, batch 1, serving process.", "",
-             "| machine | date (commit) | bf16 train / bf16 matmul (beside) | serving hqmd_baseline_plus / bts | "
+             "the latest run's). Training: the step over the matmuls of the same dtype timed beside it in the same "
+             "process, and in parentheses over the run's best matmul (runs before 2026-12-01 16:00 UTC timed those "
+             "matmuls before and after all the steps, not between them); serving: float32 SavedModel over ONNX "
+             "Runtime, batch 1, serving process.", "",
+             "| machine | date (commit) | hqmd_baseline_plus bf16 | serving hqmd_baseline_plus / bts | "
              + " | ".join(f"{name} f32" for name in models) + " |",
              "|---|---|---|---|" + "---|" * len(models)]
     for results in machines:
-        cpu = results.get("cpu", {})
-        head = cpu.get("hqmd_baseline_plus", {})
-        bf16_local = head.get("mixed_bfloat16", {}).get("modes", {}).get("train", {}).get("local_flops_ratio")
         serving = []
         for model in ("hqmd_baseline_plus", "bts"):
             rows = results.get("inference", {}).get("models", {}).get(model, {}).get("processes", {})
             serving.append(fmt(rows.get("serving", {}).get("rows", {}).get("savedmodel", {}).get("over_ort_median")))
         lines.append(f"| {results['machine']['cpu']} | {results['date'][:16]} ({results.get('commit') or '-'}) | "
-                     f"{fmt(head.get('train_flops_ratio_bf16'))} ({fmt(bf16_local)}) | "
-                     f"{' / '.join(serving)} | "
-                     + " | ".join(fmt(cpu.get(name, {}).get("train_flops_ratio")) for name in models) + " |")
+                     f"{train_ratios(results, 'hqmd_baseline_plus', 'mixed_bfloat16')} | {' / '.join(serving)} | "
+                     + " | ".join(train_ratios(results, name, "float32") for name in models) + " |")
     return lines + [""]
+
 
 def matmul_section(results):
     mm = results.get("matmul")
@@ -153,8 +168,8 @@ def matmul_section(results):
         return []
     lines = ["## Reference: dense matmul on this CPU", "",
              "`tf.linalg.matmul` of two n x n matrices in a `tf.function` (`benchmarks/cpu_step.py matmul`), "
-             "2 n^3 FLOPs per call, best and median of the timed calls after one warm-up; this is the denominator of "
-             "every ratio below (float32 runs against the float32 rate, mixed_bfloat16 against the bfloat16 rate). "
+             "2 n^3 FLOPs per call, best and median of the timed calls after one warm-up, at the start and the end of "
+             "the run (float32 runs are compared with the float32 rate, mixed_bfloat16 with the bfloat16 rate). "
              "Per CPU-second: FLOPs over the process CPU time (all threads) of the fastest call: the rate one busy "
              "core sustains, independent of other jobs.",
              "", "| dtype | n | best GFLOP/s | median GFLOP/s | GFLOP per CPU-second |", "|---|---|---|---|---|"]
@@ -165,12 +180,12 @@ def matmul_section(results):
                              f"{row['gflops_median']:.1f} | {fmt(row.get('gflops_per_cpu_s'), 1)} |")
     reference = results.get("matmul_reference")
     if reference:
-        lines += ["", "Ratios below use the best matmul rate seen in the whole run (these two stages and the matmuls "
-                  "every CPU measurement times just before and after its steps): " + "; ".join(
+        lines += ["", "The ratios below divide each training or inference call by the matmuls timed just before and "
+                  "just after it in the same process (`cpu_step.py --local-matmul`): the rate the cores gave at that "
+                  "moment. The best matmul of the whole run (these two stages and every matmul timed between steps), "
+                  "a lower bound's denominator: " + "; ".join(
                       f"{dtype} **{ref['gflops']:.0f} GFLOP/s** (of {ref['measurements']} timings, {ref['source']})"
-                      for dtype, ref in reference.items()) + ". On cores shared with other jobs a single reference "
-                  "measurement can catch a busy moment and flatter every ratio; the best of the run is the rate the "
-                  "machine demonstrably reaches."]
+                      for dtype, ref in reference.items()) + "."]
     return lines + [""]
 
 
@@ -201,13 +216,14 @@ def models_section(results):
               "step; inference = `model(x, training=False)` in a `tf.function` at the same batch; both in one "
               "subprocess per model and precision (model built once). Median of the timed calls after one untimed "
               "(tracing) call. Achieved GFLOP/s counts a training step as 3x the forward FLOPs. Three ratios: "
-              "/ matmul = achieved over the run's matmul rate of the same dtype (best of the run, section above); "
-              "/ beside = over a matmul timed in the same process just before and after the steps (the rate "
-              "available under the same load); per CPU-s = FLOPs per CPU-second (all threads) over the matmul's. "
+              "/ matmul = each call over the mean of the matmuls of the same dtype timed just before and after it "
+              "in the same process (the rate available under the same load), median over the calls; / best = the "
+              "median call over the run's best matmul (section above); per CPU-s = FLOPs per CPU-second (all "
+              "threads) over the start matmul's. "
               "Peak RSS = the process's high-water mark during that mode's calls (VmHWM reset before them), "
               "including TensorFlow (~0.7 GB) and the model.", "",
-              "| model | input | batch | precision | train img/s | train GFLOP/s | train / matmul, / beside, per CPU-s | "
-              "first step (s) | infer img/s | infer GFLOP/s | infer / matmul, / beside, per CPU-s | "
+              "| model | input | batch | precision | train img/s | train GFLOP/s | train / matmul, / best, per CPU-s | "
+              "first step (s) | infer img/s | infer GFLOP/s | infer / matmul, / best, per CPU-s | "
               "peak RSS infer / train (MB) |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name in names:
@@ -221,10 +237,10 @@ def models_section(results):
             lines.append(
                 f"| {name} | {size_of(row)} | {row['batch']} | {precision} | {fmt(t.get('images_per_s'))} | "
                 f"{fmt(t.get('achieved_gflops'), 0)} | {fmt(t.get('flops_ratio'))}, "
-                f"{fmt(t.get('local_flops_ratio'))}, {fmt(t.get('flops_ratio_per_cpu_s'))} | "
+                f"{fmt(t.get('flops_ratio_vs_best_matmul'))}, {fmt(t.get('flops_ratio_per_cpu_s'))} | "
                 f"{fmt(t.get('warmup_s', [None])[0], 0)} | {fmt(i.get('images_per_s'))} | "
                 f"{fmt(i.get('achieved_gflops'), 0)} | {fmt(i.get('flops_ratio'))}, "
-                f"{fmt(i.get('local_flops_ratio'))}, {fmt(i.get('flops_ratio_per_cpu_s'))} | "
+                f"{fmt(i.get('flops_ratio_vs_best_matmul'))}, {fmt(i.get('flops_ratio_per_cpu_s'))} | "
                 f"{fmt(i.get('peak_rss_mb'), 0)} / {fmt(t.get('peak_rss_mb'), 0)} |")
     return lines + [""]
 

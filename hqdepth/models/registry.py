@@ -44,7 +44,7 @@ CATALOG = {info.name: info for info in (
               47_575_344, 47_453_616, True),
     ModelInfo("fcn_autoencoder", "hqdepth.models.fcn", (480, 640),
               "FCN encoder-decoder, ~0.5 M params, SSIM+MSE loss (reconstructed)",
-              510_353, 509_009, False),
+              509_681, 508_337, False),
     ModelInfo("hqmd_baseline", "hqdepth.models.deeplab", (289, 385),
               "HQMD baseline: DeepLabv3+ R50-v2 OS16, logits upsampled from 1/4",
               40_398_785, 40_125_665, True),
