@@ -69,8 +69,8 @@ def configure_threads(args):
 def time_calls(fn, warmup, steps, probe=None):
     """(warm-up wall seconds, timed wall seconds, timed process CPU seconds, probe values) of `fn` calls.
 
-    `probe` (optional, zero-argument): called before every timed call and once after the last, untimed, so that each
-    timed call has a reference measurement taken just before and just after it (steps + 1 values).
+    `probe` (optional, zero-argument): called before every timed call and once after the last, untimed: reference
+    measurements interleaved with the timed calls (steps + 1 values).
     CPU seconds (all threads of this process, `time.process_time`) do not grow while other jobs hold the cores, so
     FLOPs per CPU-second compare runs taken under different load (they do include thread pools spinning)."""
     warm = []
@@ -256,12 +256,9 @@ def measure_model(args):
                "gflops_per_cpu_s": step_flops / statistics.median(cpu) / 1e9, "peak_rss_mb": peak,
                "peak_rss_scope": "this mode" if peak_reset else "whole process"}
         if local:
-            # Each step against the mean of the matmuls timed just before and just after it (the same load), and
-            # the median over the steps: what the step makes of the rate the cores give it at that moment.
-            paired = [step_flops / seconds / 1e9 / ((before + after) / 2)
-                      for seconds, before, after in zip(times, local, local[1:])]
-            row.update(local_matmul_gflops=local, paired_flops_ratios=paired,
-                       local_flops_ratio=statistics.median(paired))
+            # The median step over the median of the matmuls timed between the steps (the same load); medians,
+            # because a single matmul call can catch a neighbour's burst or stall.
+            row.update(local_matmul_gflops=local, local_flops_ratio=row["achieved_gflops"] / statistics.median(local))
         if mode == "train":
             row.update(loss=args.loss, metrics=args.metrics, optimizer_prebuilt=not args.no_prebuild)
         results[mode] = row

@@ -89,8 +89,8 @@ def headline(results, gpu):
             f"- **CPU training, hqmd_plus_full (baseline+ + HQMDLoss + Adam), batch {cpu[precision]['batch']}, "
             f"289x385, {label}: {train['images_per_s']:.2f} images/s = {train['achieved_gflops']:.0f} GFLOP/s = "
             f"{ratio:.2f} x the {dtype} matmul rate** (`cpu.hqmd_baseline_plus.train_flops_ratio{suffix}`; target "
-            f">= 0.60): each step over the matmuls timed just before and after it in the same process, median over "
-            f"{len(train['seconds'])} steps (those matmuls: median {fmt(beside_rate(train), 0)} GFLOP/s). Over the "
+            f">= 0.60): the median of {len(train['seconds'])} steps over the median of the matmuls timed between them "
+            f"in the same process ({fmt(beside_rate(train), 0)} GFLOP/s). Over the "
             f"best matmul of the whole run ({reference_rate(results, dtype):.0f} GFLOP/s, a lower bound): "
             f"{fmt(cpu.get(f'train_flops_ratio{suffix}_vs_best_matmul'))}, fastest step "
             f"{fmt(cpu.get(f'train_flops_ratio{suffix}_best_step'))}; per CPU-second: "
@@ -144,8 +144,8 @@ def machines_section(machines):
     models = sorted({name for results in machines for name in results.get("cpu", {})})
     lines = ["## Across machines", "",
              "The last full `make bench` on each kind of machine (`benchmarks/machines/`; this page's other tables are "
-             "the latest run's). Training: the step over the matmuls of the same dtype timed beside it in the same "
-             "process, and in parentheses over the run's best matmul (runs before 2026-12-01 16:00 UTC timed those "
+             "the latest run's). Training: the step over the matmuls of the same dtype timed between the steps in the "
+             "same process, and in parentheses over the run's best matmul (runs before 2026-12-01 16:00 UTC timed those "
              "matmuls before and after all the steps, not between them); serving: float32 SavedModel over ONNX "
              "Runtime, batch 1, serving process.", "",
              "| machine | date (commit) | hqmd_baseline_plus bf16 | serving hqmd_baseline_plus / bts | "
@@ -180,9 +180,9 @@ def matmul_section(results):
                              f"{row['gflops_median']:.1f} | {fmt(row.get('gflops_per_cpu_s'), 1)} |")
     reference = results.get("matmul_reference")
     if reference:
-        lines += ["", "The ratios below divide each training or inference call by the matmuls timed just before and "
-                  "just after it in the same process (`cpu_step.py --local-matmul`): the rate the cores gave at that "
-                  "moment. The best matmul of the whole run (these two stages and every matmul timed between steps), "
+        lines += ["", "The ratios below divide the median training or inference call by the median of the matmuls "
+                  "timed between the calls in the same process (`cpu_step.py --local-matmul`): the rate the cores "
+                  "gave at those moments. The best matmul of the whole run (these two stages and every matmul timed between steps), "
                   "a lower bound's denominator: " + "; ".join(
                       f"{dtype} **{ref['gflops']:.0f} GFLOP/s** (of {ref['measurements']} timings, {ref['source']})"
                       for dtype, ref in reference.items()) + "."]
@@ -216,8 +216,8 @@ def models_section(results):
               "step; inference = `model(x, training=False)` in a `tf.function` at the same batch; both in one "
               "subprocess per model and precision (model built once). Median of the timed calls after one untimed "
               "(tracing) call. Achieved GFLOP/s counts a training step as 3x the forward FLOPs. Three ratios: "
-              "/ matmul = each call over the mean of the matmuls of the same dtype timed just before and after it "
-              "in the same process (the rate available under the same load), median over the calls; / best = the "
+              "/ matmul = the median call over the median of the matmuls of the same dtype timed between the calls "
+              "in the same process (the rate available under the same load); / best = the "
               "median call over the run's best matmul (section above); per CPU-s = FLOPs per CPU-second (all "
               "threads) over the start matmul's. "
               "Peak RSS = the process's high-water mark during that mode's calls (VmHWM reset before them), "

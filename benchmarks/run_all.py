@@ -120,9 +120,9 @@ def git_commit():
 def finalize_ratios(results):
     """Every CPU measurement's ratios to the matmul rate of its dtype.
 
-    - `flops_ratio` (the figure issue 17 sets targets for): the median over the steps of each step's rate over the
-      mean of the matmuls timed just before and just after it in the same process (`cpu_step.py --local-matmul`).
-      Step and reference see the same load, as the interleaved serving comparison does. On cores shared with other
+    - `flops_ratio` (the figure issue 17 sets targets for): the median step's rate over the median of the matmuls
+      timed between the steps in the same process (one before each step and one after the last: `cpu_step.py
+      --local-matmul`). Step and reference see the same load, as the interleaved serving comparison does. On cores shared with other
       jobs the rate available moves by 2x within a run (Intel AMX VM: bfloat16 matmul 545-1190 GFLOP/s in one run,
       with no change to our code), so a reference timed at another moment measures the neighbours, not the step.
     - `flops_ratio_vs_best_matmul`: the median step over the best matmul of the whole run (both reference stages and

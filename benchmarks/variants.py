@@ -11,6 +11,8 @@ shows its worth:
   is traced from then on in this process.
 - `keras_adam`: the recipe's optimizer built with `optimizer.fused=false` (Keras' own Adam/AdamW `update_step`, about
   nine element-wise passes per variable): a config override, returned by `apply` for `recipes.resolve_config`.
+- `fcn_conv_bias`: fcn_autoencoder with a bias on every convolution (`model.options.conv_bias=true`, the layout
+  before 2026-12-01; the bias before each batch norm is cancelled by it): a config override.
 - `tf_kernel_gradients`: `train.kernel_gradients=tensorflow`, TensorFlow's own kernel gradients for the 1x1 and dilated
   convolutions that mixed_bfloat16 runs compute as matrix products (`hqdepth.layers.weight_gradients`); a config
   override (the `--check` below covers the first two; tests/test_weight_gradients.py covers this one).
@@ -23,6 +25,7 @@ nothing would pass the numbers alone).
 VARIANTS = {
     "keras_bn": "batch norm by Keras' BatchNormalization.call instead of FusedBatchNormV3",
     "keras_adam": "Adam by Keras' update_step (optimizer.fused=false) instead of ResourceApplyAdam",
+    "fcn_conv_bias": "fcn_autoencoder with a bias on every convolution, batch norm following or not",
     "tf_kernel_gradients": "TensorFlow's kernel gradients of 1x1 and dilated convolutions (train.kernel_gradients="
                            "tensorflow) instead of matrix products under mixed_bfloat16",
 }
@@ -47,6 +50,8 @@ def apply(names):
             _keras_batch_norm()
         elif name == "keras_adam":
             sets.append("optimizer.fused=false")
+        elif name == "fcn_conv_bias":
+            sets.append("model.options.conv_bias=true")
         elif name == "tf_kernel_gradients":
             sets.append("train.kernel_gradients=tensorflow")
     return sets
@@ -104,7 +109,7 @@ def check(seed=0):
         return values, "ResourceApplyAdam" in ops
 
     default = {"keras_bn": batch_norm(), "keras_adam": adam([])}
-    sets = apply(list(VARIANTS))
+    sets = apply(["keras_bn", "keras_adam"])  # the two checked here
     variant = {"keras_bn": batch_norm(), "keras_adam": adam(sets)}
     report = {}
     for name, (values, fused) in default.items():

@@ -121,6 +121,8 @@ def test_fcn_autoencoder_size_range_and_round_trip(tmp_path):
     model = build_model("fcn_autoencoder", input_shape=(480, 640, 3))
     assert model.count_params() == fcn_count()
     assert build_model("fcn_autoencoder", batch_norm=False).count_params() == fcn_count(batch_norm=False)
+    assert build_model("fcn_autoencoder", conv_bias=True).count_params() == fcn_count() + 2 * sum((32, 64, 128, 64, 32,
+                                                                                                   16))
     assert trainable_count(model) == pytest.approx(0.5e6, rel=0.10)  # seed 001: about 0.5 M trainable
     assert model.get_layer("encoder1_1_conv").kernel_initializer.__class__.__name__ == "GlorotUniform"
     small = build_model("fcn_autoencoder", max_depth=80.0)

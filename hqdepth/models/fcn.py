@@ -38,7 +38,7 @@ def fcn_size_multiple(encoder_filters=(32, 64, 128), **_):
 
 def fcn_autoencoder(input_shape=(None, None, 3), max_depth=10.0, encoder_filters=(32, 64, 128),
                     decoder_filters=(64, 32, 16), kernel_initializer="glorot_uniform", batch_norm=True,
-                    bn_momentum=0.99, name="fcn_autoencoder"):
+                    bn_momentum=0.99, conv_bias=None, name="fcn_autoencoder"):
     """Build the FCN autoencoder; see the module docstring for the layer list.
 
     Args:
@@ -46,6 +46,9 @@ def fcn_autoencoder(input_shape=(None, None, 3), max_depth=10.0, encoder_filters
         encoder_filters / decoder_filters: widths per level (as many decoder levels as encoder ones).
         kernel_initializer: "glorot_uniform" (Xavier; which variant the report used is not stated).
         batch_norm: BN after every conv except the head (our choice; not stated in the report).
+        conv_bias: None: a bias only on convolutions no batch norm follows (a bias before BN is cancelled by its
+            mean subtraction: same function, one pass less over the largest activations); True: on every
+            convolution (the layout of models saved before 2026-12-01, 510,353 parameters).
     """
     if len(decoder_filters) != len(encoder_filters):
         raise ConfigError("fcn_autoencoder: decoder_filters needs one width per encoder level.")
@@ -55,9 +58,7 @@ def fcn_autoencoder(input_shape=(None, None, 3), max_depth=10.0, encoder_filters
 
     def block(x, filters, kernel, stride, label, transpose=False):
         conv = layers.Conv2DTranspose if transpose else layers.Conv2D
-        # A bias before batch norm is cancelled by its mean subtraction (zero gradient, same function); it would
-        # only cost a pass over the largest activations forward and backward (9 % of the step, issue 17).
-        x = conv(filters, kernel, strides=stride, padding="same", use_bias=not batch_norm,
+        x = conv(filters, kernel, strides=stride, padding="same", use_bias=bool(conv_bias) or not batch_norm,
                  kernel_initializer=kernel_initializer, name=f"{label}_conv")(x)
         if batch_norm:
             x = FusedBatchNormalization(momentum=bn_momentum, name=f"{label}_bn")(x)
