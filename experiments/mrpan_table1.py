@@ -4,8 +4,8 @@
     python experiments/mrpan_table1.py --data densedepth:/data/nyu_data.zip --out runs/mrpan_table1
     python experiments/mrpan_table1.py --quick        # synthetic scenes, minutes per row on a CPU
 
-Our three rows are the `mrpan_nyu` recipe with ResNet-50 (SENet-154, the paper's backbone, is not in
-Keras): baseline = SARPN (`rrm=sarpn`, no SAM, no GAM), + MACA (SAM at H/32..H/8 and GAM), + MACA + RRM
+Our three rows are the `mrpan_nyu` recipe, SENet-154 from Cadene's ImageNet weights as in the paper and
+SARPN: baseline = SARPN (`rrm=sarpn`, no SAM, no GAM), + MACA (SAM at H/32..H/8 and GAM), + MACA + RRM
 (the recipe). MACA and the improved RRM are reconstructions (hqdepth/models/mrpan.py). The methods the
 paper cites are printed as paper lines. `--quick` (the default with `--data synthetic`) trains 40 steps
 at 64x96, batch 4, with the slim widths adff 160 / rpd 128 and predictions clipped to [1e-3, 10] m for
@@ -41,11 +41,11 @@ CITED_NOTE = ("As MRPAN's Table I prints it: each cited method's own result on t
               "with its own backbone, code and protocol.")
 PAPER_NOTE = ("MRPAN paper: SENet-154 backbone (ImageNet), batch 4, Hu et al.'s test protocol. Its baseline "
               "(SARPN) is weaker than SARPN's own published 0.111 / 0.514 (possibly a re-training at batch 4).")
-OURS_NOTE = ("Ours: ResNet-50 (torchvision ImageNet weights) instead of SENet-154, MACA and the improved RRM "
-             "reconstructed from the paper's description; the recipe's test protocol.")
+OURS_NOTE = ("Ours: SENet-154 from Cadene's ImageNet weights (as SARPN), MACA and the improved RRM reconstructed "
+             "from the paper's description; the recipe's test protocol.")
 QUICK_NOTE = ("Quick run: ResNet-50 from random weights, slim widths, synthetic scenes, predictions clipped; "
               "checks the machinery only.")
-QUICK = ["model.options.adff_channels=160", "model.options.rpd_channels=128",
+QUICK = ["model.options.backbone=resnet50", "model.options.adff_channels=160", "model.options.rpd_channels=128",
          "evaluation.protocol_options.clip=range"]
 
 
@@ -62,7 +62,8 @@ def main(argv=None):
     rows += [{**row, "recipe": "mrpan_nyu", "paper_note": PAPER_NOTE, "note": QUICK_NOTE if quick else OURS_NOTE}
              for row in ROWS]
     table = common.train_rows(rows, data, args.out, sets, quick, args.sets, val_data=args.val_data)
-    title = f"MRPAN Table I — paper (NYU Depth v2, SENet-154) vs ours (ResNet-50, {data}{', quick' if quick else ''})"
+    ours = "ResNet-50, quick" if quick else "SENet-154"
+    title = f"MRPAN Table I — paper (NYU Depth v2, SENet-154) vs ours ({ours}, {data})"
     common.print_outputs(args.out, title, table, quick, {"data": data, "quick": quick, "sets": sets + args.sets},
                          paper_data="NYU Depth v2")
     return 0

@@ -15,7 +15,7 @@ PAPER_INIT = {
     "hqmd_plus_ldepth_gradmg": "slim-resnet_v2_50", "hqmd_plus_hu": "slim-resnet_v2_50",
     "hqmd_baseline_ldepth": "slim-resnet_v2_50",
     "bts_nyu": "torchvision-resnet50", "bts_kitti": "torchvision-resnet50", "bts_nyu_toolbox24": "torchvision-resnet50",
-    "mrpan_nyu": "torchvision-resnet50", "resnet50_transposed": "torchvision-resnet50",
+    "mrpan_nyu": "cadene-senet154", "resnet50_transposed": "torchvision-resnet50",
 }
 
 
@@ -145,9 +145,26 @@ def test_named_initialisations_are_converted_once_from_the_cache(empty_cache, rn
 
     state = {k: np.ascontiguousarray(v) for k, v in torchvision_resnet50().items()}
     save_file(state, str(empty_cache / "resnet50.tv_in1k.safetensors"))
-    config = recipes.resolve_config("mrpan_nyu", sets=["data.input_size=[64, 64]"])
+    config = recipes.resolve_config("mrpan_nyu", sets=["data.input_size=[64, 64]", "model.options.backbone=resnet50",
+                                                       "model.options.backbone_weights=torchvision-resnet50"])
     assert pretrained.model_options(config)["backbone_weights"] == str(
         empty_cache / "hqdepth" / "torchvision-resnet50.weights.h5")
     model = build_model(config)
     np.testing.assert_array_equal(model.get_layer("conv1_conv").get_weights()[0],
                                   state["conv1.weight"].transpose(2, 3, 1, 0))
+
+
+def test_senet154_initialisation_is_checked_and_named_offline(empty_cache):
+    """mrpan_nyu's SENet-154 takes Cadene's weights only; offline, the message names the file, its address and the
+    converter command."""
+    resnet = recipes.resolve_config("mrpan_nyu", sets=["model.options.backbone_weights=torchvision-resnet50"])
+    with pytest.raises(ConfigError, match="fits a v1.5 backbone.*'senet154' .initialisations for it: cadene-senet154"):
+        pretrained.check_initialisation(resnet)
+    with pytest.raises(ConfigError, match="not 'senet154': use cadene-senet154"):
+        pretrained.check_initialisation(recipes.resolve_config(
+            "mrpan_nyu", sets=["model.options.backbone_weights=imagenet"]))
+    with pytest.raises(HQDepthError) as error:
+        pretrained.resolve("cadene-senet154", "senet154")
+    for part in ("senet154-c7b49a05.pth", "http://data.lip6.fr/cadene/pretrainedmodels/senet154-c7b49a05.pth",
+                 "hqdepth weights convert --from cadene-senet154", "HQDEPTH_OFFLINE", str(empty_cache)):
+        assert part in str(error.value), part

@@ -1,11 +1,11 @@
 """`hqdepth weights convert --from FORMAT SRC OUT`: published checkpoints of other frameworks -> files of this package.
 
 The converters live in `hqdepth.weights` (`slim`: TF-slim resnet_v2_50 and HQMDE; `torch`: torchvision
-ResNet-50 and BTS); this module parses arguments and prints what was written.
+ResNet-50, BTS and Cadene's SENet-154); this module parses arguments and prints what was written.
 """
 
 # = hqdepth.weights.FORMATS (not imported here: keeps `hqdepth --help` light)
-FORMATS = ("slim-resnet50-v2", "hqmde", "torchvision-resnet50", "bts")
+FORMATS = ("slim-resnet50-v2", "hqmde", "torchvision-resnet50", "bts", "cadene-senet154")
 
 FORMAT_HELP = """formats:
   slim-resnet50-v2      TF-slim resnet_v2_50 ImageNet checkpoint (resnet_v2_50_2017_04_14, what HQMDE's train.py
@@ -15,6 +15,8 @@ FORMAT_HELP = """formats:
                         variant=auto|baseline_plus|baseline, output_stride, multi_grid, aspp_rates, max_depth
   torchvision-resnet50  torchvision ResNet-50 state dict (.safetensors, or .pth with torch installed)
   bts                   BTS trained PyTorch model -> OUT.keras (bts)
+  cadene-senet154       Cadene pretrainedmodels SENet-154 (senet154-c7b49a05.pth, SARPN's and MRPAN's backbone;
+                        .safetensors, or .pth with torch installed) -> OUT.weights.h5 for mrpan backbone=senet154
 
 Examples:
   hqdepth weights convert --from slim-resnet50-v2 resnet_v2_50.ckpt resnet_v2_50.weights.h5
@@ -28,7 +30,8 @@ def add_parser(subparsers):
     import argparse
 
     parser = subparsers.add_parser(
-        "weights", help="convert published checkpoints (TF-slim, HQMDE, torchvision, BTS) into this package's files",
+        "weights", help="convert published checkpoints (TF-slim, HQMDE, torchvision, BTS, SENet-154) into this "
+        "package's files",
         description="Convert weights published for other frameworks. Each converter checks the file against the "
                     "official variable names and shapes both ways and names whatever is missing, left over or "
                     "mis-shaped. Nothing is downloaded.")

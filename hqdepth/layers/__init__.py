@@ -1,7 +1,7 @@
 """Reusable, serializable layers (registered under the `hqdepth` package)."""
 
 from hqdepth.layers.aspp import AtrousSpatialPyramidPooling, conv_bn_relu, conv_bn_relu_layers
-from hqdepth.layers.conv import AtrousConv2D, conv2d
+from hqdepth.layers.conv import AtrousConv2D, GroupedConv2D, conv2d
 from hqdepth.layers.attention import PositionAttention, ScaleAttention
 from hqdepth.layers.heads import ScaledSigmoid
 from hqdepth.layers.normalization import FrozenAffineBatchNormalization, FusedBatchNormalization
@@ -17,6 +17,7 @@ __all__ = [
     "FocalScaling",
     "FrozenAffineBatchNormalization",
     "FusedBatchNormalization",
+    "GroupedConv2D",
     "ImageNormalization",
     "LocalPlanarGuidance",
     "PlaneCoefficients",

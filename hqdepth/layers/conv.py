@@ -1,4 +1,4 @@
-"""Atrous (dilated) convolution that runs the native dilated kernel under TensorFlow where it works.
+"""Atrous (dilated) and grouped convolutions that run TensorFlow's native kernels where they work.
 
 Keras 3's TensorFlow backend sends every dilated convolution through `tf.nn.convolution`, which
 rewrites it as SpaceToBatchND -> Conv2D -> BatchToSpaceND. On a small feature map with a large rate
@@ -18,6 +18,13 @@ per compute dtype, only where a one-off probe of that dtype (a 5x5 dilated conv 
 a few milliseconds) succeeded; elsewhere the layer is exactly `keras.layers.Conv2D`. Nothing is
 decided from CPU flags: the probe asks the kernels this process will run. JAX and PyTorch have
 native dilation, so only the TensorFlow backend is concerned.
+
+Grouped convolution (`GroupedConv2D`, SENet-154's 64-group 3x3 convs): Keras' TensorFlow backend compiles
+every grouped convolution with XLA, because TensorFlow's Eigen CPU kernels have none. oneDNN's (CPU) and
+cuDNN's (GPU) kernels do, and XLA's CPU backward pass is slow: a 256-channel, 64-group 3x3 conv over
+2x57x76, forward and both gradients, took 17 s through XLA and 26 ms through `tf.nn.conv2d` on this
+project's Intel Xeon VM, and MRPAN's SENet-154 training step 150 s. The same probe (two groups instead of a
+dilation) decides the direct path per compute dtype.
 """
 
 import math
@@ -25,9 +32,11 @@ import math
 import keras
 from keras import layers
 
-# compute dtype name -> whether the CPU kernels can run and differentiate a dilated Conv2D in it.
-# Filled by `native_dilated_conv_available` on first use of each dtype (tests may pre-set entries).
+# compute dtype name -> whether the CPU kernels can run and differentiate a dilated (grouped) Conv2D in it.
+# Filled by `native_dilated_conv_available` (`native_grouped_conv_available`) on first use of each dtype (tests may
+# pre-set entries).
 _native_support = {}
+_native_grouped_support = {}
 
 
 def native_dilated_conv_available(dtype="float32"):
@@ -49,20 +58,33 @@ def native_dilated_conv_available(dtype="float32"):
     return _native_support[dtype]
 
 
-def _probe(dtype):
+def native_grouped_conv_available(dtype="float32"):
+    """Whether TensorFlow here can run and differentiate a grouped `Conv2D` (input channels = groups x kernel input
+    channels) on the CPU in `dtype`: `native_dilated_conv_available`'s probe with two groups, cached per dtype."""
+    dtype = keras.backend.standardize_dtype(dtype)
+    if dtype not in _native_grouped_support:
+        import tensorflow as tf
+
+        _native_grouped_support[dtype] = tf.autograph.experimental.do_not_convert(_probe)(dtype, groups=2,
+                                                                                         dilation=1)
+    return _native_grouped_support[dtype]
+
+
+def _probe(dtype, groups=1, dilation=2):
     import tensorflow as tf
 
     # The forward op and the two ops its gradient runs (what `tf.GradientTape` would call; a tape
     # cannot be used: `init_scope` pauses every tape). On a 5x5 map of ones with a 3x3 kernel of ones
     # at dilation 2 the taps 2 pixels away fall off the border: 9 at the centre, 4 at a corner; the
     # input gradient equals the forward map (symmetric kernel) and the kernel gradient's centre tap
-    # sees all 25 pixels.
-    strides, dilations = [1, 1, 1, 1], [1, 2, 2, 1]
+    # sees all 25 pixels. With `groups` channels, one per group, and no dilation: the same numbers (the borders
+    # cut the 3x3 kernel to 2x2 at a corner).
+    strides, dilations = [1, 1, 1, 1], [1, dilation, dilation, 1]
     with tf.init_scope():  # leave any graph being traced: the probe must execute the kernels
         try:
             with tf.device("/CPU:0"):
-                x = tf.ones((1, 5, 5, 1), dtype)
-                kernel = tf.ones((3, 3, 1, 1), dtype)
+                x = tf.ones((1, 5, 5, groups), dtype)
+                kernel = tf.ones((3, 3, 1, groups), dtype)
                 y = tf.nn.conv2d(x, kernel, strides, "SAME", dilations=dilations)
                 grad_x = tf.raw_ops.Conv2DBackpropInput(input_sizes=tf.shape(x), filter=kernel, out_backprop=y * 0 + 1,
                                                         strides=strides, padding="SAME", dilations=dilations)
@@ -99,6 +121,31 @@ class AtrousConv2D(layers.Conv2D):
         return super().convolution_op(inputs, kernel)
 
 
+@keras.saving.register_keras_serializable(package="hqdepth")
+class GroupedConv2D(layers.Conv2D):
+    """`keras.layers.Conv2D` with `groups > 1` (same config, weights and results) that runs TensorFlow's own grouped
+    kernels (oneDNN on the CPU, cuDNN on the GPU) instead of Keras' XLA-compiled convolution.
+
+    The direct `tf.nn.conv2d` path is used when the backend is TensorFlow, the data format is channels-last and
+    `native_grouped_conv_available(compute dtype)`; otherwise Keras' own convolution runs (XLA under TensorFlow,
+    native under JAX and PyTorch). Both compute the same function.
+    """
+
+    def uses_native_kernel(self, dtype=None):
+        """Whether a call in `dtype` (default: the layer's compute dtype) takes the direct grouped path."""
+        dtype = dtype or self.compute_dtype
+        return (self.groups > 1 and keras.backend.backend() == "tensorflow" and self.data_format == "channels_last"
+                and native_grouped_conv_available(dtype))
+
+    def convolution_op(self, inputs, kernel):
+        if self.uses_native_kernel(inputs.dtype):
+            import tensorflow as tf
+
+            return tf.nn.conv2d(inputs, kernel, strides=self.strides, padding=self.padding.upper(),
+                                dilations=self.dilation_rate)
+        return super().convolution_op(inputs, kernel)
+
+
 def torch_conv_initializers(fan_in=None):
     """(kernel, bias) initializers of PyTorch's `nn.Conv2d` default, which a PyTorch decoder that sets no
     initialisation keeps (SARPN's, the Depth Toolbox's BTS head): kernel kaiming_uniform(a=sqrt(5)) =
@@ -112,7 +159,9 @@ def torch_conv_initializers(fan_in=None):
 
 
 def conv2d(filters, kernel_size, dilation_rate=1, **kwargs):
-    """`Conv2D`, or `AtrousConv2D` where the dilation rate is above 1."""
+    """`Conv2D`, or `AtrousConv2D` where the dilation rate is above 1, or `GroupedConv2D` where `groups` is above 1."""
+    if kwargs.get("groups", 1) > 1:
+        return GroupedConv2D(filters, kernel_size, dilation_rate=dilation_rate, **kwargs)
     rate = dilation_rate if isinstance(dilation_rate, int) else max(dilation_rate)
     cls = AtrousConv2D if rate > 1 else layers.Conv2D
     return cls(filters, kernel_size, dilation_rate=dilation_rate, **kwargs)

@@ -6,12 +6,15 @@ GAM) and an improved residual refinement module (RRM), trained with deep supervi
 Loss = sum over scales (l_depth + l_grad + l_normal) (`hqdepth.losses.MultiScaleDepthLoss`).
 See specs/other_models.md §4.
 
-Follows the SARPN code (its ResNet-50 configuration; SENet-154, the paper's backbone, is not in
-Keras: any backbone exposing five scales can be passed instead):
-- encoder: ResNet-50 `backbone_version` "v1.5" (default: torchvision's layout, as SARPN's
-  `torchvision.models.resnet50(pretrained=True)`) or "v1" (keras.applications, for Keras' ImageNet file);
-- encoder taps, five scales H/2..H/32 (`conv1_relu`, `conv2_block3_out`, `conv3_block4_out`,
-  `conv4_block6_out`, `conv5_block3_out`); every resize bilinear with align_corners=True to the
+Follows the SARPN code:
+- encoder: `backbone="senet154"`, the paper's (and SARPN's default) SENet-154, Cadene's
+  `pretrainedmodels` network (`hqdepth.backbones.senet`), tapped as SARPN's `E_senet`: layer0
+  before its pool (H/2, 128 channels) and layer1-4 (H/4..H/32, 256..2048); or `backbone="resnet50"`,
+  SARPN's ResNet-50 configuration, `backbone_version` "v1.5" (default: torchvision's layout, as
+  SARPN's `torchvision.models.resnet50(pretrained=True)`) or "v1" (keras.applications, for Keras'
+  ImageNet file), tapped at `conv1_relu`, `conv2_block3_out`, `conv3_block4_out`,
+  `conv4_block6_out`, `conv5_block3_out`; or any keras.Model with five outputs, finest first;
+- every resize bilinear with align_corners=True to the
   exact size of the target scale (odd sizes such as 228x304 -> 29x38 -> 15x19 -> 8x10 work);
 - ADFF: for each target scale t, every encoder map -> UpProjection (resize, 5x5 conv-BN-ReLU-3x3
   conv-BN + 5x5 conv-BN shortcut, ReLU, no biases) to F_t/5 channels -> concat F_t -> 3x3
@@ -47,6 +50,7 @@ import keras
 from keras import layers, ops
 
 from hqdepth.backbones.resnet import classic_resnet50
+from hqdepth.backbones.senet import senet154
 from hqdepth.errors import ConfigError
 from hqdepth.layers import BilinearResize, FusedBatchNormalization, PositionAttention, ScaleAttention, resize_bilinear
 from hqdepth.layers.conv import torch_conv_initializers
@@ -162,9 +166,13 @@ def _encoder(backbone, input_shape, backbone_weights, preprocess, bn_momentum, v
             raise ConfigError(f"mrpan: a backbone model must output five feature maps (H/2 .. H/32), "
                               f"it has {len(backbone.outputs)} outputs.")
         return backbone.inputs[0], list(backbone.outputs)
+    if backbone == "senet154":
+        model = senet154(input_shape, weights=backbone_weights, preprocess=preprocess or "torch",
+                         bn_momentum=bn_momentum)
+        return model.input, list(model.outputs)
     if backbone != "resnet50":
-        raise ConfigError(f"mrpan: backbone must be 'resnet50' or a keras.Model with five outputs, got {backbone!r} "
-                          "(SENet-154, the paper's backbone, is not in Keras).")
+        raise ConfigError(f"mrpan: backbone must be 'senet154', 'resnet50' or a keras.Model with five outputs, got "
+                          f"{backbone!r}.")
     model = classic_resnet50("mrpan", version, weights=backbone_weights, preprocess=preprocess,
                              bn_momentum=bn_momentum, input_shape=input_shape)
     return model.input, [model.get_layer(name).output for name in RESNET_TAPS]
@@ -176,7 +184,9 @@ def mrpan(input_shape=(None, None, 3), backbone="resnet50", backbone_weights=Non
           align_corners=True, backbone_version="v1.5", decoder_init="torch", name="mrpan"):
     """Build MRPAN (see the module docstring). Options:
 
-    backbone: "resnet50" (`hqdepth.backbones.resnet50`, keras.applications layer names) or a
+    backbone: "senet154" (the paper's; `hqdepth.backbones.senet.senet154`, `backbone_weights` None | path from
+    `hqdepth.weights.torch.convert_senet154`; backbone_version is then unused), "resnet50"
+    (`hqdepth.backbones.resnet50`, keras.applications layer names) or a
     keras.Model mapping the image to five feature maps, finest (H/2) first. backbone_version:
     "v1.5" (torchvision layout, SARPN's; `backbone_weights` None | path from
     `hqdepth.weights.torch.convert_torchvision_resnet50`; BN eps 1e-5) or "v1" (keras.applications;

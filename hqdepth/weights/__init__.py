@@ -8,6 +8,7 @@
 | `hqmde` | HQMDE's trained TF1 checkpoint of the whole network (HalleyJiang/HQMDE) | `OUT.keras`: `hqmd_baseline_plus` (or `hqmd_baseline`) |
 | `torchvision-resnet50` | torchvision ResNet-50 state dict | see `hqdepth.weights.torch` |
 | `bts` | BTS trained PyTorch model | see `hqdepth.weights.torch` |
+| `cadene-senet154` | Cadene `pretrainedmodels` SENet-154 state dict (SARPN's / MRPAN's backbone) | `OUT.weights.h5` for `senet154(weights=OUT)` / `mrpan(backbone="senet154", backbone_weights=OUT)` |
 
 Every converter checks the source against the official variable names and shapes both ways: a
 variable the target needs and the file lacks, a variable the file has and nothing uses, or a shape
@@ -67,6 +68,7 @@ CONVERTERS = {
     "hqmde": ("hqdepth.weights.slim", "convert_hqmde"),
     "torchvision-resnet50": ("hqdepth.weights.torch", "convert_torchvision_resnet50"),
     "bts": ("hqdepth.weights.torch", "convert_bts"),
+    "cadene-senet154": ("hqdepth.weights.torch", "convert_senet154"),
 }
 FORMATS = tuple(CONVERTERS)
 

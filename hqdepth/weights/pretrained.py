@@ -1,6 +1,7 @@
 """The papers' initialisations by name, fetched and cached the Keras way.
 
-A model with a ResNet-50 backbone takes `backbone_weights` (recipe field `model.options.backbone_weights`):
+A model with a pretrained backbone (ResNet-50; MRPAN's SENet-154) takes `backbone_weights` (recipe field
+`model.options.backbone_weights`):
 
 - a name in `PRETRAINED`: the initialisation a paper used, downloaded once with
   `keras.utils.get_file` into `~/.keras/models/` and, where the paper used another framework's
@@ -35,8 +36,8 @@ class Pretrained:
     description: str
     file: str                  # cached file name (keras.utils.get_file fname)
     url: str
-    backbone_versions: tuple   # hqdepth.backbones.resnet50 versions whose layers it fills
-    converter: str = ""        # "" (a Keras file already) | "slim" | "torchvision"
+    backbone_versions: tuple   # hqdepth.backbones.resnet50 versions (or "senet154") whose layers it fills
+    converter: str = ""        # "" (a Keras file already) | "slim" | "torchvision" | "senet154"
     file_hash: str = None      # as keras.utils.get_file checks it (md5 or sha256)
     extract: bool = False
     used_by: str = ""
@@ -61,6 +62,14 @@ PRETRAINED = {
             ("v1.5",), converter="torchvision",
             used_by="BTS (cleinc/bts), SARPN (Xt-Chen/SARPN), seed 004: torchvision.models.resnet50(pretrained=True)"),
         Pretrained(
+            "cadene-senet154",
+            "Cadene pretrainedmodels SENet-154 ImageNet weights, converted to hqdepth.backbones.senet.senet154",
+            "senet154-c7b49a05.pth",
+            "http://data.lip6.fr/cadene/pretrainedmodels/senet154-c7b49a05.pth",
+            ("senet154",), converter="senet154",
+            used_by="SARPN (Xt-Chen/SARPN models/senet.py) and MRPAN: senet154(pretrained='imagenet'); reading the "
+                    ".pth needs PyTorch"),
+        Pretrained(
             "keras-resnet50v2",
             "keras.applications ResNet50V2 ImageNet weights (no top)",
             "resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
@@ -79,7 +88,7 @@ PRETRAINED = {
     )
 }
 # Pretrained.converter -> the `hqdepth weights convert --from` format that converts it.
-CONVERTER_FORMAT = {"slim": "slim-resnet50-v2", "torchvision": "torchvision-resnet50"}
+CONVERTER_FORMAT = {"slim": "slim-resnet50-v2", "torchvision": "torchvision-resnet50", "senet154": "cadene-senet154"}
 # "imagenet" = Keras' own file for the backbone's version (the builders' historical meaning).
 KERAS_IMAGENET = {"v2": "keras-resnet50v2", "v1": "keras-resnet50"}
 
@@ -120,7 +129,10 @@ def has_backbone(model_name, options=None):
 
 
 def backbone_version(model_name, options):
-    """The `hqdepth.backbones.resnet50` version the model is built with."""
+    """The backbone the weights must fit: "senet154" (MRPAN's `backbone="senet154"`), else the
+    `hqdepth.backbones.resnet50` version the model is built with."""
+    if options.get("backbone") == "senet154":
+        return "senet154"
     if model_name not in _BACKBONE_MODELS:
         return options.get("backbone_version", "v1")
     return options.get("backbone_version", _builder_defaults(model_name).get("backbone_version", "v1"))
@@ -167,19 +179,22 @@ def check_initialisation(config):
         raise ConfigError(
             f"{where}: model.options.backbone_weights={weights!r} is neither a known initialisation "
             f"({', '.join(sorted(PRETRAINED))}, imagenet, {NONE}) nor an existing file.")
-    entry = _entry(weights, backbone_version(name, options))
-    if entry and backbone_version(name, options) not in entry.backbone_versions:
+    version = backbone_version(name, options)
+    entry = _entry(weights, version)
+    if entry and version not in entry.backbone_versions:
+        fits = [other.name for other in PRETRAINED.values() if version in other.backbone_versions]
         raise ConfigError(
-            f"{where}: {entry.name} fits a ResNet-50 {'/'.join(entry.backbone_versions)} backbone, but the model "
-            f"is built with backbone_version={backbone_version(name, options)!r}.")
+            f"{where}: {entry.name} fits a {'/'.join(entry.backbone_versions)} backbone, but the model is built with "
+            f"{version!r} (initialisations for it: {', '.join(fits) or 'none'}).")
     return weights
 
 
 def _entry(weights, version):
     if weights == "imagenet":
         if version not in KERAS_IMAGENET:
-            raise ConfigError(f"backbone_weights=imagenet means Keras' ImageNet file, which fits a v1 or v2 "
-                              f"backbone, not {version!r}: use torchvision-resnet50 for a v1.5 backbone.")
+            fits = [entry.name for entry in PRETRAINED.values() if version in entry.backbone_versions]
+            raise ConfigError(f"backbone_weights=imagenet means Keras' ImageNet file, which fits a ResNet-50 v1 or v2 "
+                              f"backbone, not {version!r}: use {' or '.join(fits)}.")
         return PRETRAINED[KERAS_IMAGENET[version]]
     return PRETRAINED.get(weights) if isinstance(weights, str) else None
 

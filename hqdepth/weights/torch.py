@@ -149,8 +149,10 @@ def _torch_load(path):
 
 
 def _ignored(key):
-    """State-dict entries no Keras variable corresponds to: BN step counters and the ImageNet classifier."""
-    return key.endswith("num_batches_tracked") or re.fullmatch(r"(.*\.)?fc\.(weight|bias)", key) is not None
+    """State-dict entries no Keras variable corresponds to: BN step counters and the ImageNet classifier
+    (torchvision's `fc`, Cadene's `last_linear`)."""
+    return (key.endswith("num_batches_tracked")
+            or re.fullmatch(r"(.*\.)?(fc|last_linear)\.(weight|bias)", key) is not None)
 
 
 # --- mappings: Keras layer name -> PyTorch keys, one per Keras variable (ZEROS: no source) ---------------
@@ -175,6 +177,28 @@ def resnet50_mapping(prefix=""):
             if unit == 0:
                 mapping[f"{keras_name}_0_conv"] = _conv(f"{torch_name}.downsample.0", bias=True)
                 mapping[f"{keras_name}_0_bn"] = _bn(f"{torch_name}.downsample.1")
+    return mapping
+
+
+def senet154_mapping(blocks=(3, 8, 36, 3), prefix=""):
+    """{Keras layer of `hqdepth.backbones.senet.senet154`: [PyTorch keys]} for Cadene's `senet154` (SARPN's
+    `models/senet.py`) with `blocks` bottlenecks per stage; every first bottleneck has a `downsample`."""
+    mapping = {}
+    for k in (1, 2, 3):
+        mapping[f"layer0_conv{k}"] = _conv(f"{prefix}layer0.conv{k}")
+        mapping[f"layer0_bn{k}"] = _bn(f"{prefix}layer0.bn{k}")
+    for stage, units in enumerate(blocks, start=1):
+        for unit in range(units):
+            torch_name, keras_name = f"{prefix}layer{stage}.{unit}", f"layer{stage}_{unit}"
+            for k in (1, 2, 3):
+                mapping[f"{keras_name}_conv{k}"] = _conv(f"{torch_name}.conv{k}")
+                mapping[f"{keras_name}_bn{k}"] = _bn(f"{torch_name}.bn{k}")
+            for fc in ("fc1", "fc2"):
+                mapping[f"{keras_name}_se_module_{fc}"] = _conv(f"{torch_name}.se_module.{fc}") + [
+                    f"{torch_name}.se_module.{fc}.bias"]
+            if unit == 0:
+                mapping[f"{keras_name}_downsample_0"] = _conv(f"{torch_name}.downsample.0")
+                mapping[f"{keras_name}_downsample_1"] = _bn(f"{torch_name}.downsample.1")
     return mapping
 
 
@@ -340,6 +364,31 @@ def convert_torchvision_resnet50(src, out):
         f.attrs[VERSION_ATTRIBUTE] = "v1.5"
     return _report(src, out, "torchvision ResNet-50 -> keras.applications ResNet50 layout for resnet50(version='v1.5') "
                    "(conv biases zero)", state, used)
+
+
+def convert_senet154(src, out, **architecture):
+    """Convert Cadene's SENet-154 state dict (`senet154-c7b49a05.pth`, what SARPN loads) into a Keras weights file
+    for `hqdepth.backbones.senet.senet154` (`mrpan(backbone="senet154", backbone_weights=out)`).
+
+    Args:
+        src: `.pth` (needs PyTorch) or `.safetensors` file of `pretrainedmodels.senet154().state_dict()` (keys
+            `layer0.conv1.weight` ... optionally prefixed, e.g. `module.`); `last_linear.*` is ignored.
+        out: the `.weights.h5` file to write.
+        architecture: `senet154` options (blocks, planes, groups, reduction, stem_width) for a network other
+            than SENet-154's own (tests).
+    """
+    from hqdepth.backbones.senet import BLOCKS, senet154
+
+    out = _check_out(out, ".weights.h5")
+    state = load_state_dict(src)
+    prefixes = {key[:-len("layer0.conv1.weight")] for key in state if key.endswith("layer0.conv1.weight")}
+    if len(prefixes) != 1:
+        raise TorchWeightsError(f"{src} does not look like a SENet state dict (Cadene's pretrainedmodels): "
+                                f"{'no' if not prefixes else len(prefixes)} 'layer0.conv1.weight' entries.")
+    model = senet154(**architecture)
+    used = assign(model, senet154_mapping(architecture.get("blocks", BLOCKS), prefixes.pop()), state, src)
+    model.save_weights(str(out))
+    return _report(src, out, "Cadene SENet-154 -> hqdepth.backbones.senet.senet154", state, used)
 
 
 def bts_encoder_of(state, src="checkpoint"):
