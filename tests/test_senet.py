@@ -167,7 +167,7 @@ def test_converter_refuses_another_network_and_bad_options(tmp_path, rng):
     with pytest.raises(TorchWeightsError, match="layer2.0.se_module.fc1.bias"):
         convert_senet154(tmp_path / "broken.safetensors", tmp_path / "out.weights.h5", **SMALL)
     write_state({"conv1.weight": np.zeros((64, 3, 7, 7))}, tmp_path / "resnet.safetensors")
-    with pytest.raises(TorchWeightsError, match="does not look like a SENet state dict"):
+    with pytest.raises(TorchWeightsError, match=r"does not look like a SENet \(Cadene"):
         convert_senet154(tmp_path / "resnet.safetensors", tmp_path / "out.weights.h5")
     with pytest.raises(ConfigError, match="preprocess must be one of"):
         senet154(preprocess="caffe")

@@ -57,9 +57,10 @@ def _conv(x, filters, kernel, name, stride=1, groups=1, use_bias=False):
                   kernel_initializer="he_normal", name=name)(x)
 
 
-def _conv_bn(x, filters, kernel, name, settings, stride=1, groups=1, relu=True, bn_name=None):
+def _conv_bn(x, filters, kernel, name, settings, stride=1, groups=1, relu=True):
+    """conv `{prefix}conv{k}` + BN `{prefix}bn{k}` (+ ReLU): PyTorch's module names with "_" for "."."""
     x = _conv(x, filters, kernel, name, stride, groups)
-    x = _bn(bn_name or name.replace("conv", "bn"), settings)(x)
+    x = _bn(name.replace("conv", "bn"), settings)(x)
     return layers.ReLU(name=name.replace("conv", "relu"))(x) if relu else x
 
 

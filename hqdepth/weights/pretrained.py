@@ -182,19 +182,22 @@ def check_initialisation(config):
     version = backbone_version(name, options)
     entry = _entry(weights, version)
     if entry and version not in entry.backbone_versions:
-        fits = [other.name for other in PRETRAINED.values() if version in other.backbone_versions]
         raise ConfigError(
             f"{where}: {entry.name} fits a {'/'.join(entry.backbone_versions)} backbone, but the model is built with "
-            f"{version!r} (initialisations for it: {', '.join(fits) or 'none'}).")
+            f"{version!r} (initialisations for it: {', '.join(_fitting(version)) or 'none'}).")
     return weights
+
+
+def _fitting(version):
+    """The names in `PRETRAINED` that fit a backbone of `version`."""
+    return [entry.name for entry in PRETRAINED.values() if version in entry.backbone_versions]
 
 
 def _entry(weights, version):
     if weights == "imagenet":
         if version not in KERAS_IMAGENET:
-            fits = [entry.name for entry in PRETRAINED.values() if version in entry.backbone_versions]
             raise ConfigError(f"backbone_weights=imagenet means Keras' ImageNet file, which fits a ResNet-50 v1 or v2 "
-                              f"backbone, not {version!r}: use {' or '.join(fits)}.")
+                              f"backbone, not {version!r}: use {' or '.join(_fitting(version))}.")
         return PRETRAINED[KERAS_IMAGENET[version]]
     return PRETRAINED.get(weights) if isinstance(weights, str) else None
 

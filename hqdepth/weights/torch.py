@@ -321,13 +321,18 @@ def _check_out(out, suffix):
     return out
 
 
+def _key_prefix(state, src, anchor, network):
+    """The prefix in front of the key `anchor` of `network`'s state dict (usually empty; e.g. `encoder.`)."""
+    prefixes = {key[:-len(anchor)] for key in state if key.endswith(anchor)}
+    if len(prefixes) != 1:
+        raise TorchWeightsError(f"{src} does not look like a {network} state dict: "
+                                f"{'no' if not prefixes else len(prefixes)} {anchor!r} entries.")
+    return prefixes.pop()
+
+
 def _resnet_prefix(state, src):
     """The prefix in front of torchvision's `conv1.weight` / `layer1.0.conv1.weight` (usually empty)."""
-    prefixes = {key[:-len("layer1.0.conv1.weight")] for key in state if key.endswith("layer1.0.conv1.weight")}
-    if len(prefixes) != 1:
-        raise TorchWeightsError(f"{src} does not look like a torchvision ResNet-50 state dict: "
-                                f"{'no' if not prefixes else len(prefixes)} 'layer1.0.conv1.weight' entries.")
-    return prefixes.pop()
+    return _key_prefix(state, src, "layer1.0.conv1.weight", "torchvision ResNet-50")
 
 
 # --- converters ------------------------------------------------------------------------------------------
@@ -381,12 +386,9 @@ def convert_senet154(src, out, **architecture):
 
     out = _check_out(out, ".weights.h5")
     state = load_state_dict(src)
-    prefixes = {key[:-len("layer0.conv1.weight")] for key in state if key.endswith("layer0.conv1.weight")}
-    if len(prefixes) != 1:
-        raise TorchWeightsError(f"{src} does not look like a SENet state dict (Cadene's pretrainedmodels): "
-                                f"{'no' if not prefixes else len(prefixes)} 'layer0.conv1.weight' entries.")
+    prefix = _key_prefix(state, src, "layer0.conv1.weight", "SENet (Cadene's pretrainedmodels)")
     model = senet154(**architecture)
-    used = assign(model, senet154_mapping(architecture.get("blocks", BLOCKS), prefixes.pop()), state, src)
+    used = assign(model, senet154_mapping(architecture.get("blocks", BLOCKS), prefix), state, src)
     model.save_weights(str(out))
     return _report(src, out, "Cadene SENet-154 -> hqdepth.backbones.senet.senet154", state, used)
 
