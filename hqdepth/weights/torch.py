@@ -1,11 +1,11 @@
-"""PyTorch weights into hqdepth models: torchvision ResNet-50 and the published BTS checkpoints.
+"""PyTorch weights into hqdepth models: torchvision ResNet-50, the published BTS checkpoints, Cadene's SENet-154.
 
-Two converters, both reading a PyTorch state dict from a `.safetensors` file (the `safetensors`
+Three converters, each reading a PyTorch state dict from a `.safetensors` file (the `safetensors`
 package's NumPy API, no PyTorch needed) or from a `torch.save` file (`.pth`, `.pt`, `.ckpt` or BTS's
 extension-less `model`; needs PyTorch, loaded with `weights_only=True`):
 
 - `convert_torchvision_resnet50(src, out)`: a torchvision `resnet50` state dict (BTS, SARPN/MRPAN and
-  seed 004 start from it) -> a Keras `.weights.h5` in the `keras.applications.ResNet50` layout that
+  seed 004 start from it; MRPAN with `backbone="resnet50"`) -> a Keras `.weights.h5` in the `keras.applications.ResNet50` layout that
   `hqdepth.backbones.resnet50(version="v1.5", weights=out)` and every model's
   `backbone_weights=out` (with `backbone_version="v1.5"`) load. torchvision puts a stage's stride on
   the 3x3 conv of its first bottleneck; the weights only mean what they meant in that layout
@@ -15,6 +15,10 @@ extension-less `model`; needs PyTorch, loaded with `weights_only=True`):
   `bts_{nyu,eigen}_v2_pytorch_{resnet50,densenet161,densenet121}`: `torch.save({'global_step',
   'model', 'optimizer'})` of a `DataParallel(BtsModel)`, keys `module.encoder.base_model.*` and
   `module.decoder.*`) -> our `bts` model as a `.keras` file.
+- `convert_senet154(src, out)`: Cadene's `pretrainedmodels` SENet-154 (`senet154-c7b49a05.pth`, SARPN's and
+  MRPAN's backbone) -> a `.weights.h5` for `hqdepth.backbones.senet.senet154`, whose layer names are the
+  PyTorch module names with "_" for "." (`layer2.0.se_module.fc1` -> `layer2_0_se_module_fc1`); `last_linear`
+  (the classifier) is skipped.
 
 Name mapping (PyTorch `(O, I, kh, kw)` conv kernels become Keras `(kh, kw, I, O)`):
 
