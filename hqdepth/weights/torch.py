@@ -4,8 +4,8 @@ Three converters, each reading a PyTorch state dict from a `.safetensors` file (
 package's NumPy API, no PyTorch needed) or from a `torch.save` file (`.pth`, `.pt`, `.ckpt` or BTS's
 extension-less `model`; needs PyTorch, loaded with `weights_only=True`):
 
-- `convert_torchvision_resnet50(src, out)`: a torchvision `resnet50` state dict (BTS, SARPN/MRPAN and
-  seed 004 start from it; MRPAN with `backbone="resnet50"`) -> a Keras `.weights.h5` in the `keras.applications.ResNet50` layout that
+- `convert_torchvision_resnet50(src, out)`: a torchvision `resnet50` state dict (BTS, SARPN's ResNet-50
+  configuration and seed 004 start from it) -> a Keras `.weights.h5` in the `keras.applications.ResNet50` layout that
   `hqdepth.backbones.resnet50(version="v1.5", weights=out)` and every model's
   `backbone_weights=out` (with `backbone_version="v1.5"`) load. torchvision puts a stage's stride on
   the 3x3 conv of its first bottleneck; the weights only mean what they meant in that layout
