@@ -91,15 +91,19 @@ def time_calls(fn, warmup, steps, probe=None):
     return warm, times, cpu, probed
 
 
-def matmul(args):
+def matmul_call(dtype, n, seeds):
+    """A zero-argument callable running one n x n `tf.linalg.matmul` in `dtype` (synchronised: the result's corner
+    converted to NumPy); the two matrices are drawn from `seeds`."""
     import tensorflow as tf
 
-    dtype = tf.as_dtype(args.dtype)
-    n = args.n
-    a = tf.cast(tf.random.stateless_normal((n, n), seed=(1, 2)), dtype)
-    b = tf.cast(tf.random.stateless_normal((n, n), seed=(3, 4)), dtype)
+    a, b = (tf.cast(tf.random.stateless_normal((n, n), seed=seed), dtype) for seed in seeds)
     product = tf.function(lambda a, b: tf.reduce_sum(tf.cast(tf.linalg.matmul(a, b)[:1, :1], tf.float32)))
-    warm, times, cpu, _ = time_calls(lambda: product(a, b).numpy(), args.warmup, args.steps)
+    return lambda: product(a, b).numpy()
+
+
+def matmul(args):
+    n = args.n
+    warm, times, cpu, _ = time_calls(matmul_call(args.dtype, n, ((1, 2), (3, 4))), args.warmup, args.steps)
     flops = 2 * n ** 3
     return {"mode": "matmul", "dtype": args.dtype, "n": n, "seconds": times, "cpu_seconds": cpu, "warmup_s": warm,
             "gflops_best": flops / min(times) / 1e9, "gflops_median": flops / statistics.median(times) / 1e9,
@@ -109,16 +113,12 @@ def matmul(args):
 def matmul_probe(dtype, n=4096):
     """A zero-argument callable: the GFLOP/s of one n x n matmul in `dtype` timed now, in this process (traced and
     warmed up here). Timed between a model's steps, it gives the rate available to them under the same load."""
-    import tensorflow as tf
-
-    a = tf.cast(tf.random.stateless_normal((n, n), seed=(5, 6)), dtype)
-    b = tf.cast(tf.random.stateless_normal((n, n), seed=(7, 8)), dtype)
-    product = tf.function(lambda a, b: tf.reduce_sum(tf.cast(tf.linalg.matmul(a, b)[:1, :1], tf.float32)))
-    product(a, b).numpy()
+    call = matmul_call(dtype, n, ((5, 6), (7, 8)))
+    call()
 
     def probe():
         start = time.perf_counter()
-        product(a, b).numpy()
+        call()
         return 2 * n ** 3 / (time.perf_counter() - start) / 1e9
 
     return probe

@@ -182,8 +182,8 @@ def matmul_section(results):
     if reference:
         lines += ["", "The ratios below divide the median training or inference call by the median of the matmuls "
                   "timed between the calls in the same process (`cpu_step.py --local-matmul`): the rate the cores "
-                  "gave at those moments. The best matmul of the whole run (these two stages and every matmul timed between steps), "
-                  "a lower bound's denominator: " + "; ".join(
+                  "gave at those moments. The best matmul of the whole run (these two stages and every matmul timed "
+                  "between steps), a lower bound's denominator: " + "; ".join(
                       f"{dtype} **{ref['gflops']:.0f} GFLOP/s** (of {ref['measurements']} timings, {ref['source']})"
                       for dtype, ref in reference.items()) + "."]
     return lines + [""]

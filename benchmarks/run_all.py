@@ -122,9 +122,10 @@ def finalize_ratios(results):
 
     - `flops_ratio` (the figure issue 17 sets targets for): the median step's rate over the median of the matmuls
       timed between the steps in the same process (one before each step and one after the last: `cpu_step.py
-      --local-matmul`). Step and reference see the same load, as the interleaved serving comparison does. On cores shared with other
-      jobs the rate available moves by 2x within a run (Intel AMX VM: bfloat16 matmul 545-1190 GFLOP/s in one run,
-      with no change to our code), so a reference timed at another moment measures the neighbours, not the step.
+      --local-matmul`). Step and reference see the same load, as the interleaved serving comparison does. On
+      cores shared with other jobs the rate available moves by 2-3x within a run (Intel AMX VM: bfloat16 matmul
+      about 340-1190 GFLOP/s, with no change to our code), so a reference timed at another moment measures the
+      neighbours, not the step.
     - `flops_ratio_vs_best_matmul`: the median step over the best matmul of the whole run (both reference stages and
       every matmul timed between steps), the rate the machine reached at its least loaded moment; `flops_ratio_best`:
       the fastest step over the same. A lower bound, and a biased one: the more matmuls a run times, the higher its

@@ -158,6 +158,16 @@ def torch_conv_initializers(fan_in=None):
     return kernel, keras.initializers.RandomUniform(-bound, bound)
 
 
+def decoder_initializers(init, fan_in=None):
+    """(kernel, bias) initializers of a convolution by the name a model option gives: "torch" (PyTorch's
+    `nn.Conv2d` default, `torch_conv_initializers`; a bias needs `fan_in`), "xavier" (Glorot-uniform, as BTS's
+    `weights_init_xavier`) or "he_normal" (Keras' he_normal: sqrt(6) = 2.45x PyTorch's standard deviation); the
+    last two with zero biases."""
+    if init == "torch":
+        return torch_conv_initializers(fan_in)
+    return {"xavier": "glorot_uniform", "he_normal": "he_normal"}[init], "zeros"
+
+
 def conv2d(filters, kernel_size, dilation_rate=1, **kwargs):
     """`Conv2D`, or `AtrousConv2D` where the dilation rate is above 1, or `GroupedConv2D` where `groups` is above 1."""
     if kwargs.get("groups", 1) > 1:

@@ -108,7 +108,7 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
             replica = tf.distribute.get_replica_context()
             if replica is not None and replica.num_replicas_in_sync > 1:
                 count = replica.all_reduce(tf.distribute.ReduceOp.SUM, count)
-        self._update_moving_averages(mean, variance * count / ops.maximum(count - 1.0, 1.0))
+        self._update_moving_averages(mean, _unbiased(variance, count))
         return ops.cast(outputs, self.compute_dtype)
 
     def _train_in_groups(self, inputs, mask):
@@ -132,9 +132,17 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         first_mean, first_variance = ops.reshape(mean[0], (-1,)), ops.reshape(variance[0], (-1,))
         if self.unbiased_moving_variance:
             count = ops.cast(ops.size(grouped[0]) // ops.size(first_mean), "float32")
-            first_variance = first_variance * count / ops.maximum(count - 1.0, 1.0)
+            first_variance = _unbiased(first_variance, count)
         self._update_moving_averages(first_mean, first_variance)
         return ops.cast(ops.reshape(outputs, shape), self.compute_dtype)
+
+
+def _unbiased(variance, count):
+    """The unbiased variance of `count` values from their biased one (n / (n - 1)), as TF1's fused batch norm and
+    PyTorch average it into the moving variance."""
+    from keras import ops
+
+    return variance * count / ops.maximum(count - 1.0, 1.0)
 
 
 @keras.saving.register_keras_serializable(package="hqdepth")

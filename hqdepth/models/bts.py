@@ -54,7 +54,7 @@ from hqdepth.backbones.resnet import check_imagenet_allowed, classic_resnet50, l
 from hqdepth.errors import ConfigError, HQDepthError
 from hqdepth.layers import (FocalScaling, FrozenAffineBatchNormalization, FusedBatchNormalization, LocalPlanarGuidance,
                             PlaneCoefficients, ScaledSigmoid)
-from hqdepth.layers.conv import conv2d, torch_conv_initializers
+from hqdepth.layers.conv import conv2d, decoder_initializers
 from hqdepth.layers.preprocessing import ImageNormalization
 from hqdepth.layers.planar import KITTI_MEAN_FOCAL
 from hqdepth.models.fcn import _check_multiple
@@ -218,10 +218,7 @@ def _load_densenet_weights(model, variant, weights):
 def _conv(filters, kernel, name, init, dilation=1, use_bias=False, dtype=None, fan_in=None):
     """A decoder convolution. init "xavier": the official code's `weights_init_xavier` (Glorot-uniform kernel, zero
     bias); "torch": PyTorch's nn.Conv2d default, which the Depth Toolbox's BTSHead keeps (a bias needs `fan_in`)."""
-    if init == "torch":
-        kernel_initializer, bias_initializer = torch_conv_initializers(fan_in)
-    else:
-        kernel_initializer, bias_initializer = "glorot_uniform", "zeros"
+    kernel_initializer, bias_initializer = decoder_initializers(init, fan_in)
     return conv2d(filters, kernel, padding="same", dilation_rate=dilation, use_bias=use_bias,
                   kernel_initializer=kernel_initializer, bias_initializer=bias_initializer, name=DECODER_PREFIX + name,
                   dtype=dtype)

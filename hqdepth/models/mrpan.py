@@ -53,7 +53,7 @@ from hqdepth.backbones.resnet import classic_resnet50
 from hqdepth.backbones.senet import senet154
 from hqdepth.errors import ConfigError
 from hqdepth.layers import BilinearResize, FusedBatchNormalization, PositionAttention, ScaleAttention, resize_bilinear
-from hqdepth.layers.conv import torch_conv_initializers
+from hqdepth.layers.conv import decoder_initializers
 from hqdepth.models.registry import register_model
 
 PAPER = "Liu, Zhang, Li & Mao, Multi-scale Residual Pyramid Attention Network for Monocular Depth Estimation, " \
@@ -107,15 +107,8 @@ class _Decoder:
     init: str
 
 
-def _initializers(init, fan_in):
-    """(kernel, bias) initializers of a decoder convolution with `fan_in` = kh * kw * input channels: "torch",
-    PyTorch's `nn.Conv2d` default, which SARPN's decoder keeps (it sets no initialisation); "he_normal", Keras'
-    he_normal (sqrt(6) = 2.45x the standard deviation), zero bias."""
-    return torch_conv_initializers(fan_in) if init == "torch" else ("he_normal", "zeros")
-
-
 def _conv(x, filters, kernel, name, decoder, use_bias=False, dtype=None):
-    kernel_initializer, bias_initializer = _initializers(decoder.init, kernel * kernel * x.shape[-1])
+    kernel_initializer, bias_initializer = decoder_initializers(decoder.init, kernel * kernel * x.shape[-1])
     return layers.Conv2D(filters, kernel, padding="same", use_bias=use_bias, kernel_initializer=kernel_initializer,
                          bias_initializer=bias_initializer, name=name, dtype=dtype)(x)
 
