@@ -210,6 +210,14 @@ def test_schedule_errors_are_clear():
         build_schedule("exponential", 1e-4, {"decay_steps": 10})
     with pytest.raises(ConfigError, match="unknown option"):
         build_schedule("polynomial", 1e-4, {"power": 0.9, "warmup": 3})
+    with pytest.raises(ConfigError, match="one_cycle schedule: option 'max_learning_rate' must be a number"):
+        build_schedule("one_cycle", 1e-4, {"max_learning_rate": "1e-3x"}, total_steps=10)
+    with pytest.raises(ConfigError, match="step schedule: option 'every_steps' must be an integer, not 'ten'"):
+        build_schedule("step", 1e-4, {"every_steps": "ten"})
+    with pytest.raises(ConfigError, match="learning rate must be a number, not 'fast'"):
+        build_schedule("constant", "fast")
+    # a null optional option is the default, as before
+    assert build_schedule("polynomial", 1e-4, {"decay_steps": None}, total_steps=7).decay_steps == 7
 
 
 def test_global_batch_per_replica_or_as_stated():

@@ -217,3 +217,28 @@ def test_grouped_conv_runs_tensorflows_kernels_and_computes_keras_function(tmp_p
     loaded = keras.saving.load_model(tmp_path / "grouped.keras")
     assert isinstance(loaded.layers[0], GroupedConv2D) and loaded.layers[0].groups == 2
     np.testing.assert_array_equal(np.asarray(loaded(x)), np.asarray(model(x)))
+
+
+def test_grouped_conv_exports_to_onnx(tmp_path, rng):
+    """`GroupedConv2D` (SENet-154's, so MRPAN's) exports to ONNX: its TensorFlow grouped convolution becomes one ONNX
+    `Conv` with `group` set, which ONNX Runtime computes as the NumPy grouped convolution does."""
+    import keras
+    import onnx
+    import onnxruntime
+
+    from hqdepth.layers import GroupedConv2D
+
+    x = rng.normal(size=(2, 9, 11, 8)).astype("float32")
+    layer = GroupedConv2D(6, 3, strides=2, groups=2, padding="same", use_bias=True, bias_initializer="random_normal")
+    model = keras.Sequential([keras.Input((9, 11, 8)), layer])
+    model(x)  # Keras exports only a model that has been called
+    model.export(str(tmp_path / "grouped.onnx"), format="onnx", verbose=False)
+    groups = [attribute.i for node in onnx.load(str(tmp_path / "grouped.onnx")).graph.node if node.op_type == "Conv"
+              for attribute in node.attribute if attribute.name == "group"]
+    assert groups == [2]
+    session = onnxruntime.InferenceSession(str(tmp_path / "grouped.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x})[0]
+    kernel, bias = (np.asarray(w, np.float64) for w in layer.get_weights())
+    # "same" at stride 2 on 9x11 pads one row and column on each side
+    want = conv2d(x.transpose(0, 3, 1, 2).astype(np.float64), kernel.transpose(3, 2, 0, 1), 2, 1, groups=2, bias=bias)
+    np.testing.assert_allclose(got, want.transpose(0, 2, 3, 1), rtol=1e-5, atol=1e-5)

@@ -110,41 +110,60 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
                 "final_div_factor": self.final_div_factor, "anneal": self.anneal, "name": self.name}
 
 
+class _BadOption(ValueError):
+    """A schedule option that is not a number (build_schedule names the schedule)."""
+
+
+def _number(options, key, cast=float, default=KeyError):
+    """`options[key]` removed and cast to a number (`default` when absent or null; KeyError: required)."""
+    if options.get(key) is None and default is not KeyError:
+        options.pop(key, None)
+        return default
+    value = options.pop(key)  # a missing required option: KeyError, which build_schedule reports
+    try:
+        return cast(value)
+    except (TypeError, ValueError):
+        raise _BadOption(f"option {key!r} must be {'an integer' if cast is int else 'a number'}, "
+                         f"not {value!r}") from None
+
+
 def _exponential(lr, options, steps_per_epoch, total_steps):
     return keras.optimizers.schedules.ExponentialDecay(
-        lr, int(options.pop("decay_steps")), float(options.pop("decay_rate")),
+        lr, _number(options, "decay_steps", int), _number(options, "decay_rate"),
         staircase=bool(options.pop("staircase", False)))
 
 
 def _step(lr, options, steps_per_epoch, total_steps):
-    every = options.pop("every_epochs", None)
-    steps = options.pop("every_steps", None)
+    every = _number(options, "every_epochs", default=None)
+    steps = _number(options, "every_steps", int, default=None)
     if (every is None) == (steps is None):
         raise ConfigError("step schedule: give exactly one of every_epochs and every_steps.")
-    steps = int(steps) if steps is not None else int(round(float(every) * steps_per_epoch))
-    return keras.optimizers.schedules.ExponentialDecay(lr, max(steps, 1), float(options.pop("factor", 0.1)),
+    steps = steps if steps is not None else int(round(every * steps_per_epoch))
+    return keras.optimizers.schedules.ExponentialDecay(lr, max(steps, 1), _number(options, "factor", default=0.1),
                                                        staircase=True)
 
 
 def _polynomial(lr, options, steps_per_epoch, total_steps):
-    decay_steps = options.pop("decay_steps", None) or total_steps
+    decay_steps = _number(options, "decay_steps", int, default=None) or total_steps
     return keras.optimizers.schedules.PolynomialDecay(
-        lr, int(decay_steps), float(options.pop("end_learning_rate", 1e-5)), power=float(options.pop("power", 0.9)))
+        lr, int(decay_steps), _number(options, "end_learning_rate", default=1e-5),
+        power=_number(options, "power", default=0.9))
 
 
 def _cyclic(lr, options, steps_per_epoch, total_steps):
-    half_epochs = options.pop("step_size_epochs", None)
-    step_size = options.pop("step_size", None)
+    half_epochs = _number(options, "step_size_epochs", default=None)
+    step_size = _number(options, "step_size", default=None)
     if (half_epochs is None) == (step_size is None):
         raise ConfigError("cyclic schedule: give exactly one of step_size (steps) and step_size_epochs.")
-    step_size = float(step_size) if step_size is not None else float(half_epochs) * steps_per_epoch
-    return TriangularCyclic(lr, float(options.pop("max_learning_rate")), step_size)
+    step_size = step_size if step_size is not None else half_epochs * steps_per_epoch
+    return TriangularCyclic(lr, _number(options, "max_learning_rate"), step_size)
 
 
 def _one_cycle(lr, options, steps_per_epoch, total_steps):
-    return OneCycle(lr, float(options.pop("max_learning_rate")), total_steps,
-                    pct_start=float(options.pop("pct_start", 0.3)),
-                    final_div_factor=float(options.pop("final_div_factor", 1e4)), anneal=options.pop("anneal", "cos"))
+    return OneCycle(lr, _number(options, "max_learning_rate"), total_steps,
+                    pct_start=_number(options, "pct_start", default=0.3),
+                    final_div_factor=_number(options, "final_div_factor", default=1e4),
+                    anneal=options.pop("anneal", "cos"))
 
 
 SCHEDULES = {"constant": None, "exponential": _exponential, "step": _step, "polynomial": _polynomial,
@@ -156,13 +175,19 @@ def build_schedule(name, learning_rate, options=None, steps_per_epoch=1, total_s
     if name not in SCHEDULES:
         raise ConfigError(f"unknown schedule {name!r}; choose one of {', '.join(SCHEDULES)}.")
     options = dict(options or {})
+    try:
+        learning_rate = float(learning_rate)
+    except (TypeError, ValueError):
+        raise ConfigError(f"the learning rate must be a number, not {learning_rate!r}.") from None
     if SCHEDULES[name] is None:
-        schedule = float(learning_rate)
+        schedule = learning_rate
     else:
         try:
-            schedule = SCHEDULES[name](float(learning_rate), options, steps_per_epoch, total_steps)
+            schedule = SCHEDULES[name](learning_rate, options, steps_per_epoch, total_steps)
         except KeyError as error:
             raise ConfigError(f"{name} schedule needs option {error.args[0]!r}.") from None
+        except _BadOption as error:
+            raise ConfigError(f"{name} schedule: {error}.") from None
     if options:
         raise ConfigError(f"{name} schedule: unknown option(s) {', '.join(sorted(options))}.")
     return schedule
