@@ -6,8 +6,11 @@ import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if "TF_CPP_MIN_LOG_LEVEL" not in os.environ:  # set it (e.g. to 0) to see TensorFlow's C++ log lines
+    from hqdepth.quiet import quiet_tensorflow
+
+    quiet_tensorflow()  # the scripts print their own progress: no load-time log lines, as the `hqdepth` command
 
 # Metrics in the order the depth papers print them; "lower" = lower is better.
 COLUMNS = [("abs_rel", "Abs Rel", "lower"), ("sq_rel", "Sq Rel", "lower"), ("log10", "log10", "lower"),

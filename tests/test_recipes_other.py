@@ -45,7 +45,11 @@ def test_stated_facts():
     assert toolbox["evaluation"]["flip"] is True  # MultiScaleFlipAug(flip=True), as its published numbers
 
     mrpan = recipes.get_recipe("mrpan_nyu")
-    assert mrpan["schedule"] == {"name": "step", "options": {"every_epochs": 5, "factor": 0.9}}
+    assert mrpan["schedule"] == {"name": "step", "options": {"every_epochs": 5, "factor": 0.1}}
+    rate = build_schedule("step", mrpan["optimizer"]["learning_rate"], mrpan["schedule"]["options"], steps_per_epoch=10)
+    for epoch in range(20):  # SARPN utils.py adjust_learning_rate: lr = init_lr * 0.1 ** (epoch // 5), each epoch
+        for step in (10 * epoch, 10 * epoch + 9):
+            assert float(rate(step)) == pytest.approx(1e-4 * 0.1 ** (epoch // 5), rel=1e-6)
     assert (mrpan["train"]["batch_size"], mrpan["train"]["epochs"]) == (4, 20)
     # PyTorch Adam's coupled weight decay, as SARPN's code; not Keras' decoupled one
     # and PyTorch's epsilon (1e-8, added after the bias correction)
