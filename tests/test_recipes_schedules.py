@@ -293,3 +293,27 @@ def test_a_new_augmentation_starts_from_its_own_options():
     assert paper["data"]["augmentation"] == "hqmd" and paper["data"]["augmentation_options"] == {"max_angle": 5.0}
     kitti = recipes.get_recipe("bts_kitti")  # same augmentation as its base: options merge
     assert kitti["data"]["augmentation_options"] == {"dataset": "kitti"}
+
+
+def test_float32_precision_turns_tf32_off_unless_asked():
+    """`train.tf32` null: a float32 run multiplies in float32 on Ampere+ GPUs too (TensorFlow's default would use
+    TF32), a mixed one keeps TensorFlow's default; true / false as given; anything else is refused."""
+    import keras
+    import tensorflow as tf
+
+    from hqdepth.training.trainer import apply_precision
+
+    before = tf.config.experimental.tensor_float_32_execution_enabled()
+    try:
+        for sets, want in ((["train.precision=float32"], ("float32", False)),
+                           (["train.precision=mixed_bfloat16"], ("mixed_bfloat16", True)),
+                           (["train.precision=float32", "train.tf32=true"], ("float32", True)),
+                           (["train.precision=mixed_float16", "train.tf32=false"], ("mixed_float16", False))):
+            assert apply_precision(recipes.resolve_config("hqmd_plus_full", sets=sets)) == want, sets
+            assert tf.config.experimental.tensor_float_32_execution_enabled() is want[1]
+            assert keras.config.dtype_policy().name == want[0]
+        assert recipes.resolve_config("hqmd_plus_full")["train"]["tf32"] is None
+        with pytest.raises(ConfigError, match="train.tf32='fast' must be true, false or null"):
+            recipes.resolve_config("hqmd_plus_full", sets=["train.tf32=fast"])
+    finally:
+        tf.config.experimental.enable_tensor_float_32_execution(before)

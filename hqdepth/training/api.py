@@ -111,7 +111,8 @@ class Recipe:
 
         The backbone initialisation is checked and, for a named one, downloaded/converted once and
         cached (`hqdepth.weights.pretrained`); `train.seed` seeds the initialisation. Sets Keras' global
-        dtype policy (`train.precision`; auto = mixed_float16 on a GPU, float32 on a CPU) before building.
+        dtype policy (`train.precision`; auto = mixed_float16 on a GPU, float32 on a CPU) and TensorFlow's TF32
+        switch (`train.tf32`: off under float32 by default) before building.
         """
         import keras
 
@@ -119,7 +120,7 @@ class Recipe:
 
         if fetch:
             trainer.prepare_initialisation(self.config, print_fn=lambda *a, **k: None)
-        keras.config.set_dtype_policy(trainer.resolve_precision(self.config["train"]["precision"]))
+        trainer.apply_precision(self.config)
         trainer.set_determinism(self.config)
         if self.config["train"]["seed"] is not None:
             keras.utils.set_random_seed(int(self.config["train"]["seed"]))

@@ -27,7 +27,7 @@ from hqdepth.training.callbacks import RunBackup
 from hqdepth.training.trainer import (
     Plan, RunBackupFactory, apply_batch_groups, build_loss, build_model, build_optimizer, compile_metrics, finish_run,
     fixed_validation_samples, geometry_validation, kernel_gradients_note, load_split, make_callbacks,
-    prepare_run_folder, print_summary, read_results, resolve_precision, set_determinism, split_length,
+    prepare_run_folder, print_summary, read_results, apply_precision, precision_note, set_determinism, split_length,
 )
 
 
@@ -78,16 +78,15 @@ def train_multiworker(config, data, out, *, val_data=None, test_data=None, overw
     worker_out = out if chief else out / f".{_task_id(strategy)}"
     worker_out.mkdir(parents=True, exist_ok=True)
 
-    policy = resolve_precision(config["train"]["precision"])
-    keras.config.set_dtype_policy(policy)
+    policy, tf32 = apply_precision(config)
     replicas = strategy.num_replicas_in_sync
     val_data = val_data or data
     plan = Plan(config, split_length(data, config["data"]["train_split"]), replicas)
     val_count = split_length(val_data, config["data"]["val_split"])
     validation_steps = config["train"]["validation_steps"] or max(val_count // plan.global_batch, 1)
     say(f"run {out}: {recipes_lib.summary_line(config)}")
-    say(f"  multi-worker: {replicas} replicas, global batch {plan.global_batch}, precision {policy}"
-        f"{kernel_gradients_note(config)}; "
+    say(f"  multi-worker: {replicas} replicas, global batch {plan.global_batch}, "
+        f"precision {precision_note(policy, tf32)}{kernel_gradients_note(config)}; "
         f"{plan.total_steps} steps, validation every {plan.period} steps on {validation_steps} batches")
     if config["train"]["seed"] is not None:
         keras.utils.set_random_seed(int(config["train"]["seed"]))

@@ -74,6 +74,9 @@ DEFAULTS = {
         "log_every_steps": 10,       # TensorBoard training scalars
         "image_samples": 4,          # fixed validation samples drawn to TensorBoard
         "precision": "auto",         # auto | float32 | mixed_float16 | mixed_bfloat16
+        # tf32: whether GPUs may multiply float32 in TF32 (Ampere and later); null: not under float32 precision
+        # (float32 means float32, as the papers' GPUs computed), TensorFlow's default (yes) otherwise.
+        "tf32": None,
         # kernel_gradients: how 1x1 and dilated convolutions get their kernel gradient (hqdepth.layers.
         # weight_gradients). matmul: as matrix products (faster than oneDNN's bfloat16 kernel); tensorflow:
         # TensorFlow's own; auto: matmul when training in mixed_bfloat16 on TensorFlow without a GPU.
@@ -243,6 +246,8 @@ def validate(config):
     for key in ("ssim", "flip"):
         if not isinstance(config["evaluation"][key], bool):
             raise ConfigError(f"evaluation.{key}={config['evaluation'][key]!r} must be true or false.")
+    if train["tf32"] is not None and not isinstance(train["tf32"], bool):
+        raise ConfigError(f"train.tf32={train['tf32']!r} must be true, false or null (off under float32).")
     if not isinstance(train["deterministic"], bool):
         raise ConfigError(f"train.deterministic={train['deterministic']!r} must be true or false.")
     if train["deterministic"] and train["seed"] is None:

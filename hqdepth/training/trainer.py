@@ -67,6 +67,30 @@ def resolve_precision(name):
     return name
 
 
+def apply_precision(config):
+    """Set Keras' global dtype policy (`train.precision`) and TensorFlow's TF32 switch (`train.tf32`); returns
+    (policy, tf32).
+
+    On Ampere and later GPUs TensorFlow multiplies float32 convolutions and matrices in TF32 (10-bit mantissa
+    products) unless told not to. `train.tf32` null (default): off when the policy is float32, so that float32
+    means float32 (the papers' GPUs had no TF32; the paper recipes train in float32 to match them), on otherwise
+    (TensorFlow's default); true / false: as given. CPUs have no TF32: nothing changes there."""
+    import keras
+    import tensorflow as tf
+
+    policy = resolve_precision(config["train"]["precision"])
+    keras.config.set_dtype_policy(policy)
+    tf32 = config["train"]["tf32"]
+    tf32 = policy != "float32" if tf32 is None else tf32
+    tf.config.experimental.enable_tensor_float_32_execution(tf32)
+    return policy, tf32
+
+
+def precision_note(policy, tf32):
+    """The precision as the run's first lines print it: the policy, and TF32 where a GPU would use it."""
+    return f"{policy}{' (TF32 on)' if tf32 else ' (no TF32)'}" if gpu_count() else policy
+
+
 def cluster_workers():
     """Number of workers in TF_CONFIG (0 when unset)."""
     text = os.environ.get("TF_CONFIG")
@@ -578,8 +602,7 @@ def train(config, data, out, *, val_data=None, test_data=None, overwrite=False, 
         return previous
     out = prepare_run_folder(out, config, overwrite=overwrite)
 
-    policy = resolve_precision(config["train"]["precision"])
-    keras.config.set_dtype_policy(policy)
+    policy, tf32 = apply_precision(config)
     strategy = make_strategy(strategy_name)
     replicas = strategy.num_replicas_in_sync
     val_data = val_data or data
@@ -591,7 +614,8 @@ def train(config, data, out, *, val_data=None, test_data=None, overwrite=False, 
     print_fn(f"run {out}: {recipes_lib.summary_line(config)}")
     print_fn(f"  data {data}: {plan.train_samples} training samples, {val_count} validation samples; "
              f"strategy {strategy_name} ({replicas} replica{'s' * (replicas > 1)}), global batch "
-             f"{plan.global_batch}, precision {policy}{', XLA' * bool(config['train']['jit_compile'])}"
+             f"{plan.global_batch}, precision {precision_note(policy, tf32)}"
+             f"{', XLA' * bool(config['train']['jit_compile'])}"
              f"{kernel_gradients_note(config)}")
     print_fn(f"  {plan.describe(config)}")
     print_fn(f"  validation every {plan.period} steps on {validation_steps} batches")
