@@ -11,6 +11,7 @@ import pytest
 
 from hqdepth import losses
 from hqdepth.errors import ConfigError
+from hqdepth.layers import FusedBatchNormalization
 from hqdepth.models import build_model
 from hqdepth.models.mrpan import DeepSupervisionModel, finest_depth_model
 from hqdepth.models.transposed import freeze_resnet_stages
@@ -226,12 +227,23 @@ def test_bts_resnet50_parameter_count_freezing_and_float16():
     assert type(model.get_layer("conv2_block1_1_bn")).__name__ == "FrozenAffineBatchNormalization"
     assert type(model.get_layer("conv2_block1_0_bn")).__name__ == "FusedBatchNormalization"  # shortcut BN trains
     assert count - moving_stats(model) == 47_508_528  # spec §7: trainable with nothing frozen (Toolbox)
+    assert unbiased_flags(model) == {True}  # PyTorch's running variance, encoder (frozen-affine too) and decoder
     keras.config.set_dtype_policy("mixed_float16")
-    tf1 = build_model("bts", freeze="tf1", fix_first_conv_blocks=True, final_bias=True)
+    tf1 = build_model("bts", freeze="tf1", fix_first_conv_blocks=True, final_bias=True,
+                      bn_unbiased_moving_variance=False)
+    assert unbiased_flags(tf1) == {False}
     float16_forward("bts", (32, 32), model=tf1)
     assert not tf1.get_layer("conv3_block1_2_bn").trainable and tf1.get_layer("bts_bn4_2").trainable
     assert not tf1.get_layer("conv2_block2_3_conv").trainable and tf1.get_layer("conv2_block3_1_conv").trainable
     assert tf1.count_params() == count + 1  # the Toolbox head's bias
+
+
+def unbiased_flags(model):
+    """The `unbiased_moving_variance` values of the model's batch norms (all of them hqdepth's fused one)."""
+    norms = [layer for layer in model._flatten_layers(include_self=False)
+             if isinstance(layer, keras.layers.BatchNormalization)]
+    assert norms and all(isinstance(layer, FusedBatchNormalization) for layer in norms)
+    return {layer.unbiased_moving_variance for layer in norms}
 
 
 def test_bts_densenet161_parameter_count():
@@ -308,6 +320,7 @@ def test_mrpan_count_outputs_and_round_trip(tmp_path):
     np.testing.assert_allclose(finest[:, 0, 0], np.asarray(outputs[0])[:, 0, 0], rtol=1e-6)  # corners align
     restored = round_trip(model, x, tmp_path)
     assert isinstance(restored, DeepSupervisionModel)
+    assert unbiased_flags(model) == unbiased_flags(restored) == {True}  # as SARPN's PyTorch BatchNorm2d
 
 
 def five_scale_backbone():

@@ -4,7 +4,8 @@ from hqdepth.layers.aspp import AtrousSpatialPyramidPooling, conv_bn_relu, conv_
 from hqdepth.layers.conv import AtrousConv2D, GroupedConv2D, conv2d
 from hqdepth.layers.attention import PositionAttention, ScaleAttention
 from hqdepth.layers.heads import ScaledSigmoid
-from hqdepth.layers.normalization import FrozenAffineBatchNormalization, FusedBatchNormalization
+from hqdepth.layers.normalization import (FrozenAffineBatchNormalization, FusedBatchNormalization,
+                                          use_unbiased_moving_variance)
 from hqdepth.layers.planar import FocalScaling, LocalPlanarGuidance, PlaneCoefficients
 from hqdepth.layers.preprocessing import ImageNormalization
 from hqdepth.layers.resize import BilinearResize, resize_bilinear
@@ -29,4 +30,5 @@ __all__ = [
     "conv_bn_relu",
     "conv_bn_relu_layers",
     "resize_bilinear",
+    "use_unbiased_moving_variance",
 ]

@@ -10,7 +10,8 @@ together with the fused Adam update (`benchmarks/RESULTS.md`). The layer's epsil
 
 The moving variance: Keras averages the biased batch variance (sum / n over the n values of a channel); TF1's
 fused batch norm (TF-slim with `fused=True`, HQMD's code) and PyTorch (BTS, SARPN) average the unbiased one
-(sum / (n - 1)). `unbiased_moving_variance` picks; False (Keras) by default. It matters only where a channel has
+(sum / (n - 1)). `unbiased_moving_variance` picks; False (Keras) by default; the HQMD, BTS and MRPAN builders
+turn it on (their `bn_unbiased_moving_variance` option; `use_unbiased_moving_variance` sets a whole model). It matters only where a channel has
 few values per batch: HQMD's ASPP image-pooling branch normalises a 1x1 map, n = batch size = 8, whose biased
 moving variance is 7/8 of the official one (that branch 1.07x larger at test time).
 Other backends, masks, renorm, synchronised statistics and non-4-D or channels-first inputs take Keras'
@@ -164,3 +165,15 @@ class FrozenAffineBatchNormalization(FusedBatchNormalization):
         frozen = [v for v in (getattr(self, "gamma", None), getattr(self, "beta", None)) if v is not None]
         for position, variable in enumerate(frozen):
             self._non_trainable_variables.insert(position, variable)
+
+
+def use_unbiased_moving_variance(model, unbiased=True):
+    """Set `unbiased_moving_variance` on every `FusedBatchNormalization` of `model` (nested models included)
+    before it is trained: the builders of PyTorch models (BTS, MRPAN) call it, since PyTorch's `BatchNorm2d`
+    averages the unbiased batch variance into its running variance. Returns the number of layers set."""
+    count = 0
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, FusedBatchNormalization):
+            layer.unbiased_moving_variance = bool(unbiased)
+            count += 1
+    return count

@@ -53,7 +53,7 @@ from keras import layers
 from hqdepth.backbones.resnet import check_imagenet_allowed, classic_resnet50, load_keras_application_weights
 from hqdepth.errors import ConfigError, HQDepthError
 from hqdepth.layers import (FocalScaling, FrozenAffineBatchNormalization, FusedBatchNormalization, LocalPlanarGuidance,
-                            PlaneCoefficients, ScaledSigmoid)
+                            PlaneCoefficients, ScaledSigmoid, use_unbiased_moving_variance)
 from hqdepth.layers.conv import conv2d, decoder_initializers
 from hqdepth.layers.preprocessing import ImageNormalization
 from hqdepth.layers.planar import KITTI_MEAN_FOCAL
@@ -330,7 +330,8 @@ def bts_decoder(taps, max_depth=10.0, bts_size=512, theta_max=math.pi / 3, lpg_m
 def bts(input_shape=(None, None, 3), encoder="resnet50", max_depth=10.0, bts_size=512, with_focal=False,
         reference_focal=KITTI_MEAN_FOCAL, backbone_weights=None, freeze="official", fix_first_conv_blocks=False,
         preprocess=None, encoder_bn_momentum=0.9, theta_max=math.pi / 3, lpg_min_denominator=1e-3,
-        lpg_max_output=None, final_bias=False, decoder_init="xavier", backbone_version="v1.5", name="bts"):
+        lpg_max_output=None, final_bias=False, decoder_init="xavier", backbone_version="v1.5",
+        bn_unbiased_moving_variance=True, name="bts"):
     """Build BTS. Options (defaults = official PyTorch code):
 
     encoder: "resnet50" | "densenet161" | "densenet121", or a keras.Model mapping the image to the five
@@ -346,6 +347,8 @@ def bts(input_shape=(None, None, 3), encoder="resnet50", max_depth=10.0, bts_siz
     final_bias: the Toolbox head has a bias on the last conv (PyTorch: none).
     decoder_init: "xavier" (the official code's weights_init_xavier: Glorot-uniform kernels, zero biases) |
     "torch" (PyTorch's nn.Conv2d default, which the Depth Toolbox's BTSHead keeps: U(+-1/sqrt(fan_in))).
+    bn_unbiased_moving_variance: every batch norm averages the unbiased batch variance into its moving variance,
+    as PyTorch's BatchNorm2d (False: Keras' biased one).
     """
     if freeze not in FREEZE_CHOICES:
         raise ConfigError(f"freeze must be one of {FREEZE_CHOICES}, got {freeze!r}.")
@@ -369,8 +372,11 @@ def bts(input_shape=(None, None, 3), encoder="resnet50", max_depth=10.0, bts_siz
     if with_focal:
         focal = keras.Input(shape=(), name="focal")
         depth = FocalScaling(reference_focal, name=DECODER_PREFIX + "focal_scaling")([depth, focal])
-        return keras.Model([backbone.input, focal], depth, name=name)
-    return keras.Model(backbone.input, depth, name=name)
+        model = keras.Model([backbone.input, focal], depth, name=name)
+    else:
+        model = keras.Model(backbone.input, depth, name=name)
+    use_unbiased_moving_variance(model, bn_unbiased_moving_variance)
+    return model
 
 
 def decoder_variables(model):

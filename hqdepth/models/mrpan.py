@@ -52,7 +52,8 @@ from keras import layers, ops
 from hqdepth.backbones.resnet import classic_resnet50
 from hqdepth.backbones.senet import senet154
 from hqdepth.errors import ConfigError
-from hqdepth.layers import BilinearResize, FusedBatchNormalization, PositionAttention, ScaleAttention, resize_bilinear
+from hqdepth.layers import (BilinearResize, FusedBatchNormalization, PositionAttention, ScaleAttention, resize_bilinear,
+                            use_unbiased_moving_variance)
 from hqdepth.layers.conv import decoder_initializers
 from hqdepth.models.registry import register_model
 
@@ -174,7 +175,8 @@ def _encoder(backbone, input_shape, backbone_weights, preprocess, bn_momentum, v
 def mrpan(input_shape=(None, None, 3), backbone="resnet50", backbone_weights=None, preprocess=None,
           adff_channels=1280, rpd_channels=2048, sam_scales=(5, 4, 3), gam=True, gam_key_channels=64,
           sam_reduction=8, rrm="improved", rrm_channels=None, deep_supervision=True, bn_momentum=0.9,
-          align_corners=True, backbone_version="v1.5", decoder_init="torch", name="mrpan"):
+          align_corners=True, backbone_version="v1.5", decoder_init="torch", bn_unbiased_moving_variance=True,
+          name="mrpan"):
     """Build MRPAN (see the module docstring). Options:
 
     backbone: "senet154" (the paper's; `hqdepth.backbones.senet.senet154`, `backbone_weights` None | path from
@@ -191,6 +193,8 @@ def mrpan(input_shape=(None, None, 3), backbone="resnet50", backbone_weights=Non
     finest first (True) or one output at the input size (False). bn_momentum: 0.9 (PyTorch 0.1).
     decoder_init: the decoder convolutions' initialisation, "torch" (PyTorch's default, which SARPN's code keeps) or
     "he_normal" (Keras' he_normal, zero biases); the attention layers keep their own.
+    bn_unbiased_moving_variance: every batch norm averages the unbiased batch variance into its moving variance,
+    as PyTorch's BatchNorm2d (False: Keras' biased one).
     With rrm="sarpn", sam_scales=() and gam=False the network is SARPN (MRPAN's baseline).
     """
     if rrm not in RRM_CHOICES:
@@ -249,8 +253,11 @@ def mrpan(input_shape=(None, None, 3), backbone="resnet50", backbone_weights=Non
     outputs = [layers.Activation("linear", dtype="float32", name=f"depth_h{2 ** t}")(depth[t]) for t in SCALES]
     if not deep_supervision:
         final = BilinearResize(align_corners=align_corners, dtype="float32", name="depth")([outputs[0], image])
-        return keras.Model(image, final, name=name)
-    return DeepSupervisionModel(image, outputs, name=name)
+        model = keras.Model(image, final, name=name)
+    else:
+        model = DeepSupervisionModel(image, outputs, name=name)
+    use_unbiased_moving_variance(model, bn_unbiased_moving_variance)
+    return model
 
 
 @register_model("mrpan", (228, 304), "MRPAN: SARPN residual pyramid + attention (SAM/GAM) + improved RRM, "
