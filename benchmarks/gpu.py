@@ -19,6 +19,12 @@ Reported per run: images/s over `--steps` timed steps after `--warmup` (compilat
 (JAX: `memory_stats()["peak_bytes_in_use"]`; PyTorch: `torch.cuda.max_memory_allocated()`), the device, and for
 the peer its forward FLOPs per image (`torch.utils.flop_counter`) beside our analytic count (`hqdepth.flops`).
 Targets (issue 8): ours >= the peer's images/s; mixed_float16 >= 2x float32.
+
+TF32 (Ampere and later): each float32 run records which products may use it (`tf32`). JAX's default matmul
+precision lets XLA use TF32 for float32 convolutions and products; PyTorch's defaults allow it for cuDNN
+convolutions and not for matrix products. Both are left at their defaults, so the float32 rows compare what each
+framework does out of the box; `hqdepth train` in float32 turns TF32 off instead (`train.tf32`), as the papers'
+GPUs computed, which is slower on such GPUs than these rows.
 """
 
 import argparse
@@ -110,6 +116,8 @@ def ours(args):
             "forward_gflops_per_image": count_flops(model).gflops, "warmup_s": warm, "seconds": times,
             "median_s": median, "images_per_s": args.batch / median, "loss": float(logs.get("loss", float("nan"))),
             "peak_device_memory_mb": stats.get("peak_bytes_in_use", 0) / 2 ** 20 or None,
+            "tf32": f"jax_default_matmul_precision={jax.config.jax_default_matmul_precision} (None: XLA's default, "
+                    "TF32 for float32 on Ampere+)",
             "tensorflow_imported": "tensorflow" in sys.modules}
 
 
@@ -162,7 +170,9 @@ def peer(args):
             "torch": torch.__version__, "torchvision": torchvision.__version__,
             "device": torch.cuda.get_device_name() if cuda else "cpu", "precision": "amp_float16" if amp else "float32",
             "size": list(size), "batch": args.batch, "forward_gflops_per_image": flops, "warmup_s": warm,
-            "seconds": times, "median_s": median, "images_per_s": args.batch / median, "peak_device_memory_mb": peak}
+            "seconds": times, "median_s": median, "images_per_s": args.batch / median, "peak_device_memory_mb": peak,
+            "tf32": {"cudnn.allow_tf32": torch.backends.cudnn.allow_tf32,
+                     "cuda.matmul.allow_tf32": torch.backends.cuda.matmul.allow_tf32}}
 
 
 def run_child(what, args, extra):
