@@ -12,7 +12,7 @@ import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
 from hqdepth.backbones.senet import senet154
-from hqdepth.errors import ConfigError
+from hqdepth.errors import ConfigError, HQDepthError
 from hqdepth.weights.torch import TorchWeightsError, convert_senet154
 
 SMALL = {"blocks": (2, 1, 2, 1), "planes": (8, 16, 16, 32), "groups": 4, "reduction": 4, "stem_width": 8}
@@ -146,6 +146,29 @@ def test_converted_senet_equals_the_pytorch_network_in_numpy(tmp_path, rng):
     assert [t.shape[-1] for t in ours] == [16, 32, 64, 64, 128]
     for level, (a, b) in enumerate(zip(ours, want)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * np.abs(b).max(), err_msg=f"tap {level}")
+
+
+def test_a_conversion_for_another_layout_is_refused(tmp_path, rng):
+    """A `.weights.h5` loads by position: the converter records the builder's layout and senet154 refuses a file
+    recorded for another one (a conversion cached before a builder change) instead of loading it into the wrong
+    layers."""
+    import h5py
+
+    from hqdepth.backbones.senet import LAYOUT_ATTRIBUTE, layout_fingerprint
+
+    write_state(cadene_state_dict(rng, **SMALL), tmp_path / "senet.safetensors")
+    convert_senet154(tmp_path / "senet.safetensors", tmp_path / "senet.weights.h5", **SMALL)
+    model = senet154(**SMALL)
+    with h5py.File(tmp_path / "senet.weights.h5", "r") as f:
+        assert f.attrs[LAYOUT_ATTRIBUTE] == layout_fingerprint(model)
+    assert layout_fingerprint(senet154(**{**SMALL, "reduction": 2})) != layout_fingerprint(model)
+    with h5py.File(tmp_path / "senet.weights.h5", "a") as f:
+        f.attrs[LAYOUT_ATTRIBUTE] = "0123456789abcdef"
+    with pytest.raises(HQDepthError, match="converted for another layout.*fingerprint 0123456789abcdef.*convert it"):
+        senet154(weights=str(tmp_path / "senet.weights.h5"), **SMALL)
+    with pytest.raises(HQDepthError, match="Could not load .* into SENet-154"):
+        (tmp_path / "broken.weights.h5").write_text("not HDF5")
+        senet154(weights=str(tmp_path / "broken.weights.h5"), **SMALL)
 
 
 def test_full_senet154_has_cadenes_parameter_count():

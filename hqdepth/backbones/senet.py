@@ -42,6 +42,38 @@ PLANES = (64, 128, 256, 512)
 GROUPS = 64
 REDUCTION = 16
 PREPROCESS_CHOICES = ("torch", "none")
+# A `.weights.h5` file loads by position, not by layer name: the converter records the layout it was written for
+# (`layout_fingerprint`) so that a file converted before a change to this builder is refused, never loaded into
+# the wrong layers.
+LAYOUT_ATTRIBUTE = "hqdepth_senet_layout"
+
+
+def layout_fingerprint(model):
+    """A short hash of `model`'s weights in order (path and shape): equal for two models exactly when a weights
+    file of one loads position by position into the same layers of the other."""
+    import hashlib
+
+    text = "\n".join(f"{weight.path}:{tuple(weight.shape)}" for weight in model.weights)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _load_converted(model, weights):
+    """Load a file written by `hqdepth.weights.torch.convert_senet154`, refusing one written for another layout."""
+    import h5py
+
+    how = "convert it again with `hqdepth weights convert --from cadene-senet154 SRC OUT.weights.h5`"
+    try:
+        with h5py.File(str(weights), "r") as f:
+            recorded = f.attrs.get(LAYOUT_ATTRIBUTE)
+        if recorded is not None and str(recorded) != layout_fingerprint(model):
+            raise HQDepthError(f"{weights} was converted for another layout of this SENet (fingerprint {recorded}, "
+                               f"this build {layout_fingerprint(model)}): {how} (a cached conversion in "
+                               "~/.keras/models/hqdepth/: delete it and it is converted again on next use).")
+        model.load_weights(str(weights))
+    except FileNotFoundError as error:
+        raise HQDepthError(f"SENet-154 weights file not found: {weights}") from error
+    except (OSError, ValueError) as error:
+        raise HQDepthError(f"Could not load {weights} into SENet-154 ({error}); {how}.") from error
 
 
 def _bn(name, settings):
@@ -125,11 +157,5 @@ def senet154(input_shape=(None, None, 3), weights=None, preprocess="torch", bn_m
         taps.append(x)
     model = keras.Model(image, taps, name=name)
     if weights is not None:
-        try:
-            model.load_weights(str(weights))
-        except FileNotFoundError as error:
-            raise HQDepthError(f"SENet-154 weights file not found: {weights}") from error
-        except (OSError, ValueError) as error:
-            raise HQDepthError(f"Could not load {weights} into SENet-154 ({error}); it must be a file written by "
-                               "`hqdepth weights convert --from cadene-senet154`.") from error
+        _load_converted(model, weights)
     return model

@@ -386,7 +386,9 @@ def convert_senet154(src, out, **architecture):
         architecture: `senet154` options (blocks, planes, groups, reduction, stem_width) for a network other
             than SENet-154's own (tests).
     """
-    from hqdepth.backbones.senet import BLOCKS, senet154
+    import h5py
+
+    from hqdepth.backbones.senet import BLOCKS, LAYOUT_ATTRIBUTE, layout_fingerprint, senet154
 
     out = _check_out(out, ".weights.h5")
     state = load_state_dict(src)
@@ -394,6 +396,8 @@ def convert_senet154(src, out, **architecture):
     model = senet154(**architecture)
     used = assign(model, senet154_mapping(architecture.get("blocks", BLOCKS), prefix), state, src)
     model.save_weights(str(out))
+    with h5py.File(out, "a") as f:
+        f.attrs[LAYOUT_ATTRIBUTE] = layout_fingerprint(model)
     return _report(src, out, "Cadene SENet-154 -> hqdepth.backbones.senet.senet154", state, used)
 
 
