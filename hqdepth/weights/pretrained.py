@@ -60,7 +60,8 @@ PRETRAINED = {
             "resnet50.tv_in1k.safetensors",
             "https://huggingface.co/timm/resnet50.tv_in1k/resolve/main/model.safetensors",
             ("v1.5",), converter="torchvision",
-            used_by="BTS (cleinc/bts), SARPN (Xt-Chen/SARPN), seed 004: torchvision.models.resnet50(pretrained=True)"),
+            used_by="BTS (cleinc/bts), SARPN (Xt-Chen/SARPN): torchvision.models.resnet50(pretrained=True); seed 004's "
+                    "ImageNet ResNet-50 (which file is not stated)"),
         Pretrained(
             "cadene-senet154",
             "Cadene pretrainedmodels SENet-154 ImageNet weights, converted to hqdepth.backbones.senet.senet154",
