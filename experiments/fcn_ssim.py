@@ -11,7 +11,8 @@ line to compare with. On real data the recipe's protocol applies (nyu-eigen on t
 training on the 795; nyu-mat has no validation split, hence `--set data.val_split=test`: report the final model,
 not best.keras, which is then chosen on the test frames). The ground truth is the labeled set's filled `depths`;
 BTS's nyu-eigen reads the raw ones (`hqdepth train ... --test-data "nyu-mat:FILE?depth=raw"`).
-`--quick` (the default with `--data synthetic`) trains 150 steps at 64x96 with BN momentum 0.9 (see experiments/common.py).
+`--quick` (the default with `--data synthetic`) trains 150 steps at 64x96 with BN momentum 0.9
+(see experiments/common.py).
 """
 
 import common

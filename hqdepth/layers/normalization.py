@@ -8,12 +8,12 @@ into the preceding convolution. HQMD baseline+ training at 289x385 batch 8 on a 
 together with the fused Adam update (`benchmarks/RESULTS.md`). The layer's epsilon is used as given (the
 `tf.nn` wrapper would raise it to 1.001e-5).
 
-The moving variance: Keras averages the biased batch variance (sum / n over the n values of a channel); TF1's
-fused batch norm (TF-slim with `fused=True`, HQMD's code) and PyTorch (BTS, SARPN) average the unbiased one
-(sum / (n - 1)). `unbiased_moving_variance` picks; False (Keras) by default; the HQMD, BTS and MRPAN builders
-turn it on (their `bn_unbiased_moving_variance` option; `use_unbiased_moving_variance` sets a whole model). It matters only where a channel has
-few values per batch: HQMD's ASPP image-pooling branch normalises a 1x1 map, n = batch size = 8, whose biased
-moving variance is 7/8 of the official one (that branch 1.07x larger at test time).
+The moving variance: Keras averages the biased batch variance (sum / n over the n values of a channel); TF1's fused
+batch norm (TF-slim with `fused=True`, HQMD's code) and PyTorch (BTS, SARPN) average the unbiased one
+(sum / (n - 1)). `unbiased_moving_variance` picks; False (Keras) by default; the HQMD, BTS and MRPAN builders turn
+it on (their `bn_unbiased_moving_variance` option; `use_unbiased_moving_variance` sets a whole model). It matters
+only where a channel has few values per batch: HQMD's ASPP image-pooling branch normalises a 1x1 map, n = batch size
+= 8, whose biased moving variance is 7/8 of the official one (that branch 1.07x larger at test time).
 Other backends, masks, renorm, synchronised statistics and non-4-D or channels-first inputs take Keras'
 own code (with `unbiased_moving_variance`: the same statistics in `keras.ops`, synchronised over the replicas
 where asked; masks and renorm are refused).

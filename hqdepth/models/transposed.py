@@ -11,12 +11,12 @@ convs (n_out = (n_in - 1) * 2 + 4 - 2 * 1 = 2 n_in, the report's formula with p 
 fine-tunes "the last layer":
   reading (a) frozen_stages=3: conv1, conv2, conv3 frozen; conv4 and conv5 trained;
   reading (b) frozen_stages=4: stem + torchvision layer1-3 frozen, only layer4 (`conv5_*`) trained.
-Default 4, reading (b): "the last layer" = torchvision `layer4` (under (a) two stages are trained); the
-report's count of five convolutional stages, stem included, favours (a). The encoder is torchvision's ResNet-50
-layout by default (`backbone_version="v1.5"`: stride on the 3x3 conv; which ImageNet file the report used is not
-stated, its PyTorch idioms suggest torchvision's), or keras.applications' ("v1", for Keras' ImageNet file). Frozen layers, batch norms
-included, run in inference mode (Keras' convention for frozen layers; a PyTorch model would keep
-updating the BN statistics unless put in eval mode).
+Default 4, reading (b): "the last layer" = torchvision `layer4` (under (a) two stages are trained); the report's
+count of five convolutional stages, stem included, favours (a). The encoder is torchvision's ResNet-50 layout by
+default (`backbone_version="v1.5"`: stride on the 3x3 conv; which ImageNet file the report used is not stated, its
+PyTorch idioms suggest torchvision's), or keras.applications' ("v1", for Keras' ImageNet file). Frozen layers, batch
+norms included, run in inference mode (Keras' convention for frozen layers; a PyTorch model would keep updating the
+BN statistics unless put in eval mode).
 """
 
 import keras

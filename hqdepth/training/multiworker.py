@@ -25,9 +25,9 @@ from hqdepth.errors import ConfigError
 from hqdepth.training import recipes as recipes_lib
 from hqdepth.training.callbacks import RunBackup
 from hqdepth.training.trainer import (
-    Plan, RunBackupFactory, apply_batch_groups, build_loss, build_model, build_optimizer, compile_metrics, finish_run,
-    fixed_validation_samples, geometry_validation, kernel_gradients_note, load_split, make_callbacks,
-    prepare_run_folder, print_summary, read_results, apply_precision, precision_note, set_determinism, split_length,
+    Plan, RunBackupFactory, apply_batch_groups, apply_precision, build_loss, build_model, build_optimizer,
+    compile_metrics, finish_run, fixed_validation_samples, geometry_validation, kernel_gradients_note, load_split,
+    make_callbacks, precision_note, prepare_run_folder, print_summary, read_results, set_determinism, split_length,
 )
 
 
