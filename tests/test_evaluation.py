@@ -541,6 +541,27 @@ def test_cli_model_keras_dynamic_and_fixed_input(tmp_path, rng, capsys):
     assert code == 2 and "model not found" in err
 
 
+def test_cli_model_scores_in_float32_unless_tf32_is_asked(tmp_path, rng, capsys):
+    """On Ampere+ GPUs TensorFlow would multiply float32 in TF32: `evaluate --model` turns that off (the papers'
+    GPUs scored in float32), `--tf32` allows it; with --pairs (no model runs) the option is refused."""
+    import tensorflow as tf
+
+    data, _ = rgb_gt_pairs(tmp_path, rng, (40, 56))
+    args = ["--data", str(data), "--protocol", "custom", "--max-depth", "10", "--gt-scale", "1000", "--quiet"]
+    tiny_model((None, None, 3)).save(tmp_path / "dyn.keras")
+    before = tf.config.experimental.tensor_float_32_execution_enabled()
+    try:
+        for extra, want in (([], False), (["--tf32"], True)):
+            tf.config.experimental.enable_tensor_float_32_execution(not want)
+            code, _, err = run_cli(["evaluate", "--model", str(tmp_path / "dyn.keras"), *args, *extra], capsys)
+            assert code == 0, err
+            assert tf.config.experimental.tensor_float_32_execution_enabled() is want
+    finally:
+        tf.config.experimental.enable_tensor_float_32_execution(before)
+    code, _, err = run_cli(["evaluate", "--pairs", str(data), "--protocol", "custom", "--tf32"], capsys)
+    assert code == 2 and "--tf32 go with --model" in err
+
+
 def test_savedmodel_and_dataset_spec(tmp_path, rng, capsys):
     from hqdepth.data.base import Sample, Source, register_source
 

@@ -51,6 +51,9 @@ def add_parser(subparsers):
                              "protocols give it to a model anyway); "
                              "pasted into the full frame as BTS --do_kb_crop")
     parser.add_argument("--flip", action="store_true", help="with --model: flip test-time augmentation")
+    parser.add_argument("--tf32", action="store_true",
+                        help="with --model on an Ampere or later GPU: let TensorFlow multiply in TF32 (faster; by "
+                             "default the model runs in float32, as the papers' GPUs scored it)")
     parser.add_argument("--ssim", action="store_true", help="also report SSIM on depth (tf.image.ssim computation)")
     parser.add_argument("--ssim-max-val", type=float, metavar="M",
                         help="SSIM dynamic range in metres (default: the protocol's max depth)")
@@ -139,8 +142,8 @@ def _run(args):
         raise ConfigError("--geometry-version goes with --geometry.")
     geometry = None  # the iBims-1 metrics (hqdepth.geometry.GeometryEvaluator) with --geometry
     if args.pairs:
-        if args.data or args.flip:
-            raise ConfigError("--data and --flip go with --model, not --pairs.")
+        if args.data or args.flip or args.tf32:
+            raise ConfigError("--data, --flip and --tf32 go with --model, not --pairs.")
         if args.geometry:
             from hqdepth.geometry import evaluate_pairs_with_geometry
 
@@ -154,6 +157,9 @@ def _run(args):
             raise ConfigError("--model needs --data SPEC (a dataset SPEC or a pairs file of RGB and ground truth).")
         if args.pred_scale is not None:
             raise ConfigError("--pred-scale applies to prediction files (--pairs), not to --model.")
+        import tensorflow as tf
+
+        tf.config.experimental.enable_tensor_float_32_execution(args.tf32)  # no effect without such a GPU
         if args.geometry:
             from hqdepth.geometry import evaluate_model_with_geometry
 
