@@ -33,9 +33,10 @@ of the 2 cores; 632 CPU-seconds), peak RSS 1.11 GB; probe chose mixed_bfloat16 (
 1.269 m constant (57% lower); object contrast ratio 0.31 vs 0.00 for the layout-only predictor, 23% of 104 objects
 at >= half their true contrast, RMSE on object pixels 0.61 m vs 1.79 m. Boxes and spheres show as soft blobs, not
 sharp shapes. Boundary errors: accuracy 3.46 px, completeness 5.50 px, against 5.28 / 7.68 for the layout-only
-predictor and 0.91 / 2.18 for Canny on the true depth (the limit of the measure at 64x96). (An hour earlier, with
-Keras' Adam epsilon instead of PyTorch's: 419 s under load, RMSE 0.541 m, contrast 0.32, boundaries 3.30 / 5.30.) (2026-11-29, before the FCN's convolutions into batch norm lost
-their bias: 455 s, RMSE 0.543 m, contrast 0.29, boundaries 3.36 / 5.72 px.)
+predictor and 0.91 / 2.18 for Canny on the true depth (the limit of the measure at 64x96). Earlier runs: an hour
+before, with Keras' Adam epsilon instead of PyTorch's, 419 s under load, RMSE 0.541 m, contrast 0.32, boundaries
+3.30 / 5.30 px; 2026-11-29, before the FCN's convolutions into batch norm lost their bias, 455 s, RMSE 0.543 m,
+contrast 0.29, boundaries 3.36 / 5.72 px.
 
 Settings, and why: 64x96 input; batch 16, 2000 steps, Adam 2e-3 decaying linearly to 1e-5; every training
 scene rendered fresh and seen once (steps x batch scenes; scenes seen ten times over-fit); no augmentation
