@@ -65,9 +65,10 @@ def _load_converted(model, weights):
     try:
         with h5py.File(str(weights), "r") as f:
             recorded = f.attrs.get(LAYOUT_ATTRIBUTE)
-        if recorded is not None and str(recorded) != layout_fingerprint(model):
+        current = layout_fingerprint(model)
+        if recorded is not None and str(recorded) != current:
             raise HQDepthError(f"{weights} was converted for another layout of this SENet (fingerprint {recorded}, "
-                               f"this build {layout_fingerprint(model)}): {how} (a cached conversion in "
+                               f"this build {current}): {how} (a cached conversion in "
                                "~/.keras/models/hqdepth/: delete it and it is converted again on next use).")
         model.load_weights(str(weights))
     except FileNotFoundError as error:

@@ -170,7 +170,9 @@ class FrozenAffineBatchNormalization(FusedBatchNormalization):
 def use_unbiased_moving_variance(model, unbiased=True):
     """Set `unbiased_moving_variance` on every `FusedBatchNormalization` of `model` (nested models included)
     before it is trained: the builders of PyTorch models (BTS, MRPAN) call it, since PyTorch's `BatchNorm2d`
-    averages the unbiased batch variance into its running variance. Returns the number of layers set."""
+    averages the unbiased batch variance into its running variance. Returns the number of layers set.
+    A composite layer that builds its batch norms from its own config (`AtrousSpatialPyramidPooling`: its
+    `bn_unbiased_moving_variance`) would rebuild them without the flag when loaded: set it through that option."""
     count = 0
     for layer in model._flatten_layers(include_self=False, recursive=True):
         if isinstance(layer, FusedBatchNormalization):
