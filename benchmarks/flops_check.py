@@ -3,7 +3,7 @@
     python benchmarks/flops_check.py                          # every registered model at its paper input size
     python benchmarks/flops_check.py --models hqmd_baseline_plus --no-profiler
 
-Per model (random weights, float32, batch 1): `count_flops(model)` (MACs by layer type and by part, element-wise
+Per model (built with its training recipe's options, as `cpu_step.py` times it; random weights, float32, batch 1): `count_flops(model)` (MACs by layer type and by part, element-wise
 FLOPs) and `profiler_flops(model)` (tf.compat.v1.profiler, float_operation, on the frozen inference graph). The
 profiler has no FLOP statistics for Einsum, which our attention layers use, so the ratio is given both for the
 totals and for the comparable part (convolutions and matrix products outside those layers). BilinearResize's two
@@ -25,6 +25,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import emit  # noqa: E402
+from cpu_step import MODEL_RECIPES, with_random_backbone  # noqa: E402
+
+
+def build_as_recipe(entry):
+    """`entry`'s model at its paper input size with its recipe's options (MRPAN's recipe: SENet-154, the builder's
+    default: ResNet-50), so that this table counts the network whose steps the CPU stage times; the builder's
+    defaults for a model without a recipe. No weights are loaded."""
+    from hqdepth.models import build_model
+    from hqdepth.training import recipes
+    from hqdepth.weights import pretrained
+
+    input_shape = (*entry.input_size, 3)
+    recipe = MODEL_RECIPES.get(entry.name)
+    if recipe is None:
+        return entry.builder(input_shape=input_shape)
+    config = with_random_backbone(recipes.resolve_config(recipe))
+    return build_model(entry.name, input_shape=input_shape, **pretrained.model_options(config))
 
 
 def main(argv=None):
@@ -46,10 +63,10 @@ def main(argv=None):
     results = {}
     for entry in entries:
         keras.backend.clear_session()
-        model = entry.builder(input_shape=(*entry.input_size, 3))
+        model = build_as_recipe(entry)
         start = time.perf_counter()
         count = count_flops(model)
-        row = {"input_size": list(entry.input_size), "params": int(model.count_params()), **count.as_dict(),
+        row = {"input_size": list(entry.input_size), "recipe": MODEL_RECIPES.get(entry.name), "params": int(model.count_params()), **count.as_dict(),
                "macs_by_part": count.by_part(default_parts()), "analytic_s": time.perf_counter() - start}
         if not args.no_profiler:
             start = time.perf_counter()

@@ -52,7 +52,7 @@ QUICK_NOTE = "Quick run: synthetic scenes at a reduced size, a custom protocol; 
 PAPER = {
     "hqmd_baseline_ldepth": ("Baseline w/ l_depth", dict(abs_rel=0.129, log10=0.056, rmse=0.487, rmse_log=0.170,
                                                          d1=0.834, d2=0.962, d3=0.990)),
-    "hqmd_plus_hu": ("Baseline+ w/ loss of Hu et al.", dict(abs_rel=0.129, log10=0.056, rmse=0.488, rmse_log=0.169,
+    "hqmd_plus_hu": ("Baseline+ w/ loss of Hu et al. [15]", dict(abs_rel=0.129, log10=0.056, rmse=0.488, rmse_log=0.169,
                                                             d1=0.828, d2=0.961, d3=0.991)),
     "hqmd_plus_ldepth": ("Baseline+ w/ l_depth", dict(abs_rel=0.127, log10=0.056, rmse=0.486, rmse_log=0.169,
                                                       d1=0.834, d2=0.963, d3=0.991)),
