@@ -157,7 +157,7 @@ def build(args):
     timed = model
     if args.upto:
         timed = keras.Model(model.inputs, model.get_layer(args.upto).output, name=f"{model.name}_upto_{args.upto}")
-    count = count_flops(timed)
+    count = count_flops(timed, input_size=size)  # a BTS recipe's model takes any size
     return model, timed, config, size, count
 
 

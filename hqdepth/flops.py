@@ -127,8 +127,8 @@ def _shape(tensor):
     shape = tuple(tensor.shape)
     if any(d is None for d in shape[1:]):
         raise ValueError(f"count_flops needs static shapes; tensor {getattr(tensor, 'name', tensor)} has shape "
-                         f"{shape}. Build the model with a fixed input size, e.g. build_model(name, "
-                         "input_shape=(289, 385, 3)).")
+                         f"{shape}. Pass input_size=(H, W), or build the model with a fixed input size, e.g. "
+                         "build_model(name, input_shape=(289, 385, 3)).")
     return (1,) + tuple(int(d) for d in shape[1:])
 
 
@@ -288,10 +288,16 @@ def _count_graph(model, result, prefix=""):
             _count_node(node, result, prefix)
 
 
-def count_flops(model):
-    """Analytic per-image FLOP count of a functional Keras model built with static spatial shapes."""
+def count_flops(model, input_size=None):
+    """Analytic per-image FLOP count of a functional Keras model built with static spatial shapes; with
+    `input_size` (H, W), of the same layers on images of that size (`models.inference.sized_model`: a model
+    that takes any size, as a BTS recipe trains)."""
     if not getattr(model, "_nodes_by_depth", None):
         raise ValueError("count_flops needs a functional keras.Model (built from keras.Input).")
+    if input_size is not None:
+        from hqdepth.models.inference import sized_model
+
+        model = sized_model(model, input_size)
     result = FlopCount()
     _count_graph(model, result)
     return result

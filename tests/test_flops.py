@@ -110,9 +110,13 @@ def test_bilinear_resize_counts_four_taps_per_output():
     assert entry(count, "resize").other_flops == 7 * 17 * 21 * 3
 
 
-def test_free_input_size_is_refused():
+def test_free_input_size_is_refused_unless_a_size_is_given():
+    free = single_layer(layers.Conv2D(2, 3, padding="same", name="conv"), (None, None, 3))
     with pytest.raises(ValueError, match="static shapes"):
-        count_flops(single_layer(layers.Conv2D(2, 3), (None, None, 3)))
+        count_flops(free)
+    assert count_flops(free, input_size=(7, 9)).macs == 7 * 9 * 2 * 9 * 3  # the same layer on 7x9 images
+    fixed = single_layer(layers.Conv2D(2, 3, padding="same", name="conv"), (5, 6, 3))
+    assert count_flops(fixed, input_size=(10, 12)).macs == 4 * count_flops(fixed).macs
 
 
 def test_matches_tensorflow_profiler_on_a_small_model():

@@ -323,9 +323,9 @@ def test_mrpan_count_outputs_and_round_trip(tmp_path):
     assert unbiased_flags(model) == unbiased_flags(restored) == {True}  # as SARPN's PyTorch BatchNorm2d
 
 
-def five_scale_backbone():
+def five_scale_backbone(input_shape=(None, None, 3)):
     """Any model mapping the image to five maps H/2 .. H/32 can replace ResNet-50 (here: a tiny one)."""
-    image = keras.Input((None, None, 3), name="image")
+    image = keras.Input(input_shape, name="image")
     x, outputs = keras.layers.Rescaling(1 / 255.0)(image), []
     for i, channels in enumerate((8, 16, 16, 32, 32)):
         x = keras.layers.Conv2D(channels, 3, strides=2, padding="same", activation="relu", name=f"tiny{i}")(x)

@@ -40,7 +40,7 @@ RUNS = {  # one recipe per family: what makes it tiny
 
 
 def tiny_bts(input_shape=(None, None, 3), **options):
-    return bts.bts(input_shape, encoder=five_scale_backbone(), **options)
+    return bts.bts(input_shape, encoder=five_scale_backbone(input_shape), **options)  # fixed size as bts's own
 
 
 def tiny_mrpan(input_shape=(None, None, 3), **options):
@@ -145,3 +145,48 @@ def test_decay_encoder_only_needs_a_family_that_names_its_decoder():
     config = recipes.resolve_config("mrpan_nyu", sets=["optimizer.decay_encoder_only=true"])
     with pytest.raises(ConfigError, match="does not say which variables are its decoder"):
         build_optimizer(config, steps_per_epoch=10, total_steps=100, model=None)
+
+
+def test_bts_trains_on_crops_and_validates_on_whole_frames(tmp_path):
+    """BTS KITTI at its real sizes: 352x704 crops of the 352x1216 KB crop for training, the whole KB crop for
+    validation and the TensorBoard images, as bts_main.py's online evaluation. The model takes any size (a model
+    fixed at 352x704 refused the first validation batch), and the logged validation loss is the final model's loss
+    on the whole frames, computed here with Keras' own evaluate."""
+    import csv
+
+    from hqdepth.training.trainer import apply_batch_groups, build_loss, compile_metrics, load_split
+
+    data = "synthetic:6?size=352x1216"
+    sets = SETS + RUNS["bts_kitti"] + ["data.input_size=[352, 704]", "train.image_samples=1",
+                                       "evaluation.test_samples=1"]
+    config = recipes.resolve_config("bts_kitti", sets=sets)
+    keras.utils.set_random_seed(0)
+    results = train(config, data, tmp_path, print_fn=lambda *a, **k: None, verbose=0)
+    assert results["status"] == "finished"
+    model = keras.saving.load_model(tmp_path / "model.keras", compile=False)
+    assert tuple(model.inputs[0].shape[1:3]) == (None, None)
+    val = load_split(config, data, config["data"]["val_split"], 2, train=False)
+    (images, focals), depths = next(iter(val))
+    assert tuple(images.shape[1:3]) == (352, 1216)  # whole KB crops, not 352x704
+    loss = build_loss(config)
+    apply_batch_groups(model, loss, config, 1)  # the recipe's loss per group of one sample, as in training
+    model.compile(loss=loss, metrics=compile_metrics(loss, config))
+    want = model.evaluate(val, steps=1, verbose=0, return_dict=True)
+    with open(tmp_path / "metrics.csv") as handle:
+        logged = list(csv.DictReader(handle))[-1]
+    assert float(logged["val_loss"]) == pytest.approx(want["loss"], rel=1e-4)
+    assert image_sizes(tmp_path / "logs" / "validation", "depth") == [(352, 3 * 1216)]  # RGB | truth | prediction
+
+
+def image_sizes(folder, tag):
+    """[(height, width)] of the images logged under `tag` in the TensorBoard event files in `folder`."""
+    import tensorflow as tf
+
+    sizes = []
+    for path in sorted(folder.glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                if value.tag == tag:
+                    width, height = tf.make_ndarray(value.tensor)[:2]
+                    sizes.append((int(height), int(width)))
+    return sizes

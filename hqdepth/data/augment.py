@@ -316,6 +316,9 @@ class Recipe:
 
     name = None
     default_size = None  # (H, W) of the published setting, or None (keep the input size)
+    # True where validation keeps whole frames whose size is not the training crop's (BTS): the model that trains
+    # on the crops must then take any input size (`hqdepth.training.trainer.build_model`)
+    whole_frame_validation = False
 
     def __init__(self, mode="train", size=None, **options):
         if mode not in MODES:
@@ -451,13 +454,15 @@ class BTSAugmentation(Recipe):
     rows 45:472 cols 43:608 (480x640 inputs only) / KITTI KB crop 352x1216 (inputs at least that
     big); rotation U[-2.5, 2.5] deg NYU / U[-1, 1] KITTI on every sample (RGB bilinear, depth
     nearest, fill 0); random crop 416x544 NYU / 352x704 KITTI; flip p 0.5; colour with p 0.5.
-    test: NYU full image, KITTI KB crop (RGB only). val: the same on both.
+    test: NYU full image, KITTI KB crop (RGB only). val: the same on both, so the model validates on whole
+    frames (480x640, 352x1216) while it trains on crops (`whole_frame_validation`).
     A different `size` first resizes the (boxed) input by size / published crop, never below `size`.
     The Monocular-Depth-Estimation-Toolbox's BTS pipeline: rotate_p 0.5 (it rotates half the samples) and
     gamma_on_uint8 true (its `ColorAug` raises the 0..255 values to the gamma, `color_jitter`)."""
 
     name = "bts"
     options = {"dataset": "nyu", "max_angle": None, "rotate_p": 1.0, "gamma_on_uint8": False}
+    whole_frame_validation = True  # bts_main.py's online eval: whole NYU frames, KITTI's KB crop
 
     def __init__(self, mode="train", size=None, **options):
         dataset = options.get("dataset", "nyu")

@@ -37,24 +37,39 @@ def free_size_model(model):
     rebuilt model computes at the size it is given what the original computes at its own size
     (a size the family accepts: e.g. multiples of 32 for BTS). The model keeps its name.
     """
+    if all(len(x.shape) != 4 or (x.shape[1] is None and x.shape[2] is None) for x in model.inputs):
+        return model
+    return _with_image_size(model, (None, None))
+
+
+def sized_model(model, size):
+    """`model` taking images of the fixed (height, width) `size`, the same layers as `free_size_model`
+    rebuilds them: static shapes everywhere, e.g. for `hqdepth.flops.count_flops` of a model that takes any
+    size."""
+    size = tuple(int(v) for v in size)
+    if all(len(x.shape) != 4 or tuple(x.shape[1:3]) == size for x in model.inputs):
+        return model
+    return _with_image_size(model, size)
+
+
+def _with_image_size(model, size):
+    """The functional `model` (and its nested functional models) rebuilt on image inputs of spatial `size`."""
     import keras
     from keras.src.models.functional import Functional
 
-    if all(len(x.shape) != 4 or (x.shape[1] is None and x.shape[2] is None) for x in model.inputs):
-        return model
     if not isinstance(model, Functional):
-        raise ConfigError(f"model {model.name!r} is not a functional Keras model; it cannot be rebuilt with a free "
-                          "input size.")
+        raise ConfigError(f"model {model.name!r} is not a functional Keras model; it cannot be rebuilt with "
+                          f"another input size.")
     cache = {}
 
     def rebuild(functional):
-        def free_input(tensor):
+        def image_input(tensor):
             shape = tuple(tensor.shape)
             if len(shape) == 4:
-                shape = (shape[0], None, None, shape[3])
+                shape = (shape[0], *size, shape[3])
             return keras.Input(batch_shape=shape, dtype=tensor.dtype, name=tensor.name)
 
-        inputs = keras.tree.map_structure(free_input, functional.input)
+        inputs = keras.tree.map_structure(image_input, functional.input)
 
         def operation(layer):
             if isinstance(layer, Functional):

@@ -107,7 +107,8 @@ class Recipe:
     # ---------------------------------------------------------------------------------------- model
 
     def build_model(self, fetch=True):
-        """The recipe's model at `data.input_size`, in the recipe's precision, initialised as it says.
+        """The recipe's model at `data.input_size` (a BTS recipe's then takes any size, for its validation on
+        whole frames: `trainer.build_model`), in the recipe's precision, initialised as it says.
 
         The backbone initialisation is checked and, for a named one, downloaded/converted once and
         cached (`hqdepth.weights.pretrained`); `train.seed` seeds the initialisation. Sets Keras' global

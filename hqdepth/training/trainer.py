@@ -67,6 +67,14 @@ def resolve_precision(name):
     return name
 
 
+def whole_frame_validation(config):
+    """Whether the recipe's augmentation validates on whole frames of another size than its training crops."""
+    from hqdepth.data.augment import get_recipe
+
+    data = config["data"]
+    return get_recipe(data["augmentation"], mode="val", **(data["augmentation_options"] or {})).whole_frame_validation
+
+
 def apply_precision(config):
     """Set Keras' global dtype policy (`train.precision`) and TensorFlow's TF32 switch (`train.tf32`); returns
     (policy, tf32).
@@ -220,14 +228,22 @@ def compile_metrics(loss, config):
 def build_model(config):
     """The recipe's model at its input size, initialised as the recipe says (`hqdepth.weights.pretrained`),
     its convolutions' kernel gradients as `train.kernel_gradients` says (`kernel_gradients`), and the bias gradients
-    of its 16-bit transposed convolutions and dense layers summed in float32 (`use_float32_bias_gradients`)."""
+    of its 16-bit transposed convolutions and dense layers summed in float32 (`use_float32_bias_gradients`).
+
+    Where the recipe validates on whole frames larger than its training crops (BTS: 480x640 NYU frames, KITTI's
+    352x1216 KB crop, as the official online evaluation does; `whole_frame_validation`), the model is built at
+    the input size and then takes any size (`free_size_model`, the same layers): the crops set the shapes of
+    each training step, the frames those of each validation."""
     from hqdepth.layers.weight_gradients import use_float32_bias_gradients, use_matmul_kernel_gradients
     from hqdepth.models import build_model as build
+    from hqdepth.models.inference import free_size_model
     from hqdepth.weights import pretrained
 
     size = config["data"]["input_size"]
     input_shape = (*size, 3) if size else None
     model = build(config["model"]["name"], input_shape=input_shape, **pretrained.model_options(config))
+    if size and whole_frame_validation(config):
+        model = free_size_model(model)
     if kernel_gradients(config) == "matmul":
         # a deterministic run may not depend on timings: the forward passes stay TensorFlow's convolutions
         use_matmul_kernel_gradients(model, forward="native" if config["train"]["deterministic"] else "auto")
