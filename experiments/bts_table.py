@@ -1,7 +1,7 @@
 """BTS (Lee et al. 2019) with ResNet-50: the official NYU and KITTI recipes and the Depth Toolbox's 24-epoch
 NYU recipe, trained and evaluated here, printed beside the published numbers.
 
-    python experiments/bts_table.py --data "list:nyu_{split}.txt@/data/nyu" --kitti-data "kitti:..." --out runs/bts
+    python experiments/bts_table.py --data "list:nyu_{split}.txt@/data/nyu?dataset=nyu" --kitti-data "kitti:..." --out runs/bts
     python experiments/bts_table.py --quick           # synthetic scenes, a few minutes per row on a CPU
 
 Published numbers (specs/other_models.md §3.9): the official model zoo (cleinc/bts README, ResNet-50,

@@ -22,7 +22,7 @@ Examples:
   hqdepth weights convert --from slim-resnet50-v2 resnet_v2_50.ckpt resnet_v2_50.weights.h5
   hqdepth train hqmd_plus_full --data SPEC --out RUN --set model.options.backbone_weights=resnet_v2_50.weights.h5
   hqdepth weights convert --from hqmde model.ckpt-300000 hqmd_published.keras
-  hqdepth evaluate --model hqmd_published.keras --data SPEC --protocol hqmd
+  hqdepth evaluate --model hqmd_published.keras --data SPEC --protocol nyu-hqmd
 """
 
 
