@@ -75,9 +75,11 @@ def predict_depth(model, rgb, flip=False, kb_crop=False, focal=None):
 
     With kb_crop the image is first cut to the KITTI benchmark window and the result covers that
     window (the evaluator pastes it back). A fixed-size model gets the image resized bilinearly
-    (`cv2.resize` INTER_LINEAR) to its input and the prediction resized back. flip: mean with the
-    un-mirrored prediction of the mirrored image. focal: the image's focal length in pixels for a
-    focal-aware model (scaled with the image's width when it is resized).
+    (`cv2.resize` INTER_LINEAR) to its input and the prediction resized back; so does a model with a free
+    size and a run config (`DepthModel.run_size`: a BTS run's model, free for its whole-frame validation,
+    runs at its training size here as a fixed one would; at its size multiple where its recipe tests at the
+    image's own size). flip: mean with the un-mirrored prediction of the mirrored image. focal: the image's
+    focal length in pixels for a focal-aware model (scaled with the image's width when it is resized).
     """
     image = np.asarray(rgb, dtype=np.float32)
     if kb_crop:
@@ -88,9 +90,12 @@ def predict_depth(model, rgb, flip=False, kb_crop=False, focal=None):
         image = image[top:top + KB_CROP_SIZE[0], left:left + KB_CROP_SIZE[1]]
     height, width = image.shape[:2]
     images = [image, image[:, ::-1]] if flip else [image]
-    if model.input_size is not None and model.input_size != (height, width):
-        images = [resize_bilinear_cv2(x, *model.input_size) for x in images]
-        focal = None if focal is None else focal * model.input_size[1] / width
+    size = model.input_size
+    if size is None and getattr(model, "config_size", None) is not None:
+        size = tuple(model.run_size(height, width))
+    if size is not None and size != (height, width):
+        images = [resize_bilinear_cv2(x, *size) for x in images]
+        focal = None if focal is None else focal * size[1] / width
     outputs = model(np.stack(images)) if focal is None else model(np.stack(images), focal=focal)
     preds = [p if p.shape == (height, width) else resize_bilinear_cv2(p, height, width) for p in outputs]
     if flip:

@@ -416,3 +416,10 @@ def test_mrpan_sarpn_refine_count_and_single_output_float16():
                      + 2 * (512 + 256 + 128 + 64 + 32) + (512 + 256 + 128 + 64) + 1024 + 1024)
     torch_convention = mrpan_count(sam_scales=(), gam=False, rrm="sarpn") - bn_moving - RESNET_CONV_BIASES
     assert torch_convention / 1e6 == pytest.approx(167.3, rel=1e-3)  # spec §7: SARPN ResNet-50 = 167.3 M
+
+
+def test_an_option_the_family_does_not_have_is_a_config_error():
+    """A recipe's model.options key the builder does not take (e.g. a ResNet recipe's backbone_weights left in a
+    --set for the FCN) names the option instead of a TypeError traceback."""
+    with pytest.raises(ConfigError, match="model 'fcn_autoencoder' has no option 'backbone_weights'"):
+        build_model("fcn_autoencoder", input_shape=(32, 32, 3), backbone_weights="none")

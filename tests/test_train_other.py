@@ -156,7 +156,8 @@ def test_bts_trains_on_crops_and_validates_on_whole_frames(tmp_path):
 
     from hqdepth.training.trainer import apply_batch_groups, build_loss, compile_metrics, load_split
 
-    data = "synthetic:6?size=352x1216"
+    data = "synthetic:6?size=375x1242"  # KITTI's frame size: the KB crop is cut from it; its iBims-style
+    # geometric validation runs the free-size model at a multiple of 32 (`DepthModel.run_size`), not at 375x1242
     sets = SETS + RUNS["bts_kitti"] + ["data.input_size=[352, 704]", "train.image_samples=1",
                                        "evaluation.test_samples=1"]
     config = recipes.resolve_config("bts_kitti", sets=sets)
@@ -190,3 +191,14 @@ def image_sizes(folder, tag):
                     width, height = tf.make_ndarray(value.tensor)[:2]
                     sizes.append((int(height), int(width)))
     return sizes
+
+
+def test_whole_frame_validation_refuses_frames_the_model_cannot_take(tmp_path):
+    """A BTS recipe validating on frames that are not multiples of 32 stops before training, naming the size."""
+    from hqdepth.errors import ConfigError
+
+    config = recipes.resolve_config("bts_nyu", sets=SETS + TINY_BTS + ["data.input_size=[416, 544]"])
+    with pytest.raises(ConfigError, match=r"validates on whole frames.* are 100x120, not multiples of 32"):
+        train(config, "synthetic:4?size=480x640", tmp_path, val_data="synthetic:2?size=100x120",
+              print_fn=lambda *a, **k: None, verbose=0)
+    assert not (tmp_path / "model.keras").exists()

@@ -14,6 +14,7 @@ Two halves, so that listing the models costs nothing:
 """
 
 import importlib
+import re
 from dataclasses import dataclass
 
 from hqdepth.errors import ConfigError
@@ -142,4 +143,11 @@ def size_multiple(name, options=None):
 def build_model(name, input_shape=None, **options):
     """Build a registered model. `input_shape` defaults to (None, None, 3): any image size."""
     entry = get_entry(name)
-    return entry.builder(input_shape=input_shape or (None, None, 3), **options)
+    try:
+        return entry.builder(input_shape=input_shape or (None, None, 3), **options)
+    except TypeError as error:  # an option the family does not have: a recipe's model.options, a --set
+        unknown = re.search(r"unexpected keyword argument '(\w+)'", str(error))
+        if unknown is None or unknown.group(1) not in options:
+            raise
+        raise ConfigError(f"model {name!r} has no option {unknown.group(1)!r} (model.options); its builder "
+                          f"{entry.builder.__module__}.{entry.builder.__name__} lists the options it takes.") from None

@@ -26,8 +26,9 @@ from hqdepth.training import recipes as recipes_lib
 from hqdepth.training.callbacks import RunBackup
 from hqdepth.training.trainer import (
     Plan, RunBackupFactory, apply_batch_groups, apply_precision, build_loss, build_model, build_optimizer,
-    compile_metrics, finish_run, fixed_validation_samples, geometry_validation, kernel_gradients_note, load_split,
-    make_callbacks, precision_note, prepare_run_folder, print_summary, read_results, set_determinism, split_length,
+    check_whole_frames, compile_metrics, finish_run, fixed_validation_samples, geometry_validation,
+    kernel_gradients_note, load_split, make_callbacks, precision_note, prepare_run_folder, print_summary,
+    read_results, set_determinism, split_length,
 )
 
 
@@ -108,6 +109,7 @@ def train_multiworker(config, data, out, *, val_data=None, test_data=None, overw
 
     train_data = dataset(config["data"]["train_split"], data, True)
     val_dist = dataset(config["data"]["val_split"], val_data, False)
+    check_whole_frames(config, val_data)
     images, depths = fixed_validation_samples(config, val_data, config["train"]["image_samples"]) if chief else (None,
                                                                                                              None)
     # Every worker scores the iBims metrics (only the chief's reach the logs): with the chief alone doing it, the

@@ -75,6 +75,26 @@ def whole_frame_validation(config):
     return get_recipe(data["augmentation"], mode="val", **(data["augmentation_options"] or {})).whole_frame_validation
 
 
+def check_whole_frames(config, spec):
+    """With whole-frame validation (`whole_frame_validation`), a `ConfigError` now when the first validation frame
+    is not a size the model takes (BTS: multiples of 32), rather than a shape error inside the first validation,
+    hours into the run."""
+    from hqdepth.models import size_multiple
+
+    if not whole_frame_validation(config):
+        return
+    model = config["model"]
+    multiple = size_multiple(model["name"], model["options"])
+    split = config["data"]["val_split"]
+    for element, _ in load_split(config, spec, split, None, train=False, batch=False).take(1).as_numpy_iterator():
+        height, width = (element[0] if isinstance(element, tuple) else element).shape[:2]
+        if height % multiple or width % multiple:
+            raise ConfigError(
+                f"{config['name']} validates on whole frames, as its official code does, and the {split} frames of "
+                f"{spec} are {height}x{width}, not multiples of {multiple} as {model['name']} needs. Validate on NYU's "
+                f"480x640 frames or KITTI frames of at least 352x1216 (the KB crop), e.g. with --val-data.")
+
+
 def apply_precision(config):
     """Set Keras' global dtype policy (`train.precision`) and TensorFlow's TF32 switch (`train.tf32`); returns
     (policy, tf32).
@@ -648,6 +668,8 @@ def train(config, data, out, *, val_data=None, test_data=None, overwrite=False, 
     train_ds = load_split(config, data, config["data"]["train_split"], plan.global_batch, train=True,
                           seed=backup.data_seed, start_batches=done, bad_records=bad_records)
     val_ds = load_split(config, val_data, config["data"]["val_split"], plan.global_batch, train=False)
+    if validation_steps:
+        check_whole_frames(config, val_data)
     images, depths = fixed_validation_samples(config, val_data, config["train"]["image_samples"])
     geometry = geometry_validation(config, val_data, validation_steps * plan.global_batch, print_fn)
 
