@@ -202,3 +202,12 @@ def test_whole_frame_validation_refuses_frames_the_model_cannot_take(tmp_path):
         train(config, "synthetic:4?size=480x640", tmp_path, val_data="synthetic:2?size=100x120",
               print_fn=lambda *a, **k: None, verbose=0)
     assert not (tmp_path / "model.keras").exists()
+
+
+def test_whole_frame_validation_is_read_from_the_augmentation_name_as_its_class_says():
+    from hqdepth.data.augment import RECIPES, get_recipe
+    from hqdepth.training.trainer import whole_frame_validation
+
+    for name in [*RECIPES, "bts_nyu", "bts_kitti", "bts?dataset=kitti", "BTS-KITTI"]:
+        assert whole_frame_validation({"data": {"augmentation": name}}) == get_recipe(name).whole_frame_validation
+    assert get_recipe("bts_kitti").whole_frame_validation and not get_recipe("hqmd").whole_frame_validation

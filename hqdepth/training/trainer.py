@@ -68,11 +68,15 @@ def resolve_precision(name):
 
 
 def whole_frame_validation(config):
-    """Whether the recipe's augmentation validates on whole frames of another size than its training crops."""
-    from hqdepth.data.augment import get_recipe
+    """Whether the recipe's augmentation validates on whole frames of another size than its training crops: `bts`
+    (and its aliases bts_nyu, bts_kitti), whose class says so (`augment.BTSAugmentation.whole_frame_validation`,
+    tested to agree). Read from the name, without importing the augmentations' TensorFlow, so that a Keras-on-JAX
+    process (`benchmarks/gpu.py`) builds models too."""
+    name = config["data"]["augmentation"]
+    return str(name or "none").partition("?")[0].strip().lower().replace("-", "_") in WHOLE_FRAME_AUGMENTATIONS
 
-    data = config["data"]
-    return get_recipe(data["augmentation"], mode="val", **(data["augmentation_options"] or {})).whole_frame_validation
+
+WHOLE_FRAME_AUGMENTATIONS = ("bts", "bts_nyu", "bts_kitti")
 
 
 def check_whole_frames(config, spec):
