@@ -318,8 +318,15 @@ class DepthModel:
 
     def for_photos(self):
         """The model `hqdepth predict` runs: rebuilt with a free input size (`at_free_size`) when the run's
-        recipe tests at the image's own resolution ("native", "kb_crop", "hu"), else itself."""
+        recipe tests at the image's own resolution ("native", "kb_crop", "hu"), else itself. A SavedModel of
+        fixed size, which cannot be rebuilt, runs every photo at that size as its serving_default does, and its
+        note (printed with the model line) says so and where the recipe's way is."""
         if self.input_size is not None and self.test_input() in ("native", "kb_crop", "hu"):
+            if self._keras_source is None:
+                self.note += (f" (runs every image at its export size {self.input_size[0]}x{self.input_size[1]}; "
+                              "its recipe tests at the image's own size: predict from the .keras file or run "
+                              "folder for that)")
+                return self
             return self.at_free_size()
         return self
 

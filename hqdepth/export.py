@@ -32,6 +32,7 @@ given here; without either, at `hqdepth.predict.free_size` of the image (compute
 metadata is also stored in the ONNX model's `metadata_props`. Needs `pip install hqdepth[onnx]`.
 """
 
+import copy
 import json
 import shutil
 import time
@@ -371,7 +372,13 @@ def check_export(model, result, seed=0):
 
     model = _as_keras_backed(model)
     rng = np.random.default_rng(seed)
-    size = result["metadata"]["input_size"] or [65, 97]
+    exported_size = result["metadata"]["input_size"]
+    size = exported_size or [65, 97]
+    reference = model
+    if exported_size and model.input_size is None:
+        # a free-size Keras model (a BTS run's) exported at `size`: the SavedModel resizes every image to it
+        reference = copy.copy(model)
+        reference.size_override = tuple(exported_size)
     fmt, path = result["format"], Path(result["path"])
     report = []
     base = rng.integers(0, 256, (2, *size, 3), dtype=np.uint8)
@@ -385,7 +392,7 @@ def check_export(model, result, seed=0):
         got = loaded.signatures["serving_default"](images=tf.constant(base))["depth"].numpy()[..., 0]
         report.append((f"serving_default {size[0]}x{size[1]}", float(np.abs(got - expected).max())))
         other = rng.integers(0, 256, (2, size[0] + 23, size[1] + 41, 3), dtype=np.uint8)
-        want = np.stack(predict_images(model, list(other.astype(np.float32))))
+        want = np.stack(predict_images(reference, list(other.astype(np.float32))))
         got = loaded.signatures["serving_default"](images=tf.constant(other))["depth"].numpy()[..., 0]
         report.append((f"serving_default {other.shape[1]}x{other.shape[2]}", float(np.abs(got - want).max())))
     elif fmt == "onnx":

@@ -259,6 +259,21 @@ def test_cli_export_keras_with_check(tiny_run, tmp_path, capsys):
     assert len(differences) == 3 and max(differences) <= 1e-5, stdout
 
 
+def test_check_of_a_free_size_run_model_exported_at_its_config_size(tiny_run, tmp_path, capsys):
+    """A run whose model takes any size (a BTS recipe's, free for its whole-frame validation) exports at the run's
+    data.input_size; --check compares the SavedModel's resizing of other sizes with the Keras model run at that
+    same size, not at the image's own."""
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text("name: free-recipe\nmodel: {name: tiny, options: {max_depth: 8.0}}\n"
+                                     "data: {input_size: [24, 32]}\nevaluation: {protocol: nyu-eigen}\n")
+    tiny_run["free"].save(run / "checkpoints" / "best.keras")
+    code, stdout, err = run_cli(["export", str(run), "--out", str(tmp_path / "saved"), "--check"], capsys)
+    assert code == 0, err
+    differences = [float(line.rsplit("=", 1)[1].split()[0]) for line in stdout.splitlines() if "max |" in line]
+    assert "serving_default 47x73" in stdout and len(differences) == 3 and max(differences) <= 1e-5, stdout
+
+
 def test_cli_export_errors(tiny_run, tmp_path, capsys):
     code, _, err = run_cli(["export", str(tiny_run["run"]), "--out", str(tmp_path / "o"), "--input-size", "33x33"],
                            capsys)

@@ -296,6 +296,28 @@ def test_a_savedmodel_of_fixed_size_is_refused_for_native_testing(tmp_path):
         DepthModel(tmp_path / "saved").at_free_size()
 
 
+def test_predict_runs_a_fixed_size_savedmodel_of_a_native_recipe_at_its_size(tmp_path, rng):
+    """`hqdepth predict` on a BTS export (fixed at the run's crop size, its metadata naming nyu-eigen) runs each
+    photo at the export size, as the SavedModel's serving_default does, and says so, instead of refusing."""
+    from hqdepth.export import export
+    from hqdepth.predict import load, predict
+
+    model = tiny_bts((64, 96, 3), with_focal=False, max_depth=10.0)
+    run = tmp_path / "run"
+    run.mkdir()
+    model.save(run / "model.keras")
+    (run / "config.yaml").write_text("name: bts_nyu\nmodel: {name: bts, options: {max_depth: 10.0}}\n"
+                                     "data: {input_size: [64, 96]}\nevaluation: {protocol: nyu-eigen}\n")
+    export(load(run), tmp_path / "saved")
+    served = load(tmp_path / "saved").for_photos()
+    assert served.input_size == (64, 96) and "runs every image at its export size 64x96" in served.note
+    photo = rng.uniform(0, 255, (96, 160, 3)).astype(np.float32)
+    small = cv2.resize(photo, (96, 64), interpolation=cv2.INTER_LINEAR)
+    depth = np.asarray(model(small[None], training=False))[0, ..., 0]
+    want = cv2.resize(depth, (160, 96), interpolation=cv2.INTER_LINEAR)
+    np.testing.assert_allclose(predict(tmp_path / "saved", photo), want, atol=1e-4)
+
+
 # ---------------------------------------------------------------------------------- HQMD test input
 
 
