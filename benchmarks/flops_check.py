@@ -3,7 +3,8 @@
     python benchmarks/flops_check.py                          # every registered model at its paper input size
     python benchmarks/flops_check.py --models hqmd_baseline_plus --no-profiler
 
-Per model (built with its training recipe's options, as `cpu_step.py` times it; random weights, float32, batch 1): `count_flops(model)` (MACs by layer type and by part, element-wise
+Per model (built with its training recipe's options, as `cpu_step.py` times it; random weights, float32,
+batch 1): `count_flops(model)` (MACs by layer type and by part, element-wise
 FLOPs) and `profiler_flops(model)` (tf.compat.v1.profiler, float_operation, on the frozen inference graph). The
 profiler has no FLOP statistics for Einsum, which our attention layers use, so the ratio is given both for the
 totals and for the comparable part (convolutions and matrix products outside those layers). BilinearResize's two
@@ -66,7 +67,8 @@ def main(argv=None):
         model = build_as_recipe(entry)
         start = time.perf_counter()
         count = count_flops(model)
-        row = {"input_size": list(entry.input_size), "recipe": MODEL_RECIPES.get(entry.name), "params": int(model.count_params()), **count.as_dict(),
+        row = {"input_size": list(entry.input_size), "recipe": MODEL_RECIPES.get(entry.name),
+               "params": int(model.count_params()), **count.as_dict(),
                "macs_by_part": count.by_part(default_parts()), "analytic_s": time.perf_counter() - start}
         if not args.no_profiler:
             start = time.perf_counter()

@@ -296,18 +296,24 @@ def test_a_savedmodel_of_fixed_size_is_refused_for_native_testing(tmp_path):
         DepthModel(tmp_path / "saved").at_free_size()
 
 
-def test_predict_runs_a_fixed_size_savedmodel_of_a_native_recipe_at_its_size(tmp_path, rng):
-    """`hqdepth predict` on a BTS export (fixed at the run's crop size, its metadata naming nyu-eigen) runs each
-    photo at the export size, as the SavedModel's serving_default does, and says so, instead of refusing."""
-    from hqdepth.export import export
-    from hqdepth.predict import load, predict
-
+def bts_nyu_run(tmp_path):
+    """(a tiny BTS fixed at 64x96, a run folder holding it with a bts_nyu-like config: tested at native size)."""
     model = tiny_bts((64, 96, 3), with_focal=False, max_depth=10.0)
     run = tmp_path / "run"
     run.mkdir()
     model.save(run / "model.keras")
     (run / "config.yaml").write_text("name: bts_nyu\nmodel: {name: bts, options: {max_depth: 10.0}}\n"
                                      "data: {input_size: [64, 96]}\nevaluation: {protocol: nyu-eigen}\n")
+    return model, run
+
+
+def test_predict_runs_a_fixed_size_savedmodel_of_a_native_recipe_at_its_size(tmp_path, rng):
+    """`hqdepth predict` on a BTS export (fixed at the run's crop size, its metadata naming nyu-eigen) runs each
+    photo at the export size, as the SavedModel's serving_default does, and says so, instead of refusing."""
+    from hqdepth.export import export
+    from hqdepth.predict import load, predict
+
+    model, run = bts_nyu_run(tmp_path)
     export(load(run), tmp_path / "saved")
     served = load(tmp_path / "saved").for_photos()
     assert served.input_size == (64, 96) and "runs every image at its export size 64x96" in served.note
@@ -315,7 +321,7 @@ def test_predict_runs_a_fixed_size_savedmodel_of_a_native_recipe_at_its_size(tmp
     small = cv2.resize(photo, (96, 64), interpolation=cv2.INTER_LINEAR)
     depth = np.asarray(model(small[None], training=False))[0, ..., 0]
     want = cv2.resize(depth, (160, 96), interpolation=cv2.INTER_LINEAR)
-    np.testing.assert_allclose(predict(tmp_path / "saved", photo), want, atol=1e-4)
+    np.testing.assert_allclose(predict(tmp_path / "saved", photo), want, rtol=1e-4, atol=1e-4)  # tf vs cv2 resize
 
 
 # ---------------------------------------------------------------------------------- HQMD test input
@@ -377,12 +383,7 @@ def test_predict_runs_a_bts_run_at_the_photo_size(tmp_path, rng):
     """A run whose recipe tests at native resolution (BTS, nyu-eigen) predicts photos at their own size."""
     from hqdepth.predict import load, predict
 
-    model = tiny_bts((64, 96, 3), with_focal=False, max_depth=10.0)
-    run = tmp_path / "run"
-    run.mkdir()
-    model.save(run / "model.keras")
-    (run / "config.yaml").write_text("name: bts_nyu\nmodel: {name: bts, options: {max_depth: 10.0}}\n"
-                                     "data: {input_size: [64, 96]}\nevaluation: {protocol: nyu-eigen}\n")
+    model, run = bts_nyu_run(tmp_path)
     loaded = load(run).for_photos()
     assert loaded.input_size is None and loaded.trained_size == (64, 96) and "free input size" in loaded.note
     assert loaded.run_size(96, 160) == (96, 160) and loaded.run_size(100, 150) == (96, 160)

@@ -59,7 +59,7 @@ def _with_image_size(model, size):
 
     if not isinstance(model, Functional):
         raise ConfigError(f"model {model.name!r} is not a functional Keras model; it cannot be rebuilt with "
-                          f"another input size.")
+                          "another input size.")
     cache = {}
 
     def rebuild(functional):

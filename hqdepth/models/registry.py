@@ -149,5 +149,6 @@ def build_model(name, input_shape=None, **options):
         unknown = re.search(r"unexpected keyword argument '(\w+)'", str(error))
         if unknown is None or unknown.group(1) not in options:
             raise
+        builder = f"{entry.builder.__module__}.{entry.builder.__name__}"
         raise ConfigError(f"model {name!r} has no option {unknown.group(1)!r} (model.options); its builder "
-                          f"{entry.builder.__module__}.{entry.builder.__name__} lists the options it takes.") from None
+                          f"{builder} lists the options it takes.") from None
