@@ -3,6 +3,7 @@ run folder (`RUN/checkpoints/best.keras`, else `RUN/model.keras`, else `RUN/chec
 `RUN/config.yaml` gives name and sizes), and the size each image runs at (`DepthModel.run_size`, `free_size`).
 Importing this module is cheap (NumPy only): Keras/TensorFlow load with the model."""
 
+import copy
 import json
 import math
 from pathlib import Path
@@ -323,10 +324,11 @@ class DepthModel:
         note (printed with the model line) says so and where the recipe's way is."""
         if self.input_size is not None and self.test_input() in ("native", "kb_crop", "hu"):
             if self._keras_source is None:
-                self.note += (f" (runs every image at its export size {self.input_size[0]}x{self.input_size[1]}; "
-                              "its recipe tests at the image's own size: predict from the .keras file or run "
-                              "folder for that)")
-                return self
+                other = copy.copy(self)  # the caller's model keeps its note, however often it predicts
+                other.note = (f"{self.note} (runs every image at its export size {self.input_size[0]}x"
+                              f"{self.input_size[1]}; its recipe tests at the image's own size: predict from the "
+                              ".keras file or run folder for that)")
+                return other
             return self.at_free_size()
         return self
 

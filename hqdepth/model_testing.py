@@ -91,7 +91,7 @@ def predict_depth(model, rgb, flip=False, kb_crop=False, focal=None):
     height, width = image.shape[:2]
     images = [image, image[:, ::-1]] if flip else [image]
     size = model.input_size
-    if size is None and getattr(model, "config_size", None) is not None:
+    if size is None and model.config_size is not None:
         size = tuple(model.run_size(height, width))
     if size is not None and size != (height, width):
         images = [resize_bilinear_cv2(x, *size) for x in images]

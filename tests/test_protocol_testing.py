@@ -315,8 +315,10 @@ def test_predict_runs_a_fixed_size_savedmodel_of_a_native_recipe_at_its_size(tmp
 
     model, run = bts_nyu_run(tmp_path)
     export(load(run), tmp_path / "saved")
-    served = load(tmp_path / "saved").for_photos()
+    loaded = load(tmp_path / "saved")
+    served = loaded.for_photos()
     assert served.input_size == (64, 96) and "runs every image at its export size 64x96" in served.note
+    assert "export size" not in loaded.note  # the model given to predict is not changed
     photo = rng.uniform(0, 255, (96, 160, 3)).astype(np.float32)
     small = cv2.resize(photo, (96, 64), interpolation=cv2.INTER_LINEAR)
     depth = np.asarray(model(small[None], training=False))[0, ..., 0]
