@@ -9,10 +9,11 @@ switched off before TensorFlow loads, including the lines its libraries print wh
 
 import argparse
 import importlib
+import os
 import sys
 
 from hqdepth import __version__
-from hqdepth.errors import HQDepthError
+from hqdepth.errors import HQDepthError, errors_from_tensorflow
 
 # Sub-command modules, in the order `hqdepth --help` lists them.
 COMMANDS = ["models", "recipes", "train", "evaluate", "predict", "export", "weights", "data"]
@@ -54,7 +55,8 @@ def wants_verbose(argv):
 def main(argv=None):
     """Run the command line `argv` (default: `sys.argv[1:]`); returns the exit status.
 
-    Errors a user can cause (`HQDepthError`) print one line, no traceback, and return 2."""
+    Errors a user can cause (`HQDepthError`, also when TensorFlow's data pipeline carries one) print one line, no
+    traceback, and return 2."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if not wants_verbose(argv):
         from hqdepth.quiet import quiet_tensorflow
@@ -66,14 +68,24 @@ def main(argv=None):
         parser.print_help()
         return 0
     try:
-        return args._run(args) or 0
+        with errors_from_tensorflow():
+            status = args._run(args) or 0
+        sys.stdout.flush()  # a reader that has gone (`| head`) shows here, not as an error at exit
+        return status
     except HQDepthError as error:
         print(f"hqdepth {args.command}: error: {error}", file=sys.stderr)
-        return 2
+    except BrokenPipeError:  # `hqdepth ... | head`: the reader has gone; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 1
     except KeyboardInterrupt:
         print(f"hqdepth {args.command}: interrupted", file=sys.stderr)
         return 130
+    # Free what the error's traceback kept alive (reference cycles), e.g. a tf.data iterator whose threads would
+    # otherwise meet TensorFlow's exit: "terminate called without an active exception", status 134.
+    import gc
 
+    gc.collect()
+    return 2
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -42,6 +42,8 @@ def resolve_model_path(path):
     if path.is_dir():
         if (path / "saved_model.pb").is_file():
             return path, None, f"SavedModel {path}"
+        if (path / "model.keras").is_file() and (path / EXPORT_METADATA).is_file() and not (path / "config.yaml").is_file():
+            return path / "model.keras", None, f"Keras export {path}"
         if _is_run_folder(path):
             for relative, what in RUN_MODELS:
                 if (path / relative).is_file():
@@ -58,6 +60,9 @@ def resolve_model_path(path):
                    None)
         return path, run, f"Keras model {path}"
     raise DataError(f"model not found: {path}")
+
+
+EXPORT_METADATA = "hqdepth.json"  # hqdepth.export.METADATA_FILE, beside an exported model.keras / in assets.extra
 
 
 def _nested(config, *keys):
@@ -147,6 +152,8 @@ class DepthModel:
             self._load_saved_model(self.loaded)
         else:
             self._load_keras(self.loaded)
+            if self.config is None:  # an exported model.keras: its metadata carries the run's recipe
+                self._use_metadata(self.loaded.parent / EXPORT_METADATA)
         self._finish()
 
     @classmethod
@@ -235,17 +242,23 @@ class DepthModel:
             raise DataError(f"{path}: SavedModel has neither a `serve` endpoint nor a serving_default signature.")
         self._keep = loaded
         self.input_size = _fixed_size(spec.shape)
-        meta_file = path / "assets.extra" / "hqdepth.json"
-        if meta_file.is_file():
-            try:
-                self.metadata = json.loads(meta_file.read_text())
-            except (OSError, ValueError) as error:
-                raise DataError(f"cannot read {meta_file}: {error}") from None
-            self.max_depth = self.metadata.get("max_depth")
-            self.name = self.metadata.get("model_name")
-            if self.config is None and isinstance(self.metadata.get("recipe"), dict):
-                self.config = self.metadata["recipe"]
+        self._use_metadata(path / "assets.extra" / EXPORT_METADATA)
         self.name = self.name or path.name
+
+    def _use_metadata(self, meta_file):
+        """Take name, max depth and run config from an export's metadata file (`hqdepth export`), if there is one."""
+        if not meta_file.is_file():
+            return
+        try:
+            self.metadata = json.loads(meta_file.read_text())
+        except (OSError, ValueError) as error:
+            raise DataError(f"cannot read {meta_file}: {error}") from None
+        if not isinstance(self.metadata, dict):
+            raise DataError(f"{meta_file}: expected a JSON object, as `hqdepth export` writes.")
+        self.max_depth = self.metadata.get("max_depth", self.max_depth)
+        self.name = self.metadata.get("model_name") or self.name
+        if self.config is None and isinstance(self.metadata.get("recipe"), dict):
+            self.config = self.metadata["recipe"]
 
     def test_input(self):
         """How the run's recipe tests the model: its evaluation protocol's `test_input` ("native", "kb_crop",

@@ -90,7 +90,8 @@ class EvaluationResult:
     """Averaged metrics with the per-image rows they came from.
 
     `count`: images that entered the average; `excluded`: names of images without a valid pixel;
-    `skipped`: names of inputs without ground truth (e.g. BTS KITTI lines with GT "None").
+    `skipped`: names of inputs without ground truth (e.g. BTS KITTI lines with GT "None") or, with `skip_bad`,
+    that could not be read.
     """
 
     protocol: Protocol
@@ -125,7 +126,7 @@ class EvaluationResult:
         values = " ".join(f"{self.metrics[key]:>9.4f}" for key in keys)
         lines = [
             f"protocol {self.protocol.name}: {self.count} images evaluated, {len(self.excluded)} excluded "
-            f"(no valid pixel), {len(self.skipped)} skipped (no ground truth)",
+            f"(no valid pixel), {len(self.skipped)} skipped (no ground truth or unreadable)",
             f"  {self.protocol.summary()}",
             header,
             values,
@@ -291,7 +292,7 @@ class Evaluator:
         if not used:
             raise DataError(
                 f"no image could be evaluated under protocol {self.protocol.name}: {len(self.rows)} without a "
-                f"valid pixel, {len(self.skipped)} without ground truth."
+                f"valid pixel, {len(self.skipped)} without ground truth or unreadable."
             )
         values = {key: np.array([self.rows[i][key] for i in used], dtype=np.float64) for key in names}
         counts = np.array([self.rows[i]["valid_pixels"] for i in used], dtype=np.float64)

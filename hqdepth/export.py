@@ -40,12 +40,13 @@ from pathlib import Path
 
 import numpy as np
 
+from hqdepth.depth_model import EXPORT_METADATA
 from hqdepth.errors import ConfigError, DataError
 from hqdepth.predict import FREE_SIZE_MAX_SIDE, FREE_SIZE_MULTIPLE, DepthModel, load
 
 FORMATS = ("saved_model", "keras", "onnx")
 PRECISIONS = ("float32", "bfloat16")
-METADATA_FILE = "hqdepth.json"
+METADATA_FILE = EXPORT_METADATA  # beside model.keras / model.onnx, in a SavedModel's assets.extra
 
 
 def _versions():

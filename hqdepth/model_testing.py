@@ -55,11 +55,18 @@ def data_samples(data, split, gt_scale):
     return len(source), source_samples(source, f"{data} sample")
 
 
-def source_samples(source, prefix, limit=None):
-    """(where, rgb, depth or None, focal or None) for the first `limit` samples of a `hqdepth.data` source."""
+def source_samples(source, prefix, limit=None, skip_bad=False):
+    """(where, rgb, depth or None, focal or None) for the first `limit` samples of a `hqdepth.data` source. With
+    `skip_bad` a sample that cannot be read gives (where and why, None, None, None) instead of its `DataError`."""
     count = len(source) if limit is None else min(int(limit), len(source))
     for index in range(count):
-        sample = source[index]
+        try:
+            sample = source[index]
+        except DataError as error:
+            if not skip_bad:
+                raise
+            yield f"{prefix} {index} ({error})", None, None, None
+            continue
         depth = None if sample.depth is None else np.asarray(sample.depth)
         if depth is not None and depth.ndim == 3:
             depth = depth[..., 0]
@@ -203,12 +210,13 @@ def protocol_prediction(model, rgb, protocol, focal=None, flip=False, notes=None
 
 
 def evaluate_source(model, source, protocol, *, name="sample", limit=None, flip=False, ssim=False,
-                    ssim_max_val=None, resize_any=False, progress=False):
+                    ssim_max_val=None, resize_any=False, progress=False, skip_bad=False):
     """Run a model over a `hqdepth.data` source (its first `limit` samples) and evaluate under a protocol,
     each image run as the protocol's official test runs it (`model_for_protocol`, `protocol_prediction`), with
-    each sample's focal length (`meta["focal"]`). This is the trainer's test evaluation."""
+    each sample's focal length (`meta["focal"]`). This is the trainer's test evaluation. `skip_bad`: a sample that
+    cannot be read is skipped with a warning and counted in `skipped` (`data.skip_bad`), instead of raising."""
     count = len(source) if limit is None else min(int(limit), len(source))
-    return _evaluate(model, source_samples(source, name, limit), count, protocol, flip=flip, ssim=ssim,
+    return _evaluate(model, source_samples(source, name, limit, skip_bad), count, protocol, flip=flip, ssim=ssim,
                      ssim_max_val=ssim_max_val, resize_any=resize_any, progress=progress)
 
 
@@ -231,7 +239,9 @@ def _evaluate(model, samples, total, protocol, flip, ssim, ssim_max_val, resize_
     notes = _Notes()
     with progress_bar(total, "predict+evaluate", progress) as bar:
         for where, rgb, gt, focal in samples:
-            if gt is None:
+            if rgb is None:
+                evaluator.skip(where, "unreadable")
+            elif gt is None:
                 evaluator.skip(where)
             else:
                 pred = protocol_prediction(model, rgb, protocol, focal=focal, flip=flip, notes=notes)

@@ -255,6 +255,28 @@ def test_bts_kitti_test_is_kb_crop_of_rgb_only():
         get_recipe("bts_kitti", "train")(rgb[:300, :600], depth[:300, :600], [0, 0])
 
 
+@pytest.mark.parametrize("dataset,size,frame", [("kitti", (64, 128), (375, 1242)), ("nyu", (64, 96), (480, 640)),
+                                                ("nyu", (208, 272), (480, 640))])
+def test_bts_whole_frames_at_a_reduced_size_stay_multiples_of_32(dataset, size, frame):
+    """At a reduced `size` the whole validation/test frames are scaled by size / published crop and each side
+    rounded to the nearest multiple of 32 (BTS takes nothing else): 74x113 from NYU at 64x96 would stop the first
+    validation. The depth follows the RGB in validation; the test keeps the full-resolution depth."""
+    from hqdepth.data.augment import BTS_FRAME_MULTIPLE
+    from hqdepth.models.bts import SIZE_MULTIPLE
+
+    assert BTS_FRAME_MULTIPLE == SIZE_MULTIPLE
+    rng = np.random.default_rng(6)
+    rgb = rng.uniform(0, 255, (*frame, 3)).astype(np.float32)
+    depth = rng.uniform(1, 10, (*frame, 1)).astype(np.float32)
+    whole = (352, 1216) if dataset == "kitti" else frame  # the KB crop, or the NYU frame
+    published = (352, 704) if dataset == "kitti" else (416, 544)
+    want = tuple(max(int(np.round(side * s / p / 32)) * 32, s) for side, s, p in zip(whole, size, published))
+    val_rgb, val_depth = get_recipe("bts", "val", size=size, dataset=dataset)(rgb, depth)
+    assert val_rgb.shape[:2] == val_depth.shape[:2] == want
+    test_rgb, test_depth = get_recipe("bts", "test", size=size, dataset=dataset)(rgb, depth)
+    assert test_rgb.shape[:2] == want and test_depth.shape == depth.shape
+
+
 def test_other_recipes():
     rng = np.random.default_rng(5)
     rgb = np.full((20, 24, 3), 128.0, np.float32)

@@ -93,6 +93,43 @@ def test_a_tensorflow_command_prints_no_log_line(tmp_path, rng):
     assert list((tmp_path / "out").iterdir())
 
 
+def test_a_reader_that_has_gone_ends_the_command_quietly():
+    """`hqdepth recipes NAME --sources | head -1`: no BrokenPipeError traceback, nor Python's complaint at exit."""
+    process = subprocess.Popen([sys.executable, "-m", "hqdepth.cli", "recipes", "hqmd_plus_full", "--sources"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=user_environment())
+    process.stdout.close()  # before the command writes anything
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 1 and stderr == "", stderr
+
+
+@pytest.mark.slow  # a TensorFlow start-up
+def test_a_bad_sample_inside_the_pipeline_is_one_line_and_status_2(tmp_path):
+    """A DataError raised while tf.data reads a sample reaches the user as its message (not TensorFlow's wrapper and
+    a traceback), and the process ends with status 2 (the tf.data iterator kept alive by the error's traceback
+    made TensorFlow abort at exit: "terminate called without an active exception", status 134). Here bts_kitti,
+    whose model takes each frame's focal length, on a folder that gives none; the first validation frame is read
+    before any model is built."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    for kind in ("rgb", "depth"):
+        (tmp_path / "frames" / kind).mkdir(parents=True)
+    for index in range(2):
+        cv2.imwrite(str(tmp_path / "frames" / "rgb" / f"{index}.png"), rng.integers(0, 256, (96, 192, 3), np.uint8))
+        cv2.imwrite(str(tmp_path / "frames" / "depth" / f"{index}.png"), rng.integers(256, 9000, (96, 192), np.uint16))
+    argv = ["train", "bts_kitti", "--data", f"folder:{tmp_path / 'frames'}?scale=256", "--out", str(tmp_path / "run"),
+            "--batch-size", "1", "--quiet"]
+    for item in ("data.input_size=[64, 128]", "model.options.backbone_weights=none", "model.options.freeze=none"):
+        argv += ["--set", item]
+    done = subprocess.run([sys.executable, "-m", "hqdepth.cli", *argv], capture_output=True, text=True,
+                          env={**user_environment(), "HQDEPTH_OFFLINE": "1"}, timeout=600)
+    assert done.returncode == 2, done.stderr[-3000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("hqdepth train: error: ") and "0.png: no focal length known" in last, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr and "terminate called" not in done.stderr, done.stderr[-3000:]
+    assert not (tmp_path / "run" / "model.keras").exists()
+
+
 def test_filter_replays_everything_but_tensorflow_load_lines(capfd):
     """What the quiet import does with file descriptor 2: C-level writes captured, noise dropped, the rest
     replayed in order (Python warnings and errors during the import must still reach the user)."""

@@ -174,6 +174,13 @@ def test_verify_and_readers_detect_a_corrupted_shard(converted, tmp_path, capsys
     with pytest.raises(tf.errors.InvalidArgumentError, match=bad.name):
         for _ in tfrecord_dataset(out):
             pass
+    # what `hqdepth train` and the CLI make of it: the DataError inside, in one line
+    from hqdepth.errors import errors_from_tensorflow
+
+    with pytest.raises(DataError, match=rf"^bad record\(s\) in TFRecord shard \S*{bad.name}: decoded \d of 4 records"):
+        with errors_from_tensorflow():
+            for _ in tfrecord_dataset(out):
+                pass
     kept = sum(1 for _ in tfrecord_dataset(out, skip_bad_records=True))
     assert 6 <= kept < 10
     source = open_source(f"tfrecord:{out}")

@@ -250,6 +250,15 @@ def test_cli_export_keras_with_check(tiny_run, tmp_path, capsys):
     reloaded = hqdepth.load(out / "model.keras")
     image = np.random.default_rng(8).integers(0, 256, (24, 32, 3), dtype=np.uint8)
     np.testing.assert_array_equal(hqdepth.predict(reloaded, image), hqdepth.predict(tiny_run["model"], image))
+    # The export's hqdepth.json gives the loaded model the run's name and config, as the run folder has them (the
+    # file and the folder alike): a photo of another size runs as the run's model runs it.
+    run = hqdepth.load(tiny_run["run"])
+    photo = np.random.default_rng(9).integers(0, 256, (40, 44, 3), dtype=np.uint8)
+    for path in (out / "model.keras", out):
+        loaded = hqdepth.load(path)
+        assert loaded.name == run.name == "tiny-recipe" and loaded.config == run.config, path
+        np.testing.assert_array_equal(hqdepth.predict(loaded, photo), hqdepth.predict(run, photo))
+    assert hqdepth.load(out).note == f"Keras export {out}"
     # A second export into the same folder needs --overwrite.
     code, _, err = run_cli(["export", str(tiny_run["run"]), "--out", str(out), "--format", "keras"], capsys)
     assert code == 2 and "--overwrite" in err

@@ -322,6 +322,7 @@ def test_a_run_folder_from_before_geometry_samples_continues(tmp_path):
 
     config = recipes.resolve_config("fcn_ssim_mse")
     prepare_run_folder(tmp_path, config)
+    (tmp_path / "backup").mkdir()  # a run that took steps (a folder holding only its config takes any config)
     saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
     del saved["evaluation"]["geometry_samples"]  # as a run started before the setting existed wrote it
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(saved))

@@ -142,6 +142,30 @@ def test_rerun_of_a_finished_run_does_not_retrain_and_a_changed_config_is_refuse
         train(config_with("train.max_steps=12", "optimizer.learning_rate=5e-4"), DATA, out, print_fn=quiet_print)
 
 
+def test_a_folder_holding_only_a_config_takes_the_corrected_command(tmp_path):
+    """A run stopped by a check before its first step leaves only config.yaml: the corrected command (another
+    config) starts there; once anything was trained (here a backup folder), another config is refused."""
+    from hqdepth.errors import ConfigError
+    from hqdepth.training.trainer import prepare_run_folder
+
+    prepare_run_folder(tmp_path, config_with("train.batch_size=8"))
+    corrected = config_with("train.batch_size=2")
+    prepare_run_folder(tmp_path, corrected)
+    assert recipes.resolve_config(tmp_path / "config.yaml")["train"]["batch_size"] == 2
+    (tmp_path / "backup").mkdir()
+    with pytest.raises(ConfigError, match="another config .*train.batch_size"):
+        prepare_run_folder(tmp_path, config_with("train.batch_size=8"))
+
+
+def test_validation_never_asks_for_more_batches_than_the_split_holds():
+    from hqdepth.training.trainer import validation_batches
+
+    config = config_with("train.validation_steps=10")
+    assert validation_batches(config, 3, 2) == (2, " (all 3 samples; train.validation_steps asks for 10)")
+    assert validation_batches(config, 40, 2) == (10, "")
+    assert validation_batches(config_with("train.validation_steps=null"), 5, 2) == (2, "")
+
+
 def h5_arrays(path):
     """{dataset path: array} of a Keras .weights.h5 file (model variables under layers/, optimizer's under optimizer/)."""
     import h5py
@@ -668,17 +692,31 @@ def write_pairs(folder, count, bad):
 
 
 def test_a_corrupt_sample_mid_epoch_stops_the_run_or_is_counted_with_skip_bad(tmp_path):
+    from hqdepth.errors import ConfigError, DataError
+
     spec = write_pairs(tmp_path, 16, bad=9)
     sets = ("data.shuffle=false", "train.max_steps=4", "train.validation_every_steps=4", "train.checkpoint_every_steps=1",
-            "train.test_evaluation=false", "train.image_samples=0", "data.val_split=train")
-    # Without skip_bad: the step that reads sample 9 (step 3) fails naming the file; steps 1-2 stay backed up.
-    with pytest.raises(Exception, match="depth9.png") as error:
+            "train.image_samples=0", "data.val_split=train", "evaluation.test_samples=12")
+    # Without skip_bad: the step that reads sample 9 (step 3) fails with the DataError naming the file and line (not
+    # TensorFlow's wrapper of it); steps 1-2 stay backed up.
+    with pytest.raises(DataError, match=r"^\S*train.txt:10: depth \S*depth9.png: ") as error:
         train(config_with(*sets), spec, tmp_path / "strict", print_fn=quiet_print, verbose=0)
     assert "truncated" in str(error.value) or "decode" in str(error.value)
     state = json.loads((tmp_path / "strict" / "backup" / "training_metadata.json").read_text())
     assert 1 <= state["iterations"] <= 2 and not (tmp_path / "strict" / "results.json").exists()
-    # With skip_bad: the run finishes and its results count the skipped sample, naming it.
-    results = train(config_with(*sets, "data.skip_bad=true"), spec, tmp_path / "lenient", print_fn=quiet_print, verbose=0)
+    # Resuming it on other training data (another sample count) is refused, naming both.
+    other = tmp_path / "other"
+    other.mkdir()
+    with pytest.raises(ConfigError, match=r"written training on list:\S*/train.txt\S* \(16 samples\); --data .* has 12"):
+        train(config_with(*sets), write_pairs(other, 12, bad=None), tmp_path / "strict", print_fn=quiet_print, verbose=0)
+    # With skip_bad: the run finishes; its results count the skipped sample, naming it, and so does the test
+    # evaluation of its first 12 samples (the bad one among them), which also says the list is the training list.
+    printed = []
+    results = train(config_with(*sets, "data.skip_bad=true"), spec, tmp_path / "lenient", print_fn=printed.append,
+                    verbose=0)
     assert results["status"] == "finished" and results["steps"] == 4
     skipped = results["skipped_bad_records_this_session"]
     assert skipped["count"] >= 1 and "depth9.png" in skipped["first"][0]
+    assert results["test"]["count"] == 11 and results["test"]["skipped"] == 1
+    assert results["test"]["warning"].startswith("16 of the 16 test samples")
+    assert any(line.startswith("  warning: 16 of the 16 validation samples") for line in printed), printed

@@ -449,6 +449,9 @@ class HQMDAugmentation(Recipe):
         return self._resizes()[1](rgb, self.size), depth, _zoom(width, self.size[1])
 
 
+BTS_FRAME_MULTIPLE = 32  # hqdepth.models.bts.SIZE_MULTIPLE (not imported here: no Keras in the data pipeline)
+
+
 class BTSAugmentation(Recipe):
     """`bts` (specs/other_models.md §3.8), dataset nyu | kitti, in this order: NYU registration box
     rows 45:472 cols 43:608 (480x640 inputs only) / KITTI KB crop 352x1216 (inputs at least that
@@ -456,7 +459,8 @@ class BTSAugmentation(Recipe):
     nearest, fill 0); random crop 416x544 NYU / 352x704 KITTI; flip p 0.5; colour with p 0.5.
     test: NYU full image, KITTI KB crop (RGB only). val: the same on both, so the model validates on whole
     frames (480x640, 352x1216) while it trains on crops (`whole_frame_validation`).
-    A different `size` first resizes the (boxed) input by size / published crop, never below `size`.
+    A different `size` first resizes the (boxed) input by size / published crop, never below `size` (whole
+    frames: each side rounded to the nearest multiple of 32, so that BTS takes them).
     The Monocular-Depth-Estimation-Toolbox's BTS pipeline: rotate_p 0.5 (it rotates half the samples) and
     gamma_on_uint8 true (its `ColorAug` raises the 0..255 values to the gamma, `color_jitter`)."""
 
@@ -497,14 +501,19 @@ class BTSAugmentation(Recipe):
             lambda: (rgb, depth),
         )
 
-    def _rescale(self, rgb, depth):
-        """Resize by size / published size (not below `size`); identity at the published size."""
+    def _rescale(self, rgb, depth, multiple=1):
+        """Resize by size / published size (not below `size`), each side rounded to the nearest multiple of
+        `multiple`; identity at the published size."""
         if self.size == self.published:
             return rgb, depth, tf.constant(1.0)
         height, width = _size_of(rgb)
         f_h, f_w = self.size[0] / self.published[0], self.size[1] / self.published[1]
-        new_h = tf.maximum(tf.cast(tf.round(tf.cast(height, tf.float32) * f_h), tf.int32), self.size[0])
-        new_w = tf.maximum(tf.cast(tf.round(tf.cast(width, tf.float32) * f_w), tf.int32), self.size[1])
+
+        def side(length, factor, least):
+            scaled = tf.cast(tf.round(tf.cast(length, tf.float32) * factor / multiple), tf.int32) * multiple
+            return tf.maximum(scaled, least)
+
+        new_h, new_w = side(height, f_h, self.size[0]), side(width, f_w, self.size[1])
         rgb, depth = resize_pair(rgb, depth, tf.stack([new_h, new_w]))
         return rgb, depth, _zoom(width, new_w)
 
@@ -533,7 +542,9 @@ class BTSAugmentation(Recipe):
         rgb_in, depth_in = rgb, depth
         if self.dataset == "kitti":
             rgb, depth = self._box(rgb, depth)
-        rgb, depth_scaled, zoom = self._rescale(rgb, depth)
+        # Whole frames at a reduced size keep a size BTS takes (the published frames, 480x640 and the 352x1216 KB
+        # crop, are multiples already): the nearest multiple of 32, as the test protocol rounds them.
+        rgb, depth_scaled, zoom = self._rescale(rgb, depth, BTS_FRAME_MULTIPLE)
         return rgb, (depth_scaled if both else depth_in), zoom
 
     def _val(self, rgb, depth, seed):

@@ -40,6 +40,11 @@ class Source:
         for index in range(len(self)):
             yield self[index]
 
+    def sample_names(self):
+        """The files (or names) of the samples without reading them, for telling whether two splits share
+        samples (a folder or list without splits gives the same ones for every split); None when unknown."""
+        return None
+
 
 _SOURCES = {}
 

@@ -128,6 +128,9 @@ class PairSource(Source):
     def __len__(self):
         return len(self.entries)
 
+    def sample_names(self):
+        return [str(entry.rgb) for entry in self.entries]
+
     def _where(self, entry, what, ref):
         place = f"{self.listing}:{entry.line}: " if (self.listing and entry.line) else ""
         return f"{place}{what} {self.reader.describe(ref)}"

@@ -9,8 +9,8 @@ index order can be shuffled cheaply (full shuffle by default). `tfrecord:DIR` us
 reader `hqdepth.data.tfrecord.tfrecord_dataset`.
 
 Bad records: by default a sample that cannot be read (corrupt image, size mismatch, NaN depth...)
-stops iteration with an error whose message names the file (a `tf.errors.InvalidArgumentError`
-wrapping the `DataError` text). With `skip_bad=True` it is dropped, counted in the
+stops iteration with an error whose message names the file (a `tf.errors.OpError`, usually
+`UnknownError`, wrapping the `DataError` text; `hqdepth.errors.errors_from_tensorflow` unwraps it). With `skip_bad=True` it is dropped, counted in the
 `BadRecords` object returned as `dataset.bad_records`, and a warning with the count is logged
 at the end of every pass through the data. For `tfrecord:DIR` the reader itself drops bad
 records (`skip_bad_records=True`, with a warning naming the shard); the pipeline counts them per
@@ -123,7 +123,9 @@ def _indexed_reader(source, skip_bad, with_focal):
                 raise DataError(f"{name}: RGB size {rgb.shape[:2]} differs from depth size {depth.shape[:2]}.")
             focal = sample.meta.get("focal")
             if with_focal and focal is None:
-                raise DataError(f"{name}: no focal length known for this sample (with_focal=True).")
+                raise DataError(f"{name}: no focal length known for this sample, and the model takes one (with_focal="
+                                f"True, e.g. bts_kitti). Give it per sample: a `list:` file in BTS's format (rgb depth "
+                                f"focal) or a `csv:` file (rgb,depth,focal).")
             focal = np.float32(np.nan if focal is None else focal)
             return rgb, depth, focal, np.int32(_OK), b""
         except DataError as error:

@@ -656,7 +656,9 @@ def tfrecord_dataset(directory, split=None, shuffle_files=False, num_parallel_re
             else:
                 op = tf.debugging.Assert(
                     tf.logical_not(bad),
-                    ["hqdepth: bad record(s) in TFRecord shard", path, "records expected", expected, "decoded", count],
+                    # read back by `hqdepth.errors.error_from_tensorflow`: "hqdepth: WHAT", the file, then the rest
+                    ["hqdepth: bad record(s) in TFRecord shard", path, "decoded", count, "of", expected,
+                     "records (`hqdepth data verify` finds them; skip_bad drops them)"],
                 )
             with tf.control_dependencies([op]):
                 new_count = count + tf.cast(tf.logical_not(is_end), tf.int64)

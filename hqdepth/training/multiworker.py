@@ -27,8 +27,8 @@ from hqdepth.training.callbacks import RunBackup
 from hqdepth.training.trainer import (
     Plan, RunBackupFactory, apply_batch_groups, apply_precision, build_loss, build_model, build_optimizer,
     check_whole_frames, compile_metrics, finish_run, fixed_validation_samples, geometry_validation,
-    kernel_gradients_note, load_split, make_callbacks, precision_note, prepare_run_folder, print_summary,
-    read_results, set_determinism, split_length,
+    kernel_gradients_note, load_split, make_callbacks, precision_note, prepare_run_folder, print_shared_splits,
+    print_summary, read_results, set_determinism, split_length,
 )
 
 
@@ -89,12 +89,15 @@ def train_multiworker(config, data, out, *, val_data=None, test_data=None, overw
     say(f"  multi-worker: {replicas} replicas, global batch {plan.global_batch}, "
         f"precision {precision_note(policy, tf32)}{kernel_gradients_note(config)}; "
         f"{plan.total_steps} steps, validation every {plan.period} steps on {validation_steps} batches")
+    if chief:
+        print_shared_splits(config, data, val_data, test_data, say)
     if config["train"]["seed"] is not None:
         keras.utils.set_random_seed(int(config["train"]["seed"]))
     set_determinism(config)
-    backup = RunBackupFactory(worker_out, config)
+    backup = RunBackupFactory(worker_out, config, data, plan.train_samples)
     done = _agree_on_backup(strategy, backup.dir)
     state = RunBackup.read_state(backup.dir, done) if done else None
+    backup.check_data(state, say)
     if done:
         _check_same_position(strategy, backup.dir, state)
 

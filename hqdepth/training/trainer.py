@@ -44,7 +44,7 @@ import shutil
 import time
 from pathlib import Path
 
-from hqdepth.errors import ConfigError, DataError
+from hqdepth.errors import ConfigError, DataError, errors_from_tensorflow
 from hqdepth.training import recipes as recipes_lib
 
 CONFIG_FILE = "config.yaml"
@@ -370,6 +370,35 @@ def split_length(spec, split):
         raise ConfigError(f"--data {spec}, split {split!r}: {error}") from None
 
 
+def shared_with_training(config, data, spec, role):
+    """A warning when the `role` split ("val", "test") of `spec` holds training samples of `data`, e.g. a folder
+    or list without split subfolders, which gives the same samples for every split; "" otherwise (or when a
+    source cannot tell: `Source.sample_names`)."""
+    from hqdepth.data import open_source
+
+    split = config["data"][f"{role}_split"]
+    names = [open_source(source, split=name).sample_names()
+             for source, name in ((data, config["data"]["train_split"]), (spec, split))]
+    if names[0] is None or names[1] is None:
+        return ""
+    shared = len(set(names[0]).intersection(names[1]))
+    if not shared:
+        return ""
+    what = {"val": "validation", "test": "test"}[role]
+    return (f"{shared} of the {len(names[1])} {what} samples ({spec}, split {split}) are training samples "
+            f"(a source without a {split} split gives the same samples for every split): the {what} metrics measure "
+            f"the fit, not how the model generalises; give separate data with --{role}-data.")
+
+
+def print_shared_splits(config, data, val_data, test_data, print_fn):
+    """`shared_with_training` of the validation data (None: no validation) and of the test data (when tested)."""
+    roles = [("val", val_data), ("test", test_data or data if config["train"]["test_evaluation"] else None)]
+    for role, spec in roles:
+        warning = spec and shared_with_training(config, data, spec, role)
+        if warning:
+            print_fn(f"  warning: {warning}")
+
+
 def load_split(config, spec, split, global_batch, *, train, input_context=None, repeat=None, batch=True, seed=None,
                start_batches=0, bad_records=None):
     """The `hqdepth.data.load` dataset of a split as the recipe says; `seed` replaces `train.seed` (the data
@@ -547,7 +576,7 @@ class Plan:
                   "train.total_steps" if config["train"]["total_steps"] else f"{config['train']['epochs']} epochs")
         return (f"plan: {self.total_steps} optimizer steps ({source}) = {self.total_steps / self.steps_per_epoch:.4g} "
                 f"epochs of {self.train_samples} samples at global batch {self.global_batch} "
-                f"({self.steps_per_epoch} steps per epoch); learning rate {first:.3g} at the first step, "
+                f"({counted(self.steps_per_epoch, 'step')} per epoch); learning rate {first:.3g} at the first step, "
                 f"{last:.3g} at the last ({schedule['name']} schedule)")
 
     def steps_in(self, period):
@@ -571,16 +600,40 @@ class Plan:
 # ------------------------------------------------------------------------------------------ the run
 
 
+RUN_FILES = (RESULTS_FILE, "metrics.csv", "model.keras")
+RUN_FOLDERS = ("checkpoints", "backup", "logs")
+
+
+def validation_batches(config, val_count, global_batch):
+    """(batches per validation, a note): `train.validation_steps`, or with null every full batch of the validation
+    split, but never more batches than the split holds (Keras would cut the validation short with "Your input ran
+    out of data")."""
+    steps = config["train"]["validation_steps"]
+    available = math.ceil(val_count / global_batch)
+    if steps is None:
+        return max(val_count // global_batch, 1 if val_count else 0), ""
+    if steps > available:
+        return available, f" (all {val_count} samples; train.validation_steps asks for {steps})"
+    return steps, ""
+
+
+def counted(number, word):
+    """'1 step', '2 steps', '3 batches'."""
+    return f"{number} {word}" if number == 1 else f"{number} {word}{'es' if word.endswith(('s', 'ch')) else 's'}"
+
+
 def prepare_run_folder(out, config, overwrite=False):
-    """Create or reopen a run folder; refuse one that holds a different config."""
+    """Create or reopen a run folder; refuse one that holds a different config, unless nothing was trained in
+    it (only its config.yaml: a run stopped by a check before its first step takes the corrected command)."""
     out = Path(out)
     saved = out / CONFIG_FILE
     if overwrite and out.exists():
-        for name in (CONFIG_FILE, RESULTS_FILE, "metrics.csv", "model.keras"):
+        for name in (CONFIG_FILE, *RUN_FILES):
             (out / name).unlink(missing_ok=True)
-        for name in ("checkpoints", "backup", "logs"):
+        for name in RUN_FOLDERS:
             shutil.rmtree(out / name, ignore_errors=True)
-    if saved.is_file():
+    trained = any((out / name).exists() for name in (*RUN_FILES, *RUN_FOLDERS)) or any(out.glob(".worker-*"))
+    if saved.is_file() and trained:
         import yaml
 
         previous = _with_new_defaults(yaml.safe_load(saved.read_text()), recipes_lib.DEFAULTS)
@@ -620,8 +673,10 @@ def read_results(out):
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+@errors_from_tensorflow()
 def train(config, data, out, *, val_data=None, test_data=None, overwrite=False, verbose="auto", print_fn=print):
-    """Train a resolved config on `data` (SPEC) into the run folder `out`; returns the results dict."""
+    """Train a resolved config on `data` (SPEC) into the run folder `out`; returns the results dict. A bad sample
+    the pipeline meets raises the `DataError` naming it (not TensorFlow's wrapper of it)."""
     import keras
 
     prepare_initialisation(config, print_fn)
@@ -648,9 +703,7 @@ def train(config, data, out, *, val_data=None, test_data=None, overwrite=False, 
     val_data = val_data or data
     plan = Plan(config, split_length(data, config["data"]["train_split"]), replicas)
     val_count = split_length(val_data, config["data"]["val_split"])
-    validation_steps = config["train"]["validation_steps"]
-    if validation_steps is None:
-        validation_steps = max(val_count // plan.global_batch, 1 if val_count else 0)
+    validation_steps, validation_note = validation_batches(config, val_count, plan.global_batch)
     print_fn(f"run {out}: {recipes_lib.summary_line(config)}")
     print_fn(f"  data {data}: {plan.train_samples} training samples, {val_count} validation samples; "
              f"strategy {strategy_name} ({replicas} replica{'s' * (replicas > 1)}), global batch "
@@ -658,13 +711,16 @@ def train(config, data, out, *, val_data=None, test_data=None, overwrite=False, 
              f"{', XLA' * bool(config['train']['jit_compile'])}"
              f"{kernel_gradients_note(config)}")
     print_fn(f"  {plan.describe(config)}")
-    print_fn(f"  validation every {plan.period} steps on {validation_steps} batches")
+    print_fn(f"  validation every {counted(plan.period, 'step')} on {counted(validation_steps, 'batch')}"
+             f"{validation_note}")
+    print_shared_splits(config, data, val_data if validation_steps else None, test_data, print_fn)
 
     if config["train"]["seed"] is not None:
         keras.utils.set_random_seed(int(config["train"]["seed"]))
     set_determinism(config)
-    backup = RunBackupFactory(out, config)
+    backup = RunBackupFactory(out, config, data, plan.train_samples)
     state = backup.state()
+    backup.check_data(state, print_fn)
     done = (state or {}).get("iterations", 0)
     from hqdepth.data.pipeline import BadRecords
 
@@ -743,16 +799,33 @@ class RunBackupFactory:
     """The run folder's backup location and state, and the seed of the training data order.
 
     `data_seed`: `train.seed`, or without one a random seed drawn when the run starts and kept in
-    the backup, so a resumed run continues the same data order where it stopped."""
+    the backup, so a resumed run continues the same data order where it stopped. The backup also keeps the
+    training data's SPEC and sample count (`check_data`)."""
 
-    def __init__(self, out, config):
+    def __init__(self, out, config, data=None, train_samples=None):
         import random
 
         self.dir = Path(out) / "backup"
         self.every = config["train"]["checkpoint_every_steps"]
+        self.data, self.train_samples = data, train_samples
         state = self.state() or {}
         seed = config["train"]["seed"]
         self.data_seed = int(seed) if seed is not None else state.get("data_seed", random.randrange(2**31 - 1))
+
+    def check_data(self, state, print_fn):
+        """Refuse to resume on training data of another size than the backup's (the data order and position
+        would mean other samples); another SPEC with as many samples is taken as the same data moved, and said."""
+        if not state or self.data is None:
+            return
+        before, count = state.get("data"), state.get("train_samples")
+        if count is not None and count != self.train_samples:
+            raise ConfigError(
+                f"{self.dir.parent}: the backup at step {state.get('iterations', '?')} was written training on "
+                f"{before} ({count} samples); --data {self.data} has {self.train_samples}. Resume with the run's data, "
+                f"or start afresh with a new --out or --overwrite.")
+        if before is not None and before != self.data:
+            print_fn(f"  note: resuming on --data {self.data}; the backup was written training on {before} (as many "
+                     f"samples, {count}: taken as the same data in another place)")
 
     def state(self):
         from hqdepth.training.callbacks import RunBackup
@@ -763,7 +836,8 @@ class RunBackupFactory:
         from hqdepth.training.callbacks import RunBackup
 
         return RunBackup(str(self.dir), save_freq=self.every or "epoch", enabled=enabled,
-                         extra={"data_seed": self.data_seed}, steps_per_epoch=period)
+                         extra={"data_seed": self.data_seed, "data": self.data, "train_samples": self.train_samples},
+                         steps_per_epoch=period)
 
 
 def make_callbacks(config, out, plan, images, depths, backup, steps_done=None, chief=True, print_fn=print,
@@ -835,6 +909,9 @@ def finish_run(model, config, out, data, test_data, plan, history, status, secon
                  f"{test_data or data} split {config['data']['test_split']} ...")
         evaluation = evaluate_in_memory(model, config, test_data or data)
         results["test"] = {**evaluation.to_dict(), "flip": flip}
+        warning = shared_with_training(config, data, test_data or data, "test")
+        if warning:
+            results["test"]["warning"] = warning
     from hqdepth.training.callbacks import write_atomically
 
     write_atomically(out / RESULTS_FILE, json.dumps(results, indent=1))  # a rerun reads it
@@ -858,7 +935,8 @@ def evaluate_in_memory(model, config, data):
     evaluation = config["evaluation"]
     return evaluate_source(DepthModel.from_keras(model, config=config), source, protocol,
                            name=f"{data} test sample", limit=evaluation["test_samples"], ssim=evaluation["ssim"],
-                           ssim_max_val=protocol.max_depth or evaluation["max_depth"], flip=evaluation["flip"])
+                           ssim_max_val=protocol.max_depth or evaluation["max_depth"], flip=evaluation["flip"],
+                           skip_bad=bool(config.get("data", {}).get("skip_bad")))
 
 
 def print_summary(results, print_fn=print):
@@ -880,3 +958,5 @@ def print_summary(results, print_fn=print):
         metrics = results["test"]["metrics"]
         print_fn(f"  test ({results['test'].get('protocol', '')}, {results['test'].get('count', '?')} images): "
                  + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+        if results["test"].get("warning"):
+            print_fn(f"  warning: {results['test']['warning']}")
