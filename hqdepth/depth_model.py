@@ -42,7 +42,8 @@ def resolve_model_path(path):
     if path.is_dir():
         if (path / "saved_model.pb").is_file():
             return path, None, f"SavedModel {path}"
-        if (path / "model.keras").is_file() and (path / EXPORT_METADATA).is_file() and not (path / "config.yaml").is_file():
+        exported = (path / "model.keras").is_file() and (path / EXPORT_METADATA).is_file()
+        if exported and not (path / "config.yaml").is_file():
             return path / "model.keras", None, f"Keras export {path}"
         if _is_run_folder(path):
             for relative, what in RUN_MODELS:

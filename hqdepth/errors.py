@@ -21,8 +21,9 @@ def error_from_tensorflow(error):
     A `DataError` raised in a `tf.data` map (`hqdepth.data.load` reads samples in `tf.numpy_function`) reaches the
     caller as a `tf.errors.OpError` (usually `UnknownError`) whose message holds the original
     `hqdepth.errors.DataError: ...` line; a bad TFRecord shard as an `InvalidArgumentError` from an assertion whose
-    first value starts with "hqdepth:" and whose second names the file. Both become the `HQDepthError` they describe, so that the CLI prints one line
-    and `hqdepth.train` raises what `open_source` would. Any other error (a bug, not bad input) gives None."""
+    first value starts with "hqdepth:" and whose second names the file. Both become the `HQDepthError` they
+    describe, so that the CLI prints one line and `hqdepth.train` raises what `open_source` would. Any other error
+    (a bug, not bad input) gives None."""
     import re
     import sys
 

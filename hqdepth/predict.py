@@ -160,6 +160,10 @@ def predict_files(model, inputs, out, recursive=False, batch_size=4, colormap="p
             f"{FOV_GUESS_DEGREES:g}-degree horizontal field of view (fx = fy = {0.5 / math.tan(math.radians(30)):.4f}"
             f" x image width, principal point at the image centre).")
     records, clipped_total = [], 0
+    def above_the_bar(message):  # a line of its own, not glued to the progress bar
+        with tqdm.external_write_mode():
+            log(message)
+
     with tqdm(total=len(files), desc="predict", unit="img", disable=not progress, dynamic_ncols=True) as bar:
         for start in range(0, len(files), batch_size):
             batch = []
@@ -171,7 +175,8 @@ def predict_files(model, inputs, out, recursive=False, batch_size=4, colormap="p
                     bar.update()
             if not batch:
                 continue
-            depths = predict_images(model, [rgb.astype(np.float32) for _, _, rgb in batch], batch_size, warn=log)
+            depths = predict_images(model, [rgb.astype(np.float32) for _, _, rgb in batch], batch_size,
+                                    warn=above_the_bar)
             for (path, stem, rgb), depth in zip(batch, depths):
                 record, clipped = _write_outputs(out, path, stem, rgb, depth, colormap, value_range, side_by_side,
                                                  png_scale, ply, intrinsics, ply_step)

@@ -309,3 +309,28 @@ def test_synthetic_png_pairs_and_list_file(tmp_path, capsys):
     listed = open_source(f"list:{out}/train.txt@{out}?scale=1000")  # the README: the list source reads it back
     np.testing.assert_array_equal(listed[2].depth, quantised(original[2].depth))
     assert listed[2].meta.get("focal") == pytest.approx(25.9429)
+
+
+def test_convert_keeps_the_sources_own_png_scale_and_a_failed_start_holds_nothing(tmp_path, capsys):
+    """KITTI-like PNGs read with `?scale=256` (depths up to 80 m, beyond millimetres' 65.5 m) convert at 256 by
+    default, each depth exactly; a conversion that stopped before writing a shard (here at --depth-scale 1000) does
+    not make the corrected command need --overwrite."""
+    import cv2
+
+    rng = np.random.default_rng(3)
+    for kind in ("rgb", "depth"):
+        (tmp_path / "frames" / kind).mkdir(parents=True)
+    coded = [rng.integers(0, 80 * 256, (12, 20), dtype=np.uint16) for _ in range(2)]
+    for index, depth in enumerate(coded):
+        cv2.imwrite(str(tmp_path / "frames" / "rgb" / f"{index}.png"), rng.integers(0, 256, (12, 20, 3), np.uint8))
+        cv2.imwrite(str(tmp_path / "frames" / "depth" / f"{index}.png"), depth)
+    spec, out = f"folder:{tmp_path / 'frames'}?scale=256", tmp_path / "converted"
+    assert tools.default_depth_scale(spec) == 256.0 and tools.default_depth_scale("nyu-mat:x.mat") == 1000.0
+    assert main(["data", "convert", spec, "--out", str(out), "--depth-scale", "1000", "--no-progress"]) == 2
+    assert "does not fit 16 bits at depth scale 1000" in capsys.readouterr().err
+    assert main(["data", "convert", spec, "--out", str(out), "--no-progress"]) == 0, capsys.readouterr().err
+    assert read_manifest(out)["splits"]["train"]["depth_scale"] == 256.0
+    source = open_source(f"tfrecord:{out}")
+    got = {source[i].meta["id"]: source[i].depth[..., 0] for i in range(2)}
+    for index, depth in enumerate(coded):
+        np.testing.assert_array_equal(got[f"rgb/{index}.png"] * 256.0, depth.astype(np.float32))

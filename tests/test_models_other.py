@@ -423,3 +423,14 @@ def test_an_option_the_family_does_not_have_is_a_config_error():
     --set for the FCN) names the option instead of a TypeError traceback."""
     with pytest.raises(ConfigError, match="model 'fcn_autoencoder' has no option 'backbone_weights'"):
         build_model("fcn_autoencoder", input_shape=(32, 32, 3), backbone_weights="none")
+    # `hqdepth train` checks before reading any data (a misspelt option used to surface after the data summary)
+    from hqdepth.models.registry import check_options
+    from hqdepth.training import recipes
+    from hqdepth.training.trainer import train
+
+    for name in recipes.list_recipes():  # every recipe's options pass
+        model = recipes.resolve_config(name)["model"]
+        check_options(model["name"], model["options"])
+    config = recipes.resolve_config("hqmd_plus_full", sets=["model.options.max_detph=10"])
+    with pytest.raises(ConfigError, match="model 'hqmd_baseline_plus' has no option 'max_detph'"):
+        train(config, "folder:/nonexistent", "/nonexistent/run", print_fn=None)

@@ -707,8 +707,10 @@ def test_a_corrupt_sample_mid_epoch_stops_the_run_or_is_counted_with_skip_bad(tm
     # Resuming it on other training data (another sample count) is refused, naming both.
     other = tmp_path / "other"
     other.mkdir()
-    with pytest.raises(ConfigError, match=r"written training on list:\S*/train.txt\S* \(16 samples\); --data .* has 12"):
-        train(config_with(*sets), write_pairs(other, 12, bad=None), tmp_path / "strict", print_fn=quiet_print, verbose=0)
+    other_spec = write_pairs(other, 12, bad=None)
+    refusal = r"written training on list:\S*/train.txt\S* \(16 samples\); --data .* has 12"
+    with pytest.raises(ConfigError, match=refusal):
+        train(config_with(*sets), other_spec, tmp_path / "strict", print_fn=quiet_print, verbose=0)
     # With skip_bad: the run finishes; its results count the skipped sample, naming it, and so does the test
     # evaluation of its first 12 samples (the bad one among them), which also says the list is the training list.
     printed = []

@@ -10,7 +10,8 @@ reader `hqdepth.data.tfrecord.tfrecord_dataset`.
 
 Bad records: by default a sample that cannot be read (corrupt image, size mismatch, NaN depth...)
 stops iteration with an error whose message names the file (a `tf.errors.OpError`, usually
-`UnknownError`, wrapping the `DataError` text; `hqdepth.errors.errors_from_tensorflow` unwraps it). With `skip_bad=True` it is dropped, counted in the
+`UnknownError`, wrapping the `DataError` text; `hqdepth.errors.errors_from_tensorflow` unwraps it).
+With `skip_bad=True` it is dropped, counted in the
 `BadRecords` object returned as `dataset.bad_records`, and a warning with the count is logged
 at the end of every pass through the data. For `tfrecord:DIR` the reader itself drops bad
 records (`skip_bad_records=True`, with a warning naming the shard); the pipeline counts them per

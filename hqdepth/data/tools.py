@@ -41,8 +41,18 @@ CHUNK = 16  # samples per worker task
 
 
 def default_depth_scale(spec):
-    """Depth PNG scale for a SPEC: 256 for KITTI (its own encoding, ~256 m range), else 1000 (mm)."""
-    return 256.0 if parse_spec(spec)[0] == "kitti" else 1000.0
+    """Depth PNG scale for a SPEC: 256 for KITTI (its own encoding, ~256 m range), the source's own PNG scale when
+    the SPEC gives one (`folder:DIR?scale=256`: its depths fit 16 bits at that scale), else 1000 (mm)."""
+    from hqdepth.data.common import split_argument
+
+    kind, argument = parse_spec(spec)
+    if kind == "kitti":
+        return 256.0
+    scale = split_argument(argument)[2].get("scale") if argument else None
+    try:
+        return float(scale) if scale is not None and 0 < float(scale) <= 65535 else 1000.0
+    except ValueError:  # the source itself refuses it, naming it
+        return 1000.0
 
 
 def default_workers():
@@ -192,8 +202,10 @@ def convert(
     }
     manifest = read_manifest(out, missing_ok=True) or {"format": FORMAT, "version": FORMAT_VERSION, "splits": {}}
     old = manifest["splits"].get(split)
+    written = old is not None and any(shard.get("sha256") or (out / shard["file"]).exists()
+                                      for shard in old.get("shards", []))
     if old is not None and any(old.get(key) != value for key, value in plan.items()):
-        if not overwrite:
+        if not overwrite and written:  # a conversion that stopped before its first shard holds nothing to keep
             differing = [key for key, value in plan.items() if old.get(key) != value]
             raise ConfigError(
                 f"{out} already holds split {split!r} converted with different settings ({', '.join(differing)}: "

@@ -390,3 +390,6 @@ def decoder_variables(model):
                 PAPER, decoder_variables=decoder_variables, size_multiple=SIZE_MULTIPLE)
 def bts_model(input_shape=(None, None, 3), **options):
     return bts(input_shape, **options)
+
+
+bts_model.options_from = bts  # registry.check_options

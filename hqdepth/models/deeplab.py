@@ -81,3 +81,6 @@ def hqmd_baseline_plus(input_shape=(None, None, 3), **options):
                 PAPER)
 def hqmd_baseline(input_shape=(None, None, 3), **options):
     return hqmd_deeplab(input_shape, decode_at_image_size=False, **options)
+
+
+hqmd_baseline_plus.options_from = hqmd_baseline.options_from = hqmd_deeplab  # registry.check_options

@@ -79,3 +79,6 @@ def fcn_autoencoder(input_shape=(None, None, 3), max_depth=10.0, encoder_filters
                 PAPER, size_multiple=fcn_size_multiple)
 def fcn_autoencoder_model(input_shape=(None, None, 3), **options):
     return fcn_autoencoder(input_shape, **options)
+
+
+fcn_autoencoder_model.options_from = fcn_autoencoder  # registry.check_options

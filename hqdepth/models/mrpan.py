@@ -264,3 +264,6 @@ def mrpan(input_shape=(None, None, 3), backbone="resnet50", backbone_weights=Non
                 "five outputs (reconstructed parts)", PAPER)
 def mrpan_model(input_shape=(None, None, 3), **options):
     return mrpan(input_shape, **options)
+
+
+mrpan_model.options_from = mrpan  # registry.check_options

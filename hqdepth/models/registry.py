@@ -140,6 +140,27 @@ def size_multiple(name, options=None):
     return int(multiple(**(options or {})) if callable(multiple) else multiple)
 
 
+def check_options(name, options):
+    """`ConfigError` now for an option (a recipe's model.options, a --set) that model `name`'s builder does not
+    take, before any data is read or anything built. A builder that forwards **options names the function that
+    takes them as its `options_from`; one that does not is checked when it runs (`build_model`)."""
+    import inspect
+
+    entry = get_entry(name)
+    parameters = inspect.signature(getattr(entry.builder, "options_from", entry.builder)).parameters
+    if any(parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in parameters.values()):
+        return
+    for option in options or {}:
+        if option not in parameters or option == "input_shape":
+            raise _unknown_option(name, entry, option)
+
+
+def _unknown_option(name, entry, option):
+    builder = f"{entry.builder.__module__}.{entry.builder.__name__}"
+    return ConfigError(f"model {name!r} has no option {option!r} (model.options); its builder {builder} lists the "
+                       f"options it takes.")
+
+
 def build_model(name, input_shape=None, **options):
     """Build a registered model. `input_shape` defaults to (None, None, 3): any image size."""
     entry = get_entry(name)
@@ -149,6 +170,4 @@ def build_model(name, input_shape=None, **options):
         unknown = re.search(r"unexpected keyword argument '(\w+)'", str(error))
         if unknown is None or unknown.group(1) not in options:
             raise
-        builder = f"{entry.builder.__module__}.{entry.builder.__name__}"
-        raise ConfigError(f"model {name!r} has no option {unknown.group(1)!r} (model.options); its builder "
-                          f"{builder} lists the options it takes.") from None
+        raise _unknown_option(name, entry, unknown.group(1)) from None

@@ -89,3 +89,6 @@ def resnet50_transposed(input_shape=(None, None, 3), frozen_stages=4, decoder_fi
                 size_multiple=SIZE_MULTIPLE)
 def resnet50_transposed_model(input_shape=(None, None, 3), **options):
     return resnet50_transposed(input_shape, **options)
+
+
+resnet50_transposed_model.options_from = resnet50_transposed  # registry.check_options

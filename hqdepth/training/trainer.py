@@ -679,6 +679,9 @@ def train(config, data, out, *, val_data=None, test_data=None, overwrite=False, 
     the pipeline meets raises the `DataError` naming it (not TensorFlow's wrapper of it)."""
     import keras
 
+    from hqdepth.models import registry
+
+    registry.check_options(config["model"]["name"], config["model"]["options"])  # before any data is read
     prepare_initialisation(config, print_fn)
     strategy_name = resolve_strategy_name(config["train"]["strategy"])
     check_input_size(config, data)
