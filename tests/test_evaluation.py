@@ -433,7 +433,7 @@ def test_cli_errors_name_the_line(tmp_path, rng, capsys):
         assert code == 2, (text, err)
         assert err.startswith("hqdepth evaluate: error:") and re.search(message, err), (message, err)
     (tmp_path / "pairs.txt").write_text("p.png gt.png\n")
-    for extra, message in ((["--min-depth", "0.1"], "--min-depth only apply to --protocol custom"),
+    for extra, message in ((["--min-depth", "0.1"], "--min-depth applies to --protocol custom only"),
                            (["--flip"], "--flip and --tf32 go with --model"),
                            (["--tf32"], "--flip and --tf32 go with --model")):
         code, _, err = run_cli(["evaluate", "--pairs", str(tmp_path / "pairs.txt"), "--protocol", "nyu-eigen",

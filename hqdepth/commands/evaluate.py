@@ -98,7 +98,8 @@ def _protocol(args):
     if args.protocol != "custom":
         if given:
             flags = ", ".join("--" + name.replace("_", "-") for name in given)
-            raise ConfigError(f"{flags} only apply to --protocol custom; {args.protocol} is fixed.")
+            raise ConfigError(f"{flags} {'applies' if len(given) == 1 else 'apply'} to --protocol custom only; "
+                              f"{args.protocol} is fixed.")
         protocol = get_protocol(args.protocol)
         if args.kb_crop:  # the predictions cover the KB crop; a model is run on it
             return protocol.with_options(kb_crop=True, test_input="kb_crop" if args.model else protocol.test_input)
