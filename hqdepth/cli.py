@@ -52,6 +52,18 @@ def wants_verbose(argv):
     return "--verbose" in (argv[:argv.index("--")] if "--" in argv else argv)
 
 
+def _stdout_is_gone():
+    """Whether stdout is a pipe whose reader has closed it (poll says POLLERR / POLLHUP)."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll on this platform, or no real stdout
+        return False
+
+
 def main(argv=None):
     """Run the command line `argv` (default: `sys.argv[1:]`); returns the exit status.
 
@@ -74,7 +86,10 @@ def main(argv=None):
         return status
     except HQDepthError as error:
         print(f"hqdepth {args.command}: error: {error}", file=sys.stderr)
-    except BrokenPipeError:  # `hqdepth ... | head`: the reader has gone; say nothing more
+    except BrokenPipeError:
+        if not _stdout_is_gone():
+            raise  # another pipe: a real error
+        # `hqdepth ... | head`: the reader of stdout has gone; say nothing more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return 1
     except KeyboardInterrupt:

@@ -21,25 +21,28 @@ def error_from_tensorflow(error):
     A `DataError` raised in a `tf.data` map (`hqdepth.data.load` reads samples in `tf.numpy_function`) reaches the
     caller as a `tf.errors.OpError` (usually `UnknownError`) whose message holds the original
     `hqdepth.errors.DataError: ...` line; a bad TFRecord shard as an `InvalidArgumentError` from an assertion whose
-    first value starts with "hqdepth:" and whose second names the file. Both become the `HQDepthError` they
-    describe, so that the CLI prints one line and `hqdepth.train` raises what `open_source` would. Any other error
-    (a bug, not bad input) gives None."""
+    one value is "hqdepth: <the message>". Both become the `HQDepthError` they describe, so that the CLI prints one
+    line and `hqdepth.train` raises what reading the sample directly would. Any other error (a bug, not bad input,
+    also one raised while handling a DataError) gives None."""
     import re
     import sys
 
     tf = sys.modules.get("tensorflow")
     if tf is None or not isinstance(error, tf.errors.OpError):
         return None
-    message = str(getattr(error, "message", error))
-    found = re.findall(r"hqdepth\.errors\.(\w+): (.+)", message)
+    message = str(getattr(error, "message", error)).split("\n\n\t [[", 1)[0]  # without TensorFlow's node suffix
+    # The Python traceback TensorFlow embeds ends with the exception raised: an hqdepth error, or (raised while
+    # handling one, "During handling ...") something else, which is a bug to show in full.
+    found = list(re.finditer(r"^hqdepth\.errors\.(\w+): ", message, re.MULTILINE))
     if found:
-        name, text = found[-1]
-        kind = {"ConfigError": ConfigError, "DataError": DataError}.get(name, HQDepthError)
-        return kind(text.strip())
-    assertion = re.search(r"assertion failed: \[hqdepth: ([^\]]*)\]((?: \[[^\]]*\])*)", message)
-    if assertion:  # tf.debugging.Assert's values: "hqdepth: WHAT", the file, then the rest
-        where, *rest = re.findall(r"\[([^\]]*)\]", assertion.group(2)) or [""]
-        return DataError(f"{assertion.group(1)} {where}: {' '.join(rest)}".rstrip(": "))
+        rest = message[found[-1].end():]
+        if re.search(r"^(Traceback \(most recent call last\)|During handling|The above exception)", rest, re.MULTILINE):
+            return None
+        kind = {"ConfigError": ConfigError, "DataError": DataError}.get(found[-1].group(1), HQDepthError)
+        return kind(rest.strip())
+    assertion = re.search(r"assertion failed: \[hqdepth: (.*)\]\s*$", message, re.MULTILINE)
+    if assertion:  # a tf.debugging.Assert whose one value is "hqdepth: <the message>"
+        return DataError(assertion.group(1))
     return None
 
 

@@ -270,7 +270,7 @@ def test_bts_whole_frames_at_a_reduced_size_stay_multiples_of_32(dataset, size, 
     depth = rng.uniform(1, 10, (*frame, 1)).astype(np.float32)
     whole = (352, 1216) if dataset == "kitti" else frame  # the KB crop, or the NYU frame
     published = (352, 704) if dataset == "kitti" else (416, 544)
-    want = tuple(max(int(np.round(side * s / p / 32)) * 32, s) for side, s, p in zip(whole, size, published))
+    want = tuple(max(int(np.floor(side * s / p / 32 + 0.5)) * 32, s) for side, s, p in zip(whole, size, published))
     val_rgb, val_depth = get_recipe("bts", "val", size=size, dataset=dataset)(rgb, depth)
     assert val_rgb.shape[:2] == val_depth.shape[:2] == want
     test_rgb, test_depth = get_recipe("bts", "test", size=size, dataset=dataset)(rgb, depth)

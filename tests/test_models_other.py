@@ -434,3 +434,5 @@ def test_an_option_the_family_does_not_have_is_a_config_error():
     config = recipes.resolve_config("hqmd_plus_full", sets=["model.options.max_detph=10"])
     with pytest.raises(ConfigError, match="model 'hqmd_baseline_plus' has no option 'max_detph'"):
         train(config, "folder:/nonexistent", "/nonexistent/run", print_fn=None)
+    with pytest.raises(ConfigError, match="model 'hqmd_baseline' has no option 'decode_at_image_size'"):
+        check_options("hqmd_baseline", {"decode_at_image_size": True})  # the builder sets it

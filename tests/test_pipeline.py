@@ -136,6 +136,52 @@ def test_any_indexed_source_and_errors(bts_list):
         list(load(Tiny(), "val", "none", 3, with_focal=True))
 
 
+def test_errors_from_tensorflow_gives_back_the_data_error_and_leaves_bugs_alone(bts_list):
+    """The DataError a sample raised inside tf.data comes back whole (a multi-line message too); a traceback ending
+    in another exception raised while handling one, and any other TensorFlow error, stay as they are."""
+    from hqdepth.errors import DataError, errors_from_tensorflow
+
+    spec, rgbs, _, folder = bts_list
+    corrupt(folder, rgbs)
+    with pytest.raises(DataError, match=r"^\S*train\.txt:4: rgb \S*rgb_3\.png: cannot decode image"):
+        with errors_from_tensorflow():
+            list(load(spec, "val", "none", 2))
+
+    class Failing(Source):
+        def __init__(self, bug):
+            self.bug = bug
+
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, index):
+            try:
+                raise DataError("sample 0: the depth file says\nline two of it [x] (y)")
+            except DataError:
+                if self.bug:
+                    raise ValueError("a bug in the handler") from None
+                raise
+
+    with pytest.raises(DataError) as error:
+        with errors_from_tensorflow():
+            list(load(Failing(False), "val", "none", 2))
+    assert str(error.value) == "sample 0: the depth file says\nline two of it [x] (y)"
+    with pytest.raises(DataError, match="^sample 0 of Failing: ValueError: a bug in the handler$"):
+        with errors_from_tensorflow():  # the pipeline reports any failure of a source as a DataError naming it
+            list(load(Failing(True), "val", "none", 2))
+    # A traceback that ends in another exception, raised while handling a DataError: not a data error.
+    chained = ("Error in user-defined function: DataError: x\nTraceback (most recent call last):\n\n  File \"a.py\", "
+               "line 1, in f\n\nhqdepth.errors.DataError: x\n\nDuring handling of the above exception, another "
+               "exception occurred:\n\nTraceback (most recent call last):\n\n  File \"a.py\", line 3, in f\n\n"
+               "KeyError: 'y'\n\n\n\t [[{{node read_sample}}]]")
+    with pytest.raises(tf.errors.UnknownError, match="KeyError"):
+        with errors_from_tensorflow():
+            raise tf.errors.UnknownError(None, None, chained)
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        with errors_from_tensorflow():
+            tf.debugging.assert_equal(1, 2, message="not data")
+
+
 def test_tfrecord_shards_read_natively_give_the_same_samples(bts_list, tmp_path):
     from hqdepth.data import tools
     spec, rgbs, depths, _ = bts_list

@@ -143,15 +143,19 @@ def test_rerun_of_a_finished_run_does_not_retrain_and_a_changed_config_is_refuse
 
 
 def test_a_folder_holding_only_a_config_takes_the_corrected_command(tmp_path):
-    """A run stopped by a check before its first step leaves only config.yaml: the corrected command (another
-    config) starts there; once anything was trained (here a backup folder), another config is refused."""
+    """A run stopped by a check before (or at) its first step leaves config.yaml (and logs): the corrected command
+    (another config) starts there afresh; once anything was trained (here a backup folder), another config is
+    refused."""
     from hqdepth.errors import ConfigError
     from hqdepth.training.trainer import prepare_run_folder
 
     prepare_run_folder(tmp_path, config_with("train.batch_size=8"))
+    (tmp_path / "logs").mkdir()  # what a run that failed at its first step leaves beside its config
+    (tmp_path / "metrics.csv").write_text("epoch,loss\n")
     corrected = config_with("train.batch_size=2")
     prepare_run_folder(tmp_path, corrected)
     assert recipes.resolve_config(tmp_path / "config.yaml")["train"]["batch_size"] == 2
+    assert not (tmp_path / "logs").exists() and not (tmp_path / "metrics.csv").exists()
     (tmp_path / "backup").mkdir()
     with pytest.raises(ConfigError, match="another config .*train.batch_size"):
         prepare_run_folder(tmp_path, config_with("train.batch_size=8"))
@@ -720,5 +724,5 @@ def test_a_corrupt_sample_mid_epoch_stops_the_run_or_is_counted_with_skip_bad(tm
     skipped = results["skipped_bad_records_this_session"]
     assert skipped["count"] >= 1 and "depth9.png" in skipped["first"][0]
     assert results["test"]["count"] == 11 and results["test"]["skipped"] == 1
-    assert results["test"]["warning"].startswith("16 of the 16 test samples")
+    assert results["test"]["warning"].startswith("12 of the 12 test samples")
     assert any(line.startswith("  warning: 16 of the 16 validation samples") for line in printed), printed

@@ -17,8 +17,8 @@ def add_parser(subparsers):
     convert.add_argument("--split", default="train", choices=("train", "val", "test"), help="split to convert (default train)")
     _add_common(convert)
     convert.add_argument("--depth-scale", type=float, default=None,
-                         help="16-bit depth PNG value per metre (default: the SPEC's ?scale= when given, 256 for "
-                              "kitti, else 1000)")
+                         help="16-bit depth PNG value per metre (default: 256 for kitti, the SPEC's ?scale= for "
+                              "integer-coded depth, else 1000)")
     convert.add_argument("--limit", type=int, default=None, help="convert only the first N samples")
     convert.add_argument("--overwrite", action="store_true", help="replace a split converted with other settings")
     convert.add_argument("--skip-errors", action="store_true", help="skip unreadable samples (listed in the manifest) instead of stopping")

@@ -509,8 +509,8 @@ class BTSAugmentation(Recipe):
         height, width = _size_of(rgb)
         f_h, f_w = self.size[0] / self.published[0], self.size[1] / self.published[1]
 
-        def side(length, factor, least):
-            scaled = tf.cast(tf.round(tf.cast(length, tf.float32) * factor / multiple), tf.int32) * multiple
+        def side(length, factor, least):  # halves round up, as `hqdepth.depth_model.free_size` rounds
+            scaled = tf.cast(tf.floor(tf.cast(length, tf.float32) * factor / multiple + 0.5), tf.int32) * multiple
             return tf.maximum(scaled, least)
 
         new_h, new_w = side(height, f_h, self.size[0]), side(width, f_w, self.size[1])
@@ -542,8 +542,8 @@ class BTSAugmentation(Recipe):
         rgb_in, depth_in = rgb, depth
         if self.dataset == "kitti":
             rgb, depth = self._box(rgb, depth)
-        # Whole frames at a reduced size keep a size BTS takes (the published frames, 480x640 and the 352x1216 KB
-        # crop, are multiples already): the nearest multiple of 32, as the test protocol rounds them.
+        # Whole frames at a reduced size keep a size BTS takes: the nearest multiple of 32 (at the published size
+        # nothing is resized; 480x640 and the 352x1216 KB crop are multiples already).
         rgb, depth_scaled, zoom = self._rescale(rgb, depth, BTS_FRAME_MULTIPLE)
         return rgb, (depth_scaled if both else depth_in), zoom
 

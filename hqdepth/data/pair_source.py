@@ -3,6 +3,7 @@ and zip members, and the list/CSV line helpers the pair readers share."""
 
 import csv
 import logging
+import os
 import threading
 import zipfile
 import zlib
@@ -53,6 +54,10 @@ class FileReader:
     def describe(self, path):
         return str(path)
 
+    def identity(self, path):
+        """The file, the same however it was named (`PairSource.sample_names`)."""
+        return os.path.abspath(path)
+
 
 class ZipReader:
     """Reads members of a (possibly 4 GB) zip one at a time; each thread gets its own handle."""
@@ -94,6 +99,9 @@ class ZipReader:
     def describe(self, name):
         return f"{self.zip_path}!{name}"
 
+    def identity(self, name):
+        return f"{os.path.abspath(self.zip_path)}!{name}"
+
 
 # ----------------------------------------------------------------------------------------------
 # Pair sources: a list of (rgb, depth) entries decoded on access
@@ -129,7 +137,7 @@ class PairSource(Source):
         return len(self.entries)
 
     def sample_names(self):
-        return [str(entry.rgb) for entry in self.entries]
+        return [self.reader.identity(entry.rgb) for entry in self.entries]
 
     def _where(self, entry, what, ref):
         place = f"{self.listing}:{entry.line}: " if (self.listing and entry.line) else ""

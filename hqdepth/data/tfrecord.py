@@ -654,12 +654,12 @@ def tfrecord_dataset(directory, split=None, shuffle_files=False, num_parallel_re
 
                 op = tf.cond(bad, warn, lambda: tf.constant(True))
             else:
-                op = tf.debugging.Assert(
-                    tf.logical_not(bad),
-                    # read back by `hqdepth.errors.error_from_tensorflow`: "hqdepth: WHAT", the file, then the rest
-                    ["hqdepth: bad record(s) in TFRecord shard", path, "decoded", count, "of", expected,
-                     "records (`hqdepth data verify` finds them; skip_bad drops them)"],
-                )
+                # one value, "hqdepth: <message>": `hqdepth.errors.error_from_tensorflow` reads it back
+                message = tf.strings.join([
+                    "hqdepth: bad record(s) in TFRecord shard ", path, ": decoded ", tf.strings.as_string(count),
+                    " of ", tf.strings.as_string(expected), " records (`hqdepth data verify` finds them; skip_bad "
+                    "drops them)"])
+                op = tf.debugging.Assert(tf.logical_not(bad), [message])
             with tf.control_dependencies([op]):
                 new_count = count + tf.cast(tf.logical_not(is_end), tf.int64)
             return new_count, element

@@ -42,13 +42,15 @@ CHUNK = 16  # samples per worker task
 
 def default_depth_scale(spec):
     """Depth PNG scale for a SPEC: 256 for KITTI (its own encoding, ~256 m range), the source's own PNG scale when
-    the SPEC gives one (`folder:DIR?scale=256`: its depths fit 16 bits at that scale), else 1000 (mm)."""
+    the SPEC gives one for integer-coded depth (`folder:DIR?scale=256`: its depths fit 16 bits at that scale; not
+    with `bits=any`, where `scale` divides float values), else 1000 (mm)."""
     from hqdepth.data.common import split_argument
 
     kind, argument = parse_spec(spec)
     if kind == "kitti":
         return 256.0
-    scale = split_argument(argument)[2].get("scale") if argument else None
+    options = split_argument(argument)[2] if argument else {}
+    scale = options.get("scale") if options.get("bits", "16") in ("16", "8") else None
     try:
         return float(scale) if scale is not None and 0 < float(scale) <= 65535 else 1000.0
     except ValueError:  # the source itself refuses it, naming it

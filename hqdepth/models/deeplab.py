@@ -83,4 +83,5 @@ def hqmd_baseline(input_shape=(None, None, 3), **options):
     return hqmd_deeplab(input_shape, decode_at_image_size=False, **options)
 
 
-hqmd_baseline_plus.options_from = hqmd_baseline.options_from = hqmd_deeplab  # registry.check_options
+for _builder in (hqmd_baseline_plus, hqmd_baseline):  # registry.check_options
+    _builder.options_from, _builder.fixed_options = hqmd_deeplab, ("decode_at_image_size",)

@@ -143,15 +143,17 @@ def size_multiple(name, options=None):
 def check_options(name, options):
     """`ConfigError` now for an option (a recipe's model.options, a --set) that model `name`'s builder does not
     take, before any data is read or anything built. A builder that forwards **options names the function that
-    takes them as its `options_from`; one that does not is checked when it runs (`build_model`)."""
+    takes them as its `options_from` (and those it sets itself as `fixed_options`); one that does not is checked
+    when it runs (`build_model`)."""
     import inspect
 
     entry = get_entry(name)
     parameters = inspect.signature(getattr(entry.builder, "options_from", entry.builder)).parameters
     if any(parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in parameters.values()):
         return
+    fixed = ("input_shape", *getattr(entry.builder, "fixed_options", ()))
     for option in options or {}:
-        if option not in parameters or option == "input_shape":
+        if option not in parameters or option in fixed:
             raise _unknown_option(name, entry, option)
 
 

@@ -142,8 +142,7 @@ def train_multiworker(config, data, out, *, val_data=None, test_data=None, overw
 
         trim_metrics_csv(out / "metrics.csv", period)
     # Every worker backs up (into its own folder), keeping two states, and restores the agreed one.
-    callbacks[-1] = RunBackup(str(backup.dir), save_freq=backup.every or "epoch", extra={"data_seed": backup.data_seed},
-                              steps_per_epoch=plan.period, keep=2)
+    callbacks[-1] = backup.callback(period=plan.period, keep=2)
     callbacks[-1].at_iterations = done
     for callback in callbacks:
         callback.set_model(model)

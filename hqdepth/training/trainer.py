@@ -371,16 +371,22 @@ def split_length(spec, split):
 
 
 def shared_with_training(config, data, spec, role):
-    """A warning when the `role` split ("val", "test") of `spec` holds training samples of `data`, e.g. a folder
-    or list without split subfolders, which gives the same samples for every split; "" otherwise (or when a
-    source cannot tell: `Source.sample_names`)."""
+    """A warning when the `role` split ("val", "test": its first `evaluation.test_samples`) of `spec` holds training
+    samples of `data`, e.g. a folder or list without split subfolders, which gives the same samples for every split;
+    "" otherwise, or when a source cannot tell (`Source.sample_names`) or cannot be opened (the run says why
+    elsewhere; a multi-worker chief must not fail alone here)."""
     from hqdepth.data import open_source
 
     split = config["data"][f"{role}_split"]
-    names = [open_source(source, split=name).sample_names()
-             for source, name in ((data, config["data"]["train_split"]), (spec, split))]
+    try:
+        names = [open_source(source, split=name).sample_names()
+                 for source, name in ((data, config["data"]["train_split"]), (spec, split))]
+    except Exception:  # noqa: BLE001 - only a warning
+        return ""
     if names[0] is None or names[1] is None:
         return ""
+    if role == "test" and config["evaluation"]["test_samples"]:
+        names[1] = names[1][: int(config["evaluation"]["test_samples"])]
     shared = len(set(names[0]).intersection(names[1]))
     if not shared:
         return ""
@@ -606,8 +612,8 @@ RUN_FOLDERS = ("checkpoints", "backup", "logs")
 
 def validation_batches(config, val_count, global_batch):
     """(batches per validation, a note): `train.validation_steps`, or with null every full batch of the validation
-    split, but never more batches than the split holds (Keras would cut the validation short with "Your input ran
-    out of data")."""
+    split (one partial batch when it holds less than one), but never more batches than the split holds (Keras
+    would cut the validation short with "Your input ran out of data")."""
     steps = config["train"]["validation_steps"]
     available = math.ceil(val_count / global_batch)
     if steps is None:
@@ -623,24 +629,28 @@ def counted(number, word):
 
 
 def prepare_run_folder(out, config, overwrite=False):
-    """Create or reopen a run folder; refuse one that holds a different config, unless nothing was trained in
-    it (only its config.yaml: a run stopped by a check before its first step takes the corrected command)."""
+    """Create or reopen a run folder; refuse one that holds a different config, unless nothing was trained in it
+    (no backup, checkpoint, final model or results: a run stopped by a check before or at its first step takes the
+    corrected command, and what that attempt logged goes)."""
     out = Path(out)
     saved = out / CONFIG_FILE
+    if saved.is_file() and not overwrite:
+        import yaml
+
+        previous = _with_new_defaults(yaml.safe_load(saved.read_text()), recipes_lib.DEFAULTS)
+        if previous != json.loads(json.dumps(config)):
+            trained = any((out / name).exists() for name in (RESULTS_FILE, "model.keras", "backup")) or any(
+                out.glob("checkpoints/*.keras")) or any(out.glob(".worker-*"))
+            if trained:
+                changed = sorted(_differences(previous, config))
+                raise ConfigError(f"{out} holds a run with another config (differs in: {', '.join(changed[:8])}). "
+                                  "Use a new --out, or --overwrite to start this folder afresh.")
+            overwrite = True
     if overwrite and out.exists():
         for name in (CONFIG_FILE, *RUN_FILES):
             (out / name).unlink(missing_ok=True)
         for name in RUN_FOLDERS:
             shutil.rmtree(out / name, ignore_errors=True)
-    trained = any((out / name).exists() for name in (*RUN_FILES, *RUN_FOLDERS)) or any(out.glob(".worker-*"))
-    if saved.is_file() and trained:
-        import yaml
-
-        previous = _with_new_defaults(yaml.safe_load(saved.read_text()), recipes_lib.DEFAULTS)
-        if previous != json.loads(json.dumps(config)):
-            changed = sorted(_differences(previous, config))
-            raise ConfigError(f"{out} holds a run with another config (differs in: {', '.join(changed[:8])}). "
-                              "Use a new --out, or --overwrite to start this folder afresh.")
     out.mkdir(parents=True, exist_ok=True)
     recipes_lib.dump(config, saved)
     return out
@@ -835,12 +845,12 @@ class RunBackupFactory:
 
         return RunBackup.read_state(self.dir)
 
-    def callback(self, enabled=True, period=None):
+    def callback(self, enabled=True, period=None, keep=1):
         from hqdepth.training.callbacks import RunBackup
 
         return RunBackup(str(self.dir), save_freq=self.every or "epoch", enabled=enabled,
                          extra={"data_seed": self.data_seed, "data": self.data, "train_samples": self.train_samples},
-                         steps_per_epoch=period)
+                         steps_per_epoch=period, keep=keep)
 
 
 def make_callbacks(config, out, plan, images, depths, backup, steps_done=None, chief=True, print_fn=print,
