@@ -326,6 +326,7 @@ def test_convert_keeps_the_sources_own_png_scale_and_a_failed_start_holds_nothin
         cv2.imwrite(str(tmp_path / "frames" / "depth" / f"{index}.png"), depth)
     spec, out = f"folder:{tmp_path / 'frames'}?scale=256", tmp_path / "converted"
     assert tools.default_depth_scale(spec) == 256.0 and tools.default_depth_scale("nyu-mat:x.mat") == 1000.0
+    assert tools.default_depth_scale("folder:d?scale=1&bits=any") == 1000.0  # float depths: scale divides them
     assert main(["data", "convert", spec, "--out", str(out), "--depth-scale", "1000", "--no-progress"]) == 2
     assert "does not fit 16 bits at depth scale 1000" in capsys.readouterr().err
     assert main(["data", "convert", spec, "--out", str(out), "--no-progress"]) == 0, capsys.readouterr().err

@@ -270,6 +270,8 @@ def test_a_cluster_with_a_killed_worker_resumes_from_the_workers_own_backups(tmp
     chief_state = json.loads((tmp_path / "chief" / "backup" / "training_metadata.json").read_text())
     worker_state = json.loads((tmp_path / "worker" / ".worker-1" / "backup" / "training_metadata.json").read_text())
     assert 1 <= min(chief_state["iterations"], worker_state["iterations"]) < 4
+    for state in (chief_state, worker_state):  # what a resume checks its --data against
+        assert (state["data"], state["train_samples"]) == (DATA, 16), state
     # Step 2 ends period 1: it is backed up after the validation only (the place to resume is unique), else
     # a worker killed between two saves of step 2 resumed validating while the other trained (CI, a collective
     # with different shapes).
