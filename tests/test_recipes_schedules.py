@@ -317,3 +317,19 @@ def test_float32_precision_turns_tf32_off_unless_asked():
             recipes.resolve_config("hqmd_plus_full", sets=["train.tf32=fast"])
     finally:
         tf.config.experimental.enable_tensor_float_32_execution(before)
+
+
+def test_the_logged_learning_rate_is_the_one_of_the_step_just_taken():
+    """After k optimizer steps the progress line and TensorBoard show the rate step k used, schedule(k - 1) (the
+    optimizer's own `learning_rate` is already the next step's): BTS's polynomial decay over 10 steps."""
+    from hqdepth.training.callbacks import learning_rate
+
+    schedule = build_schedule("polynomial", 1e-4, {"end_learning_rate": 1e-5, "power": 0.9}, steps_per_epoch=10,
+                              total_steps=10)
+    optimizer = keras.optimizers.Adam(learning_rate=schedule)
+    for taken in (1, 5, 10):
+        optimizer.iterations.assign(taken)
+        want = 1e-4 * (1 - (taken - 1) / 10) ** 0.9 + 1e-5 * (1 - (1 - (taken - 1) / 10) ** 0.9)
+        assert learning_rate(optimizer) == pytest.approx(want, rel=1e-6), taken
+        assert learning_rate(optimizer) != pytest.approx(float(optimizer.learning_rate), rel=1e-6)
+    assert learning_rate(keras.optimizers.Adam(learning_rate=3e-4)) == pytest.approx(3e-4)

@@ -18,7 +18,13 @@ from hqdepth.predict import colorize
 
 
 def learning_rate(optimizer):
-    """The optimizer's current rate as a float (schedules evaluated at the current iteration)."""
+    """The rate of the step just taken, as a float: a schedule evaluated at iterations - 1, since the optimizer's
+    `learning_rate` is already the next step's (after step k of a run the logs show the rate step k used, as the
+    plan line's "at the last step")."""
+    schedule = getattr(optimizer, "_learning_rate", None)
+    if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
+        step = max(int(keras.ops.convert_to_numpy(optimizer.iterations)) - 1, 0)
+        return float(keras.ops.convert_to_numpy(schedule(step)))
     return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
 
 
