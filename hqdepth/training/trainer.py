@@ -606,10 +606,6 @@ class Plan:
 # ------------------------------------------------------------------------------------------ the run
 
 
-RUN_FILES = (RESULTS_FILE, "metrics.csv", "model.keras")
-RUN_FOLDERS = ("checkpoints", "backup", "logs")
-
-
 def validation_batches(config, val_count, global_batch):
     """(batches per validation, a note): `train.validation_steps`, or with null every full batch of the validation
     split (one partial batch when it holds less than one), but never more batches than the split holds (Keras
@@ -647,9 +643,9 @@ def prepare_run_folder(out, config, overwrite=False):
                                   "Use a new --out, or --overwrite to start this folder afresh.")
             overwrite = True
     if overwrite and out.exists():
-        for name in (CONFIG_FILE, *RUN_FILES):
+        for name in (CONFIG_FILE, RESULTS_FILE, "metrics.csv", "model.keras"):
             (out / name).unlink(missing_ok=True)
-        for name in RUN_FOLDERS:
+        for name in ("checkpoints", "backup", "logs"):
             shutil.rmtree(out / name, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     recipes_lib.dump(config, saved)
