@@ -104,7 +104,7 @@ def warn_8bit(pair, pred_scale, gt_scale):
     for path, scale in ((pair.first, pred_scale), (pair.second, gt_scale)):
         if path.suffix.lower() == ".png" and path.is_file():
             image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-            if image is not None and image.dtype == np.uint8:
+            if image is not None and image.dtype == np.uint8 and image.ndim == 2:  # else read_depth refuses it
                 log.warning("%s: %s is an 8-bit PNG, read as value / %g m (max %.3f m); set --pred-scale/--gt-scale "
                             "if it was written with another scale (DenseDepth's 8-bit depth is value / 25.5).",
                             pair.where, path, scale, 255 / scale)
