@@ -308,8 +308,16 @@ def test_pth_without_torch_says_what_to_do(tmp_path):
     except ImportError:
         pass
     path = tmp_path / "resnet50.pth"
-    path.write_bytes(b"not read")
+    path.write_bytes(b"PK\x03\x04 a zip archive, as torch.save writes, not read further")
     with pytest.raises(TorchWeightsError, match=r"resnet50\.pth.*pip install torch.*safetensors"):
+        convert_torchvision_resnet50(path, tmp_path / "out.weights.h5")
+
+
+def test_a_pth_that_is_not_a_checkpoint_is_named_as_such(tmp_path):
+    """Judged by its first bytes, not its name: torch.save writes a zip archive (or, before 1.6, a pickle)."""
+    path = tmp_path / "resnet50.pth"
+    path.write_text("a text file named .pth\n")
+    with pytest.raises(TorchWeightsError, match=r"resnet50\.pth is not a PyTorch checkpoint.*starts with b'a te'"):
         convert_torchvision_resnet50(path, tmp_path / "out.weights.h5")
 
 

@@ -123,6 +123,11 @@ def load_state_dict(src):
 
 
 def _torch_load(path):
+    with open(path, "rb") as file:
+        head = file.read(4)
+    if head[:4] != b"PK\x03\x04" and head[:1] != b"\x80":  # torch.save: a zip archive, or (before 1.6) a pickle
+        raise TorchWeightsError(f"{path} is not a PyTorch checkpoint: torch.save writes a zip archive or a pickle, "
+                                f"and it starts with {head!r}.")
     try:
         import torch
     except ImportError as error:
