@@ -26,9 +26,9 @@ from hqdepth.training import recipes as recipes_lib
 from hqdepth.training.callbacks import RunBackup
 from hqdepth.training.trainer import (
     Plan, RunBackupFactory, apply_batch_groups, apply_precision, build_loss, build_model, build_optimizer,
-    check_whole_frames, compile_metrics, finish_run, fixed_validation_samples, geometry_validation,
+    check_whole_frames, compile_metrics, counted, finish_run, fixed_validation_samples, geometry_validation,
     kernel_gradients_note, load_split, make_callbacks, precision_note, prepare_run_folder, print_shared_splits,
-    print_summary, read_results, set_determinism, split_length,
+    print_summary, read_results, set_determinism, split_length, validation_batches,
 )
 
 
@@ -84,11 +84,12 @@ def train_multiworker(config, data, out, *, val_data=None, test_data=None, overw
     val_data = val_data or data
     plan = Plan(config, split_length(data, config["data"]["train_split"]), replicas)
     val_count = split_length(val_data, config["data"]["val_split"])
-    validation_steps = config["train"]["validation_steps"] or max(val_count // plan.global_batch, 1)
+    validation_steps, validation_note = validation_batches(config, val_count, plan.global_batch)
     say(f"run {out}: {recipes_lib.summary_line(config)}")
     say(f"  multi-worker: {replicas} replicas, global batch {plan.global_batch}, "
         f"precision {precision_note(policy, tf32)}{kernel_gradients_note(config)}; "
-        f"{plan.total_steps} steps, validation every {plan.period} steps on {validation_steps} batches")
+        f"{plan.total_steps} steps, validation every {counted(plan.period, 'step')} on "
+        f"{counted(validation_steps, 'batch')}{validation_note}")
     if chief:
         print_shared_splits(config, data, val_data, test_data, say)
     if config["train"]["seed"] is not None:
