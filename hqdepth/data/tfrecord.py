@@ -496,7 +496,7 @@ def split_section(directory, split=None, require_complete=True):
         done = sum(1 for shard in section["shards"] if shard.get("sha256"))
         raise DataError(
             f"The conversion of split {split!r} in {directory} is incomplete ({done} of {len(section['shards'])} shards); "
-            "rerun the same `hqdepth data convert` command to finish it."
+            "rerun the `hqdepth data convert` command that wrote it (once what stopped it is fixed) to finish it."
         )
     return split, section
 
