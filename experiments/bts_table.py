@@ -59,6 +59,8 @@ def main(argv=None):
     parser = common.experiment_parser(__doc__.splitlines()[0], "runs/bts_table", steps=40)
     parser.add_argument("--kitti-data", help="KITTI SPEC for the KITTI row (default: synthetic with --data "
                                              "synthetic, otherwise the row is skipped)")
+    parser.add_argument("--kitti-val-data", help="validation SPEC of the KITTI row (default: --kitti-data; "
+                                                 "--val-data is for the NYU rows)")
     args = parser.parse_args(argv)
 
     data, quick, sets = common.experiment_setup(args, test_samples=16, deeplab=False)
@@ -71,7 +73,9 @@ def main(argv=None):
             print(f"skipping {row['label']}: no --kitti-data")
             continue
         ours = QUICK_NOTE if quick else row.get("ours_note", OURS_KITTI if row["dataset"] == "kitti" else OURS_NYU)
-        rows.append({**row, "data": kitti if row["dataset"] == "kitti" else data, "note": ours})
+        is_kitti = row["dataset"] == "kitti"
+        rows.append({**row, "data": kitti if is_kitti else data, "note": ours,
+                     "val_data": args.kitti_val_data if is_kitti else args.val_data})
     table = common.train_rows(rows, data, args.out, sets, quick, args.sets, val_data=args.val_data)
     title = (f"BTS ResNet-50 — published (NYU Depth v2 / KITTI Eigen test) vs ours "
              f"({data}{', quick' if quick else ''})")

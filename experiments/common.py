@@ -101,8 +101,8 @@ def train_rows(rows, data, out, sets, quick, user_sets=(), val_data=None, print_
     """Train each row and return the table rows: the paper's line (when the row has one) and ours.
 
     rows: dicts with "label", "recipe", optional "paper" (metric dict), "sets" (the row's overrides,
-    after `sets` and before `user_sets`), "run" (folder under `out`, default the recipe) and "data"
-    (SPEC, default `data`). Our line carries the test metrics of results.json, the recipe and the steps.
+    after `sets` and before `user_sets`), "run" (folder under `out`, default the recipe), "data"
+    (SPEC, default `data`) and "val_data" (SPEC, default `val_data`; None: the row's own data). Our line carries the test metrics of results.json, the recipe and the steps.
     A row without "recipe" is a paper line only (a method the paper cites).
     Notes (printed under the table, see `format_table`): "paper_note" on the paper line, "note" on ours;
     "also": more published lines after the paper's, each {"source", "note", metric: value} (e.g. the
@@ -121,7 +121,7 @@ def train_rows(rows, data, out, sets, quick, user_sets=(), val_data=None, print_
         init = random_init_sets(row["recipe"]) if quick else []
         results = train_recipe(row["recipe"], spec, Path(out) / row.get("run", row["recipe"]),
                                init + list(sets) + list(row.get("sets", ())) + list(user_sets), print_fn=print_fn,
-                               val_data=val_data)
+                               val_data=row.get("val_data", val_data))
         table.extend(published)
         table.append({"method": row["label"], "source": f"ours ({'quick, ' if quick else ''}{spec})",
                       **results.get("test", {}).get("metrics", {}), "recipe": row["recipe"],

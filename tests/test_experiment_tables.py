@@ -22,6 +22,7 @@ def scripts(monkeypatch):
 
     def fake_train(recipe, data, out, sets=(), print_fn=print, val_data=None):
         calls.append((recipe, data, list(sets)))
+        VALIDATED_ON[recipe] = val_data
         return {"test": {"metrics": {"abs_rel": 0.5, "rmse": 1.5, "d1": 0.25}}, "steps": 3}
 
     monkeypatch.setattr(common, "train_recipe", fake_train)
@@ -32,6 +33,9 @@ def scripts(monkeypatch):
     yield modules, calls
     for name in modules:
         sys.modules.pop(name, None)
+
+
+VALIDATED_ON = {}  # recipe -> the val_data its run was given (the fake train_recipe's record)
 
 
 def _table(out):
@@ -92,6 +96,13 @@ def test_bts_table_says_the_toolbox_numbers_are_with_flip(scripts, tmp_path):
     assert "WITH flip test-time augmentation" in text and "[1]" in text
     # every line says how it was measured
     assert all(row.get("note") for row in rows)
+    # --val-data is for the NYU rows; the KITTI row validates on KITTI (its own data, or --kitti-val-data)
+    VALIDATED_ON.clear()
+    assert modules["bts_table"].main(["--out", str(tmp_path / "v"), "--val-data", "synthetic:4"]) == 0
+    assert VALIDATED_ON == {"bts_nyu": "synthetic:4", "bts_nyu_toolbox24": "synthetic:4", "bts_kitti": None}
+    VALIDATED_ON.clear()
+    assert modules["bts_table"].main(["--out", str(tmp_path / "k"), "--kitti-val-data", "synthetic:2"]) == 0
+    assert VALIDATED_ON == {"bts_nyu": None, "bts_nyu_toolbox24": None, "bts_kitti": "synthetic:2"}
 
 
 def test_mrpan_table_notes_the_backbone_and_cited_protocols(scripts, tmp_path):
