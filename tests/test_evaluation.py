@@ -528,7 +528,8 @@ def test_cli_model_keras_dynamic_and_fixed_input(tmp_path, rng, capsys):
                                   *(["--flip"] if flip else []), "--json", str(out_json)], capsys)
         assert code == 0, err
         doc = json.loads(out_json.read_text())
-        assert doc["count"] == 2
+        assert doc["count"] == 2 and doc["flip"] is flip
+        assert doc["model"].startswith(f"Keras model {tmp_path / 'dyn.keras'}") and f"model: {doc['model']}" in out
         assert_close(doc["metrics"], expected_metrics(model, frames, flip), 1e-5, f"flip={flip}")
     fixed = tiny_model((24, 32, 3))
     fixed.save(tmp_path / "fixed.keras")

@@ -142,6 +142,7 @@ def _run(args):
     if args.geometry_version and not args.geometry:
         raise ConfigError("--geometry-version goes with --geometry.")
     geometry = None  # the iBims-1 metrics (hqdepth.geometry.GeometryEvaluator) with --geometry
+    described = {}  # with --model: which model (a run folder's checkpoint) and whether flipped, for --json
     if args.pairs:
         if args.data or args.flip or args.tf32:
             raise ConfigError("--data, --flip and --tf32 go with --model, not --pairs.")
@@ -160,15 +161,20 @@ def _run(args):
             raise ConfigError("--pred-scale applies to prediction files (--pairs), not to --model.")
         import tensorflow as tf
 
+        from hqdepth.depth_model import load
+
         tf.config.experimental.enable_tensor_float_32_execution(args.tf32)  # no effect without such a GPU
+        model = load(args.model)
+        print(f"model: {model.describe()}")  # which checkpoint of a run folder: best.keras first
+        described = {"model": model.describe(), "flip": bool(args.flip)}
         if args.geometry:
             from hqdepth.geometry import evaluate_model_with_geometry
 
-            result, geometry = evaluate_model_with_geometry(args.model, args.data, protocol, split=args.split,
+            result, geometry = evaluate_model_with_geometry(model, args.data, protocol, split=args.split,
                                                             flip=args.flip, gt_scale=args.gt_scale,
                                                             version=args.geometry_version or "v2", **common)
         else:
-            result = evaluate_model(args.model, args.data, protocol, split=args.split, flip=args.flip,
+            result = evaluate_model(model, args.data, protocol, split=args.split, flip=args.flip,
                                     gt_scale=args.gt_scale, **common)
     print(result.format_table())
     if geometry is not None:
@@ -177,7 +183,7 @@ def _run(args):
     if args.json:
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)
-        document = result.to_dict()
+        document = {**result.to_dict(), **described}
         if geometry is not None:
             document["geometry"] = geometry.to_dict()
         path.write_text(json.dumps(document, indent=2) + "\n")
