@@ -33,7 +33,8 @@ OURS_NYU_FLIP = ("Ours: WITH flip test-time augmentation (the recipe's evaluatio
                  "480x640 frame (the model rebuilt at a free input size), protocol nyu-eigen.")
 OURS_KITTI = ("Ours: one pass, no flip, KB crop 352x1216 at native resolution with each frame's focal, pasted into a "
               "zero canvas, protocol kitti-garg (the official evaluator's crops, range and averaging).")
-QUICK_NOTE = "Quick run: synthetic scenes at a reduced size, a custom protocol; checks the machinery only."
+QUICK_NOTE = ("Quick run: a few steps from random weights at a reduced size (on synthetic scenes with a custom "
+              "protocol); checks the machinery only.")
 
 # specs/other_models.md §3.9; the full lines from cleinc/bts README.md (model zoo) and the Toolbox logs
 # (configs/bts/resources/logs/bts_r50_{nyu,kitti}_24e.txt, epoch 24).
@@ -86,4 +87,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(common.run(main))

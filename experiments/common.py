@@ -61,6 +61,18 @@ def parse_size(text):
     return height, width
 
 
+def run(main):
+    """`main()`'s exit status; an error the user can fix (`HQDepthError`: a bad SPEC, too few samples for a batch)
+    is printed in one line, status 2, as the `hqdepth` command does."""
+    from hqdepth.errors import HQDepthError
+
+    try:
+        return main()
+    except HQDepthError as error:
+        print(f"{Path(sys.argv[0]).name}: error: {error}", file=sys.stderr)
+        return 2
+
+
 def train_recipe(recipe, data, out, sets=(), print_fn=print, val_data=None):
     """Train (or resume, or reuse a finished) run of `recipe` in `out`; returns its results dict."""
     import hqdepth
@@ -173,6 +185,6 @@ def print_outputs(out, title, rows, quick, extra=None, columns=COLUMNS, notes=()
         print(note)
     print(f"\nwritten: {Path(out) / 'table.md'}, {Path(out) / 'table.json'}")
     if quick:
-        print(quick_note or "Quick runs on synthetic scenes check the machinery; compare with the paper only on "
+        print(quick_note or "Quick runs check the machinery; compare with the paper only on "
                             f"{paper_data}.")
     return table

@@ -36,10 +36,10 @@ def main(argv=None):
                          notes=["\nSeed report 001 gives no quantitative results (no paper line).",
                                 f"Ours: RMSE {ours.get('rmse', float('nan')):.3f} m, "
                                 f"SSIM {ours.get('ssim', float('nan')):.3f}."],
-                         quick_note="Quick runs on synthetic scenes check the machinery; numbers worth reporting "
+                         quick_note="Quick runs check the machinery; numbers worth reporting "
                                     "need NYU Depth v2.")
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(common.run(main))

@@ -398,4 +398,4 @@ def main(argv=None, command=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(common.run(main))

@@ -46,7 +46,8 @@ README_NOTE = ("HalleyJiang/HQMDE README: the published trained model (pid 12582
 OURS_NOTE = ("Ours: the row's recipe trained on --data and tested with the nyu-hqmd protocol (HQMDE's "
              "test_nyu_depth_v2.py: crop rows 20:460, cols 25:617, 0.01 < gt <= 10, per-image mean). The paper "
              "trained on its ~120k-frame list (nyu_depth_v2_train_even.txt, not public); other data differs.")
-QUICK_NOTE = "Quick run: synthetic scenes at a reduced size, a custom protocol; checks the machinery only."
+QUICK_NOTE = ("Quick run: a few steps from random weights at a reduced size (on synthetic scenes with a custom "
+              "protocol); checks the machinery only.")
 
 # specs/hqmd.md section 8, the ablation rows in the paper's order; sq_rel is not in the paper.
 PAPER = {
@@ -104,4 +105,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(common.run(main))

@@ -43,7 +43,7 @@ PAPER_NOTE = ("MRPAN paper: SENet-154 backbone (ImageNet), batch 4, Hu et al.'s 
               "(SARPN) is weaker than SARPN's own published 0.111 / 0.514 (possibly a re-training at batch 4).")
 OURS_NOTE = ("Ours: SENet-154 from Cadene's ImageNet weights (as SARPN), MACA and the improved RRM reconstructed "
              "from the paper's description; the recipe's test protocol.")
-QUICK_NOTE = ("Quick run: ResNet-50 from random weights, slim widths, synthetic scenes, predictions clipped; "
+QUICK_NOTE = ("Quick run: ResNet-50 from random weights, slim widths, a few steps, predictions clipped; "
               "checks the machinery only.")
 QUICK = ["model.options.backbone=resnet50", "model.options.adff_channels=160", "model.options.rpd_channels=128",
          "evaluation.protocol_options.clip=range"]
@@ -70,4 +70,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(common.run(main))

@@ -35,10 +35,10 @@ def main(argv=None):
                                 "renders, depth units not stated): not comparable with ours.",
                                 f"Ours: RMSE {ours.get('rmse', float('nan')):.3f} m, "
                                 f"SSIM {ours.get('ssim', float('nan')):.3f}."],
-                         quick_note="Quick runs on synthetic scenes check the machinery; the report's numbers are "
+                         quick_note="Quick runs check the machinery; the report's numbers are "
                                     "on its own Unreal Engine renders, which are not public.")
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(common.run(main))

@@ -266,3 +266,19 @@ def compute_planarity_error(gt, pred, paras, mask, calib):
     with pytest.raises(SystemExit, match="imports 'sklearn_not_installed_here'.*pip install"):
         check.main(["--official", str(stand_in)])
     sys.modules.pop("ibims_official_check", None)
+
+
+def test_a_scripts_user_error_is_one_line_and_status_2(scripts, tmp_path, capsys):
+    """`python experiments/bts_table.py --data list:(3 frames)`: the trainer's ConfigError in one line, as the
+    `hqdepth` command prints it, not a traceback."""
+    import common
+
+    from hqdepth.errors import ConfigError
+
+    def fails():
+        raise ConfigError("the training split has 3 samples, fewer than one global batch (8).")
+
+    assert common.run(fails) == 2
+    assert capsys.readouterr().err.endswith(": error: the training split has 3 samples, fewer than one global "
+                                            "batch (8).\n")
+    assert common.run(lambda: 0) == 0
