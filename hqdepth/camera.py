@@ -33,6 +33,15 @@ class Intrinsics:
         return Intrinsics(self.fx * sx, self.fy * sy, (self.cx + 0.5) * sx - 0.5, (self.cy + 0.5) * sy - 0.5,
                           width, height, f"{self.source}, scaled from {self.width}x{self.height}")
 
+    def stretch_note(self, height, width):
+        """Why `for_image(height, width)` distorts the point cloud, or None: an image of another aspect ratio (beyond
+        1 %) than the frames these intrinsics belong to is not a resize of them, and x and y scale differently."""
+        if self.width is None or abs((width / self.width) / (height / self.height) - 1.0) <= 0.01:
+            return None
+        return (f"the intrinsics of the {self.source} belong to {self.width}x{self.height} frames; scaled to "
+                f"{width}x{height} images (another aspect ratio) they stretch the point clouds. Give the photos' own "
+                f"--fx/--fy/--cx/--cy, or leave them out for a guess.")
+
     def to_dict(self):
         return {"fx": self.fx, "fy": self.fy, "cx": self.cx, "cy": self.cy, "source": self.source}
 

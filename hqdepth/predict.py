@@ -164,6 +164,8 @@ def predict_files(model, inputs, out, recursive=False, batch_size=4, colormap="p
         with tqdm.external_write_mode():
             log(message)
 
+    stretched = set()  # image sizes whose point clouds the given camera's intrinsics stretch, said once each
+
     with tqdm(total=len(files), desc="predict", unit="img", disable=not progress, dynamic_ncols=True) as bar:
         for start in range(0, len(files), batch_size):
             batch = []
@@ -178,6 +180,10 @@ def predict_files(model, inputs, out, recursive=False, batch_size=4, colormap="p
             depths = predict_images(model, [rgb.astype(np.float32) for _, _, rgb in batch], batch_size,
                                     warn=above_the_bar)
             for (path, stem, rgb), depth in zip(batch, depths):
+                note = ply and hasattr(intrinsics, "stretch_note") and intrinsics.stretch_note(*rgb.shape[:2])
+                if note and rgb.shape[:2] not in stretched:
+                    stretched.add(rgb.shape[:2])
+                    above_the_bar(f"warning: {note}")
                 record, clipped = _write_outputs(out, path, stem, rgb, depth, colormap, value_range, side_by_side,
                                                  png_scale, ply, intrinsics, ply_step)
                 record["run_size"] = list(model.run_size(*rgb.shape[:2]))

@@ -327,6 +327,9 @@ def test_cli_outputs_decode_back(models, scenes, tmp_path, capsys):
                                  "--quiet"], capsys)
     assert code == 0, err
     assert "best checkpoint" in stdout and "wrote 4 prediction(s)" in stdout
+    # the NYU camera scaled to 64x96 photos (aspect 1.5, not 4:3) stretches the clouds: said once
+    assert err.count("warning: the intrinsics of the NYU Depth v2 RGB camera belong to 640x480 frames; scaled to "
+                     "96x64 images (another aspect ratio) they stretch the point clouds") == 1, err
     fixed = models["fixed"]
     for stem, rgb in images.items():
         depth = np.load(out / f"{stem}_depth.npy")
