@@ -114,7 +114,8 @@ def train_rows(rows, data, out, sets, quick, user_sets=(), val_data=None, print_
 
     rows: dicts with "label", "recipe", optional "paper" (metric dict), "sets" (the row's overrides,
     after `sets` and before `user_sets`), "run" (folder under `out`, default the recipe), "data"
-    (SPEC, default `data`) and "val_data" (SPEC, default `val_data`; None: the row's own data). Our line carries the test metrics of results.json, the recipe and the steps.
+    (SPEC, default `data`) and "val_data" (SPEC, default `val_data`; None: the row's own data). Our line
+    carries the test metrics of results.json, the recipe and the steps.
     A row without "recipe" is a paper line only (a method the paper cites).
     Notes (printed under the table, see `format_table`): "paper_note" on the paper line, "note" on ours;
     "also": more published lines after the paper's, each {"source", "note", metric: value} (e.g. the

@@ -92,6 +92,10 @@ class _PartialIntrinsics:
     cx: float | None
     cy: float | None
 
+    def stretch_note(self, height, width):
+        """None: given in the pixels of the images they are used with (`Intrinsics.stretch_note`)."""
+        return None
+
     def for_image(self, height, width):
         cx = (width - 1) / 2.0 if self.cx is None else float(self.cx)
         cy = (height - 1) / 2.0 if self.cy is None else float(self.cy)

@@ -102,5 +102,6 @@ def main(argv=None):
     gc.collect()
     return 2
 
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -160,6 +160,7 @@ def predict_files(model, inputs, out, recursive=False, batch_size=4, colormap="p
             f"{FOV_GUESS_DEGREES:g}-degree horizontal field of view (fx = fy = {0.5 / math.tan(math.radians(30)):.4f}"
             f" x image width, principal point at the image centre).")
     records, clipped_total = [], 0
+
     def above_the_bar(message):  # a line of its own, not glued to the progress bar
         with tqdm.external_write_mode():
             log(message)
@@ -180,7 +181,7 @@ def predict_files(model, inputs, out, recursive=False, batch_size=4, colormap="p
             depths = predict_images(model, [rgb.astype(np.float32) for _, _, rgb in batch], batch_size,
                                     warn=above_the_bar)
             for (path, stem, rgb), depth in zip(batch, depths):
-                note = ply and hasattr(intrinsics, "stretch_note") and intrinsics.stretch_note(*rgb.shape[:2])
+                note = ply and intrinsics is not None and intrinsics.stretch_note(*rgb.shape[:2])
                 if note and rgb.shape[:2] not in stretched:
                     stretched.add(rgb.shape[:2])
                     above_the_bar(f"warning: {note}")

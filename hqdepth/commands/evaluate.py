@@ -165,8 +165,8 @@ def _run(args):
 
         tf.config.experimental.enable_tensor_float_32_execution(args.tf32)  # no effect without such a GPU
         model = load(args.model)
-        print(f"model: {model.describe()}")  # which checkpoint of a run folder: best.keras first
         described = {"model": model.describe(), "flip": bool(args.flip)}
+        print(f"model: {described['model']}")  # which checkpoint of a run folder: best.keras first
         if args.geometry:
             from hqdepth.geometry import evaluate_model_with_geometry
 
