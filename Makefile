@@ -15,17 +15,18 @@ $(STAMP): setup.py
 	touch $(STAMP)
 
 # The full suite (what CI runs) on two pytest-xdist workers, listing skip reasons and the 15 slowest tests.
-# It should stay under about 12 minutes on CI's 2 cores: 11 min 38 s for 502 tests (real data included) on the
-# 2-core Xeon VM at 18:25 UTC 2026-11-30, but 15-22 min the same day when the host was loaded (the same test
-# took 34-123 s); CI took 18 min 48 s to 22 min 51 s. Per-change measurements are in the commit messages.
+# `--dist loadgroup` hands out one test at a time (the users of an expensive module fixture together, as
+# tests/conftest.py groups them), slowest files first, so both workers end together: with pytest-xdist's default
+# chunks one worker ran the multi-process training tests alone for the last 220 s of a 1075 s run. 603 tests on
+# the 2-core Xeon VM, 2026-12-02: 830-1075 s for the same tree as the host's load varied; CI took 870-1017 s.
 # Its ONNX export tests convert HQMD in a child process that peaks at 14.7 GB: keep other big jobs off the
 # 24 GB machine meanwhile.
 test: $(STAMP)
-	$(PY) -m pytest -q -rs -n 2 --durations=15 tests
+	$(PY) -m pytest -q -rs -n 2 --dist loadgroup --durations=15 tests
 
 # Everyday tier: everything not marked `slow` (tests/conftest.py lists them), about 3 minutes on 2 cores.
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -rs -n 2 -m "not slow" tests
+	$(PY) -m pytest -q -rs -n 2 --dist loadgroup -m "not slow" tests
 
 demo: $(STAMP)
 	$(PY) experiments/demo.py

@@ -225,7 +225,8 @@ def figure(rows, test_data, scenes, maps):
 def markdown(result):
     """The results page: settings, the table (mean +- std over seeds) beside the paper, the claims checked."""
     s = result["settings"]
-    lines = [f"# HQMD Table 1 rows on synthetic scenes ({len(s['seeds'])} seeds each)", "",
+    seeds = len(s["seeds"])
+    lines = [f"# HQMD Table 1 rows on synthetic scenes ({seeds} seed{'s' * (seeds != 1)} each)", "",
              f"Command: `{result['command']}`  ",
              f"Machine: {result['machine']['cpu']}, {result['machine']['nproc']} cores; {result['date']}  ",
              f"Each run: {s['steps']} steps at batch 8, {s['size'][0]}x{s['size'][1]}, {s['scenes']} training scenes, "
@@ -239,7 +240,7 @@ def markdown(result):
         cells = []
         for key in KEYS:
             mean, std = row["mean"].get(key), row["std"].get(key)
-            cells.append("–" if mean is None else f"{mean:.3f} ± {std:.3f}")
+            cells.append("–" if mean is None else f"{mean:.3f}" + (f" ± {std:.3f}" if seeds > 1 else ""))
         paper = row["paper"]
         lines.append(f"| {row['label']} | {row['recipe']} | " + " | ".join(cells)
                      + f" | {paper['abs_rel']:.3f} | {paper['rmse']:.3f} | {paper['d1']:.3f} |")
@@ -355,8 +356,8 @@ def evaluate_grid(out, seeds, size, steps, scenes, command, rows=ROWS):
     return result, maps, test_data
 
 
-def parser():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parser(prog=None, epilog=None):
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0], epilog=epilog)
     parser.add_argument("--out", default="runs/hqmd_table1_synthetic", help="run folders (one per row and seed)")
     parser.add_argument("--results", default=str(RESULTS), help="where the .json/.md/.png go")
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="comma-separated seeds (>= 3 for the table)")
@@ -368,8 +369,8 @@ def parser():
     return parser
 
 
-def main(argv=None, command=None):
-    parse = parser()
+def main(argv=None, command=None, prog=None, epilog=None):
+    parse = parser(prog, epilog)
     args = parse.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     rows = args.rows.split(",")

@@ -66,6 +66,11 @@ PAPER = {
 }
 
 
+SYNTHETIC_EPILOG = ("These are the options of the seeded synthetic study (--data synthetic, the default). With "
+                    "--data SPEC (a real dataset) or --quick the script trains the paper's table instead: "
+                    "`--data SPEC --help` or `--quick --help` lists those options (--set, --no-cited, --val-data, ...).")
+
+
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     first = argparse.ArgumentParser(add_help=False)
@@ -75,12 +80,13 @@ def main(argv=None):
     if known.data == "synthetic" and not known.quick:  # the seeded study with the iBims metrics
         import hqmd_synthetic
 
-        unknown = hqmd_synthetic.parser().parse_known_args(rest)[1]
+        unknown = hqmd_synthetic.parser("hqmd_table1.py", SYNTHETIC_EPILOG).parse_known_args(rest)[1]
         if unknown:
             first.error(f"{' '.join(unknown)}: not an option of the seeded synthetic study (--data synthetic runs "
                         "experiments/hqmd_synthetic.py: --out, --results, --seeds, --steps, --size, --scenes, --rows, "
                         "--train-only); --quick gives the single-seed table that takes --set and --no-cited")
-        return hqmd_synthetic.main(rest, command="python experiments/hqmd_table1.py " + " ".join(argv))
+        return hqmd_synthetic.main(rest, command="python experiments/hqmd_table1.py " + " ".join(argv),
+                                   prog="hqmd_table1.py", epilog=SYNTHETIC_EPILOG)
     parser = common.experiment_parser(__doc__.splitlines()[0], "runs/hqmd_table1")
     parser.add_argument("--rows", default=",".join(PAPER), help="comma-separated recipes (default: all five)")
     parser.add_argument("--no-cited", action="store_true", help="leave out the methods the paper cites")

@@ -8,7 +8,7 @@ Importing the package is cheap: Keras/TensorFlow load only when a submodule that
 
 __version__ = "0.1.0"
 
-__all__ = ["Recipe", "__version__", "load", "predict", "recipe"]
+__all__ = ["Recipe", "__version__", "load", "predict", "recipe", "register_keras_objects"]
 
 
 def recipe(source, overrides=None, sets=(), config_files=()):
@@ -36,4 +36,8 @@ def __getattr__(name):  # PEP 562: `hqdepth.predict` is the callable module `hqd
         from hqdepth.training.api import Recipe
 
         return Recipe
+    if name == "register_keras_objects":  # what `keras.models.load_model` needs for hqdepth's .keras files
+        from hqdepth.depth_model import register_keras_objects
+
+        return register_keras_objects
     raise AttributeError(f"module 'hqdepth' has no attribute {name!r}")

@@ -117,6 +117,20 @@ def _find_max_depth(model):
     return None
 
 
+SERIALIZABLE_MODULES = ("hqdepth.layers", "hqdepth.losses", "hqdepth.metrics", "hqdepth.models.mrpan",
+                        "hqdepth.training.optimizers", "hqdepth.training.schedules")
+
+
+def register_keras_objects():
+    """Register hqdepth's serializable Keras objects (layers, losses, metrics, MRPAN's model class, the optimizer
+    and schedules of a training checkpoint), so that `keras.models.load_model` reads hqdepth's `.keras` files.
+    Importing a module registers its objects; `import hqdepth` alone does not (it does not import Keras)."""
+    import importlib
+
+    for module in SERIALIZABLE_MODULES:
+        importlib.import_module(module)
+
+
 class DepthModel:
     """A loaded depth model: float32 RGB 0..255 batch (N, H, W, 3) -> metres (N, H', W').
 
@@ -181,16 +195,9 @@ class DepthModel:
             self.name = str(_nested(self.config, "name") or _nested(self.config, "model", "name"))
 
     def _load_keras(self, path):
-        import importlib
-
         import keras
 
-        # register custom objects: layers, losses, metrics, and model classes (mrpan.DeepSupervisionModel)
-        for module in ("hqdepth.layers", "hqdepth.losses", "hqdepth.metrics", "hqdepth.models.mrpan"):
-            try:
-                importlib.import_module(module)
-            except ImportError:
-                pass
+        register_keras_objects()
         try:
             model = keras.saving.load_model(path, compile=False)
         except Exception as error:  # keras raises many types for a bad file

@@ -243,6 +243,7 @@ class Evaluator:
         ssim = None
         if self.ssim and valid.any():
             ssim = depth_ssim(pred, np.where(valid, gt, pred), self.ssim_max_val)
+        prepared = pred, gt
         if self.protocol.densedepth_swap_bug:  # DenseDepth calls compute_errors(pred, gt) against (gt, pred)
             pred, gt = gt, pred
         from hqdepth.metrics import per_image_errors
@@ -272,13 +273,25 @@ class Evaluator:
                 row["rmse_log"] = errors["rmse_log"]
             bad = [key for key in keys if not math.isfinite(row[key])]
             if bad:
-                log.warning("%s: %s not finite: the prediction has inf/NaN/non-positive values that protocol %s "
-                            "does not clip.", name, ", ".join(bad), self.protocol.name)
+                log.warning("%s: %s not finite: %s.", name, ", ".join(bad), self._not_finite_cause(*prepared, valid))
         if self.ssim:
             row["ssim"] = math.nan if ssim is None else ssim
         self._mean_log.append(mean_log)
         self.rows.append(row)
         return row
+
+    def _not_finite_cause(self, pred, gt, valid):
+        """Which side of a valid pixel made a metric inf/NaN: a prediction the protocol does not clip, or a
+        ground truth of zero that it counts (`nyu-hu`, as Hu et al.'s code)."""
+        name = self.protocol.name
+        causes = []
+        with np.errstate(invalid="ignore"):
+            if not np.all(np.isfinite(pred[valid]) & (pred[valid] > 0)):
+                causes.append(f"the prediction has inf/NaN/non-positive values that protocol {name} does not clip")
+            if not np.all(np.isfinite(gt[valid]) & (gt[valid] > 0)):
+                causes.append(f"the ground truth has zero/non-positive depth that protocol {name} counts as valid "
+                              "(as its official code does)")
+        return " and ".join(causes) or "overflow in the metric"
 
     def skip(self, name, reason="no ground truth"):
         """Record an input that could not be evaluated (counted in the result)."""

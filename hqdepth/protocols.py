@@ -266,7 +266,7 @@ class Protocol:
 
 TEST_INPUT_WORDS = {
     "native": "the whole image at its own size",
-    "kb_crop": "the KB crop 352x1216 at native resolution with the frame's focal",
+    "kb_crop": "the KB crop 352x1216 at native resolution (a focal-aware model with the frame's focal, if known)",
     "resize": "the image resized to its input size (cv2 bilinear)",
     "hqmd": "the image resized to its input size (TF1 resize_images), depth resized back with cv2",
     "hu": "the 228x304 centre crop of the image scaled to 240x320 (PIL bilinear)",

@@ -1,9 +1,10 @@
 """Run by test_backends.py in a subprocess per backend: a model build, one train step and loss values.
 
-usage: python backend_check.py WEIGHTS_PATH OUT_JSON [--save-weights] [--other-models]
-The TensorFlow run saves the model weights; the other backends load them, so all start identical.
---other-models checks the FCN autoencoder, ResNet-50 + transposed convs, BTS and MRPAN and their
-losses instead of HQMD (outputs also go to OUT_JSON.outputs.npz).
+usage: python backend_check.py FOLDER BACKEND_NAME [--save-weights]
+The TensorFlow run saves the model weights into FOLDER; the other backends load them, so all start identical.
+HQMD goes to FOLDER/NAME.hqmd.json (+ .update.npz); the FCN autoencoder, ResNet-50 + transposed convs, BTS and MRPAN
+and their losses to FOLDER/NAME.other.json (+ .outputs.npz). One process per backend runs both (an interpreter with
+TensorFlow or JAX takes seconds to start).
 """
 
 import json
@@ -153,7 +154,6 @@ def other_models(weights_path, out_path, save_weights):
 
 
 if __name__ == "__main__":
-    if "--other-models" in sys.argv:
-        other_models(sys.argv[1], sys.argv[2], "--save-weights" in sys.argv)
-    else:
-        main(sys.argv[1], sys.argv[2], "--save-weights" in sys.argv)
+    folder, name, save = sys.argv[1], sys.argv[2], "--save-weights" in sys.argv
+    main(f"{folder}/hqmd.weights.h5", f"{folder}/{name}.hqmd.json", save)
+    other_models(f"{folder}/other", f"{folder}/{name}.other.json", save)

@@ -12,23 +12,32 @@ import pytest
 SCRIPT = Path(__file__).with_name("backend_check.py")
 
 
-def run_backend(backend, weights, out, save_weights=False, other_models=False):
+def run_backend(backend, folder, save_weights=False):
     env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2", "JAX_PLATFORMS": "cpu"}
     if backend == "jax":  # XLA compile time dominates on a CPU (HQMD: 175 -> 149 s); numerics within the tolerances
         env["XLA_FLAGS"] = " ".join([env.get("XLA_FLAGS", ""), "--xla_backend_optimization_level=0",
                                      "--xla_llvm_disable_expensive_passes=true"]).strip()
-    command = [sys.executable, str(SCRIPT), str(weights), str(out)] + (["--save-weights"] if save_weights else [])
-    command += ["--other-models"] if other_models else []
+    command = [sys.executable, str(SCRIPT), str(folder), backend] + (["--save-weights"] if save_weights else [])
     completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
     assert completed.returncode == 0, completed.stderr[-3000:]
-    return json.loads(Path(out).read_text())
 
 
-def test_jax_backend_matches_tensorflow(tmp_path):
+def test_jax_backend_matches_tensorflow_on_every_model(tmp_path):
+    """HQMD, then the FCN autoencoder, ResNet-50 + transposed convs, BTS, MRPAN and their losses: the same weights
+    give the same numbers (one process per backend)."""
     pytest.importorskip("jax")
-    weights = tmp_path / "model.weights.h5"
-    tf_result = run_backend("tensorflow", weights, tmp_path / "tf.json", save_weights=True)
-    jax_result = run_backend("jax", weights, tmp_path / "jax.json")
+    run_backend("tensorflow", tmp_path, save_weights=True)
+    run_backend("jax", tmp_path)
+    check_hqmd(tmp_path)
+    check_other_models(tmp_path)
+
+
+def read(folder, backend, part):
+    return json.loads((folder / f"{backend}.{part}.json").read_text())
+
+
+def check_hqmd(folder):
+    tf_result, jax_result = read(folder, "tensorflow", "hqmd"), read(folder, "jax", "hqmd")
     assert tf_result["backend"] == "tensorflow" and jax_result["backend"] == "jax"
     for name, value in tf_result["losses"].items():
         assert jax_result["losses"][name] == pytest.approx(value, abs=1e-5), name
@@ -37,8 +46,8 @@ def test_jax_backend_matches_tensorflow(tmp_path):
     # The SGD update of the decoder/ASPP weights agrees. Not to 1e-5: on a randomly initialised
     # ResNet the gradients are ill-conditioned (batch-norm backprop cancels large terms), so
     # TensorFlow alone changes them by ~2% with oneDNN on or off; a wrong gradient differs by O(1).
-    tf_update = np.concatenate([v.ravel() for v in np.load(str(tmp_path / "tf.json") + ".update.npz").values()])
-    jax_update = np.concatenate([v.ravel() for v in np.load(str(tmp_path / "jax.json") + ".update.npz").values()])
+    tf_update = np.concatenate([v.ravel() for v in np.load(folder / "tensorflow.hqmd.json.update.npz").values()])
+    jax_update = np.concatenate([v.ravel() for v in np.load(folder / "jax.hqmd.json.update.npz").values()])
     assert np.linalg.norm(tf_update) > 0
     assert np.linalg.norm(jax_update - tf_update) / np.linalg.norm(tf_update) < 0.05
     tf_change = tf_result["train_loss_step2"] - tf_result["train_loss_step1"]
@@ -46,17 +55,13 @@ def test_jax_backend_matches_tensorflow(tmp_path):
     assert tf_change < 0 and jax_change < 0  # the step lowers the loss in both
 
 
-def test_jax_backend_matches_tensorflow_other_models(tmp_path):
-    """FCN autoencoder, ResNet-50 + transposed convs, BTS, MRPAN and their losses: same weights, same numbers."""
-    pytest.importorskip("jax")
-    weights = tmp_path / "other"
-    tf_result = run_backend("tensorflow", weights, tmp_path / "tf.json", save_weights=True, other_models=True)
-    jax_result = run_backend("jax", weights, tmp_path / "jax.json", other_models=True)
+def check_other_models(folder):
+    tf_result, jax_result = read(folder, "tensorflow", "other"), read(folder, "jax", "other")
     assert jax_result["backend"] == "jax" and set(jax_result["losses"]) == set(tf_result["losses"])
     for name, value in tf_result["losses"].items():
         assert jax_result["losses"][name] == pytest.approx(value, abs=1e-5), name
-    tf_outputs = np.load(str(tmp_path / "tf.json") + ".outputs.npz")
-    jax_outputs = np.load(str(tmp_path / "jax.json") + ".outputs.npz")
+    tf_outputs = np.load(folder / "tensorflow.other.json.outputs.npz")
+    jax_outputs = np.load(folder / "jax.other.json.outputs.npz")
     assert sorted(tf_outputs.files) == sorted(jax_outputs.files) and len(tf_outputs.files) == 8  # mrpan: 5 scales
     for key in tf_outputs.files:
         expected, actual = tf_outputs[key], jax_outputs[key]

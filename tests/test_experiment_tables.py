@@ -35,6 +35,18 @@ def scripts(monkeypatch):
         sys.modules.pop(name, None)
 
 
+def test_hqmd_table1_help_names_the_other_set_of_options(scripts, capsys):
+    """--help of the default (the synthetic study) points to the paper table's options, which --quick --help lists."""
+    module = scripts[0]["hqmd_table1"]
+    with pytest.raises(SystemExit):
+        module.main(["--help"])
+    text = capsys.readouterr().out
+    assert "--seeds" in text and "`--quick --help`" in text and text.startswith("usage: hqmd_table1.py")
+    with pytest.raises(SystemExit):
+        module.main(["--quick", "--help"])
+    assert "--no-cited" in capsys.readouterr().out
+
+
 VALIDATED_ON = {}  # recipe -> the val_data its run was given (the fake train_recipe's record)
 
 
@@ -195,6 +207,7 @@ def test_synthetic_study_scores_the_truth_and_blurred_truth_as_references(script
                            "rows": [], "claims": [], "references": [truth, *blurred]})
     assert f"| true depth | {truth['metrics']['dbe_acc']:.3f} |" in page
     assert "| true depth blurred, sigma 8 px |" in page
+    assert "(1 seed each)" in page.splitlines()[0]
     sys.modules.pop("hqmd_synthetic", None)
 
 

@@ -194,6 +194,7 @@ def test_bfloat16_export(tmp_path):
     assert 1e-4 * scale < np.abs(half - full).mean() < 0.03 * scale
 
 
+@pytest.mark.parametrize("hqmd_export", ["frozen"], indirect=True)  # the loader is the same for both exports
 def test_savedmodel_through_hqdepth_load_and_predict(hqmd_export, tmp_path, capsys):
     model, folder, _ = hqmd_export
     loaded = hqdepth.load(folder)

@@ -85,7 +85,7 @@ def scenes(tmp_path_factory):
 # ---------------------------------------------------------------------------------------------- package
 
 
-def test_import_is_light_and_predict_is_callable():
+def test_import_is_light_predict_is_callable_and_keras_objects_register():
     code = (
         "import sys, hqdepth\n"
         "heavy = [m for m in ('tensorflow', 'keras', 'cv2', 'jax') if m in sys.modules]\n"
@@ -96,6 +96,16 @@ def test_import_is_light_and_predict_is_callable():
         "assert p is predict is hqdepth.predict and callable(hqdepth.predict) and callable(hqdepth.load)\n"
         "import hqdepth.cli\n"
         "assert 'tensorflow' not in sys.modules\n"
+        # register_keras_objects registers what every module using register_keras_serializable registers
+        "import importlib, keras, pathlib\n"
+        "hqdepth.register_keras_objects()\n"
+        "ours = lambda: {k for k in keras.saving.get_custom_objects() if k.startswith('hqdepth>')}\n"
+        "registered = ours()\n"
+        "root = pathlib.Path(hqdepth.__file__).parent\n"
+        "for path in root.rglob('*.py'):\n"
+        "    if 'register_keras_serializable' in path.read_text():\n"
+        "        importlib.import_module('.'.join(('hqdepth',) + path.relative_to(root).with_suffix('').parts))\n"
+        "assert len(registered) > 20 and registered == ours(), sorted(ours() - registered)\n"
         "print('ok')\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

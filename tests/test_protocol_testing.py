@@ -11,6 +11,7 @@
 """
 
 import json
+import logging
 import math
 
 import cv2
@@ -472,7 +473,7 @@ def assert_hu_metrics(got, ref, images, what):
         assert abs(got[key] - ref[key]) <= 2 * one_pixel, (what, key, got[key], ref[key])
 
 
-def test_nyu_hu_delta_is_less_or_equal_and_nothing_is_clipped(rng):
+def test_nyu_hu_delta_is_less_or_equal_and_nothing_is_clipped(rng, caplog):
     gt = np.full((480, 640), 2.0)
     pred = np.full((228, 304), 2.5)  # ratio exactly 1.25: counted by <= (Hu), not by < (BTS)
     row = Evaluator("nyu-hu").add(pred, gt)
@@ -481,8 +482,14 @@ def test_nyu_hu_delta_is_less_or_equal_and_nothing_is_clipped(rng):
     assert Evaluator(custom_protocol(delta_comparison="<=", max_depth=10)).add(np.full((8, 8), 2.5),
                                                                                np.full((8, 8), 2.0))["d1"] == 1.0
     pred[0, 0] = 0.0  # no clipping: log10 of a zero prediction is infinite, as in the official code
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore"), caplog.at_level(logging.WARNING, logger="hqdepth.evaluation"):
         assert math.isinf(Evaluator("nyu-hu").add(pred, gt)["log10"])
+    assert "the prediction has inf/NaN/non-positive values" in caplog.text and "ground truth" not in caplog.text
+    caplog.clear()
+    pred[0, 0], gt[:40] = 2.5, 0.0  # a zero in the ground truth is counted too, and the warning says so
+    with np.errstate(divide="ignore"), caplog.at_level(logging.WARNING, logger="hqdepth.evaluation"):
+        assert math.isinf(Evaluator("nyu-hu").add(pred, gt)["log10"])
+    assert "the ground truth has zero/non-positive depth" in caplog.text and "prediction" not in caplog.text
 
 
 def test_nyu_hu_grid_is_pils_as_in_the_official_loader(rng):

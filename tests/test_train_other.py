@@ -211,3 +211,17 @@ def test_whole_frame_validation_is_read_from_the_augmentation_name_as_its_class_
     for name in [*RECIPES, "bts_nyu", "bts_kitti", "bts?dataset=kitti", "BTS-KITTI"]:
         assert whole_frame_validation({"data": {"augmentation": name}}) == get_recipe(name).whole_frame_validation
     assert get_recipe("bts_kitti").whole_frame_validation and not get_recipe("hqmd").whole_frame_validation
+
+
+def test_ground_truth_beyond_the_max_depth_is_warned_about_before_training():
+    """Depth read at the wrong scale (most pixels beyond the recipe's max depth) is named with its median."""
+    from hqdepth.training.trainer import check_depth_scale
+
+    depths = [open_source(DATA)[index].depth for index in range(3)]
+    median = float(np.median(np.concatenate([d[np.isfinite(d) & (d > 0)] for d in depths])))
+    lines = []
+    check_depth_scale(recipes.resolve_config("fcn_ssim_mse", sets=SETS), DATA, lines.append)
+    assert median < 10.0 and lines == []
+    below = f"model.options.max_depth={median / 2}"
+    check_depth_scale(recipes.resolve_config("fcn_ssim_mse", sets=SETS + [below]), DATA, lines.append)
+    assert len(lines) == 1 and f"a median of {median:.1f} m" in lines[0] and "depth scale" in lines[0], lines

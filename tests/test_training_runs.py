@@ -104,6 +104,8 @@ def test_tensorboard_has_every_scalar_and_the_images(finished_run):
     for tag in ("loss", "l_depth", "l_grad_mg", "l_grad_dr", "l_normal", "rmse", "learning_rate"):
         assert tag in train_tags, (tag, sorted(train_tags))
     assert train_tags["loss"] == list(range(1, 13))  # every step (log_every_steps=1), x-axis = optimizer steps
+    assert train_tags["learning_rate"] == list(range(1, 13))  # once per step, validation steps too
+    assert train_tags["epoch"] == [3, 6, 9, 12]
     validation_tags = event_tags(out / "logs" / "validation")
     for tag in ("loss", "rmse", "abs_rel", "d1", "l_grad_dr", "depth"):
         assert tag in validation_tags, (tag, sorted(validation_tags))

@@ -118,7 +118,10 @@ class TensorBoardLogger(keras.callbacks.Callback):
         validation = {k[4:]: v for k, v in (logs or {}).items() if k.startswith("val_")}
         if validation:
             self.write_scalars("validation", validation, step)
-        self.write_scalars("train", {"epoch": epoch + 1, "learning_rate": learning_rate(self.model.optimizer)}, step)
+        values = {"epoch": epoch + 1}
+        if step % self.every_steps:  # on_train_batch_end wrote this step's rate already
+            values["learning_rate"] = learning_rate(self.model.optimizer)
+        self.write_scalars("train", values, step)
         self.write_images(step)
         self.flush()
 

@@ -451,6 +451,32 @@ def check_input_size(config, spec):
                           f"{size[0]}x{size[1]}. Use e.g. --set data.input_size=[{fit[0]},{fit[1]}].")
 
 
+def check_depth_scale(config, spec, print_fn=print, samples=3):
+    """Warn when most ground-truth pixels of the first training samples lie beyond the recipe's max depth: depth
+    read with the wrong scale (e.g. SUN RGB-D's bit-rotated PNGs or Kinect disparity taken as millimetres) would
+    otherwise train silently against a clipped or masked target."""
+    import numpy as np
+
+    from hqdepth.data import open_source
+
+    max_depth = config["model"]["options"].get("max_depth") or config["evaluation"]["max_depth"]
+    if not max_depth:
+        return
+    source = open_source(spec, split=config["data"]["train_split"])
+    depths = []
+    for index in range(min(samples, len(source))):
+        try:
+            depth = np.asarray(source[index].depth, dtype=np.float64)
+        except DataError:  # the pipeline reports (or, with data.skip_bad, skips) it
+            continue
+        depths.append(depth[np.isfinite(depth) & (depth > 0)])
+    valid = np.concatenate(depths) if depths else np.zeros(0)
+    if valid.size and np.median(valid) > max_depth:
+        print_fn(f"  warning: the ground truth of the first {len(depths)} training samples of {spec} has a median of "
+                 f"{np.median(valid):.1f} m (max {valid.max():.1f} m), beyond the recipe's max depth {max_depth:g} m: "
+                 "is its depth scale right? (a SPEC's ?scale=, docs/datasets.md; `hqdepth data stats` shows the range)")
+
+
 def check_test_frames(config, spec):
     """Fail before training, not after it, when the test ground truth does not fit the protocol's frame
     size (e.g. nyu-eigen, whose crop is in pixels of 480x640, on small synthetic scenes)."""
@@ -692,6 +718,7 @@ def train(config, data, out, *, val_data=None, test_data=None, overwrite=False, 
     strategy_name = resolve_strategy_name(config["train"]["strategy"])
     check_input_size(config, data)
     check_test_frames(config, test_data or data)
+    check_depth_scale(config, data, print_fn)
     if strategy_name == "multiworker":
         from hqdepth.training.multiworker import train_multiworker
 
