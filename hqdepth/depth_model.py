@@ -333,10 +333,14 @@ class DepthModel:
         if mode == "hu":
             scale = 240.0 / min(height, width)
             height, width = height * scale, width * scale
+        multiple, plus_one = self.free_size_rule()
+        return free_size(height, width, multiple, plus_one=plus_one)
+
+    def free_size_rule(self):
+        """(multiple, plus_one) of `free_size` for this model: k x its size multiple when the run names a model that
+        needs one (BTS: 32), else the default 32k+1. The SavedModel of a free-size export rounds as this does."""
         multiple = self.size_multiple()
-        if multiple and multiple > 1:
-            return free_size(height, width, multiple, plus_one=False)
-        return free_size(height, width)
+        return (multiple, False) if multiple and multiple > 1 else (FREE_SIZE_MULTIPLE, True)
 
     def for_photos(self):
         """The model `hqdepth predict` runs: rebuilt with a free input size (`at_free_size`) when the run's

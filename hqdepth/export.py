@@ -42,7 +42,7 @@ import numpy as np
 
 from hqdepth.depth_model import EXPORT_METADATA
 from hqdepth.errors import ConfigError, DataError
-from hqdepth.predict import FREE_SIZE_MAX_SIDE, FREE_SIZE_MULTIPLE, DepthModel, load
+from hqdepth.predict import FREE_SIZE_MAX_SIDE, FREE_SIZE_MULTIPLE, DepthModel, free_size, load
 
 FORMATS = ("saved_model", "keras", "onnx")
 PRECISIONS = ("float32", "bfloat16")
@@ -61,7 +61,15 @@ def _versions():
 
 def export_size(model, input_size=None):
     """The (H, W) the export runs the model at: its fixed input size, else `input_size`, else the run config's;
-    None = free (decided per image)."""
+    None = free (decided per image, `input_size="free"`: also when the run config gives a size)."""
+    if input_size == "free":
+        if model.input_size is not None:
+            raise ConfigError(f"the model has a fixed input size {model.input_size[0]}x{model.input_size[1]}; it "
+                              "cannot be exported with a free one.")
+        if model.test_input() == "hu":
+            raise ConfigError("the run's recipe tests on the 228x304 crop of the image scaled to 240x320 (nyu-hu), "
+                              "which a free-size export does not do: export at a size (--input-size HxW).")
+        return None
     if input_size is not None:
         input_size = tuple(int(v) for v in input_size)
         if len(input_size) != 2 or min(input_size) < 1:
@@ -91,9 +99,7 @@ def metadata(model, size, fmt):
         "model_name": model.name,
         "max_depth": model.max_depth,
         "input_size": list(size) if size else None,
-        "free_size_rule": None if size else (
-            f"image scaled so that its longer side is <= {FREE_SIZE_MAX_SIDE}, each side rounded to the nearest "
-            f"{FREE_SIZE_MULTIPLE}k+1"),
+        "free_size_rule": None if size else _rule_text(*model.free_size_rule()),
         "recipe": model.config,
         "source": str(model.loaded) if model.loaded else model.note,
         "depth_unit": "metres",
@@ -158,8 +164,8 @@ def export(model, out, format="saved_model", input_size=None, overwrite=False, o
     model = _as_keras_backed(model)
     size = export_size(model, input_size)
     if format == "onnx" and size is None:
-        raise ConfigError("the model has a free input size and no run config gives one: pass --input-size HxW "
-                          "for the ONNX export.")
+        raise ConfigError("an ONNX export needs a fixed input size: pass --input-size HxW (the model takes any size"
+                          f"{'' if input_size == 'free' else ' and no run config gives one'}).")
     if format == "onnx":
         _check_onnx_available()
     meta = metadata(model, size, format)
@@ -185,16 +191,22 @@ def export(model, out, format="saved_model", input_size=None, overwrite=False, o
 # ---------------------------------------------------------------------------------------------- SavedModel
 
 
-def _tf_free_size(height, width):
+def _rule_text(multiple, plus_one):
+    return (f"image scaled so that its longer side is <= {FREE_SIZE_MAX_SIDE}, each side rounded to the nearest "
+            f"{multiple}k{'+1' if plus_one else ''}")
+
+
+def _tf_free_size(height, width, multiple=FREE_SIZE_MULTIPLE, plus_one=True):
     """`hqdepth.predict.free_size` in TensorFlow ops (float64, floor(x + 0.5) rounding as there)."""
     import tensorflow as tf
 
     h, w = tf.cast(height, tf.float64), tf.cast(width, tf.float64)
     scale = tf.minimum(tf.constant(1.0, tf.float64), FREE_SIZE_MAX_SIDE / tf.maximum(h, w))
+    offset = 1 if plus_one else 0
 
     def side(value):
-        k = tf.maximum(tf.constant(1.0, tf.float64), tf.floor((value * scale - 1.0) / FREE_SIZE_MULTIPLE + 0.5))
-        return tf.cast(k, tf.int32) * FREE_SIZE_MULTIPLE + 1
+        k = tf.maximum(tf.constant(1.0, tf.float64), tf.floor((value * scale - offset) / multiple + 0.5))
+        return tf.cast(k, tf.int32) * multiple + offset
 
     return tf.stack([side(h), side(w)])
 
@@ -268,6 +280,7 @@ def _write_saved_model(model, net, out, size, meta, freeze):
     from hqdepth import __version__
 
     height, width = size if size else (None, None)
+    rule = model.free_size_rule()
     model_spec = tf.TensorSpec([None, height, width, 3], tf.float32, name="images")
 
     @tf.function(input_signature=[model_spec])
@@ -288,7 +301,7 @@ def _write_saved_model(model, net, out, size, meta, freeze):
         shape = tf.shape(images)
         height, width = shape[1], shape[2]
         pixels = tf.cast(images, tf.float32)
-        target = tf.constant(size, tf.int32) if size else _tf_free_size(height, width)
+        target = tf.constant(size, tf.int32) if size else _tf_free_size(height, width, *rule)
         pixels = tf.image.resize(pixels, target, method="bilinear")
         depth = depth_of(pixels)
         return {"depth": tf.image.resize(depth, tf.stack([height, width]), method="bilinear")}
@@ -374,12 +387,17 @@ def check_export(model, result, seed=0):
     model = _as_keras_backed(model)
     rng = np.random.default_rng(seed)
     exported_size = result["metadata"]["input_size"]
-    size = exported_size or [65, 97]
+    multiple, plus_one = model.free_size_rule()
+    size = exported_size or list(free_size(65, 97, multiple, plus_one=plus_one))
     reference = model
     if exported_size and model.input_size is None:
         # a free-size Keras model (a BTS run's) exported at `size`: the SavedModel resizes every image to it
         reference = copy.copy(model)
         reference.size_override = tuple(exported_size)
+    elif not exported_size and model.config_size is not None:
+        # exported free although the run has a size: the SavedModel rounds each image by the free-size rule
+        reference = copy.copy(model)
+        reference.config_size = None
     fmt, path = result["format"], Path(result["path"])
     report = []
     base = rng.integers(0, 256, (2, *size, 3), dtype=np.uint8)

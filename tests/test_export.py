@@ -223,6 +223,7 @@ def test_free_size_model_export(tiny_run, tmp_path):
     for height, width in ((1, 1), (17, 999), (50, 70), (289, 385), (480, 640), (1000, 1001), (3024, 4032),
                           (4032, 3024), (48, 1040), (16, 16), (33, 97)):
         assert tuple(_tf_free_size(height, width).numpy()) == free_size(height, width), (height, width)
+        assert tuple(_tf_free_size(height, width, 32, False).numpy()) == free_size(height, width, 32, plus_one=False)
     result = export(tiny_run["root"] / "free.keras", tmp_path / "saved")
     assert result["metadata"]["input_size"] is None and "32k+1" in result["metadata"]["free_size_rule"]
     loaded = tf.saved_model.load(str(tmp_path / "saved"))
@@ -282,6 +283,33 @@ def test_check_of_a_free_size_run_model_exported_at_its_config_size(tiny_run, tm
     assert code == 0, err
     differences = [float(line.rsplit("=", 1)[1].split()[0]) for line in stdout.splitlines() if "max |" in line]
     assert "serving_default 47x73" in stdout and len(differences) == 3 and max(differences) <= 1e-5, stdout
+
+
+def test_a_free_export_rounds_each_image_as_the_run_does(tiny_run, tmp_path, capsys):
+    """--input-size free: the SavedModel runs each image at its own size rounded as the run's model needs (a BTS
+    run: multiples of 32, not the default 32k+1) and so equals the run folder's prediction at every size."""
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text("name: bts-like\nmodel: {name: bts, options: {max_depth: 8.0}}\n"
+                                     "data: {input_size: [24, 32]}\nevaluation: {protocol: nyu-eigen}\n")
+    tiny_run["free"].save(run / "checkpoints" / "best.keras")
+    code, stdout, err = run_cli(["export", str(run), "--out", str(tmp_path / "saved"), "--input-size", "free",
+                                 "--check"], capsys)
+    assert code == 0, err
+    assert "input size free" in stdout and "serving_default 64x96" in stdout and "serving_default 87x137" in stdout
+    differences = [float(line.rsplit("=", 1)[1].split()[0]) for line in stdout.splitlines() if "max |" in line]
+    assert len(differences) == 3 and max(differences) <= 1e-5, stdout
+    meta = json.loads((tmp_path / "saved" / "assets.extra" / "hqdepth.json").read_text())
+    assert meta["input_size"] is None and meta["free_size_rule"].endswith("nearest 32k")
+    image = np.random.default_rng(3).integers(0, 256, (70, 100, 3), dtype=np.uint8)
+    np.testing.assert_allclose(hqdepth.predict(hqdepth.load(tmp_path / "saved"), image),
+                               hqdepth.predict(hqdepth.load(run), image), rtol=0, atol=1e-5)
+    code, _, err = run_cli(["export", str(run), "--out", str(tmp_path / "o"), "--input-size", "free", "--format",
+                            "onnx"], capsys)
+    assert code == 2 and "ONNX export needs a fixed input size" in err
+    code, _, err = run_cli(["export", str(tiny_run["run"]), "--out", str(tmp_path / "o"), "--input-size", "free"],
+                           capsys)
+    assert code == 2 and "cannot be exported with a free one" in err
 
 
 def test_cli_export_errors(tiny_run, tmp_path, capsys):

@@ -20,7 +20,8 @@ def add_parser(subparsers):
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (must be new or empty)")
     parser.add_argument("--format", default="saved_model", choices=FORMATS, help="default saved_model")
     parser.add_argument("--input-size", metavar="HxW", help="input size for a model with a free input size "
-                                                            "(default: the run config's)")
+                                                            "(default: the run config's); 'free': each image at "
+                                                            "its own size, rounded as the model needs (SavedModel)")
     parser.add_argument("--opset", type=int, help="ONNX opset (default: tf2onnx's)")
     parser.add_argument("--freeze", action="store_true",
                         help="SavedModel: weights as graph constants instead of variables (serving only; see "
@@ -40,7 +41,7 @@ def run(args):
     from hqdepth.export import check_export, export
     from hqdepth.predict import load
 
-    input_size = parse_size(args.input_size) if args.input_size else None
+    input_size = args.input_size if args.input_size in (None, "free") else parse_size(args.input_size)
     model = load(args.model)
     print(f"model: {model.describe()}")
     result = export(model, args.out, format=args.format, input_size=input_size, overwrite=args.overwrite,
