@@ -15,18 +15,20 @@ $(STAMP): setup.py
 	touch $(STAMP)
 
 # The full suite (what CI runs) on two pytest-xdist workers, listing skip reasons and the 15 slowest tests.
-# `--dist loadgroup` hands out one test at a time (the users of an expensive module fixture together, as
-# tests/conftest.py groups them), slowest files first, so both workers end together: with pytest-xdist's default
-# chunks one worker ran the multi-process training tests alone for the last 220 s of a 1075 s run. 603 tests on
-# the 2-core Xeon VM, 2026-12-02: 830-1075 s for the same tree as the host's load varied; CI took 870-1017 s.
+# `--dist worksteal`: a worker that runs out of tests takes half of the other's queue. With xdist's default
+# chunks one worker ran the multi-process training tests alone for the last 220 s of a 1075 s run; with
+# worksteal both ended within 30 s (935 s; 603 tests, 2-core Xeon VM, 2026-12-02, the host loaded as in the
+# 1075 s run; the same tree took 830 s on a quieter host). CI took 870-1017 s before the change.
+# (`--dist loadgroup` would keep the users of a module fixture together, but pytest 9.2 ignores the test ids
+# pytest-xdist 3.8 writes for its groups.)
 # Its ONNX export tests convert HQMD in a child process that peaks at 14.7 GB: keep other big jobs off the
 # 24 GB machine meanwhile.
 test: $(STAMP)
-	$(PY) -m pytest -q -rs -n 2 --dist loadgroup --durations=15 tests
+	$(PY) -m pytest -q -rs -n 2 --dist worksteal --durations=15 tests
 
 # Everyday tier: everything not marked `slow` (tests/conftest.py lists them), about 3 minutes on 2 cores.
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -rs -n 2 --dist loadgroup -m "not slow" tests
+	$(PY) -m pytest -q -rs -n 2 --dist worksteal -m "not slow" tests
 
 demo: $(STAMP)
 	$(PY) experiments/demo.py

@@ -131,11 +131,11 @@ def finite(value):
 
 
 def summarise(values):
-    """(mean, sample std) of the finite values; (None, None) when there are none."""
+    """(mean, sample std) of the finite values; (None, None) when there are none, std None for a single value."""
     values = [v for v in values if finite(v)]
     if not values:
         return None, None
-    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else None
 
 
 def compare(rows, a, b, metric, alpha=0.05):
@@ -240,7 +240,7 @@ def markdown(result):
         cells = []
         for key in KEYS:
             mean, std = row["mean"].get(key), row["std"].get(key)
-            cells.append("–" if mean is None else f"{mean:.3f}" + (f" ± {std:.3f}" if seeds > 1 else ""))
+            cells.append("–" if mean is None else f"{mean:.3f}" + ("" if std is None else f" ± {std:.3f}"))
         paper = row["paper"]
         lines.append(f"| {row['label']} | {row['recipe']} | " + " | ".join(cells)
                      + f" | {paper['abs_rel']:.3f} | {paper['rmse']:.3f} | {paper['d1']:.3f} |")
@@ -256,21 +256,25 @@ def markdown(result):
                   "| reference | " + " | ".join(REFERENCE_KEYS) + " |", "|---|" + "---|" * len(REFERENCE_KEYS)]
         lines += [f"| {ref['name']} | " + " | ".join("–" if not finite(ref["metrics"].get(k)) else f"{ref['metrics'][k]:.3f}"
                                                    for k in REFERENCE_KEYS) + " |" for ref in result["references"]]
-    lines += ["", "## The paper's claims, checked", "",
-              "Each change compares two rows seed by seed (paired: a seed fixes the data order and, for the same "
-              "model, the initial weights); p from the paired t-test (n − 1 degrees of freedom). With "
-              f"{sum(len(c['comparisons']) for c in result['claims'])} comparisons at p < 0.05, about one "
-              "'yes' in the last column is expected by chance alone.", "",
-              "| change | metric | n | difference (b − a) | ± s.e. | p | better? | p < 0.05? |",
-              "|---|---|---|---|---|---|---|---|"]
-    for claim in result["claims"]:
-        for c in claim["comparisons"]:
-            if c["difference"] is None:
-                lines.append(f"| {claim['what']} | {c['metric']} | {c['n']} | – | – | – | – | – |")
-                continue
-            lines.append(f"| {claim['what']} | {c['metric']} | {c['n']} | {c['difference']:+.4f} | "
-                         f"{c['standard_error']:.4f} | {c['p']:.3f} | {'yes' if c['better'] else 'no'} | "
-                         f"{'yes' if c['separated'] else 'no'} |")
+    if seeds < 2:
+        lines += ["", "## The paper's claims, checked", "",
+                  "Not checked: a paired comparison needs at least two seeds per row (e.g. --seeds 0,1,2)."]
+    else:
+        lines += ["", "## The paper's claims, checked", "",
+                  "Each change compares two rows seed by seed (paired: a seed fixes the data order and, for the same "
+                  "model, the initial weights); p from the paired t-test (n − 1 degrees of freedom). With "
+                  f"{sum(len(c['comparisons']) for c in result['claims'])} comparisons at p < 0.05, about one "
+                  "'yes' in the last column is expected by chance alone.", "",
+                  "| change | metric | n | difference (b − a) | ± s.e. | p | better? | p < 0.05? |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for claim in result["claims"]:
+            for c in claim["comparisons"]:
+                if c["difference"] is None:
+                    lines.append(f"| {claim['what']} | {c['metric']} | {c['n']} | – | – | – | – | – |")
+                    continue
+                lines.append(f"| {claim['what']} | {c['metric']} | {c['n']} | {c['difference']:+.4f} | "
+                             f"{c['standard_error']:.4f} | {c['p']:.3f} | {'yes' if c['better'] else 'no'} | "
+                             f"{'yes' if c['separated'] else 'no'} |")
     unfinished = [f"{row['recipe']} seed {run['seed']} ({run['status']})" for row in result["rows"]
                   for run in row["runs"] if run["status"] != "finished"]
     if unfinished:

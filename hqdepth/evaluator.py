@@ -289,8 +289,8 @@ class Evaluator:
             if not np.all(np.isfinite(pred[valid]) & (pred[valid] > 0)):
                 causes.append(f"the prediction has inf/NaN/non-positive values that protocol {name} does not clip")
             if not np.all(np.isfinite(gt[valid]) & (gt[valid] > 0)):
-                causes.append(f"the ground truth has zero/non-positive depth that protocol {name} counts as valid "
-                              "(as its official code does)")
+                causes.append(f"the ground truth has zero, negative or infinite depth that protocol {name} counts "
+                              "as valid (as its official code does)")
         return " and ".join(causes) or "overflow in the metric"
 
     def skip(self, name, reason="no ground truth"):

@@ -93,12 +93,12 @@ def realdata():
 # slow as a whole: marking only the first test would move the fixture's cost to the next one.
 # Entries: a file, a test function (all its parameters) or one parametrised node id.
 SLOW_TESTS = (
-    # whole files, the longest first (they also run first: `pytest_collection_modifyitems`)
+    # whole files
     "tests/test_training_runs.py",
-    "tests/test_export.py",
     "tests/test_train_other.py",
-    "tests/test_backends.py",
     "tests/test_docs_examples.py",
+    "tests/test_export.py",
+    "tests/test_backends.py",
     "tests/test_weights_slim.py",
     "tests/test_weights_torch.py",
     # single tests
@@ -149,55 +149,11 @@ def _is_slow(nodeid):
     return any(entry in (path, f"{path}::{function}", nodeid) for entry in SLOW_TESTS)
 
 
-# Module-scoped fixtures that cost seconds to make (a training run, an export, a converted checkpoint). `make test`
-# hands tests out one at a time (`--dist loadgroup`); the tests sharing one of these are one unit (`xdist_group`,
-# per parameter of a parametrised fixture), so that each fixture is made on one worker only, not on both.
-SHARED_FIXTURES = {
-    "tests/test_training_runs.py": ("finished_run",),
-    "tests/test_train_other.py": ("mrpan_run",),
-    "tests/test_export.py": ("hqmd_export", "tiny_run"),
-    "tests/test_backbone.py": ("reference",),
-    "tests/test_weights_slim.py": ("converted_backbone", "slim_checkpoint", "backbone_values"),
-    "tests/test_weights_torch.py": ("converted_resnet", "bts_checkpoint"),
-    "tests/test_predict.py": ("models", "scenes"),
-    "tests/test_pipeline.py": ("tfr_dir",),
-    "tests/test_data_tools.py": ("converted",),
-    "tests/test_geometry_data.py": ("converted",),
-}
-
-
-def _shared_fixture_group(item):
-    """The xdist group of a test that uses one of its file's `SHARED_FIXTURES`, else None."""
-    path = item.nodeid.partition("::")[0]
-    used = [name for name in SHARED_FIXTURES.get(path, ()) if name in item.fixturenames]
-    if not used:
-        return None
-    params = getattr(getattr(item, "callspec", None), "params", {})
-    return path + "::" + "+".join(f"{name}[{params[name]}]" if name in params else name for name in used)
-
-
-def _module_rank(nodeid, slow_files):
-    """Where a test's file runs: the slow files in `SLOW_TESTS` order, then files with slow tests, then the rest."""
-    path = nodeid.partition("::")[0]
-    if path in slow_files:
-        return slow_files.index(path)
-    return len(slow_files) + (0 if any(entry.startswith(path + "::") for entry in SLOW_TESTS) else 1)
-
-
 def pytest_collection_modifyitems(config, items):
-    """Mark the tests listed in `SLOW_TESTS` `slow` (tests may also carry `@pytest.mark.slow` themselves), group the
-    users of `SHARED_FIXTURES`, and run the slowest files first, each file's tests in order. The suite then ends on
-    short tests that both workers share out; in alphabetical order one worker ran the multi-process training tests
-    alone at the end while the other waited (measured: 220 s of a 1075 s run)."""
+    """Mark the tests listed in `SLOW_TESTS` `slow` (tests may also carry `@pytest.mark.slow` themselves)."""
     for item in items:
         if _is_slow(item.nodeid):
             item.add_marker(pytest.mark.slow)
-        group = _shared_fixture_group(item)
-        if group:
-            item.add_marker(pytest.mark.xdist_group(group))
-    slow_files = [entry for entry in SLOW_TESTS if "::" not in entry]
-    order = {item.nodeid: index for index, item in enumerate(items)}
-    items.sort(key=lambda item: (_module_rank(item.nodeid, slow_files), order[item.nodeid]))
 
 
 def pytest_collection_finish(session):

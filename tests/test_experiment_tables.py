@@ -5,6 +5,7 @@ what the tables say.
 """
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -204,10 +205,17 @@ def test_synthetic_study_scores_the_truth_and_blurred_truth_as_references(script
     assert 0.0 < blurred[1]["metrics"]["contrast_ratio"] < blurred[0]["metrics"]["contrast_ratio"] < 1.0
     page = study.markdown({"command": "python x", "date": "d", "machine": {"cpu": "Xeon", "nproc": 2},
                            "settings": {"seeds": [0], "steps": 2, "size": [64, 96], "scenes": 8, "test_scenes": 6},
-                           "rows": [], "claims": [], "references": [truth, *blurred]})
+                           "rows": [{"label": "L", "recipe": "hqmd_plus_full", "paper": {"abs_rel": 0.127, "rmse": 0.468,
+                                                                                           "d1": 0.841},
+                                     "mean": dict.fromkeys(study.KEYS, 1.0), "std": dict.fromkeys(study.KEYS),
+                                     "runs": [{"seed": 0, "status": "finished"}]}],
+                           "claims": [], "references": [truth, *blurred]})
     assert f"| true depth | {truth['metrics']['dbe_acc']:.3f} |" in page
     assert "| true depth blurred, sigma 8 px |" in page
-    assert "(1 seed each)" in page.splitlines()[0]
+    # one seed: no spread and no paired comparison to show
+    assert "(1 seed each)" in page.splitlines()[0] and "| L | hqmd_plus_full | 1.000 | 1.000 |" in page
+    assert "±" not in page and "Not checked: a paired comparison needs at least two seeds" in page
+    assert study.summarise([0.5, math.nan]) == (0.5, None) and study.summarise([1.0, 3.0])[1] == pytest.approx(2 ** 0.5)
     sys.modules.pop("hqmd_synthetic", None)
 
 

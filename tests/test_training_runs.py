@@ -112,6 +112,26 @@ def test_tensorboard_has_every_scalar_and_the_images(finished_run):
     assert validation_tags["depth"] == [3, 6, 9, 12]
 
 
+def test_tensorboard_writes_the_learning_rate_once_per_logged_step(tmp_path):
+    """Logged every 2 steps and validated at steps 3 and 4: the rate at 3 comes with the validation, at 4 with the
+    step's scalars only (once each)."""
+    from hqdepth.training.callbacks import TensorBoardLogger
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(0.5), loss="mse")
+    model.optimizer.build(model.trainable_variables)
+    logger = TensorBoardLogger(tmp_path, every_steps=2)
+    logger.set_model(model)
+    for step in (3, 4):
+        model.optimizer.iterations.assign(step)
+        logger.on_train_batch_end(0, {"loss": 1.0})
+        logger.on_epoch_end(step - 3, {"loss": 1.0, "val_loss": 2.0})
+    logger.on_train_end()
+    tags = event_tags(tmp_path / "train")
+    assert tags["learning_rate"] == [3, 4] and tags["loss"] == [4] and tags["epoch"] == [3, 4], tags
+    assert event_tags(tmp_path / "validation")["loss"] == [3, 4]
+
+
 def test_depth_panels_share_one_colour_scale(rng):
     from hqdepth.training.callbacks import depth_panels
 

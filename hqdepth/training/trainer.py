@@ -453,8 +453,8 @@ def check_input_size(config, spec):
 
 def check_depth_scale(config, spec, print_fn=print, samples=3):
     """Warn when most ground-truth pixels of the first training samples lie beyond the recipe's max depth: depth
-    read with the wrong scale (e.g. SUN RGB-D's bit-rotated PNGs or Kinect disparity taken as millimetres) would
-    otherwise train silently against a clipped or masked target."""
+    read with the wrong scale (e.g. SUN RGB-D's bit-rotated PNGs taken as millimetres) would otherwise train
+    silently against a clipped or masked target."""
     import numpy as np
 
     from hqdepth.data import open_source
@@ -463,11 +463,12 @@ def check_depth_scale(config, spec, print_fn=print, samples=3):
     if not max_depth:
         return
     source = open_source(spec, split=config["data"]["train_split"])
+    read_sample = getattr(source, "depth_sample", source.__getitem__)  # what the pipeline reads
     depths = []
     for index in range(min(samples, len(source))):
         try:
-            depth = np.asarray(source[index].depth, dtype=np.float64)
-        except DataError:  # the pipeline reports (or, with data.skip_bad, skips) it
+            depth = np.asarray(read_sample(index).depth, dtype=np.float64)
+        except Exception:  # noqa: BLE001 - the pipeline reports a bad sample (or, with data.skip_bad, skips it)
             continue
         depths.append(depth[np.isfinite(depth) & (depth > 0)])
     valid = np.concatenate(depths) if depths else np.zeros(0)
@@ -718,7 +719,6 @@ def train(config, data, out, *, val_data=None, test_data=None, overwrite=False, 
     strategy_name = resolve_strategy_name(config["train"]["strategy"])
     check_input_size(config, data)
     check_test_frames(config, test_data or data)
-    check_depth_scale(config, data, print_fn)
     if strategy_name == "multiworker":
         from hqdepth.training.multiworker import train_multiworker
 
@@ -750,6 +750,7 @@ def train(config, data, out, *, val_data=None, test_data=None, overwrite=False, 
     print_fn(f"  validation every {counted(plan.period, 'step')} on {counted(validation_steps, 'batch')}"
              f"{validation_note}")
     print_shared_splits(config, data, val_data if validation_steps else None, test_data, print_fn)
+    check_depth_scale(config, data, print_fn)
 
     if config["train"]["seed"] is not None:
         keras.utils.set_random_seed(int(config["train"]["seed"]))
