@@ -37,7 +37,7 @@ setup(
     ],
     extras_require={
         # the suite also builds the docs (tests/test_docs.py), so `test` includes the `docs` packages
-        "test": ["pytest", "pytest-xdist", "jax[cpu]", "tf2onnx>=1.17", "onnx", "onnxruntime", *DOCS],
+        "test": ["pytest", "pytest-xdist>=3.2", "jax[cpu]", "tf2onnx>=1.17", "onnx", "onnxruntime", *DOCS],
         # `hqdepth export --format onnx` (Keras 3 model.export(format="onnx") = tf2onnx) and ONNX Runtime
         "onnx": ["tf2onnx>=1.17", "onnx", "onnxruntime"],
         "gpu": ["tensorflow[and-cuda]>=2.16"],
