@@ -68,7 +68,8 @@ PAPER = {
 
 SYNTHETIC_EPILOG = ("These are the options of the seeded synthetic study (--data synthetic, the default). With "
                     "--data SPEC (a real dataset) or --quick the script trains the paper's table instead: "
-                    "`--data SPEC --help` or `--quick --help` lists those options (--set, --no-cited, --val-data, ...).")
+                    "`--data SPEC --help` or `--quick --help` lists those options (--set, --no-cited, --val-data, "
+                    "...).")
 
 
 def main(argv=None):

@@ -27,8 +27,8 @@ from hqdepth.training.callbacks import RunBackup
 from hqdepth.training.trainer import (
     Plan, RunBackupFactory, apply_batch_groups, apply_precision, build_loss, build_model, build_optimizer,
     check_depth_scale, check_whole_frames, compile_metrics, counted, finish_run, fixed_validation_samples,
-    geometry_validation, kernel_gradients_note, load_split, make_callbacks, precision_note, prepare_run_folder, print_shared_splits,
-    print_summary, read_results, set_determinism, split_length, validation_batches,
+    geometry_validation, kernel_gradients_note, load_split, make_callbacks, precision_note, prepare_run_folder,
+    print_shared_splits, print_summary, read_results, set_determinism, split_length, validation_batches,
 )
 
 
