@@ -342,7 +342,7 @@ def inference_section(results):
              "float32 SavedModel (the default), the `--precision bfloat16` SavedModel and the ONNX model; then two fresh "
              "processes only load and call them: `default` (TensorFlow as it starts) and `serving` "
              "(`TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1`: oneDNN keeps each convolution's reordered weights instead of "
-             "reordering them on every call; only for processes whose weights never change, `docs/export.md`). In each, "
+             "reordering them on every call; only for processes whose weights never change, `docs/predict-export.md`). In each, "
              "rounds of batch-1 calls, then of batch-8 calls: a round calls each variant twice in a row and times the "
              "second call, in an order rotated from round to round (all see the same load; none pays for waking its "
              "thread pool after another runtime). TensorFlow intra/inter-op threads = ONNX Runtime intra-op threads = "

@@ -20,6 +20,7 @@ Workers:
   `args["out"]`; each backup save is bracketed by `begin K` / `saved K`; `finished STATUS` at the end.
 """
 
+import contextlib
 import json
 import os
 import queue
@@ -86,7 +87,8 @@ def cycles_worker(args, report):
 def train_worker(args, report):
     """See the module docstring; options: `pause_after` (after the backup of that step: `paused K`, then
     wait to be killed), `save_restored` (a .weights.h5 path: what the backup restored, model and
-    optimizer), `print` (report the trainer's output as `print ...` lines)."""
+    optimizer), `print` (report the trainer's output as `print ...` lines and Keras' verbose-2 progress as
+    `keras ...` lines)."""
     import signal as signals
 
     from hqdepth.training import callbacks, trainer
@@ -112,8 +114,27 @@ def train_worker(args, report):
     callbacks.RunBackup._save_model = reporting_save
     callbacks.RunBackup.restore = reporting_restore
     say = (lambda *a, **k: report("print " + " ".join(map(str, a)))) if args.get("print") else (lambda *a, **k: None)
-    results = trainer.train(args["config"], args["data"], args["out"], print_fn=say, verbose=0)
+    with contextlib.redirect_stdout(_KerasLines(report)) if args.get("print") else contextlib.nullcontext():
+        results = trainer.train(args["config"], args["data"], args["out"], print_fn=say,
+                                verbose=2 if args.get("print") else 0)
     report(f"finished {results['status']}")
+
+
+class _KerasLines:
+    """A stdout that reports each line Keras writes (its progress bar at verbose 2) as `keras ...`."""
+
+    def __init__(self, report):
+        self.report, self.text = report, ""
+
+    def write(self, text):
+        self.text += text
+        *lines, self.text = self.text.split("\n")
+        for line in lines:
+            self.report("keras " + line)
+        return len(text)
+
+    def flush(self):
+        pass
 
 
 WORKERS = {"cycles": cycles_worker, "train": train_worker}

@@ -218,6 +218,15 @@ def test_schedule_errors_are_clear():
         build_schedule("constant", "fast")
     # a null optional option is the default, as before
     assert build_schedule("polynomial", 1e-4, {"decay_steps": None}, total_steps=7).decay_steps == 7
+    # the cyclic half cycle in steps or in epochs, exactly one: the error says how to swap a recipe's one
+    config = recipes.resolve_config("resnet50_transposed", sets=["schedule.options.step_size=40"])
+    with pytest.raises(ConfigError, match=r"\(both given; .* --set schedule.options.step_size_epochs=null"):
+        build_schedule(config["schedule"]["name"], 1e-4, config["schedule"]["options"], steps_per_epoch=10)
+    config = recipes.resolve_config("resnet50_transposed", sets=["schedule.options.step_size=40",
+                                                                 "schedule.options.step_size_epochs=null"])
+    assert build_schedule("cyclic", 1e-4, config["schedule"]["options"], steps_per_epoch=10).step_size == 40
+    with pytest.raises(ConfigError, match=r"\(neither given"):
+        build_schedule("cyclic", 1e-4, {"max_learning_rate": 1e-3})
 
 
 def test_global_batch_per_replica_or_as_stated():

@@ -223,6 +223,8 @@ def test_resume_after_sigkill_restores_weights_optimizer_and_counters(tmp_path):
         server.close()
     assert lines[-1] == "finished finished", lines
     assert any("resuming from the backup at step 4 (period 2, step 1 of it)" in line for line in lines), lines
+    # Keras' header counts the run's periods, not the segment's (the period resumed is fitted alone, then the rest)
+    assert [line for line in lines if line.startswith("keras Epoch")] == ["keras Epoch 2/3", "keras Epoch 3/3"], lines
     assert "restored 4" in lines
     # What the resumed run started from is the backup, every model and optimizer variable of it.
     restored = h5_arrays(tmp_path / "restored.weights.h5")

@@ -4,7 +4,7 @@ Every source is a `hqdepth.data.base.Source`: indexable, `len()`, items are `Sam
 rgb uint8 (H, W, 3), depth float32 metres (H, W, 1) with 0 = no ground truth, and `meta`
 ("id" always, "focal" in pixels when known). Formats and constants: specs/evaluation_and_data.md §4.
 
-SPEC grammar (README, "SPEC grammar")::
+SPEC grammar (docs/datasets.md, "SPEC grammar")::
 
     KIND:PATH[@ROOT][?KEY=VALUE[&KEY=VALUE...]]
 

@@ -194,7 +194,7 @@ def load(
     metres (B, H, W, 1)); with `with_focal=True`, ((image, focal (B,)), depth), the focal length
     scaled by the recipe's resize.
 
-    spec: SPEC string (README, "SPEC grammar") or an opened `Source`. split: train | val | test | all.
+    spec: SPEC string (docs/datasets.md, "SPEC grammar") or an opened `Source`. split: train | val | test | all.
     recipe: augmentation name (`hqdepth.data.augment`), optionally 'name?key=value', or a Recipe;
     recipe_options: its keyword options; size: its output (H, W).
     mode: recipe mode; default "train" for split train, "test" for split test, else "val".

@@ -440,6 +440,22 @@ class RunProgress(keras.callbacks.Callback):
                       f"{learning_rate(self.model.optimizer):.3g}, run time left ~{format_duration(left)}")
 
 
+class PeriodProgbar(keras.callbacks.ProgbarLogger):
+    """Keras' progress bar with the run's number of validation periods in its "Epoch k/N" header.
+
+    The trainer fits a run in segments (a resumed part of a period, the full periods, a shorter last period), and
+    Keras' own logger would number each segment's epochs against that segment's end: "Epoch 3/3" then "Epoch 4/4"
+    in a run of four periods whose last is shorter, "Epoch 2/2" in a resume of step 4 of a run of three."""
+
+    def __init__(self, periods):
+        super().__init__()
+        self.periods = periods
+
+    def set_params(self, params):
+        super().set_params(params)
+        self.epochs = self.periods
+
+
 def format_duration(seconds):
     if not math.isfinite(seconds):
         return "?"

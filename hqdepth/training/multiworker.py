@@ -165,9 +165,10 @@ def train_multiworker(config, data, out, *, val_data=None, test_data=None, overw
                 break
         step_in_period = 0
         val_sums = {}
-        val_iterator = iter(val_dist)
-        for _ in range(validation_steps):
-            _accumulate(val_sums, step.evaluate(val_iterator))
+        if validation_steps:  # every worker alike: the setting is the cluster's
+            val_iterator = iter(val_dist)
+            for _ in range(validation_steps):
+                _accumulate(val_sums, step.evaluate(val_iterator))
         logs = {**_logs(sums), **{f"val_{k}": v for k, v in _logs(val_sums).items()}}
         if geometry is not None:  # first, so that the line below and every callback see val_dbe_* etc.
             geometry.on_epoch_end(period, logs)

@@ -2,7 +2,7 @@
 
     constant      the optimizer's rate
     exponential   lr0 * decay_rate ** (step / decay_steps), floored with staircase (HQMD: 1e-4, x0.9 / 10k steps)
-    step          lr0 * factor ** floor(step / (every_epochs * steps_per_epoch))   (MRPAN: x0.9 / 5 epochs)
+    step          lr0 * factor ** floor(step / (every_epochs * steps_per_epoch))   (MRPAN: x0.1 / 5 epochs)
     polynomial    (lr0 - end) * (1 - step / total_steps) ** power + end            (BTS: power 0.9 to 1e-5)
     cyclic        triangular cyclic rate (Smith 2017) between the optimizer's rate and max_learning_rate
     one_cycle     mmcv's OneCycle policy (the Depth Toolbox): the optimizer's rate up to max_learning_rate over
@@ -154,7 +154,10 @@ def _cyclic(lr, options, steps_per_epoch, total_steps):
     half_epochs = _number(options, "step_size_epochs", default=None)
     step_size = _number(options, "step_size", default=None)
     if (half_epochs is None) == (step_size is None):
-        raise ConfigError("cyclic schedule: give exactly one of step_size (steps) and step_size_epochs.")
+        given = "both" if step_size is not None else "neither"
+        raise ConfigError(f"cyclic schedule: give exactly one of step_size (steps) and step_size_epochs ({given} given; "
+                          "to replace a recipe's one by the other, set it to null: "
+                          "--set schedule.options.step_size_epochs=null --set schedule.options.step_size=N).")
     step_size = step_size if step_size is not None else half_epochs * steps_per_epoch
     return TriangularCyclic(lr, _number(options, "max_learning_rate"), step_size)
 
