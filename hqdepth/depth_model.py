@@ -292,6 +292,17 @@ class DepthModel:
         except (ConfigError, TypeError):
             return None
 
+    def check_size(self, height, width, what):
+        """ConfigError starting with `what` (e.g. "--input-size 375x1242") when this model, with a free input size,
+        cannot run at (height, width): the run's model needs multiples (BTS: 32, its decoder joins features of 1/2
+        to 1/32 of the size), rather than a shape error from inside the network."""
+        multiple = self.size_multiple()
+        if self.input_size is not None or not multiple or multiple <= 1 or not (height % multiple or width % multiple):
+            return
+        near = "x".join(str(max(multiple, int(side / multiple + 0.5) * multiple)) for side in (height, width))
+        raise ConfigError(f"{what}: {_nested(self.config, 'model', 'name')} needs sides that are multiples of "
+                          f"{multiple} (nearest {near}).")
+
     def at_free_size(self):
         """This model taking images of any size (weights shared, `hqdepth.models.inference.free_size_model`);
         itself when its input size is already free. A SavedModel with a fixed input size cannot be rebuilt:

@@ -214,16 +214,30 @@ class Evaluator:
             self._warned.add((shape, target))
             log.warning("%s: %s; resized anyway (--resize-any).", name, change)
 
+    def check_ground_truth(self, shape, name="image"):
+        """DataError when ground truth of `shape` (H, W) is not what the protocol's crop is defined on: another
+        frame size than its `frame_size` (NYU's 480x640), or the 352x1216 KB crop for a crop in fractions of the
+        full KITTI frame (Garg, Eigen), which would then cut another region than the published one."""
+        p = self.protocol
+        shape = tuple(shape[:2])
+        if p.frame_size is not None and shape != tuple(p.frame_size):
+            raise DataError(
+                f"{name}: ground truth is {shape[0]}x{shape[1]} but protocol {p.name} is defined on "
+                f"{p.frame_size[0]}x{p.frame_size[1]} frames (its crop is in pixels of that size)."
+            )
+        if p.crop is not None and p.crop.mode == "fraction" and shape == KB_CROP_SIZE:
+            raise DataError(
+                f"{name}: ground truth is 352x1216, the KITTI benchmark (KB) crop, but protocol {p.name}'s crop is a "
+                "fraction of the full frame (about 375x1242), as in BTS's evaluation: score the full frames (a SPEC "
+                "without kb_crop=true), into which predictions of the KB crop are pasted (with --pairs: --kb-crop)."
+            )
+
     def prepare(self, pred, gt, name="image"):
         """(prediction, ground truth, valid) of one image after fitting, handling and crop, float64."""
         p = self.protocol
         gt = _as_map(gt, f"{name}: ground truth").astype(np.float64)
         pred = _as_map(pred, f"{name}: prediction")
-        if p.frame_size is not None and gt.shape != tuple(p.frame_size):
-            raise DataError(
-                f"{name}: ground truth is {gt.shape[0]}x{gt.shape[1]} but protocol {p.name} is defined on "
-                f"{p.frame_size[0]}x{p.frame_size[1]} frames (its crop is in pixels of that size)."
-            )
+        self.check_ground_truth(gt.shape, name)
         pred = self._fit_prediction(pred, gt.shape, name).astype(np.float64)
         if p.test_input == "hu":
             gt = hu_ground_truth(gt)

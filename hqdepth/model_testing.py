@@ -151,6 +151,9 @@ def _run(model, images, focal, notes):
     if model.input_size is not None and model.input_size != tuple(size):
         raise DataError(f"model {model.name} takes {model.input_size[0]}x{model.input_size[1]} images only; the test "
                         f"image is {size[0]}x{size[1]}.")
+    if model.input_size is None:
+        model.check_size(*size, f"the protocol runs the test image at {size[0]}x{size[1]} (a KB crop or a resize "
+                                "runs other sizes)")
     batch = np.stack(images)
     return model(batch) if focal is None else model(batch, focal=focal)
 
@@ -244,6 +247,7 @@ def _evaluate(model, samples, total, protocol, flip, ssim, ssim_max_val, resize_
             elif gt is None:
                 evaluator.skip(where)
             else:
+                evaluator.check_ground_truth(np.shape(gt), where)  # before the network runs on the image
                 pred = protocol_prediction(model, rgb, protocol, focal=focal, flip=flip, notes=notes)
                 evaluator.add(pred, gt, where)
             bar.update()

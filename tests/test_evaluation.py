@@ -432,6 +432,11 @@ def test_cli_errors_name_the_line(tmp_path, rng, capsys):
                                   "--quiet"], capsys)
         assert code == 2, (text, err)
         assert err.startswith("hqdepth evaluate: error:") and re.search(message, err), (message, err)
+    # Garg's crop is a fraction of the full KITTI frame: ground truth already KB-cropped is refused, not scored
+    (tmp_path / "pairs.txt").write_text("wide.png wide.png\n")
+    code, _, err = run_cli(["evaluate", "--pairs", str(tmp_path / "pairs.txt"), "--protocol", "kitti-garg", "--quiet"],
+                           capsys)
+    assert code == 2 and "ground truth is 352x1216, the KITTI benchmark (KB) crop, but protocol kitti-garg" in err, err
     (tmp_path / "pairs.txt").write_text("p.png gt.png\n")
     for extra, message in ((["--min-depth", "0.1"], "--min-depth applies to --protocol custom only"),
                            (["--flip"], "--flip and --tf32 go with --model"),

@@ -396,6 +396,53 @@ def test_predict_runs_a_bts_run_at_the_photo_size(tmp_path, rng):
                                atol=1e-5)
 
 
+def test_a_bts_run_is_refused_sizes_that_are_not_multiples_of_32_before_the_network_runs(tmp_path, rng, capsys):
+    """`predict --input-size`, `export --input-size` and a test that runs whole frames at their own size name the
+    multiple and the nearest size; before, TensorFlow's shape error from the decoder's concatenation ended each
+    (and the export left an empty folder behind)."""
+    from hqdepth.errors import ConfigError
+    from hqdepth.export import export
+    from hqdepth.model_testing import model_for_protocol, protocol_prediction
+    from hqdepth.predict import load
+
+    _, run = bts_nyu_run(tmp_path)
+    photo = tmp_path / "photo.png"
+    cv2.imwrite(str(photo), rng.integers(0, 256, (100, 150, 3), dtype=np.uint8))
+    code, _, err = run_cli(["predict", str(run), str(photo), "--out", str(tmp_path / "depth"),
+                            "--input-size", "100x150"], capsys)
+    assert code == 2 and "--input-size 100x150: bts needs sides that are multiples of 32 (nearest 96x160)" in err, err
+    with pytest.raises(ConfigError, match=r"--input-size 100x150: bts needs .* multiples of 32 \(nearest 96x160\)"):
+        export(load(run).for_photos(), tmp_path / "exported", input_size=(100, 150))  # free-size, as BTS trains
+    assert not (tmp_path / "exported").exists()
+    model = model_for_protocol(load(run), "nyu-eigen")  # whole frames at their own size
+    with pytest.raises(ConfigError, match=r"runs the test image at 100x150 .*multiples of 32 \(nearest 96x160\)"):
+        protocol_prediction(model, rng.uniform(0, 255, (100, 150, 3)), "nyu-eigen")
+    assert protocol_prediction(model, rng.uniform(0, 255, (96, 160, 3)), "nyu-eigen").shape == (96, 160)
+
+
+def test_a_kitti_test_that_cannot_run_is_refused_before_training(realdata, tmp_path):
+    """The trainer's start-up check of the first test frame: Garg's crop (fractions of the full frame) on ground
+    truth a SPEC has KB-cropped, and a BTS test at native size on 375x1242 frames, each a ConfigError before any
+    step instead of wrong numbers (the first) or a shape error (the second) after the run."""
+    from hqdepth.errors import ConfigError
+    from hqdepth.training import recipes
+    from hqdepth.training.trainer import check_test_frames
+
+    listing = tmp_path / "eigen.txt"
+    listing.write_text("".join(f"rgb/{name} depth/{name} {KITTI_FOCAL}\n" for name, _, _ in kitti_frames(realdata)))
+    spec = f"kitti:{listing}@{realdata / 'kitti3'}"
+    config = recipes.resolve_config("bts_kitti")
+    check_test_frames(config, spec)  # the full frames, as BTS's evaluation reads them
+    with pytest.raises(ConfigError, match=r"ground truth is 352x1216, the KITTI benchmark \(KB\) crop, but protocol "
+                                          r"kitti-garg's crop is a fraction of the full frame"):
+        check_test_frames(config, spec + "?kb_crop=true")
+    native = recipes.resolve_config("bts_kitti", sets=["evaluation.protocol=custom",
+                                                       "evaluation.protocol_options={test_input: native}"])
+    with pytest.raises(ConfigError, match="runs the network on whole 375x1242 frames, and bts needs sides that are "
+                                          "multiples of 32"):
+        check_test_frames(native, spec)
+
+
 # ---------------------------------------------------------------------------------- Hu / SARPN
 
 

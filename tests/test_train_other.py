@@ -225,3 +225,21 @@ def test_ground_truth_beyond_the_max_depth_is_warned_about_before_training():
     below = f"model.options.max_depth={median / 2}"
     check_depth_scale(recipes.resolve_config("fcn_ssim_mse", sets=SETS + [below]), DATA, lines.append)
     assert len(lines) == 1 and f"a median of {median:.1f} m" in lines[0] and "depth scale" in lines[0], lines
+
+
+def test_a_focal_aware_model_at_a_reduced_size_is_warned_about():
+    """bts_kitti at 64x128 resizes frames (and focals) to 0.18 of the published 352x704 crop: the depth BTS can
+    output shrinks with the focal (max_depth x sigmoid x focal / 715), and the KB-crop test runs at native
+    resolution; said once before training. Not at the published size, nor for a model without focal input."""
+    from hqdepth.training.trainer import check_focal_zoom
+
+    lines = []
+    check_focal_zoom(recipes.resolve_config("bts_kitti"), lines.append)
+    check_focal_zoom(recipes.resolve_config("hqmd_plus_full", sets=["data.input_size=[145, 193]"]), lines.append)
+    assert lines == []
+    check_focal_zoom(recipes.resolve_config("bts_kitti", sets=["data.input_size=[64, 128]"]), lines.append)
+    assert len(lines) == 1 and "0.18 of its published 352x704 crop" in lines[0], lines
+    assert "test (kitti-garg) runs frames at native resolution, 5.5x the scale" in lines[0], lines
+    check_focal_zoom(recipes.resolve_config("bts_kitti", sets=["data.input_size=[64, 128]",
+                                                               "train.test_evaluation=false"]), lines.append)
+    assert len(lines) == 2 and "native resolution" not in lines[1], lines

@@ -425,8 +425,11 @@ def test_bts_conversion_errors(bts_checkpoint, converted_resnet, tmp_path):
     _, src = bts_checkpoint
     with pytest.raises(ConfigError, match="bts_size"):
         convert_bts(src, tmp_path / "out.keras", bts_size=512, dataset="nyu")
-    with pytest.raises(ConfigError, match="dataset='nyu'.*dataset='kitti'"):
+    with pytest.raises(ConfigError, match="nyu .*kitti .*`-o dataset=nyu` on the command line, dataset='nyu' in"):
         convert_bts(src, tmp_path / "out.keras")  # bts.safetensors names no dataset
+    # a missing file is said first (the dataset question came first and hid it), with where to get one
+    with pytest.raises(TorchWeightsError, match=r"not found: .*nope.*cleinc/bts README"):
+        convert_bts(tmp_path / "nope" / "model", tmp_path / "out.keras")
     with pytest.raises(ConfigError, match="backbone_version"):
         convert_bts(src, tmp_path / "out.keras", backbone_version="v1", max_depth=10.0)
     with pytest.raises(ConfigError, match=r"\.keras"):

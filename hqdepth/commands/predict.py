@@ -37,7 +37,7 @@ def add_parser(subparsers):
                         help="16-bit PNG value per metre: 1000 = millimetres (default, NYU), 256 = KITTI")
     parser.add_argument("--input-size", metavar="HxW",
                         help="size to run a model with a free input size at (default: the run config's, else the "
-                             "image's own, longer side <= 1024, rounded to 32k+1)")
+                             "image's own, longer side <= 1024, rounded to 32k+1, BTS: to multiples of 32)")
     cloud = parser.add_argument_group("point cloud (.ply)")
     cloud.add_argument("--ply", action="store_true", help="write a coloured point cloud per image (implied by "
                                                           "--camera or --fx)")
@@ -78,6 +78,7 @@ def run(args):
         if model.input_size is not None and tuple(input_size) != model.input_size:
             raise ConfigError(f"--input-size {args.input_size}: the model has a fixed input size "
                               f"{model.input_size[0]}x{model.input_size[1]}.")
+        model.check_size(*input_size, f"--input-size {args.input_size}")
         model.size_override = tuple(input_size)
     print(f"model: {model.describe()}")
     if intrinsics is not None and getattr(intrinsics, "width", None):

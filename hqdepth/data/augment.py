@@ -710,7 +710,8 @@ def get_recipe(name, mode="train", size=None, **options):
         options.setdefault("dataset", key.split("_")[1])
         key = "bts"
     if key not in RECIPES:
-        raise ConfigError(f"Unknown augmentation recipe {name!r}; known: {', '.join(sorted(RECIPES))}.")
+        raise ConfigError(f"Unknown augmentation recipe {name!r}; known: {', '.join(sorted(RECIPES))} "
+                          "(bts_nyu, bts_kitti: bts with its dataset).")
     return RECIPES[key](mode=mode, size=size, **options)
 
 

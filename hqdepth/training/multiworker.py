@@ -26,9 +26,10 @@ from hqdepth.training import recipes as recipes_lib
 from hqdepth.training.callbacks import RunBackup
 from hqdepth.training.trainer import (
     Plan, RunBackupFactory, apply_batch_groups, apply_precision, build_loss, build_model, build_optimizer,
-    check_depth_scale, check_whole_frames, compile_metrics, counted, finish_run, fixed_validation_samples,
-    geometry_validation, kernel_gradients_note, load_split, make_callbacks, precision_note, prepare_run_folder,
-    print_shared_splits, print_summary, read_results, set_determinism, split_length, validation_batches,
+    check_depth_scale, check_focal_zoom, check_whole_frames, compile_metrics, counted, finish_run,
+    fixed_validation_samples, geometry_validation, kernel_gradients_note, load_split, make_callbacks, precision_note,
+    prepare_run_folder, print_shared_splits, print_summary, read_results, set_determinism, split_length,
+    validation_batches,
 )
 
 
@@ -93,6 +94,7 @@ def train_multiworker(config, data, out, *, val_data=None, test_data=None, overw
     if chief:
         print_shared_splits(config, data, val_data, test_data, say)
         check_depth_scale(config, data, say)
+        check_focal_zoom(config, say)
     if config["train"]["seed"] is not None:
         keras.utils.set_random_seed(int(config["train"]["seed"]))
     set_determinism(config)

@@ -478,21 +478,63 @@ def check_depth_scale(config, spec, print_fn=print, samples=3):
                  "is its depth scale right? (a SPEC's ?scale=, docs/datasets.md; `hqdepth data stats` shows the range)")
 
 
+def check_focal_zoom(config, print_fn=print):
+    """Warn when a focal-aware model (`data.with_focal`, BTS) trains at a size its augmentation reaches by resizing
+    the frames (`data.input_size` other than the published crop): the focal lengths are resized with them, so the
+    depth the model can output (max_depth x sigmoid x focal / reference focal) shrinks by that factor, and a test at
+    native resolution (the KB crop, whole NYU frames) shows it another scale than it trained and validated on."""
+    from hqdepth.data.augment import get_recipe
+
+    data = config["data"]
+    if not data["with_focal"] or data["input_size"] is None:
+        return
+    recipe = get_recipe(data["augmentation"], "train", data["input_size"], **data["augmentation_options"])
+    if recipe.default_size is None or tuple(recipe.size) == tuple(recipe.default_size):
+        return
+    zoom = recipe.size[1] / recipe.default_size[1]
+    protocol = protocol_of(config)
+    tested = config["train"]["test_evaluation"] and protocol.test_input in ("native", "kb_crop")
+    print_fn(f"  warning: {recipe.name} augmentation at {recipe.size[0]}x{recipe.size[1]}, {zoom:.2f} of its published "
+             f"{recipe.default_size[0]}x{recipe.default_size[1]} crop: frames and their focal lengths are resized by "
+             f"{zoom:.2f}, so the largest depth this focal-aware model can output (max_depth x sigmoid x focal / "
+             f"reference focal) is {zoom:.2f} of the published setting's"
+             + (f", and the test ({protocol.name}) runs frames at native resolution, {1 / zoom:.2g}x the scale it "
+                "trained and validated on: its test metrics compare with neither" if tested else "")
+             + ". Reduced sizes are for quick runs.")
+
+
 def check_test_frames(config, spec):
-    """Fail before training, not after it, when the test ground truth does not fit the protocol's frame
-    size (e.g. nyu-eigen, whose crop is in pixels of 480x640, on small synthetic scenes)."""
+    """Fail before training, not after it, when the first test frame does not fit the protocol: its ground truth
+    not the frame the protocol's crop is defined on (`Evaluator.check_ground_truth`: e.g. nyu-eigen, in pixels of
+    480x640, on small synthetic scenes; kitti-garg, in fractions of the full frame, on KB-cropped ground truth),
+    or a frame the protocol runs at its own size that the model cannot take (BTS: multiples of 32)."""
     from hqdepth.data import open_source
+    from hqdepth.evaluator import Evaluator
+    from hqdepth.models import size_multiple
 
     protocol = protocol_of(config)
-    if not config["train"]["test_evaluation"] or protocol.frame_size is None:
+    if not config["train"]["test_evaluation"]:
         return
-    source = open_source(spec, split=config["data"]["test_split"])
-    depth = source[0].depth if len(source) else None
-    if depth is not None and tuple(depth.shape[:2]) != tuple(protocol.frame_size):
-        raise ConfigError(f"{spec}, split {config['data']['test_split']}: ground truth is {depth.shape[0]}x"
-                          f"{depth.shape[1]} but evaluation.protocol {config['evaluation']['protocol']} is defined on "
-                          f"{protocol.frame_size[0]}x{protocol.frame_size[1]} frames; use e.g. --set "
-                          "evaluation.protocol=custom (whole image) or --set train.test_evaluation=false.")
+    split = config["data"]["test_split"]
+    source = open_source(spec, split=split)
+    try:
+        depth = source[0].depth if len(source) else None
+    except DataError:  # the test evaluation reports the sample (or skips it with data.skip_bad)
+        return
+    if depth is None:
+        return
+    try:
+        Evaluator(protocol).check_ground_truth(depth.shape, f"{spec}, split {split}")
+    except DataError as error:
+        raise ConfigError(f"{error} Else --set evaluation.protocol=custom (whole image) or --set "
+                          "train.test_evaluation=false.") from None
+    multiple = size_multiple(config["model"]["name"], config["model"]["options"])
+    height, width = depth.shape[:2]
+    if protocol.test_input == "native" and (height % multiple or width % multiple):
+        raise ConfigError(f"{spec}, split {split}: evaluation.protocol {protocol.name} runs the network on whole "
+                          f"{height}x{width} frames, and {config['model']['name']} needs sides that are multiples of "
+                          f"{multiple}: test on frames that are (NYU's 480x640), on the KB crop of KITTI frames "
+                          "(kitti-garg, kitti-eigen) or --set train.test_evaluation=false.")
 
 
 def fixed_validation_samples(config, spec, count):
@@ -751,6 +793,7 @@ def train(config, data, out, *, val_data=None, test_data=None, overwrite=False, 
              f"{validation_note}")
     print_shared_splits(config, data, val_data if validation_steps else None, test_data, print_fn)
     check_depth_scale(config, data, print_fn)
+    check_focal_zoom(config, print_fn)
 
     if config["train"]["seed"] is not None:
         keras.utils.set_random_seed(int(config["train"]["seed"]))

@@ -439,8 +439,9 @@ def bts_dataset_options(src, options):
                  if any(word in text for word in words)}
         if len(found) != 1:
             raise ConfigError(f"convert_bts: which dataset was {src} trained on? The checkpoint does not say and the "
-                              "path names " + ("both" if found else "neither") + " of NYU / KITTI (eigen): pass "
-                              "dataset='nyu' (max_depth 10) or dataset='kitti' (max_depth 80, focal scaling).")
+                              "path names " + ("both" if found else "neither") + " of NYU / KITTI (eigen): give the dataset, "
+                              "nyu (max_depth 10) or kitti (max_depth 80, focal scaling): `-o dataset=nyu` on the "
+                              "command line, dataset='nyu' in Python.")
         dataset = found.pop()
     if dataset is not None:
         if dataset not in BTS_DATASETS:
@@ -474,6 +475,10 @@ def convert_bts(src, out, **options):
     from hqdepth.models.bts import bts
 
     out = _check_out(out, ".keras")
+    if not Path(src).is_file():  # before asking for the dataset of a file that is not there
+        raise TorchWeightsError(f"PyTorch weights file not found: {src} (the published BTS checkpoints, e.g. "
+                                "bts_nyu_v2_pytorch_resnet50.zip, are linked from the cleinc/bts README: unzip one and "
+                                "give its `model` file; docs/reproducing.md, section 1).")
     options = bts_dataset_options(src, options)
     state = load_state_dict(src)
     fixed = {"encoder", "backbone_weights", "backbone_version", "final_bias"} & set(options)
