@@ -12,8 +12,8 @@ MultiScaleFlipAug averages in the prediction of the mirrored image). Our Toolbox
 note under the table says how it was measured. The
 NYU rows train on `--data`, the KITTI row on `--kitti-data` (skipped on real data without it; the
 KITTI Toolbox line is printed for reference, there is no KITTI Toolbox recipe). `--quick` (the default
-with `--data synthetic`) trains 40 steps at 64x96 with nf = bts_size 128 instead of 512, on synthetic
-scenes for every row (see experiments/common.py).
+with `--data synthetic`) trains 40 steps at 64x96 with nf = bts_size 128 instead of 512, batch 8 on synthetic
+scenes, batch 2 on real data (a few frames fill it); each row's note says which (see experiments/common.py).
 """
 
 import common
@@ -33,8 +33,6 @@ OURS_NYU_FLIP = ("Ours: WITH flip test-time augmentation (the recipe's evaluatio
                  "480x640 frame (the model rebuilt at a free input size), protocol nyu-eigen.")
 OURS_KITTI = ("Ours: one pass, no flip, KB crop 352x1216 at native resolution with each frame's focal, pasted into a "
               "zero canvas, protocol kitti-garg (the official evaluator's crops, range and averaging).")
-QUICK_NOTE = ("Quick run: a few steps from random weights at a reduced size (on synthetic scenes with a custom "
-              "protocol); checks the machinery only.")
 
 # specs/other_models.md §3.9; the full lines from cleinc/bts README.md (model zoo) and the Toolbox logs
 # (configs/bts/resources/logs/bts_r50_{nyu,kitti}_24e.txt, epoch 24).
@@ -57,7 +55,7 @@ ROWS = [
 
 
 def main(argv=None):
-    parser = common.experiment_parser(__doc__.splitlines()[0], "runs/bts_table", steps=40)
+    parser = common.experiment_parser(__doc__, "runs/bts_table", steps=40)
     parser.add_argument("--kitti-data", help="KITTI SPEC for the KITTI row (default: synthetic with --data "
                                              "synthetic, otherwise the row is skipped)")
     parser.add_argument("--kitti-val-data", help="validation SPEC of the KITTI row (default: --kitti-data; "
@@ -73,9 +71,14 @@ def main(argv=None):
         if row["dataset"] == "kitti" and kitti is None:
             print(f"skipping {row['label']}: no --kitti-data")
             continue
-        ours = QUICK_NOTE if quick else row.get("ours_note", OURS_KITTI if row["dataset"] == "kitti" else OURS_NYU)
         is_kitti = row["dataset"] == "kitti"
-        rows.append({**row, "data": kitti if is_kitti else data, "note": ours,
+        spec = kitti if is_kitti else data
+        row_sets = []
+        if quick and is_kitti and data.startswith("synthetic") and not spec.startswith("synthetic"):
+            row_sets = [f"train.batch_size={common.QUICK_REAL_BATCH}"]  # real KITTI beside synthetic NYU rows
+        ours = (common.quick_note(spec, sets + row_sets + args.sets) if quick
+                else row.get("ours_note", OURS_KITTI if is_kitti else OURS_NYU))
+        rows.append({**row, "data": spec, "note": ours, "sets": row_sets,
                      "val_data": args.kitti_val_data if is_kitti else args.val_data})
     table = common.train_rows(rows, data, args.out, sets, quick, args.sets, val_data=args.val_data)
     title = (f"BTS ResNet-50 — published (NYU Depth v2 / KITTI Eigen test) vs ours "

@@ -19,7 +19,11 @@ COLUMNS = [("abs_rel", "Abs Rel", "lower"), ("sq_rel", "Sq Rel", "lower"), ("log
 SSIM_COLUMN = ("ssim", "SSIM", "higher")
 
 
-def quick_sets(size=(64, 96), steps=150, batch_size=8, deeplab=True):
+QUICK_BATCH = 8  # a quick run's batch on synthetic scenes
+QUICK_REAL_BATCH = 2  # and at most this on real data: a quick run is often tried on a few frames
+
+
+def quick_sets(size=(64, 96), steps=150, batch_size=QUICK_BATCH, deeplab=True):
     """Overrides that make a paper recipe a few-minute CPU run on synthetic scenes.
 
     Reduced input size and steps; Adam at 1e-3 without decay (a short run needs a larger rate);
@@ -61,6 +65,25 @@ def parse_size(text):
     return height, width
 
 
+def summary(doc):
+    """The first paragraph of a script's docstring in one line: its `--help` description (not a cut sentence)."""
+    return " ".join(doc.strip().split("\n\n")[0].split())
+
+
+def _last_set(sets, key):
+    return next((s.split("=", 1)[1].strip() for s in reversed(list(sets)) if s.startswith(f"{key}=")), None)
+
+
+def quick_note(spec, sets, what="a few steps from random weights at a reduced size"):
+    """The footnote of a quick run's line: the data, batch and protocol it really used (the last of `sets` wins)."""
+    data = "synthetic scenes" if str(spec).startswith("synthetic") else str(spec)
+    protocol = _last_set(sets, "evaluation.protocol")
+    tested = {None: "the recipe's protocol", "custom": "a custom protocol"}.get(protocol, f"protocol {protocol}")
+    batch = _last_set(sets, "train.batch_size")
+    batch = f"batch {batch}, " if batch else ""
+    return f"Quick run: {what} ({batch}on {data} with {tested}); checks the machinery only."
+
+
 def run(main):
     """`main()`'s exit status; an error the user can fix (`HQDepthError`: a bad SPEC, too few samples for a batch)
     is printed in one line, status 2, as the `hqdepth` command does."""
@@ -80,9 +103,10 @@ def train_recipe(recipe, data, out, sets=(), print_fn=print, val_data=None):
     return hqdepth.recipe(recipe, sets=list(sets)).train(data, out, val_data=val_data, print_fn=print_fn, verbose=2)
 
 
-def experiment_parser(description, out, steps=120, size="64x96"):
-    """The command line every experiment script shares (`--quick` defaults: `steps`, `size`)."""
-    parser = argparse.ArgumentParser(description=description)
+def experiment_parser(doc, out, steps=120, size="64x96"):
+    """The command line every experiment script shares (`--quick` defaults: `steps`, `size`); `doc`: the
+    script's docstring, whose first paragraph `--help` prints."""
+    parser = argparse.ArgumentParser(description=summary(doc))
     parser.add_argument("--data", default="synthetic", help="dataset SPEC, or 'synthetic' (default)")
     parser.add_argument("--val-data", help="validation SPEC (default: --data)")
     parser.add_argument("--quick", action="store_true", help="few steps at a reduced size (default with synthetic)")
@@ -98,11 +122,15 @@ def experiment_setup(args, scenes=400, test_samples=48, **quick_options):
 
     `--quick` (the default with `--data synthetic`: `scenes` training scenes at `--size`) uses
     `quick_sets(size, --steps, **quick_options)` and `test_samples` test images; on real data the
-    recipe's evaluation protocol is kept. The command line's `--set`s are not included: they go last.
+    recipe's evaluation protocol is kept and the batch is at most QUICK_REAL_BATCH (a few frames fill it).
+    The command line's `--set`s are not included: they go last.
     """
     size = parse_size(args.size)
     quick = args.quick or args.data == "synthetic"
     data = synthetic_spec(scenes, size) if args.data == "synthetic" else args.data
+    if quick and args.data != "synthetic":
+        batch = quick_options["batch_size"] = min(quick_options.get("batch_size", QUICK_BATCH), QUICK_REAL_BATCH)
+        print(f"--quick on real data: batch {batch}, the recipe's protocol (--set train.batch_size=N to change)")
     sets = quick_sets(size, args.steps, **quick_options) + [f"evaluation.test_samples={test_samples}"] if quick else []
     if quick and args.data != "synthetic":
         sets = [s for s in sets if not s.startswith("evaluation.protocol")]  # real data: the recipe's protocol

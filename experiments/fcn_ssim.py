@@ -21,7 +21,7 @@ LABEL = "FCN autoencoder, SSIM + MSE (seed 001)"
 
 
 def main(argv=None):
-    parser = common.experiment_parser(__doc__.splitlines()[0], "runs/fcn_ssim", steps=150)
+    parser = common.experiment_parser(__doc__, "runs/fcn_ssim", steps=150)
     args = parser.parse_args(argv)
 
     data, quick, sets = common.experiment_setup(args, deeplab=False)

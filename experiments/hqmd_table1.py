@@ -46,8 +46,6 @@ README_NOTE = ("HalleyJiang/HQMDE README: the published trained model (pid 12582
 OURS_NOTE = ("Ours: the row's recipe trained on --data and tested with the nyu-hqmd protocol (HQMDE's "
              "test_nyu_depth_v2.py: crop rows 20:460, cols 25:617, 0.01 < gt <= 10, per-image mean). The paper "
              "trained on its ~120k-frame list (nyu_depth_v2_train_even.txt, not public); other data differs.")
-QUICK_NOTE = ("Quick run: a few steps from random weights at a reduced size (on synthetic scenes with a custom "
-              "protocol); checks the machinery only.")
 
 # specs/hqmd.md section 8, the ablation rows in the paper's order; sq_rel is not in the paper.
 PAPER = {
@@ -88,7 +86,7 @@ def main(argv=None):
                         "--train-only); --quick gives the single-seed table that takes --set and --no-cited")
         return hqmd_synthetic.main(rest, command="python experiments/hqmd_table1.py " + " ".join(argv),
                                    prog="hqmd_table1.py", epilog=SYNTHETIC_EPILOG)
-    parser = common.experiment_parser(__doc__.splitlines()[0], "runs/hqmd_table1")
+    parser = common.experiment_parser(__doc__, "runs/hqmd_table1")
     parser.add_argument("--rows", default=",".join(PAPER), help="comma-separated recipes (default: all five)")
     parser.add_argument("--no-cited", action="store_true", help="leave out the methods the paper cites")
     args = parser.parse_args(argv)
@@ -100,7 +98,8 @@ def main(argv=None):
         if recipe not in PAPER:
             parser.error(f"unknown row {recipe!r}; rows: {', '.join(PAPER)}")
         label, paper = PAPER[recipe]
-        row = {"label": label, "recipe": recipe, "paper": paper, "note": QUICK_NOTE if quick else OURS_NOTE}
+        note = common.quick_note(data, sets + args.sets) if quick else OURS_NOTE
+        row = {"label": label, "recipe": recipe, "paper": paper, "note": note}
         if recipe == "hqmd_plus_full":
             row["also"] = [{"source": "code README", "note": README_NOTE, **README_FULL}]
         rows.append(row)

@@ -8,8 +8,9 @@ Our three rows are the `mrpan_nyu` recipe, SENet-154 from Cadene's ImageNet weig
 SARPN: baseline = SARPN (`rrm=sarpn`, no SAM, no GAM), + MACA (SAM at H/32..H/8 and GAM), + MACA + RRM
 (the recipe). MACA and the improved RRM are reconstructions (hqdepth/models/mrpan.py). The methods the
 paper cites are printed as paper lines. `--quick` (the default with `--data synthetic`) trains 40 steps
-at 64x96, batch 4, with the slim widths adff 160 / rpd 128 and predictions clipped to [1e-3, 10] m for
-the metrics (an untrained linear output can be negative; the recipe's Hu et al. protocol does not clip).
+at 64x96, batch 4 (2 on real data), with the slim widths adff 160 / rpd 128 and predictions clipped to
+[1e-3, 10] m for the metrics (an untrained linear output can be negative; the recipe's Hu et al. protocol
+does not clip).
 With real data the rows are evaluated as the paper's: the recipe's `nyu-hu` protocol (SARPN/Hu et al. test:
 228x304 centre crop of the frame scaled to 240x320, delta <=, RMSE = sqrt(mean of per-image MSE)).
 """
@@ -43,14 +44,13 @@ PAPER_NOTE = ("MRPAN paper: SENet-154 backbone (ImageNet), batch 4, Hu et al.'s 
               "(SARPN) is weaker than SARPN's own published 0.111 / 0.514 (possibly a re-training at batch 4).")
 OURS_NOTE = ("Ours: SENet-154 from Cadene's ImageNet weights (as SARPN), MACA and the improved RRM reconstructed "
              "from the paper's description; the recipe's test protocol.")
-QUICK_NOTE = ("Quick run: ResNet-50 from random weights, slim widths, a few steps, predictions clipped; "
-              "checks the machinery only.")
+QUICK_WHAT = "ResNet-50 from random weights, slim widths, a few steps, predictions clipped"  # the quick note
 QUICK = ["model.options.backbone=resnet50", "model.options.adff_channels=160", "model.options.rpd_channels=128",
          "evaluation.protocol_options.clip=range"]
 
 
 def main(argv=None):
-    parser = common.experiment_parser(__doc__.splitlines()[0], "runs/mrpan_table1", steps=40)
+    parser = common.experiment_parser(__doc__, "runs/mrpan_table1", steps=40)
     parser.add_argument("--no-cited", action="store_true", help="leave out the methods the paper cites")
     args = parser.parse_args(argv)
 
@@ -59,8 +59,8 @@ def main(argv=None):
         sets += QUICK
     rows = [] if args.no_cited else [{"label": label, "paper": paper, "paper_note": CITED_NOTE}
                                      for label, paper in CITED]
-    rows += [{**row, "recipe": "mrpan_nyu", "paper_note": PAPER_NOTE, "note": QUICK_NOTE if quick else OURS_NOTE}
-             for row in ROWS]
+    note = common.quick_note(data, sets + args.sets, QUICK_WHAT) if quick else OURS_NOTE
+    rows += [{**row, "recipe": "mrpan_nyu", "paper_note": PAPER_NOTE, "note": note} for row in ROWS]
     table = common.train_rows(rows, data, args.out, sets, quick, args.sets, val_data=args.val_data)
     ours = "ResNet-50, quick" if quick else "SENet-154"
     title = f"MRPAN Table I — paper (NYU Depth v2, SENet-154) vs ours ({ours}, {data})"

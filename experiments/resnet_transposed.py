@@ -19,7 +19,7 @@ REPORT = {"rmse": 2.57, "ssim": 0.46}
 
 
 def main(argv=None):
-    parser = common.experiment_parser(__doc__.splitlines()[0], "runs/resnet_transposed", steps=100)
+    parser = common.experiment_parser(__doc__, "runs/resnet_transposed", steps=100)
     args = parser.parse_args(argv)
 
     data, quick, sets = common.experiment_setup(args, deeplab=False)

@@ -1,5 +1,6 @@
 """File-based sources: every format is written here by an independent encoder and read back by value."""
 
+import logging
 import zipfile
 
 import h5py
@@ -432,6 +433,42 @@ def test_kitti_bts_list_finds_ground_truth_in_the_zips_train_and_val_folders(tmp
     with_missing = write(tmp_path / "with_missing.txt", ("\n".join(lines) + "\n").encode())
     with pytest.raises(DataError, match=missing):
         open_source(f"kitti:{with_missing}@{raw}?depth_root={gt}", "train")
+
+
+def _kitti_frame(tmp_path):
+    """raw/ and depth/ folders with one KITTI frame; -> (raw, depth folder, rgb path, depth path) as lists name them."""
+    raw, gt = tmp_path / "raw", tmp_path / "depth"
+    drive = "2011_09_26_drive_0002_sync"
+    rgb_path = f"2011_09_26/{drive}/image_02/data/{5:010d}.png"
+    depth_path = f"{drive}/proj_depth/groundtruth/image_02/{5:010d}.png"
+    write(raw / rgb_path, png_bytes(random_rgb()))
+    write(gt / depth_path, png_bytes(random_depth16()))
+    return raw, gt, rgb_path, depth_path
+
+
+def test_kitti_skipped_lines_reported_once_per_list(tmp_path, caplog):
+    """A run opens its sources many times (issue: 10-12 copies per `hqdepth train`): the warning comes once."""
+    raw, gt, rgb_path, depth_path = _kitti_frame(tmp_path)
+    listing = write(tmp_path / "eigen_test.txt", f"{rgb_path} {depth_path} 721.5\n{rgb_path} None 721.5\n".encode())
+    with caplog.at_level(logging.WARNING, logger="hqdepth.data"):
+        for _ in range(3):
+            assert len(open_source(f"kitti:{listing}@{raw}?depth_root={gt}")) == 1
+    assert [r.getMessage() for r in caplog.records].count(
+        f"{listing}: 1 line(s) without ground truth skipped, 1 samples kept.") == 1
+
+
+def test_kitti_missing_ground_truth_explained(tmp_path):
+    """Missing depth files of a relative list without depth_root= suggest depth_root=, not strip_prefix (that
+    hint is for lists with absolute paths); a monodepth2 list whose ground truth is nowhere says where it looked."""
+    raw, gt, rgb_path, depth_path = _kitti_frame(tmp_path)
+    listing = write(tmp_path / "eigen_test.txt", f"{rgb_path} {depth_path} 721.5\n".encode())
+    with pytest.raises(DataError) as info:
+        open_source(f"kitti:{listing}@{raw}")
+    assert "depth_root=" in str(info.value) and "strip_prefix" not in str(info.value)
+    mono = write(tmp_path / "test_files.txt", f"{rgb_path.split('/image_02')[0]} 5 l\n".encode())
+    with pytest.raises(DataError, match="no samples") as info:
+        open_source(f"kitti:{mono}@{raw}", "test")
+    assert str(raw / depth_path) in str(info.value) and "depth_root=" in str(info.value)
 
 
 def test_kitti_bts_list_with_kb_crop(tmp_path):

@@ -3,6 +3,7 @@ tfrecord_dataset, stats, synthetic PNG output and the `hqdepth data` CLI (in-pro
 
 import json
 import os
+import re
 import shutil
 
 import numpy as np
@@ -195,6 +196,8 @@ def test_verify_and_readers_detect_a_corrupted_shard(converted, tmp_path, capsys
     problems = tools.verify(out)["problems"]
     assert {"train-00000-of-00003.tfrecord", bad.name, cut.name} == {p["shard"] for p in problems}
     assert any(p["problem"] == "file missing" for p in problems)
+    cut_problems = " ".join(p["problem"] for p in problems if p["shard"] == cut.name)
+    assert re.search(r"\(truncated record at byte \d+: Read less bytes", cut_problems) and "'" not in cut_problems
     with pytest.raises(DataError, match="truncated"):
         record_offsets(cut)
 
@@ -221,7 +224,7 @@ class FlakySource(Source):
 
 
 def test_skip_errors_are_counted_and_depth_overflow_is_an_error(tmp_path):
-    with pytest.raises(DataError, match="line 3"):
+    with pytest.raises(DataError, match=r"line 3: cannot decode image; --skip-errors leaves"):
         tools.convert("test-tools-flaky", tmp_path / "a", shard_size=4)
     # workers=2: the spawned workers import this module to find the source registered here
     report = tools.convert("test-tools-flaky", tmp_path / "b", shard_size=2, skip_errors=True, workers=2)
@@ -230,8 +233,9 @@ def test_skip_errors_are_counted_and_depth_overflow_is_an_error(tmp_path):
     back = open_source(f"tfrecord:{tmp_path / 'b'}")
     assert [back[i].meta["id"] for i in range(3)] == ["s0", "s1", "s3"]
     assert back[0].depth[0, 0, 0] == 0 and back[2].depth[1, 1, 0] == 4.0  # invalid stays 0
-    with pytest.raises(DataError, match="16 bits"):
+    with pytest.raises(DataError, match="16 bits") as info:  # not a read error: --skip-errors is no advice here
         tools.convert("test-tools-flaky", tmp_path / "c", source_options={"far": True}, skip_errors=False, limit=2)
+    assert "skip-errors" not in str(info.value)
     tools.convert("test-tools-flaky", tmp_path / "c", source_options={"far": True}, depth_scale=256, limit=2, overwrite=True)
     assert open_source(f"tfrecord:{tmp_path / 'c'}")[1].depth[1, 1, 0] == 70.0
 

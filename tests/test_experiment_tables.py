@@ -118,6 +118,54 @@ def test_bts_table_says_the_toolbox_numbers_are_with_flip(scripts, tmp_path):
     assert VALIDATED_ON == {"bts_nyu": None, "bts_nyu_toolbox24": None, "bts_kitti": "synthetic:2"}
 
 
+def _batch(sets):
+    return [s for s in sets if s.startswith("train.batch_size=")][-1]
+
+
+def test_quick_notes_say_which_data_and_protocol(scripts, tmp_path):
+    """A quick run's note names the data and protocol it used (it said "synthetic scenes with a custom protocol"
+    whatever --data / --kitti-data gave)."""
+    modules, _ = scripts
+    real, kitti = "folder:/data/nyu3?scale=1000", "kitti:k.txt@/data/kitti"
+    assert modules["bts_table"].main(["--quick", "--data", real, "--out", str(tmp_path / "a")]) == 0
+    notes = [row["note"] for row in _table(tmp_path / "a")[1] if row["source"].startswith("ours")]
+    assert notes == [f"Quick run: a few steps from random weights at a reduced size (batch 2, on {real} with the "
+                     "recipe's protocol); checks the machinery only."] * 2
+    assert modules["bts_table"].main(["--kitti-data", kitti, "--out", str(tmp_path / "b")]) == 0
+    notes = [row["note"] for row in _table(tmp_path / "b")[1] if row["source"].startswith("ours")]
+    assert "(batch 8, on synthetic scenes with a custom protocol)" in notes[0]
+    assert f"(batch 2, on {kitti} with a custom protocol)" in notes[2]
+    assert modules["hqmd_table1"].main(["--quick", "--data", real, "--no-cited", "--rows", "hqmd_plus_full",
+                                        "--out", str(tmp_path / "c")]) == 0
+    assert f"on {real} with the recipe's protocol" in _table(tmp_path / "c")[1][-1]["note"]
+
+
+def test_quick_batch_fits_a_few_real_frames(scripts, tmp_path, capsys):
+    """--quick on real data trains at batch 2, which 3 frames fill (batch 8 stopped: "fewer than one global batch
+    (8)"), and says so; synthetic NYU rows keep batch 8 beside a real KITTI row at 2."""
+    modules, calls = scripts
+    assert modules["bts_table"].main(["--quick", "--data", "folder:/d?scale=1000", "--out", str(tmp_path / "a")]) == 0
+    assert [_batch(sets) for _, _, sets in calls] == ["train.batch_size=2"] * 2
+    assert "batch 2" in capsys.readouterr().out
+    calls.clear()
+    assert modules["bts_table"].main(["--kitti-data", "kitti:k.txt@/k", "--out", str(tmp_path / "b")]) == 0
+    assert [_batch(sets) for _, _, sets in calls] == ["train.batch_size=8"] * 2 + ["train.batch_size=2"]
+    calls.clear()
+    assert modules["mrpan_table1"].main(["--data", "folder:/d?scale=1000", "--quick", "--out", str(tmp_path)]) == 0
+    assert {_batch(sets) for _, _, sets in calls} == {"train.batch_size=2"}
+
+
+@pytest.mark.parametrize("name", ["bts_table", "hqmd_table1", "mrpan_table1", "fcn_ssim", "resnet_transposed"])
+def test_help_describes_the_script_in_whole_sentences(scripts, name, capsys):
+    """--help prints the docstring's whole first paragraph (its first line stopped mid-sentence)."""
+    module = scripts[0].get(name) or __import__(name)
+    with pytest.raises(SystemExit):
+        module.main(["--quick", "--help"])
+    first = module.__doc__.split("\n\n")[0]
+    assert first.rstrip().endswith(".") and "".join(first.split()) in "".join(capsys.readouterr().out.split())
+    sys.modules.pop(name, None)
+
+
 def test_mrpan_table_notes_the_backbone_and_cited_protocols(scripts, tmp_path):
     modules, calls = scripts
     assert modules["mrpan_table1"].main(["--out", str(tmp_path)]) == 0

@@ -65,7 +65,12 @@ class KittiSource(ListSource):
             if (self.root / candidate).is_file():
                 break
         drive = folder.rstrip("/").split("/")[-1]
-        depth = self._in_split_folder(f"{drive}/proj_depth/groundtruth/{camera}/{name}.png")
+        relative = f"{drive}/proj_depth/groundtruth/{camera}/{name}.png"
+        depth = self._in_split_folder(relative)
+        if depth is None and not self.skip_note:  # one example for the "no samples" error
+            where = f"{Path(self.depth_root) / relative} (or under train/, val/)"
+            advice = "" if self.depth_root_given else ": set depth_root=FOLDER of the KITTI ground truth"
+            self.skip_note = f"; no depth file at e.g. {where}{advice}"
         date = folder.split("/")[0]
         focal = _kitti_calib_focal(self.root, date, camera, self.__dict__.setdefault("_calib", {}))
         return rgb, depth, focal, "bts"

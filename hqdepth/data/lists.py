@@ -34,6 +34,7 @@ class ListSource(PairSource):
         self.listing = Path(with_split(require_path(self.kind, path, "FILE@ROOT"), split))
         self.root = Path(root) if root else self.listing.parent
         self.depth_root = Path(options["depth_root"]) if "depth_root" in options else self.root
+        self.depth_root_given = "depth_root" in options
         self.strip_prefix = options.get("strip_prefix")
         self.format = as_choice("format", options.get("format", self.default_format), ("auto", "hqmd", "bts"))
         dataset = options.get("dataset", self.default_dataset)
@@ -85,6 +86,8 @@ class ListSource(PairSource):
             if is_none(depth):
                 self.skipped += 1
                 continue
+            if Path(rgb).is_absolute() or Path(depth).is_absolute():
+                self.absolute_paths = True
             self.entries.append(
                 PairEntry(
                     rgb=self.reader.resolve(rgb, self.root, self.strip_prefix),
@@ -98,3 +101,10 @@ class ListSource(PairSource):
 
     def _default_focal(self):
         return NYU_FOCAL if self.dataset == "nyu" else None
+
+    def _missing_hint(self, kinds):
+        """Also: depth files looked for under ROOT because no depth_root= was given."""
+        hint = super()._missing_hint(kinds)
+        if "depth" in kinds and not self.depth_root_given:
+            hint += f"\n(depth paths are joined to ROOT {self.root}: set depth_root=FOLDER where they are elsewhere)"
+        return hint

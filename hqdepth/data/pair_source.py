@@ -19,6 +19,7 @@ from hqdepth.errors import ConfigError, DataError
 log = logging.getLogger("hqdepth.data")
 
 MISSING_SHOWN = 5  # how many missing files an error message lists
+_SKIPS_REPORTED = set()  # (list file, skipped, kept) already reported: a run opens its sources many times
 
 
 # ----------------------------------------------------------------------------------------------
@@ -120,13 +121,16 @@ class PairSource(Source):
     """A list of RGB/depth file pairs with one depth encoding (metres = value / scale).
 
     Subclasses fill `entries`, `reader`, `scale`, `bits`, `listing` (the list file, for messages)
-    and may set `crop_kb`. `skipped` counts list lines dropped on purpose (ground truth "None").
+    and may set `crop_kb`. `skipped` counts list lines dropped on purpose (ground truth "None");
+    `skip_note` says where their ground truth was looked for; `absolute_paths`: the list names absolute paths.
     """
 
     scale = 1.0
     bits = "16"
     crop_kb = False
     listing = None
+    skip_note = ""
+    absolute_paths = False
 
     def __init__(self):
         self.entries = []
@@ -176,25 +180,34 @@ class PairSource(Source):
 
     def _check_files(self):
         """Every file named by the entries must exist; report the first few missing ones."""
-        missing = []
+        missing, kinds = [], set()
         for entry in self.entries:
             for what, ref in (("rgb", entry.rgb), ("depth", entry.depth)):
                 if not self.reader.exists(ref):
                     missing.append(self._where(entry, what, ref))
+                    kinds.add(what)
         if missing:
             shown = "\n  ".join(missing[:MISSING_SHOWN])
             more = f"\n  ... and {len(missing) - MISSING_SHOWN} more" if len(missing) > MISSING_SHOWN else ""
-            hint = ""
-            if any(Path(str(e.rgb)).is_absolute() for e in self.entries[:1]):
-                hint = "\n(absolute paths in the list: set ROOT with '@ROOT' and strip_prefix=... to remap them)"
-            raise DataError(f"{len(missing)} file(s) named in {self.listing or 'the dataset'} do not exist:\n  {shown}{more}{hint}")
+            raise DataError(f"{len(missing)} file(s) named in {self.listing or 'the dataset'} do not exist:\n  "
+                            f"{shown}{more}{self._missing_hint(kinds)}")
+
+    def _missing_hint(self, kinds):
+        """Lines that may explain missing files of the `kinds` ("rgb", "depth") named; "" when none applies."""
+        if self.absolute_paths:
+            return "\n(absolute paths in the list: set ROOT with '@ROOT' and strip_prefix=... to remap them)"
+        return ""
 
     def _require_entries(self):
+        """No samples is an error; skipped lines are reported once per list file and counts in a process."""
         if not self.entries:
-            extra = f" ({self.skipped} line(s) without ground truth skipped)" if self.skipped else ""
+            extra = f" ({self.skipped} line(s) without ground truth skipped{self.skip_note})" if self.skipped else ""
             raise DataError(f"{self.listing or 'dataset'}: no samples{extra}.")
-        if self.skipped:
-            log.warning("%s: %d line(s) without ground truth skipped, %d samples kept.", self.listing, self.skipped, len(self.entries))
+        key = (os.path.abspath(str(self.listing)), self.skipped, len(self.entries))
+        if self.skipped and key not in _SKIPS_REPORTED:
+            _SKIPS_REPORTED.add(key)
+            log.warning("%s: %d line(s) without ground truth skipped, %d samples kept.", self.listing, self.skipped,
+                        len(self.entries))
 
 
 def read_text_lines(path):

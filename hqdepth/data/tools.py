@@ -116,15 +116,19 @@ def _encode_chunk(task):
         source = _worker_source(spec, split, options, module)
         records, sizes, geometry, skipped = [], [], [], []
         for index in range(start, stop):
+            sample = None
             try:
                 sample = source[index]
                 records.append(encode_sample(sample, depth_scale))
                 sizes.append(f"{sample.rgb.shape[0]}x{sample.rgb.shape[1]}")
                 geometry.extend(_geometry_names(sample.meta or {}))
             except DataError as error:
-                if not skip_errors:
+                if skip_errors:
+                    skipped.append({"index": index, "error": str(error)})
+                elif sample is None:  # a sample that cannot be read (not one that cannot be encoded)
+                    raise DataError(f"{str(error).rstrip('.')}; --skip-errors leaves unreadable samples out.") from None
+                else:
                     raise
-                skipped.append({"index": index, "error": str(error)})
         return "ok", (records, sizes, geometry, skipped)
     except HQDepthError as error:
         return "error", (type(error).__name__, str(error))
@@ -381,8 +385,10 @@ def verify(directory, split=None, progress=False):
 
 
 def _tf_message(error):
-    """The readable part of a TensorFlow error message (no function-node or op decorations)."""
+    """The readable part of a TensorFlow error message (no function-node or op decorations; TensorFlow's
+    "truncated record at N' failed with ..." loses its stray quote)."""
     text = re.sub(r"\{\{[^}]*\}\}", "", error.message.splitlines()[0])
+    text = re.sub(r"record at (\d+)' failed with ", r"record at byte \1: ", text)
     return re.sub(r"\s*\[Op:[^\]]*\].*$", "", text).strip()
 
 
