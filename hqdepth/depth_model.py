@@ -18,6 +18,7 @@ RUN_MODELS = (("checkpoints/best.keras", "best checkpoint"), ("model.keras", "fi
               ("checkpoints/latest.keras", "latest checkpoint"))
 FREE_SIZE_MULTIPLE = 32  # a model with a free input size runs at 32k+1 (like the paper's 289x385 = 32*9+1 x 32*12+1)
 FREE_SIZE_MAX_SIDE = 1024  # ... after scaling the image down so that its longer side is at most this
+KITTI_MAX_SIDE = 1280  # ... at most this for a recipe that tests KITTI frames at their own size (KB crop): up to 1242
 
 
 def _read_config(path):
@@ -344,14 +345,17 @@ class DepthModel:
         if mode == "hu":
             scale = 240.0 / min(height, width)
             height, width = height * scale, width * scale
-        multiple, plus_one = self.free_size_rule()
-        return free_size(height, width, multiple, plus_one=plus_one)
+        multiple, plus_one, max_side = self.free_size_rule()
+        return free_size(height, width, multiple, max_side=max_side, plus_one=plus_one)
 
     def free_size_rule(self):
-        """(multiple, plus_one) of `free_size` for this model: k x its size multiple when the run names a model that
-        needs one (BTS: 32), else the default 32k+1. The SavedModel of a free-size export rounds as this does."""
+        """(multiple, plus_one, max_side) of `free_size` for this model: k x its size multiple when the run names a
+        model that needs one (BTS: 32), else the default 32k+1; the longer side at most 1280 when the recipe tests
+        KITTI frames at native resolution (the KB crop: a 375x1242 frame runs at 384x1248, not scaled to 1024
+        wide), else 1024. The SavedModel of a free-size export rounds as this does."""
         multiple = self.size_multiple()
-        return (multiple, False) if multiple and multiple > 1 else (FREE_SIZE_MULTIPLE, True)
+        max_side = KITTI_MAX_SIDE if self.test_input() == "kb_crop" else FREE_SIZE_MAX_SIDE
+        return (multiple, False, max_side) if multiple and multiple > 1 else (FREE_SIZE_MULTIPLE, True, max_side)
 
     def for_photos(self):
         """The model `hqdepth predict` runs: rebuilt with a free input size (`at_free_size`) when the run's
@@ -370,9 +374,10 @@ class DepthModel:
 
     def describe(self):
         """One line: what was loaded, its name, size and depth range."""
+        multiple, plus_one, max_side = self.free_size_rule()
         size = "x".join(map(str, self.input_size)) if self.input_size else (
             "free (" + ("run config " + "x".join(map(str, self.config_size)) if self.config_size
-                        else f"image size, longer side <= {FREE_SIZE_MAX_SIDE}, rounded to {FREE_SIZE_MULTIPLE}k+1")
+                        else f"image size, longer side <= {max_side}, rounded to {multiple}k{'+1' * plus_one}")
             + ")")
         depth = f"{self.max_depth:g} m" if self.max_depth is not None else "unknown"
         return f"{self.note}; model {self.name}, input {size}, max depth {depth}"

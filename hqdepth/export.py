@@ -193,17 +193,17 @@ def export(model, out, format="saved_model", input_size=None, overwrite=False, o
 # ---------------------------------------------------------------------------------------------- SavedModel
 
 
-def _rule_text(multiple, plus_one):
-    return (f"image scaled so that its longer side is <= {FREE_SIZE_MAX_SIDE}, each side rounded to the nearest "
+def _rule_text(multiple, plus_one, max_side=FREE_SIZE_MAX_SIDE):
+    return (f"image scaled so that its longer side is <= {max_side}, each side rounded to the nearest "
             f"{multiple}k{'+1' if plus_one else ''}")
 
 
-def _tf_free_size(height, width, multiple=FREE_SIZE_MULTIPLE, plus_one=True):
+def _tf_free_size(height, width, multiple=FREE_SIZE_MULTIPLE, plus_one=True, max_side=FREE_SIZE_MAX_SIDE):
     """`hqdepth.predict.free_size` in TensorFlow ops (float64, floor(x + 0.5) rounding as there)."""
     import tensorflow as tf
 
     h, w = tf.cast(height, tf.float64), tf.cast(width, tf.float64)
-    scale = tf.minimum(tf.constant(1.0, tf.float64), FREE_SIZE_MAX_SIDE / tf.maximum(h, w))
+    scale = tf.minimum(tf.constant(1.0, tf.float64), float(max_side) / tf.maximum(h, w))
     offset = 1 if plus_one else 0
 
     def side(value):
@@ -389,8 +389,8 @@ def check_export(model, result, seed=0):
     model = _as_keras_backed(model)
     rng = np.random.default_rng(seed)
     exported_size = result["metadata"]["input_size"]
-    multiple, plus_one = model.free_size_rule()
-    size = exported_size or list(free_size(65, 97, multiple, plus_one=plus_one))
+    multiple, plus_one, max_side = model.free_size_rule()
+    size = exported_size or list(free_size(65, 97, multiple, max_side=max_side, plus_one=plus_one))
     reference = model
     if exported_size and model.input_size is None:
         # a free-size Keras model (a BTS run's) exported at `size`: the SavedModel resizes every image to it

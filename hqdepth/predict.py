@@ -73,12 +73,13 @@ def _warn_aspect(model, image_size, run_size, warn):
             warn(f"warning: {note}")
 
 
-def predict_images(model, images, batch_size=8, warn=None):
+def predict_images(model, images, batch_size=8, warn=None, focals=None):
     """Depth maps (H, W) float32 for a list of float32 RGB images: each resized (`resize_bilinear_tf`) to
     `model.run_size`, batched by `batch_size` (images of the same run size in a chunk share a model call),
     the depth resized back to its image's size. A resize that changes the aspect ratio by more than 0.5 % is
     reported once per pair of sizes (`aspect_note`) through `warn` (a function of one string; default
-    `warnings.warn`)."""
+    `warnings.warn`). `focals`: each image's focal length in its own pixels, given to a focal-aware model scaled
+    to the run size, as the evaluation does (None: the model's reference focal at the run size)."""
     if batch_size < 1:
         raise ConfigError(f"batch size must be >= 1, got {batch_size}.")
     results = [None] * len(images)
@@ -92,7 +93,10 @@ def predict_images(model, images, batch_size=8, warn=None):
             for index in members:
                 _warn_aspect(model, tuple(images[index].shape[:2]), tuple(size), warn)
             batch = np.stack([resize_bilinear_tf(images[index], *size) for index in members])
-            outputs = model(batch)
+            if focals is not None and model.reference_focal is not None:
+                outputs = model(batch, focal=[focals[index] * size[1] / images[index].shape[1] for index in members])
+            else:
+                outputs = model(batch)
             for index, depth in zip(members, outputs):
                 results[index] = resize_bilinear_tf(depth, *images[index].shape[:2])
     return results
@@ -126,6 +130,16 @@ def output_paths(out, stem):
             "npy": out / f"{stem}_depth.npy", "ply": out / f"{stem}.ply"}
 
 
+def images_to_predict(inputs, recursive=False):
+    """([(path, output stem)], [{"input", "error"}]) of the INPUT arguments (`collect_inputs`); DataError when no
+    image is left, which `hqdepth predict` says before it spends seconds loading the model."""
+    files, problems = collect_inputs(inputs, recursive)
+    skipped = [{"input": argument, "error": problem} for argument, problem in problems]
+    if not files:
+        raise DataError("no image to predict: " + "; ".join(f"{s['input']}: {s['error']}" for s in skipped))
+    return files, skipped
+
+
 def predict_files(model, inputs, out, recursive=False, batch_size=4, colormap="plasma", value_range=None,
                   side_by_side=False, png_scale=1000.0, ply=False, intrinsics=None, ply_step=1, progress=True,
                   log=print):
@@ -133,7 +147,8 @@ def predict_files(model, inputs, out, recursive=False, batch_size=4, colormap="p
 
     intrinsics: an `Intrinsics` (scaled to each image when it names another size, as `CAMERAS` entries do), the
     result of `camera_intrinsics`, or None (a 60-degree horizontal field of view is assumed for the PLY and
-    said through `log`). Unreadable files are skipped and listed. Returns the summary dict that is also written
+    said through `log`); a focal-aware model (BTS KITTI) is given its fx, scaled to the run size, else runs at its
+    reference focal. Unreadable files are skipped and listed. Returns the summary dict that is also written
     to `out/predictions.json`.
     """
     from tqdm import tqdm
@@ -148,10 +163,7 @@ def predict_files(model, inputs, out, recursive=False, batch_size=4, colormap="p
         raise ConfigError(f"batch size must be >= 1, got {batch_size}.")
     if ply_step < 1:
         raise ConfigError(f"PLY step must be >= 1, got {ply_step}.")
-    files, problems = collect_inputs(inputs, recursive)
-    skipped = [{"input": argument, "error": problem} for argument, problem in problems]
-    if not files:
-        raise DataError("no image to predict: " + "; ".join(f"{s['input']}: {s['error']}" for s in skipped))
+    files, skipped = images_to_predict(inputs, recursive)
     model = _as_model(model).for_photos()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -178,8 +190,10 @@ def predict_files(model, inputs, out, recursive=False, batch_size=4, colormap="p
                     bar.update()
             if not batch:
                 continue
+            focals = None if intrinsics is None else [intrinsics.for_image(*rgb.shape[:2]).fx
+                                                      for _, _, rgb in batch]
             depths = predict_images(model, [rgb.astype(np.float32) for _, _, rgb in batch], batch_size,
-                                    warn=above_the_bar)
+                                    warn=above_the_bar, focals=focals)
             for (path, stem, rgb), depth in zip(batch, depths):
                 note = ply and intrinsics is not None and intrinsics.stretch_note(*rgb.shape[:2])
                 if note and rgb.shape[:2] not in stretched:

@@ -116,9 +116,12 @@ class _QuietTensorFlowFinder(importlib.abc.MetaPathFinder):
 
 
 def quiet_tensorflow():
-    """Apply both measures (see the module docstring). Idempotent; after TensorFlow has loaded only the
-    log level of later messages and the absl logger change."""
+    """Apply both measures (see the module docstring), and OpenCV's warnings off. Idempotent; after TensorFlow
+    has loaded only the log level of later messages and the absl logger change."""
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    # OpenCV's own warnings ("[ WARN:0@...] ... PNG input buffer is incomplete" for a truncated file): the reader
+    # reports the file as a DataError; read when OpenCV loads, so set before any command imports cv2
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
     if "tensorflow" not in sys.modules and not any(isinstance(f, _QuietTensorFlowFinder) for f in sys.meta_path):
         sys.meta_path.insert(0, _QuietTensorFlowFinder())
     silence_absl_python_logging()

@@ -20,7 +20,7 @@ from hqdepth import cli, quiet
 # Any absl/glog-format line ("I0000 00:00:1795980459.709239    5900 port.cc:153] ...") or absl's banner,
 # independently of hqdepth.quiet's own pattern.
 LOG_LINE = re.compile(r"^[IWEF]\d{4} [\d:.]+\s+\d+ \S+:\d+\]|absl::InitializeLog|oneDNN custom operations|cuda drivers"
-                      r"|Unable to register cu|cpu_feature_guard|TF_ENABLE_ONEDNN_OPTS")
+                      r"|Unable to register cu|cpu_feature_guard|TF_ENABLE_ONEDNN_OPTS|\[ WARN:")
 
 # Runs the command line given as JSON in argv[1], then reports which heavy modules were imported.
 RUNNER = """
@@ -77,20 +77,23 @@ def test_commands_that_need_no_tensorflow_do_not_load_it(argv):
 
 @pytest.mark.slow  # two TensorFlow start-ups (this process and the command's)
 def test_a_tensorflow_command_prints_no_log_line(tmp_path, rng):
-    """`hqdepth predict` loads TensorFlow and Keras, a model and runs it on the CPU: output only, no C++ logging."""
+    """`hqdepth predict` loads TensorFlow and Keras, a model and runs it on the CPU: output only, no C++ logging
+    (TensorFlow's, nor OpenCV's warning about the truncated PNG, which the command reports itself)."""
     import cv2
 
     from predict_helpers import tiny_model
 
     tiny_model((None, None, 3)).save(tmp_path / "tiny.keras")
-    cv2.imwrite(str(tmp_path / "photo.png"), rng.integers(0, 256, (24, 32, 3), dtype=np.uint8))
-    argv = ["predict", str(tmp_path / "tiny.keras"), str(tmp_path / "photo.png"), "--out", str(tmp_path / "out"),
-            "--quiet"]
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    cv2.imwrite(str(photos / "photo.png"), rng.integers(0, 256, (24, 32, 3), dtype=np.uint8))
+    (photos / "cut.png").write_bytes((photos / "photo.png").read_bytes()[:200])
+    argv = ["predict", str(tmp_path / "tiny.keras"), str(photos), "--out", str(tmp_path / "out"), "--quiet"]
     report, stdout, stderr, _ = run_cli(argv, cwd=tmp_path)
-    assert report["code"] == 0, stderr
+    assert report["code"] == 1 and "cut.png" in stderr, stderr  # the bad file, reported by the command
     assert report["tensorflow"]  # the command did load TensorFlow ...
     assert log_lines(stdout + "\n" + stderr) == [], stderr  # ... and nothing of its logging leaked
-    assert list((tmp_path / "out").iterdir())
+    assert [path.name for path in (tmp_path / "out").iterdir() if path.name.startswith("photo")]
 
 
 def test_a_reader_that_has_gone_ends_the_command_quietly():

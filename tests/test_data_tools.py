@@ -259,6 +259,25 @@ def test_stats_numbers(converted):
     assert flaky["depth_min"] == 1.0 and flaky["depth_max"] == 2.0
 
 
+def test_stats_of_kitti_span_its_80_m_by_default(realdata, tmp_path):
+    """A KITTI source's histogram covers 0-80 m unless --max-depth says otherwise (the 0-10 m of NYU put most KITTI
+    pixels in the one bin above); the counts equal NumPy's of the ground-truth PNGs / 256."""
+    import cv2
+
+    names = sorted(path.name for path in (realdata / "kitti3" / "depth").glob("*.png"))
+    listing = tmp_path / "eigen.txt"
+    listing.write_text("".join(f"rgb/{name} depth/{name} 707.0493\n" for name in names))
+    depth = np.concatenate([cv2.imread(str(realdata / "kitti3" / "depth" / name), cv2.IMREAD_UNCHANGED).ravel() / 256.0
+                            for name in names])
+    depth = depth[depth > 0]
+    report = tools.stats(f"kitti:{listing}@{realdata / 'kitti3'}", split="test", bins=16)
+    assert report["depth_histogram"]["edges"][-1] == 80.0
+    assert report["depth_histogram"]["counts"] == np.histogram(depth, np.linspace(0, 80, 17))[0].tolist()
+    assert report["depth_histogram"]["above"] == int((depth > 80).sum())
+    assert tools.stats(f"kitti:{listing}@{realdata / 'kitti3'}", split="test", max_depth=10.0)[
+        "depth_histogram"]["edges"][-1] == 10.0
+
+
 # ----------------------------------------------------------------------------------------- CLI
 
 

@@ -224,6 +224,8 @@ def test_free_size_model_export(tiny_run, tmp_path):
                           (4032, 3024), (48, 1040), (16, 16), (33, 97)):
         assert tuple(_tf_free_size(height, width).numpy()) == free_size(height, width), (height, width)
         assert tuple(_tf_free_size(height, width, 32, False).numpy()) == free_size(height, width, 32, plus_one=False)
+        assert tuple(_tf_free_size(height, width, 32, False, 1280).numpy()) == free_size(height, width, 32, 1280,
+                                                                                         plus_one=False)
     result = export(tiny_run["root"] / "free.keras", tmp_path / "saved")
     assert result["metadata"]["input_size"] is None and "32k+1" in result["metadata"]["free_size_rule"]
     loaded = tf.saved_model.load(str(tmp_path / "saved"))

@@ -294,6 +294,10 @@ def test_cli_empty_folder_and_bad_arguments(models, tmp_path, capsys):
     assert code == 2 and "--recursive" in err
     code, _, err = run_cli(["predict", model, str(tmp_path / "nothing.png"), "--out", str(tmp_path / "o")], capsys)
     assert code == 2 and "no image to predict" in err
+    # said before the model is loaded (seconds): a model path that does not exist is not even looked at
+    code, _, err = run_cli(["predict", str(tmp_path / "absent.keras"), str(tmp_path / "empty"), "--out",
+                            str(tmp_path / "o")], capsys)
+    assert code == 2 and "has no image files" in err, err
     image = str(tmp_path / "nested" / "deeper" / "a.png")
     for extra, message in ((["--range", "5,1"], "MIN < MAX"), (["--range", "x"], "MIN,MAX"),
                            (["--fy", "500"], "need --fx"), (["--camera", "nyu", "--fx", "500"], "not both"),

@@ -396,6 +396,44 @@ def test_predict_runs_a_bts_run_at_the_photo_size(tmp_path, rng):
                                atol=1e-5)
 
 
+def test_a_kitti_run_predicts_kitti_frames_at_their_own_size():
+    """A recipe that tests KITTI frames at native resolution (the KB crop) runs a 375x1242 photo at 384x1248, not
+    scaled to 1024 wide (320x1024: 0.82 of the scale it was tested at, and a focal-aware model would assume its
+    reference focal at that size); other photos and other recipes keep the 1024 limit."""
+    from hqdepth.depth_model import free_size
+
+    kitti = DepthModel.from_keras(tiny_bts((None, None, 3), with_focal=False), config={
+        "name": "bts_kitti", "model": {"name": "bts", "options": {"max_depth": 80.0}},
+        "evaluation": {"protocol": "kitti-garg"}})
+    nyu = DepthModel.from_keras(tiny_bts((None, None, 3), with_focal=False), config={
+        "name": "bts_nyu", "model": {"name": "bts", "options": {"max_depth": 10.0}},
+        "evaluation": {"protocol": "nyu-eigen"}})
+    assert kitti.run_size(375, 1242) == (384, 1248) and kitti.run_size(370, 1226) == (384, 1216)
+    assert kitti.run_size(3024, 4032) == free_size(3024, 4032, 32, 1280, plus_one=False) == (960, 1280)
+    assert nyu.run_size(375, 1242) == (320, 1024) and nyu.run_size(3024, 4032) == (768, 1024)
+    assert "longer side <= 1280, rounded to 32k)" in kitti.describe()
+
+
+def test_predict_gives_a_focal_aware_model_the_photos_focal_at_the_run_size(tmp_path, rng):
+    """With --fx (or --camera) a focal-aware BTS gets the photo's focal scaled to the size the photo runs at, as the
+    evaluation scales it; before, predict ignored it and always ran the reference focal (715.0873 px). BTS's depth
+    is linear in the focal, so the two predictions differ by exactly fx x run width / photo width / 715.0873."""
+    from hqdepth.predict import camera_intrinsics, predict_files
+
+    model = DepthModel.from_keras(tiny_bts((None, None, 3), with_focal=True), config={
+        "name": "bts_kitti", "model": {"name": "bts", "options": {"max_depth": 80.0}},
+        "evaluation": {"protocol": "kitti-garg"}})
+    photo = tmp_path / "photo.png"
+    cv2.imwrite(str(photo), rng.integers(0, 256, (100, 150, 3), dtype=np.uint8))
+    assert model.run_size(100, 150) == (96, 160)
+    depths = []
+    for name, intrinsics in (("given", camera_intrinsics(None, 500.0, None, None, None)), ("none", None)):
+        summary = predict_files(model, [str(photo)], tmp_path / name, intrinsics=intrinsics, progress=False,
+                                log=lambda message: None)
+        depths.append(np.load(summary["images"][0]["outputs"]["npy"]))
+    np.testing.assert_allclose(depths[0], depths[1] * (500.0 * 160 / 150 / 715.0873), rtol=1e-5)
+
+
 def test_a_bts_run_is_refused_sizes_that_are_not_multiples_of_32_before_the_network_runs(tmp_path, rng, capsys):
     """`predict --input-size`, `export --input-size` and a test that runs whole frames at their own size name the
     multiple and the nearest size; before, TensorFlow's shape error from the decoder's concatenation ended each

@@ -243,3 +243,14 @@ def test_a_focal_aware_model_at_a_reduced_size_is_warned_about():
     check_focal_zoom(recipes.resolve_config("bts_kitti", sets=["data.input_size=[64, 128]",
                                                                "train.test_evaluation=false"]), lines.append)
     assert len(lines) == 2 and "native resolution" not in lines[1], lines
+
+
+def test_a_misspelt_augmentation_is_refused_before_any_data_is_read(tmp_path):
+    """`data.augmentation=bts_kity`: the error lists the known names (and the bts aliases) before the data is opened
+    (the data here does not exist; that error came first before) and before the run folder is made."""
+    from hqdepth.errors import ConfigError
+
+    config = recipes.resolve_config("bts_kitti", sets=["data.augmentation=bts_kity"])
+    with pytest.raises(ConfigError, match=r"Unknown augmentation recipe 'bts_kity'; known: .*bts_kitti"):
+        train(config, f"folder:{tmp_path / 'absent'}", tmp_path / "run", print_fn=lambda *a: None)
+    assert not (tmp_path / "run").exists()

@@ -21,8 +21,8 @@ def add_parser(subparsers):
     parser.add_argument("--format", default="saved_model", choices=FORMATS, help="default saved_model")
     parser.add_argument("--input-size", metavar="HxW", help="input size for a model with a free input size "
                                                             "(default: the run config's); 'free': each image at "
-                                                            "its own size (longer side <= 1024), rounded as the model "
-                                                            "needs (SavedModel)")
+                                                            "its own size (longer side <= 1024, KITTI: 1280), "
+                                                            "rounded as the model needs (SavedModel)")
     parser.add_argument("--opset", type=int, help="ONNX opset (default: tf2onnx's)")
     parser.add_argument("--freeze", action="store_true",
                         help="SavedModel: weights as graph constants instead of variables (serving only; see "

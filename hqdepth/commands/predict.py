@@ -37,8 +37,9 @@ def add_parser(subparsers):
                         help="16-bit PNG value per metre: 1000 = millimetres (default, NYU), 256 = KITTI")
     parser.add_argument("--input-size", metavar="HxW",
                         help="size to run a model with a free input size at (default: the run config's, else the "
-                             "image's own, longer side <= 1024, rounded to 32k+1, BTS: to multiples of 32)")
-    cloud = parser.add_argument_group("point cloud (.ply)")
+                             "image's own, longer side <= 1024 (KITTI recipes 1280), rounded to 32k+1, BTS: to "
+                             "multiples of 32)")
+    cloud = parser.add_argument_group("camera: point cloud (.ply) and the focal of a focal-aware model (BTS KITTI)")
     cloud.add_argument("--ply", action="store_true", help="write a coloured point cloud per image (implied by "
                                                           "--camera or --fx)")
     cloud.add_argument("--camera", choices=CAMERAS, help="standard intrinsics (NYU Depth v2 640x480, KITTI "
@@ -66,11 +67,12 @@ def _parse_range(text):
 
 def run(args):
     from hqdepth.data.synthetic import parse_size
-    from hqdepth.predict import camera_intrinsics, load, predict_files
+    from hqdepth.predict import camera_intrinsics, images_to_predict, load, predict_files
 
     value_range = _parse_range(args.range) if args.range else None
     intrinsics = camera_intrinsics(args.camera, args.fx, args.fy, args.cx, args.cy)
     input_size = parse_size(args.input_size) if args.input_size else None
+    images_to_predict(args.inputs, args.recursive)  # no image at all: said before the model loads
     model = load(args.model).for_photos()  # rebuilt with a free input size when its recipe tests that way
     if input_size is not None:
         from hqdepth.errors import ConfigError
@@ -81,6 +83,10 @@ def run(args):
         model.check_size(*input_size, f"--input-size {args.input_size}")
         model.size_override = tuple(input_size)
     print(f"model: {model.describe()}")
+    if model.reference_focal is not None:
+        print("focal-aware model: " + ("the focal of --camera/--fx, scaled to the size each image runs at" if intrinsics
+                                       else f"no focal given (--camera or --fx): {model.reference_focal:g} px at the "
+                                            "size each image runs at"))
     if intrinsics is not None and getattr(intrinsics, "width", None):
         print(f"intrinsics: {intrinsics.source} (fx {intrinsics.fx:g}, fy {intrinsics.fy:g}, cx {intrinsics.cx:g}, "
               f"cy {intrinsics.cy:g} at {intrinsics.width}x{intrinsics.height}), scaled to each image's size")

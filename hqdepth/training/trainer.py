@@ -478,6 +478,15 @@ def check_depth_scale(config, spec, print_fn=print, samples=3):
                  "is its depth scale right? (a SPEC's ?scale=, docs/datasets.md; `hqdepth data stats` shows the range)")
 
 
+def check_augmentation(config):
+    """The augmentation's name and options (`data.augmentation`, `data.augmentation_options`), checked before any
+    data is read: a misspelt name is a ConfigError listing the known ones, not a failure after the data summary."""
+    from hqdepth.data.augment import get_recipe
+
+    data = config["data"]
+    get_recipe(data["augmentation"], "train", data["input_size"], **data["augmentation_options"])
+
+
 def check_focal_zoom(config, print_fn=print):
     """Warn when a focal-aware model (`data.with_focal`, BTS) trains at a size its augmentation reaches by resizing
     the frames (`data.input_size` other than the published crop): the focal lengths are resized with them, so the
@@ -757,6 +766,7 @@ def train(config, data, out, *, val_data=None, test_data=None, overwrite=False, 
     from hqdepth.models import registry
 
     registry.check_options(config["model"]["name"], config["model"]["options"])  # before any data is read
+    check_augmentation(config)
     prepare_initialisation(config, print_fn)
     strategy_name = resolve_strategy_name(config["train"]["strategy"])
     check_input_size(config, data)
