@@ -334,19 +334,21 @@ class DepthModel:
         """The (H, W) an image of (height, width) is run at: the fixed input size; for a model with a free
         size, the run config's `data.input_size` when the recipe tests on resized images ("resize", "hqmd" or no
         protocol), else the image's own size (scaled so that its shorter side is 240 for "hu"), longer side at
-        most 1024, rounded to the model's size multiple (`free_size`)."""
+        most 1024 (1280 for KITTI recipes), rounded to the model's size multiple (`free_size`, `free_size_rule`)."""
         if self.input_size is not None:
             return self.input_size
         if self.size_override is not None:
             return self.size_override
-        mode = self.test_input()
-        if self.config_size is not None and mode in (None, "resize", "hqmd"):
+        if self._runs_at_config_size():
             return self.config_size
-        if mode == "hu":
+        if self.test_input() == "hu":
             scale = 240.0 / min(height, width)
             height, width = height * scale, width * scale
         multiple, plus_one, max_side = self.free_size_rule()
         return free_size(height, width, multiple, max_side=max_side, plus_one=plus_one)
+
+    def _runs_at_config_size(self):
+        return self.config_size is not None and self.test_input() in (None, "resize", "hqmd")
 
     def free_size_rule(self):
         """(multiple, plus_one, max_side) of `free_size` for this model: k x its size multiple when the run names a
@@ -375,10 +377,14 @@ class DepthModel:
     def describe(self):
         """One line: what was loaded, its name, size and depth range."""
         multiple, plus_one, max_side = self.free_size_rule()
-        size = "x".join(map(str, self.input_size)) if self.input_size else (
-            "free (" + ("run config " + "x".join(map(str, self.config_size)) if self.config_size
-                        else f"image size, longer side <= {max_side}, rounded to {multiple}k{'+1' * plus_one}")
-            + ")")
+        if self.input_size:
+            size = "x".join(map(str, self.input_size))
+        elif self.size_override:
+            size = "free (run at {}x{}, as asked)".format(*self.size_override)
+        elif self._runs_at_config_size():
+            size = "free (run config {}x{})".format(*self.config_size)
+        else:
+            size = f"free (image size, longer side <= {max_side}, rounded to {multiple}k{'+1' * plus_one})"
         depth = f"{self.max_depth:g} m" if self.max_depth is not None else "unknown"
         return f"{self.note}; model {self.name}, input {size}, max depth {depth}"
 

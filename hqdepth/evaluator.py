@@ -214,22 +214,25 @@ class Evaluator:
             self._warned.add((shape, target))
             log.warning("%s: %s; resized anyway (--resize-any).", name, change)
 
-    def check_ground_truth(self, shape, name="image"):
+    def check_ground_truth(self, shape, name="image", advice=None):
         """DataError when ground truth of `shape` (H, W) is not what the protocol's crop is defined on: another
         frame size than its `frame_size` (NYU's 480x640), or the 352x1216 KB crop for a crop in fractions of the
-        full KITTI frame (Garg, Eigen), which would then cut another region than the published one."""
+        full KITTI frame (Garg, Eigen), which would then cut another region than the published one. `advice`
+        replaces what the message tells an `evaluate` user to do."""
         p = self.protocol
         shape = tuple(shape[:2])
         if p.frame_size is not None and shape != tuple(p.frame_size):
             raise DataError(
                 f"{name}: ground truth is {shape[0]}x{shape[1]} but protocol {p.name} is defined on "
                 f"{p.frame_size[0]}x{p.frame_size[1]} frames (its crop is in pixels of that size)."
+                + (f" {advice}" if advice else "")
             )
         if p.crop is not None and p.crop.mode == "fraction" and shape == KB_CROP_SIZE:
             raise DataError(
                 f"{name}: ground truth is 352x1216, the KITTI benchmark (KB) crop, but protocol {p.name}'s crop is a "
-                "fraction of the full frame (about 375x1242), as in BTS's evaluation: score the full frames (a SPEC "
-                "without kb_crop=true), into which predictions of the KB crop are pasted (with --pairs: --kb-crop)."
+                "fraction of the full frame (about 375x1242), as in BTS's evaluation. "
+                + (advice or "Score the full frames (a SPEC without kb_crop=true), into which predictions of the KB "
+                              "crop are pasted (with --pairs: --kb-crop).")
             )
 
     def prepare(self, pred, gt, name="image"):

@@ -101,7 +101,7 @@ def metadata(model, size, fmt):
         "model_name": model.name,
         "max_depth": model.max_depth,
         "input_size": list(size) if size else None,
-        "free_size_rule": None if size else _rule_text(*model.free_size_rule()),
+        "free_size_rule": None if size else _rule_text(*model.free_size_rule()),  # (multiple, plus_one, max_side)
         "recipe": model.config,
         "source": str(model.loaded) if model.loaded else model.note,
         "depth_unit": "metres",
@@ -282,7 +282,7 @@ def _write_saved_model(model, net, out, size, meta, freeze):
     from hqdepth import __version__
 
     height, width = size if size else (None, None)
-    rule = model.free_size_rule()
+    multiple, plus_one, max_side = model.free_size_rule()
     model_spec = tf.TensorSpec([None, height, width, 3], tf.float32, name="images")
 
     @tf.function(input_signature=[model_spec])
@@ -303,7 +303,8 @@ def _write_saved_model(model, net, out, size, meta, freeze):
         shape = tf.shape(images)
         height, width = shape[1], shape[2]
         pixels = tf.cast(images, tf.float32)
-        target = tf.constant(size, tf.int32) if size else _tf_free_size(height, width, *rule)
+        target = tf.constant(size, tf.int32) if size else _tf_free_size(
+            height, width, multiple=multiple, plus_one=plus_one, max_side=max_side)
         pixels = tf.image.resize(pixels, target, method="bilinear")
         depth = depth_of(pixels)
         return {"depth": tf.image.resize(depth, tf.stack([height, width]), method="bilinear")}

@@ -259,7 +259,7 @@ class Protocol:
         if self.densedepth_swap_bug:
             parts.append("DenseDepth argument-swap bug (rel errors divide by the prediction)")
         parts.append(f"delta: max(d/g, g/d) {self.delta_comparison} 1.25^k")
-        parts.append(f"a model sees {TEST_INPUT_WORDS[self.test_input]}")
+        parts.append(f"a network tested under it sees {TEST_INPUT_WORDS[self.test_input]}")
         parts.append(f"averaging {self.averaging}")
         return "; ".join(parts)
 

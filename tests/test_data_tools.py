@@ -224,7 +224,7 @@ class FlakySource(Source):
 
 
 def test_skip_errors_are_counted_and_depth_overflow_is_an_error(tmp_path):
-    with pytest.raises(DataError, match=r"line 3: cannot decode image; --skip-errors leaves"):
+    with pytest.raises(DataError, match=r"line 3: cannot decode image; --skip-errors \(skip_errors=True\) leaves"):
         tools.convert("test-tools-flaky", tmp_path / "a", shard_size=4)
     # workers=2: the spawned workers import this module to find the source registered here
     report = tools.convert("test-tools-flaky", tmp_path / "b", shard_size=2, skip_errors=True, workers=2)

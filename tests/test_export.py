@@ -308,6 +308,20 @@ def test_a_free_export_rounds_each_image_as_the_run_does(tiny_run, tmp_path, cap
     image = np.random.default_rng(3).integers(0, 256, (70, 100, 3), dtype=np.uint8)
     np.testing.assert_allclose(hqdepth.predict(hqdepth.load(tmp_path / "saved"), image),
                                hqdepth.predict(hqdepth.load(run), image), rtol=0, atol=1e-5)
+    # a KITTI recipe (KB crop at native resolution): frames up to 1280 wide run whole, in the graph as in the run
+    kitti = tmp_path / "kitti_run"
+    (kitti / "checkpoints").mkdir(parents=True)
+    (kitti / "config.yaml").write_text("name: bts-kitti-like\nmodel: {name: bts, options: {max_depth: 80.0}}\n"
+                                       "data: {input_size: [24, 32]}\nevaluation: {protocol: kitti-garg}\n")
+    tiny_run["free"].save(kitti / "checkpoints" / "best.keras")
+    code, _, err = run_cli(["export", str(kitti), "--out", str(tmp_path / "kitti_saved"), "--input-size", "free"],
+                           capsys)
+    assert code == 0, err
+    meta = json.loads((tmp_path / "kitti_saved" / "assets.extra" / "hqdepth.json").read_text())
+    assert "longer side is <= 1280" in meta["free_size_rule"] and hqdepth.load(kitti).run_size(375, 1242) == (384, 1248)
+    frame = np.random.default_rng(4).integers(0, 256, (375, 1242, 3), dtype=np.uint8)
+    np.testing.assert_allclose(hqdepth.predict(hqdepth.load(tmp_path / "kitti_saved"), frame),
+                               hqdepth.predict(hqdepth.load(kitti), frame), rtol=0, atol=1e-5)
     code, _, err = run_cli(["export", str(run), "--out", str(tmp_path / "o"), "--input-size", "free", "--format",
                             "onnx"], capsys)
     assert code == 2 and "ONNX export needs a fixed input size" in err

@@ -412,6 +412,13 @@ def test_a_kitti_run_predicts_kitti_frames_at_their_own_size():
     assert kitti.run_size(3024, 4032) == free_size(3024, 4032, 32, 1280, plus_one=False) == (960, 1280)
     assert nyu.run_size(375, 1242) == (320, 1024) and nyu.run_size(3024, 4032) == (768, 1024)
     assert "longer side <= 1280, rounded to 32k)" in kitti.describe()
+    # the recipe as shipped: its training crop (352x704) is not the size photos run at, nor what the model line says
+    from hqdepth.training import recipes
+
+    shipped = DepthModel.from_keras(tiny_bts((None, None, 3), with_focal=False),
+                                    config=recipes.resolve_config("bts_kitti"))
+    assert shipped.config_size == (352, 704) and shipped.run_size(375, 1242) == (384, 1248)
+    assert "longer side <= 1280" in shipped.describe() and "352x704" not in shipped.describe()
 
 
 def test_predict_gives_a_focal_aware_model_the_photos_focal_at_the_run_size(tmp_path, rng):
@@ -472,8 +479,14 @@ def test_a_kitti_test_that_cannot_run_is_refused_before_training(realdata, tmp_p
     config = recipes.resolve_config("bts_kitti")
     check_test_frames(config, spec)  # the full frames, as BTS's evaluation reads them
     with pytest.raises(ConfigError, match=r"ground truth is 352x1216, the KITTI benchmark \(KB\) crop, but protocol "
-                                          r"kitti-garg's crop is a fraction of the full frame"):
+                                          r"kitti-garg's crop is a fraction of the full frame.* \(--test-data SPEC"):
         check_test_frames(config, spec + "?kb_crop=true")
+    with pytest.raises(ConfigError, match="runs the network on the KB crop 352x1216 of each frame, and the test "
+                                          "frames are 64x96"):
+        check_test_frames(config, "synthetic:2?size=64x96")
+    # a protocol without such a check does not even open the test data
+    resize = recipes.resolve_config("bts_kitti", sets=["evaluation.protocol=custom"])
+    check_test_frames(resize, f"folder:{tmp_path / 'absent'}")
     native = recipes.resolve_config("bts_kitti", sets=["evaluation.protocol=custom",
                                                        "evaluation.protocol_options={test_input: native}"])
     with pytest.raises(ConfigError, match="runs the network on whole 375x1242 frames, and bts needs sides that are "

@@ -41,7 +41,8 @@ def add_parser(subparsers):
                              "multiples of 32)")
     cloud = parser.add_argument_group("camera: point cloud (.ply) and the focal of a focal-aware model (BTS KITTI)")
     cloud.add_argument("--ply", action="store_true", help="write a coloured point cloud per image (implied by "
-                                                          "--camera or --fx)")
+                                                          "--camera or --fx, which also give a focal-aware model "
+                                                          "its focal)")
     cloud.add_argument("--camera", choices=CAMERAS, help="standard intrinsics (NYU Depth v2 640x480, KITTI "
                                                          "1242x375), scaled to each image's size")
     cloud.add_argument("--fx", type=float, help="focal length in pixels of the input images")

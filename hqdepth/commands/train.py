@@ -7,7 +7,8 @@ def add_parser(subparsers):
         description="Train RECIPE (a name from `hqdepth recipes` or a YAML/JSON file) on --data. Rerunning the "
                     "same command continues an interrupted run from its last backup.")
     parser.add_argument("recipe", help="recipe name or YAML/JSON recipe file")
-    parser.add_argument("--data", required=True, metavar="SPEC", help="training dataset SPEC (docs/datasets.md, 'SPEC grammar')")
+    parser.add_argument("--data", required=True, metavar="SPEC",
+                        help="training dataset SPEC (docs/datasets.md, 'SPEC grammar')")
     parser.add_argument("--val-data", metavar="SPEC", help="validation dataset SPEC (default: --data)")
     parser.add_argument("--test-data", metavar="SPEC", help="test dataset SPEC for results.json (default: --data)")
     parser.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder (created; reused to resume)")

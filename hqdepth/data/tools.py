@@ -126,7 +126,8 @@ def _encode_chunk(task):
                 if skip_errors:
                     skipped.append({"index": index, "error": str(error)})
                 elif sample is None:  # a sample that cannot be read (not one that cannot be encoded)
-                    raise DataError(f"{str(error).rstrip('.')}; --skip-errors leaves unreadable samples out.") from None
+                    raise DataError(f"{str(error).rstrip('.')}; --skip-errors (skip_errors=True) leaves unreadable "
+                                    "samples out.") from None
                 else:
                     raise
         return "ok", (records, sizes, geometry, skipped)

@@ -155,8 +155,8 @@ def _cyclic(lr, options, steps_per_epoch, total_steps):
     step_size = _number(options, "step_size", default=None)
     if (half_epochs is None) == (step_size is None):
         given = "both" if step_size is not None else "neither"
-        raise ConfigError(f"cyclic schedule: give exactly one of step_size (steps) and step_size_epochs ({given} given; "
-                          "to replace a recipe's one by the other, set it to null: "
+        raise ConfigError(f"cyclic schedule: give exactly one of step_size (steps) and step_size_epochs ({given} "
+                          "given; to replace a recipe's one by the other, set it to null: "
                           "--set schedule.options.step_size_epochs=null --set schedule.options.step_size=N).")
     step_size = step_size if step_size is not None else half_epochs * steps_per_epoch
     return TriangularCyclic(lr, _number(options, "max_learning_rate"), step_size)

@@ -516,13 +516,17 @@ def check_test_frames(config, spec):
     """Fail before training, not after it, when the first test frame does not fit the protocol: its ground truth
     not the frame the protocol's crop is defined on (`Evaluator.check_ground_truth`: e.g. nyu-eigen, in pixels of
     480x640, on small synthetic scenes; kitti-garg, in fractions of the full frame, on KB-cropped ground truth),
-    or a frame the protocol runs at its own size that the model cannot take (BTS: multiples of 32)."""
+    or a frame the protocol runs at its own size that the model cannot take (BTS: multiples of 32), or smaller
+    than the KB crop it cuts. Opens the test data only for protocols with such a check."""
     from hqdepth.data import open_source
     from hqdepth.evaluator import Evaluator
     from hqdepth.models import size_multiple
+    from hqdepth.protocols import KB_CROP_SIZE
 
     protocol = protocol_of(config)
-    if not config["train"]["test_evaluation"]:
+    fraction_crop = protocol.crop is not None and protocol.crop.mode == "fraction"
+    if not config["train"]["test_evaluation"] or not (protocol.frame_size or fraction_crop
+                                                      or protocol.test_input in ("native", "kb_crop")):
         return
     split = config["data"]["test_split"]
     source = open_source(spec, split=split)
@@ -533,12 +537,17 @@ def check_test_frames(config, spec):
     if depth is None:
         return
     try:
-        Evaluator(protocol).check_ground_truth(depth.shape, f"{spec}, split {split}")
+        Evaluator(protocol).check_ground_truth(depth.shape, f"{spec}, split {split}", advice=(
+            "Test on other data (--test-data SPEC; for KITTI, full frames: no kb_crop=true), --set "
+            "evaluation.protocol=custom (whole image) or --set train.test_evaluation=false."))
     except DataError as error:
-        raise ConfigError(f"{error} Else --set evaluation.protocol=custom (whole image) or --set "
-                          "train.test_evaluation=false.") from None
+        raise ConfigError(str(error)) from None
     multiple = size_multiple(config["model"]["name"], config["model"]["options"])
     height, width = depth.shape[:2]
+    if protocol.test_input == "kb_crop" and (height < KB_CROP_SIZE[0] or width < KB_CROP_SIZE[1]):
+        raise ConfigError(f"{spec}, split {split}: evaluation.protocol {protocol.name} runs the network on the KB crop "
+                          f"352x1216 of each frame, and the test frames are {height}x{width}: test on KITTI frames "
+                          "(--test-data SPEC), --set evaluation.protocol=custom or --set train.test_evaluation=false.")
     if protocol.test_input == "native" and (height % multiple or width % multiple):
         raise ConfigError(f"{spec}, split {split}: evaluation.protocol {protocol.name} runs the network on whole "
                           f"{height}x{width} frames, and {config['model']['name']} needs sides that are multiples of "

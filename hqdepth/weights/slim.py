@@ -173,8 +173,8 @@ def _checkpoint_prefix(path):
     if Path(text).exists():
         return text
     raise WeightsFileError(f"checkpoint not found: {text} (give the checkpoint prefix, e.g. "
-                           "resnet_v2_50.ckpt or model.ckpt-300000, its .index file, or the folder holding it; docs/reproducing.md says "
-                           "where each published checkpoint is)")
+                           "resnet_v2_50.ckpt or model.ckpt-300000, its .index file, or the folder holding it; "
+                           "docs/reproducing.md says where each published checkpoint is)")
 
 
 def read_checkpoint(path):

@@ -439,9 +439,9 @@ def bts_dataset_options(src, options):
                  if any(word in text for word in words)}
         if len(found) != 1:
             raise ConfigError(f"convert_bts: which dataset was {src} trained on? The checkpoint does not say and the "
-                              "path names " + ("both" if found else "neither") + " of NYU / KITTI (eigen): give the dataset, "
-                              "nyu (max_depth 10) or kitti (max_depth 80, focal scaling): `-o dataset=nyu` on the "
-                              "command line, dataset='nyu' in Python.")
+                              "path names " + ("both" if found else "neither") + " of NYU / KITTI (eigen): give the "
+                              "dataset, nyu (max_depth 10) or kitti (max_depth 80, focal scaling): `-o dataset=nyu` on "
+                              "the command line, dataset='nyu' in Python.")
         dataset = found.pop()
     if dataset is not None:
         if dataset not in BTS_DATASETS:
