@@ -216,8 +216,9 @@ class Evaluator:
 
     def check_ground_truth(self, shape, name="image", advice=None):
         """DataError when ground truth of `shape` (H, W) is not what the protocol's crop is defined on: another
-        frame size than its `frame_size` (NYU's 480x640), or the 352x1216 KB crop for a crop in fractions of the
-        full KITTI frame (Garg, Eigen), which would then cut another region than the published one. `advice`
+        frame size than its `frame_size` (NYU's 480x640); for a crop in fractions of the full KITTI frame (Garg,
+        Eigen), a frame whose shape is not KITTI's (e.g. NYU's, whose millimetre PNGs would also be read as / 256),
+        or the 352x1216 KB crop, which would then cut another region than the published one. `advice`
         replaces what the message tells an `evaluate` user to do."""
         p = self.protocol
         shape = tuple(shape[:2])
@@ -226,6 +227,12 @@ class Evaluator:
                 f"{name}: ground truth is {shape[0]}x{shape[1]} but protocol {p.name} is defined on "
                 f"{p.frame_size[0]}x{p.frame_size[1]} frames (its crop is in pixels of that size)."
                 + (f" {advice}" if advice else "")
+            )
+        if p.crop is not None and p.crop.mode == "fraction" and not 2.8 <= shape[1] / max(shape[0], 1) <= 3.8:
+            raise DataError(
+                f"{name}: ground truth is {shape[0]}x{shape[1]}, not a KITTI frame (about 375x1242, 3.3 times as wide "
+                f"as high): protocol {p.name}'s crop is a fraction of the full KITTI frame (and its PNG depth is "
+                "read as value / 256). " + (advice or "Use a protocol for this data (e.g. nyu-eigen, or custom).")
             )
         if p.crop is not None and p.crop.mode == "fraction" and shape == KB_CROP_SIZE:
             raise DataError(

@@ -35,6 +35,14 @@ def test_model_fit_with_the_recipe_pieces_equals_hqdepth_train(tmp_path):
     evaluation = r.evaluate(model, DATA)
     assert evaluation.count == 2 and np.isfinite(evaluation.metrics["rmse"])
     assert (tmp_path / "mine" / "metrics.csv").is_file() and (tmp_path / "mine" / "checkpoints" / "latest.keras").is_file()
+    # the callbacks' folder carries its config: a run of another config is refused there, not resumed from the
+    # fit's backup (it said "finished after 4 of 2 steps"); without config.yaml the state is refused too
+    other = hqdepth.recipe("hqmd_plus_full", overrides={**OVERRIDES, "train.max_steps": 2})
+    with pytest.raises(ConfigError, match=r"holds a run with another config \(differs in: train.max_steps"):
+        other.train(DATA, tmp_path / "mine", print_fn=lambda *a, **k: None, verbose=0)
+    (tmp_path / "mine" / "config.yaml").unlink()
+    with pytest.raises(ConfigError, match=r"holds training state \(backup, checkpoints/.*\) but no config.yaml"):
+        other.train(DATA, tmp_path / "mine", print_fn=lambda *a, **k: None, verbose=0)
 
     keras.backend.clear_session()
     results = hqdepth.recipe("hqmd_plus_full", overrides=OVERRIDES).train(DATA, tmp_path / "cli",

@@ -437,6 +437,11 @@ def test_cli_errors_name_the_line(tmp_path, rng, capsys):
     code, _, err = run_cli(["evaluate", "--pairs", str(tmp_path / "pairs.txt"), "--protocol", "kitti-garg", "--quiet"],
                            capsys)
     assert code == 2 and "ground truth is 352x1216, the KITTI benchmark (KB) crop, but protocol kitti-garg" in err, err
+    # ... and NYU frames (their millimetre PNGs read as / 256: depths 3.9x too large), scored silently before
+    (tmp_path / "pairs.txt").write_text("p.png gt.png\n")
+    code, _, err = run_cli(["evaluate", "--pairs", str(tmp_path / "pairs.txt"), "--protocol", "kitti-eigen", "--quiet"],
+                           capsys)
+    assert code == 2 and "ground truth is 480x640, not a KITTI frame (about 375x1242" in err, err
     (tmp_path / "pairs.txt").write_text("p.png gt.png\n")
     for extra, message in ((["--min-depth", "0.1"], "--min-depth applies to --protocol custom only"),
                            (["--flip"], "--flip and --tf32 go with --model"),

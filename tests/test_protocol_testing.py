@@ -482,7 +482,9 @@ def test_a_kitti_test_that_cannot_run_is_refused_before_training(realdata, tmp_p
                                           r"kitti-garg's crop is a fraction of the full frame.* \(--test-data SPEC"):
         check_test_frames(config, spec + "?kb_crop=true")
     with pytest.raises(ConfigError, match="runs the network on the KB crop 352x1216 of each frame, and the test "
-                                          "frames are 64x96"):
+                                          "frames are 64x212"):  # KITTI's shape, smaller than the crop
+        check_test_frames(config, "synthetic:2?size=64x212")
+    with pytest.raises(ConfigError, match="ground truth is 64x96, not a KITTI frame"):  # nor its shape
         check_test_frames(config, "synthetic:2?size=64x96")
     # a protocol without such a check does not even open the test data
     resize = recipes.resolve_config("bts_kitti", sets=["evaluation.protocol=custom"])

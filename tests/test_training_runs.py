@@ -91,6 +91,7 @@ def test_fit_lowers_the_loss_and_writes_the_run_folder(finished_run):
     assert recipes.resolve_config(out / "config.yaml") == config
     saved = json.loads((out / "results.json").read_text())
     assert saved["test"]["count"] == 2 and set(saved["test"]["metrics"]) >= {"rmse", "abs_rel", "d1"}
+    assert saved["test"]["model"] == "final (model.keras)"  # which weights were tested (best.keras may differ)
     best = json.loads((out / "checkpoints" / "best.json").read_text())
     val_rmse = [float(row.split(",")[header.index("val_rmse")]) for row in rows[1:]]
     assert best["value"] == pytest.approx(min(val_rmse), rel=1e-6)
@@ -157,6 +158,10 @@ def test_rerun_of_a_finished_run_does_not_retrain_and_a_changed_config_is_refuse
     assert again == json.loads((out / "results.json").read_text())  # the saved results, not a new run's
     assert again["train_seconds_this_session"] == results["train_seconds_this_session"]
     assert any("holds a finished run; nothing to do" in line for line in printed), printed
+    assert not any("is not used" in line for line in printed), printed
+    printed.clear()  # a rerun naming other data says that it is not used (the results shown are the run's)
+    train(config, "synthetic:20?size=32x32", out, print_fn=printed.append, verbose=0)
+    assert any(f"It was trained on {DATA}; --data synthetic:20?size=32x32 is not used." in line for line in printed)
     for name, (content, mtime) in files.items():  # a retrain would rewrite both files
         assert (out / name).read_bytes() == content and (out / name).stat().st_mtime_ns == mtime, name
     assert not (out / "backup").exists()

@@ -147,17 +147,18 @@ class Recipe:
     # ------------------------------------------------------------------------------------ callbacks
 
     def callbacks(self, out, image_samples=None, backup=True, print_fn=print):
-        """The run callbacks writing into the folder `out`: TerminateOnNaN, CSV log, TensorBoard (scalars and
+        """The run callbacks writing into the run folder `out`: TerminateOnNaN, CSV log, TensorBoard (scalars and
         depth images of fixed validation samples), checkpoints (latest/best), progress, and the backup a
         rerun resumes from (`backup=False` leaves it out); first, when the validation data carries true edges or
-        planes, the iBims geometric metrics (`val_dbe_acc`, ...; `evaluation.geometry_samples`)."""
+        planes, the iBims geometric metrics (`val_dbe_acc`, ...; `evaluation.geometry_samples`). The folder gets
+        the config (`config.yaml`) as `train` writes it, so that `train` into it later resumes this config and
+        refuses another; a folder holding another config's training is refused here."""
         from pathlib import Path
 
         from hqdepth.training import trainer
 
         plan = self._require_plan("callbacks")
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
+        out = trainer.prepare_run_folder(Path(out), self.config)  # writes config.yaml: `train` then resumes or refuses
         count = self.config["train"]["image_samples"] if image_samples is None else image_samples
         images, depths = trainer.fixed_validation_samples(self.config, self._val_data, count)
         factory = trainer.RunBackupFactory(out, self.config)

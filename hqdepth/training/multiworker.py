@@ -26,10 +26,10 @@ from hqdepth.training import recipes as recipes_lib
 from hqdepth.training.callbacks import RunBackup
 from hqdepth.training.trainer import (
     Plan, RunBackupFactory, apply_batch_groups, apply_precision, build_loss, build_model, build_optimizer,
-    check_depth_scale, check_focal_zoom, check_whole_frames, compile_metrics, counted, finish_run,
-    fixed_validation_samples, geometry_validation, kernel_gradients_note, load_split, make_callbacks, precision_note,
-    prepare_run_folder, print_shared_splits, print_summary, read_results, set_determinism, split_length,
-    validation_batches,
+    check_augmentation, check_depth_scale, check_focal_zoom, check_whole_frames, compile_metrics, counted, finish_run,
+    finished_run_message, fixed_validation_samples, geometry_validation, kernel_gradients_note, load_split,
+    make_callbacks, precision_note, prepare_run_folder, print_shared_splits, print_summary, read_results,
+    set_determinism, split_length, validation_batches,
 )
 
 
@@ -49,6 +49,7 @@ def train_multiworker(config, data, out, *, val_data=None, test_data=None, overw
 
     # The strategy must exist before any other TensorFlow op runs in this process.
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    check_augmentation(config)  # every member alike (importing the augmentations starts TensorFlow)
     chief = is_chief(strategy)
     out = Path(out)
     say = print_fn if chief else (lambda *a, **k: None)
@@ -72,7 +73,7 @@ def train_multiworker(config, data, out, *, val_data=None, test_data=None, overw
         raise ConfigError(f"the chief refused to start the run {out} (its output says why); nothing done here.")
     if decision == _FINISHED:
         if chief:
-            say(f"{out} holds a finished run; nothing to do (--overwrite retrains it).")
+            say(finished_run_message(out, previous, data))
             print_summary(previous, say)
             return previous
         print_fn(f"{out}: the chief reports a finished run; nothing to do (--overwrite retrains it).")

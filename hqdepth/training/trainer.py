@@ -141,7 +141,7 @@ def resolve_strategy_name(name):
             return "multiworker"
         return "mirrored" if gpu_count() > 1 else "default"
     if name == "multiworker" and cluster_workers() == 0:
-        raise ConfigError("--strategy multiworker needs TF_CONFIG describing the cluster (see the README, "
+        raise ConfigError("--strategy multiworker needs TF_CONFIG describing the cluster (see docs/training.md, "
                           "'Several machines').")
     return name
 
@@ -717,14 +717,16 @@ def prepare_run_folder(out, config, overwrite=False):
     corrected command, and what that attempt logged goes)."""
     out = Path(out)
     saved = out / CONFIG_FILE
+    if not saved.is_file() and not overwrite and _trained(out):
+        raise ConfigError(f"{out} holds training state ({', '.join(_trained(out)[:4])}) but no {CONFIG_FILE}, so the "
+                          "config that made it is unknown (e.g. written by Recipe.callbacks before they wrote one): "
+                          "use a new --out, or --overwrite to start this folder afresh.")
     if saved.is_file() and not overwrite:
         import yaml
 
         previous = _with_new_defaults(yaml.safe_load(saved.read_text()), recipes_lib.DEFAULTS)
         if previous != json.loads(json.dumps(config)):
-            trained = any((out / name).exists() for name in (RESULTS_FILE, "model.keras", "backup")) or any(
-                out.glob("checkpoints/*.keras")) or any(out.glob(".worker-*"))
-            if trained:
+            if _trained(out):
                 changed = sorted(_differences(previous, config))
                 raise ConfigError(f"{out} holds a run with another config (differs in: {', '.join(changed[:8])}). "
                                   "Use a new --out, or --overwrite to start this folder afresh.")
@@ -737,6 +739,14 @@ def prepare_run_folder(out, config, overwrite=False):
     out.mkdir(parents=True, exist_ok=True)
     recipes_lib.dump(config, saved)
     return out
+
+
+def _trained(out):
+    """What in a run folder shows that something was trained in it (results, final model, backup, checkpoints, a
+    worker's folder), by name; [] when nothing."""
+    return ([name for name in (RESULTS_FILE, "model.keras", "backup") if (out / name).exists()]
+            + [f"checkpoints/{p.name}" for p in sorted(out.glob("checkpoints/*.keras"))]
+            + [p.name for p in sorted(out.glob(".worker-*"))])
 
 
 def _with_new_defaults(previous, defaults):
@@ -761,6 +771,14 @@ def _differences(a, b, prefix=""):
         yield prefix.rstrip(".")
 
 
+def finished_run_message(out, previous, data):
+    """What a rerun of a finished run says: nothing to do, and that its --data is not used when it names other data
+    than the run was trained on (the results printed next are the run's)."""
+    other = previous.get("data") not in (None, data)
+    return (f"{out} holds a finished run; nothing to do (--overwrite retrains it)."
+            + (f" It was trained on {previous['data']}; --data {data} is not used." if other else ""))
+
+
 def read_results(out):
     path = Path(out) / RESULTS_FILE
     return json.loads(path.read_text()) if path.is_file() else None
@@ -775,9 +793,10 @@ def train(config, data, out, *, val_data=None, test_data=None, overwrite=False, 
     from hqdepth.models import registry
 
     registry.check_options(config["model"]["name"], config["model"]["options"])  # before any data is read
-    check_augmentation(config)
-    prepare_initialisation(config, print_fn)
     strategy_name = resolve_strategy_name(config["train"]["strategy"])
+    if strategy_name != "multiworker":  # importing the augmentations starts TensorFlow: a cluster checks them later
+        check_augmentation(config)
+    prepare_initialisation(config, print_fn)
     check_input_size(config, data)
     check_test_frames(config, test_data or data)
     if strategy_name == "multiworker":
@@ -789,7 +808,7 @@ def train(config, data, out, *, val_data=None, test_data=None, overwrite=False, 
     previous = read_results(out)
     if previous and previous.get("status") == "finished" and not overwrite:
         prepare_run_folder(out, config)  # still refuse a different config
-        print_fn(f"{out} holds a finished run; nothing to do (--overwrite retrains it).")
+        print_fn(finished_run_message(out, previous, data))
         print_summary(previous, print_fn)
         return previous
     out = prepare_run_folder(out, config, overwrite=overwrite)
@@ -1008,7 +1027,9 @@ def finish_run(model, config, out, data, test_data, plan, history, status, secon
         print_fn(f"test evaluation ({config['evaluation']['protocol']} protocol{', flip' if flip else ''}) on "
                  f"{test_data or data} split {config['data']['test_split']} ...")
         evaluation = evaluate_in_memory(model, config, test_data or data)
-        results["test"] = {**evaluation.to_dict(), "flip": flip}
+        # the model the run ends with (model.keras), not checkpoints/best.keras (chosen on the validation data):
+        # `hqdepth evaluate --model RUN` scores the best checkpoint, `--model RUN/model.keras` this one
+        results["test"] = {**evaluation.to_dict(), "flip": flip, "model": "final (model.keras)"}
         warning = shared_with_training(config, data, test_data or data, "test")
         if warning:
             results["test"]["warning"] = warning
@@ -1056,7 +1077,8 @@ def print_summary(results, print_fn=print):
         print_fn(f"  last logs    {shown}")
     if "test" in results:
         metrics = results["test"]["metrics"]
-        print_fn(f"  test ({results['test'].get('protocol', '')}, {results['test'].get('count', '?')} images): "
+        print_fn(f"  test of the final model ({results['test'].get('protocol', '')}, {results['test'].get('count', '?')} "
+                 "images): "
                  + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
         if results["test"].get("warning"):
             print_fn(f"  warning: {results['test']['warning']}")
