@@ -136,7 +136,9 @@ def test_triangular_cyclic_matches_smith_formula():
     steps = np.concatenate([[0, step_size, 2 * step_size, 3 * step_size, step_size // 2], RNG.integers(0, 20 * step_size, 30)])
     cycle = np.floor(1 + steps / (2.0 * step_size))
     expected = low + (high - low) * np.maximum(0.0, 1 - np.abs(steps / step_size - 2 * cycle + 1))
-    np.testing.assert_allclose(_values(schedule, steps), expected, rtol=1e-5, atol=1e-12)
+    # float32 rounding of the position in the cycle is of the order of float32's epsilon times the amplitude, which
+    # near the bottom of a cycle exceeds 1e-5 of the (small) rate itself (seed 63841998: 1.06e-5 at 3.9e-5)
+    np.testing.assert_allclose(_values(schedule, steps), expected, rtol=1e-5, atol=4 * 1.2e-7 * (high - low))
     assert math.isclose(_values(schedule, [step_size])[0], high, rel_tol=1e-6)  # peak after one half cycle
     restored = keras.optimizers.schedules.deserialize(keras.optimizers.schedules.serialize(schedule))
     assert isinstance(restored, TriangularCyclic) and restored.get_config() == schedule.get_config()
