@@ -228,13 +228,15 @@ class Evaluator:
                 f"{p.frame_size[0]}x{p.frame_size[1]} frames (its crop is in pixels of that size)."
                 + (f" {advice}" if advice else "")
             )
-        if p.crop is not None and p.crop.mode == "fraction" and not 2.8 <= shape[1] / max(shape[0], 1) <= 3.8:
+        if p.crop is None or p.crop.mode != "fraction":
+            return
+        if not 2.8 <= shape[1] / max(shape[0], 1) <= 3.8:
             raise DataError(
                 f"{name}: ground truth is {shape[0]}x{shape[1]}, not a KITTI frame (about 375x1242, 3.3 times as wide "
                 f"as high): protocol {p.name}'s crop is a fraction of the full KITTI frame (and its PNG depth is "
                 "read as value / 256). " + (advice or "Use a protocol for this data (e.g. nyu-eigen, or custom).")
             )
-        if p.crop is not None and p.crop.mode == "fraction" and shape == KB_CROP_SIZE:
+        if shape == KB_CROP_SIZE:
             raise DataError(
                 f"{name}: ground truth is 352x1216, the KITTI benchmark (KB) crop, but protocol {p.name}'s crop is a "
                 "fraction of the full frame (about 375x1242), as in BTS's evaluation. "

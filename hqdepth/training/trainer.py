@@ -551,7 +551,7 @@ def check_test_frames(config, spec):
     if protocol.test_input == "native" and (height % multiple or width % multiple):
         raise ConfigError(f"{spec}, split {split}: evaluation.protocol {protocol.name} runs the network on whole "
                           f"{height}x{width} frames, and {config['model']['name']} needs sides that are multiples of "
-                          f"{multiple}: test on frames that are (NYU's 480x640), on the KB crop of KITTI frames "
+                          f"{multiple}: test on frames of such a size (NYU's 480x640), on the KB crop of KITTI frames "
                           "(kitti-garg, kitti-eigen) or --set train.test_evaluation=false.")
 
 
@@ -717,8 +717,9 @@ def prepare_run_folder(out, config, overwrite=False):
     corrected command, and what that attempt logged goes)."""
     out = Path(out)
     saved = out / CONFIG_FILE
-    if not saved.is_file() and not overwrite and _trained(out):
-        raise ConfigError(f"{out} holds training state ({', '.join(_trained(out)[:4])}) but no {CONFIG_FILE}, so the "
+    trained = _trained(out)
+    if not saved.is_file() and not overwrite and trained:
+        raise ConfigError(f"{out} holds training state ({', '.join(trained[:4])}) but no {CONFIG_FILE}, so the "
                           "config that made it is unknown (e.g. written by Recipe.callbacks before they wrote one): "
                           "use a new --out, or --overwrite to start this folder afresh.")
     if saved.is_file() and not overwrite:
@@ -726,7 +727,7 @@ def prepare_run_folder(out, config, overwrite=False):
 
         previous = _with_new_defaults(yaml.safe_load(saved.read_text()), recipes_lib.DEFAULTS)
         if previous != json.loads(json.dumps(config)):
-            if _trained(out):
+            if trained:
                 changed = sorted(_differences(previous, config))
                 raise ConfigError(f"{out} holds a run with another config (differs in: {', '.join(changed[:8])}). "
                                   "Use a new --out, or --overwrite to start this folder afresh.")
@@ -1076,9 +1077,8 @@ def print_summary(results, print_fn=print):
                                                                             "val_abs_rel", "val_d1"))
         print_fn(f"  last logs    {shown}")
     if "test" in results:
-        metrics = results["test"]["metrics"]
-        print_fn(f"  test of the final model ({results['test'].get('protocol', '')}, {results['test'].get('count', '?')} "
-                 "images): "
-                 + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-        if results["test"].get("warning"):
-            print_fn(f"  warning: {results['test']['warning']}")
+        test = results["test"]
+        print_fn(f"  test of the final model ({test.get('protocol', '')}, {test.get('count', '?')} images): "
+                 + ", ".join(f"{k} {v:.4f}" for k, v in test["metrics"].items()))
+        if test.get("warning"):
+            print_fn(f"  warning: {test['warning']}")
