@@ -479,12 +479,13 @@ def check_depth_scale(config, spec, print_fn=print, samples=3):
 
 
 def check_augmentation(config):
-    """The augmentation's name and options (`data.augmentation`, `data.augmentation_options`), checked before any
-    data is read: a misspelt name is a ConfigError listing the known ones, not a failure after the data summary."""
+    """The training augmentation (`data.augmentation`, `data.augmentation_options`, at `data.input_size`), built to
+    check its name and options before any data is read: a misspelt name is a ConfigError listing the known ones,
+    not a failure after the data summary. Returns it (an `hqdepth.data.augment.Recipe`)."""
     from hqdepth.data.augment import get_recipe
 
     data = config["data"]
-    get_recipe(data["augmentation"], "train", data["input_size"], **data["augmentation_options"])
+    return get_recipe(data["augmentation"], "train", data["input_size"], **data["augmentation_options"])
 
 
 def check_focal_zoom(config, print_fn=print):
@@ -492,12 +493,10 @@ def check_focal_zoom(config, print_fn=print):
     the frames (`data.input_size` other than the published crop): the focal lengths are resized with them, so the
     depth the model can output (max_depth x sigmoid x focal / reference focal) shrinks by that factor, and a test at
     native resolution (the KB crop, whole NYU frames) shows it another scale than it trained and validated on."""
-    from hqdepth.data.augment import get_recipe
-
     data = config["data"]
     if not data["with_focal"] or data["input_size"] is None:
         return
-    recipe = get_recipe(data["augmentation"], "train", data["input_size"], **data["augmentation_options"])
+    recipe = check_augmentation(config)
     if recipe.default_size is None or tuple(recipe.size) == tuple(recipe.default_size):
         return
     zoom = recipe.size[1] / recipe.default_size[1]
