@@ -1,7 +1,6 @@
 """What the experiment scripts share: quick CPU overrides, running recipes, and paper-vs-ours tables."""
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -196,12 +195,14 @@ def format_table(rows, title, columns=COLUMNS):
 
 
 def write_outputs(out, title, rows, extra=None, columns=COLUMNS):
-    """table.md and table.json in `out`; returns the Markdown table."""
+    """table.md and table.json in `out` (a metric that is not finite is null there); returns the Markdown table."""
+    from hqdepth import strict_json
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     table = format_table(rows, title, columns)
     (out / "table.md").write_text(table + "\n")
-    (out / "table.json").write_text(json.dumps({"title": title, "rows": rows, **(extra or {})}, indent=1))
+    (out / "table.json").write_text(strict_json.dumps({"title": title, "rows": rows, **(extra or {})}, indent=1))
     return table
 
 

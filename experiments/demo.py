@@ -49,7 +49,6 @@ state, seconds each for ResNet-50).
 """
 
 import argparse
-import json
 import math
 import os
 import shutil
@@ -149,6 +148,7 @@ def main(argv=None):
     from hqdepth.training import recipes
     from hqdepth.training.precision import probe_precision
     from hqdepth.training.trainer import protocol_of
+    from hqdepth import strict_json
     from hqdepth.visualize import summary_figure, write_png
 
     out = Path(args.out)
@@ -267,7 +267,7 @@ def main(argv=None):
               "test_scenes": args.test_scenes, "test_rmse": ours["rmse"], "constant": constant,
               "constant_rmse": baseline["rmse"], "gain": gain, "objects": objects, "savedmodel_rmse": check,
               "boundaries": boundary}
-    (out / "demo.json").write_text(json.dumps(report, indent=1))
+    (out / "demo.json").write_text(strict_json.dumps(report, indent=1))
     print(f"\ndone in {total:.0f} s (" + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()) + ")")
     print(f"  LOOK FIRST      {summary}  (photo | truth | prediction | error for test scenes 0-"
           f"{len(shown) - 1}, and the curves)")

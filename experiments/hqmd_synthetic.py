@@ -22,7 +22,6 @@ in its folder (`study_evaluation.json`) and redone only when the evaluation code
 import argparse
 import json
 import math
-import os
 import shutil
 import sys
 import time
@@ -71,6 +70,8 @@ def evaluate_run(folder, test_data, with_maps=()):
     1e-3 < gt < 10 m, as the quick runs' test) and the iBims-1 geometric errors; plus the predictions of the
     scenes in `with_maps` (for the figure). Kept in the run folder (`study_evaluation.json` / `.npz`) and
     reused while model.keras is unchanged and the test data and scenes are the same."""
+    from hqdepth import strict_json
+
     folder = Path(folder)
     cache, arrays = folder / "study_evaluation.json", folder / "study_evaluation.npz"
     key = {"test_data": test_data, "maps": list(with_maps), "model_mtime_ns": (folder / "model.keras").stat().st_mtime_ns,
@@ -82,7 +83,7 @@ def evaluate_run(folder, test_data, with_maps=()):
                 return saved["metrics"], {int(k): stored[k] for k in stored.files}
     metrics, maps = _evaluate_run(folder, test_data, with_maps)
     np.savez(arrays, **{str(k): v for k, v in maps.items()})
-    cache.write_text(json.dumps({"key": key, "metrics": metrics}))
+    cache.write_text(strict_json.dumps({"key": key, "metrics": metrics}))
     return metrics, maps
 
 
@@ -187,7 +188,7 @@ def figure(rows, test_data, scenes, maps):
     from hqdepth.visualize import _text, colour_bar
 
     source = open_source(test_data, split="test")
-    scale, gap, label_w = 2, 4, 0
+    scale, gap = 2, 4
     samples = [source[i] for i in scenes]
     height, width = samples[0].depth.shape[:2]
     pw, ph = width * scale, height * scale
@@ -388,12 +389,13 @@ def main(argv=None, command=None, prog=None, epilog=None):
         return 0
     command = command or "python experiments/hqmd_synthetic.py " + " ".join(argv if argv is not None else sys.argv[1:])
     result, maps, test_data = evaluate_grid(args.out, seeds, size, args.steps, args.scenes, command.strip(), rows)
+    from hqdepth import strict_json
     from hqdepth.visualize import write_png
 
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
     stem = results / "hqmd_table1_synthetic"
-    Path(f"{stem}.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
+    Path(f"{stem}.json").write_text(strict_json.dumps(result, indent=1, default=float) + "\n")
     page = markdown(result)
     Path(f"{stem}.md").write_text(page)
     write_png(f"{stem}.png", figure(result["rows"], test_data, FIGURE_SCENES, maps))

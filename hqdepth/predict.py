@@ -25,7 +25,6 @@ the two differ by float rounding of the sample positions, < 1e-3 of the pixel ra
 cheap (NumPy only): Keras/TensorFlow load with the model.
 """
 
-import json
 import math
 import sys
 import types
@@ -33,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hqdepth import strict_json
 from hqdepth.camera import (  # noqa: F401  (re-exported)
     CAMERAS, FOV_GUESS_DEGREES, Intrinsics, camera_intrinsics, guess_intrinsics)
 from hqdepth.depth_model import (  # noqa: F401  (re-exported)
@@ -219,7 +219,7 @@ def predict_files(model, inputs, out, recursive=False, batch_size=4, colormap="p
         "images": records,
         "skipped": skipped,
     }
-    (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=1) + "\n")
+    (out / SUMMARY_FILE).write_text(strict_json.dumps(summary, indent=1) + "\n")
     return summary
 
 

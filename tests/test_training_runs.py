@@ -22,7 +22,8 @@ import pytest
 
 import hqdepth.layers  # noqa: F401  (registers the layers a saved model needs)
 from hqdepth.training import recipes
-from hqdepth.training.trainer import train
+from hqdepth.training.trainer import print_summary, train
+from test_strict_json import strict_loads
 
 DATA = "synthetic:16?size=32x32"
 # A small model on the HQMD recipe: the full loss, Adam with the HQMD schedule, validation every 3 steps.
@@ -687,8 +688,11 @@ def test_a_loss_that_becomes_nan_stops_the_run_with_that_status(tmp_path):
                          "train.test_evaluation=false", "train.image_samples=0")
     results = train(config, DATA, tmp_path / "run", print_fn=quiet_print, verbose=0)
     assert results["status"] == "stopped: loss became NaN", results["status"]
-    assert results["steps"] < 9 and not np.isfinite(results["final_logs"]["loss"])
-    assert json.loads((tmp_path / "run" / "results.json").read_text())["status"] == results["status"]
+    assert results["steps"] < 9 and results["final_logs"]["loss"] is None  # NaN, null in strict JSON
+    assert strict_loads((tmp_path / "run" / "results.json").read_text()) == results
+    printed = []
+    print_summary(results, print_fn=printed.append)  # also what a rerun prints from results.json
+    assert "last logs    loss n/a" in "\n".join(printed), printed
     assert not (tmp_path / "run" / "backup" / "training_metadata.json").exists()  # nothing finite to keep
 
 

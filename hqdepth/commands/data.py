@@ -3,7 +3,7 @@
 The logic lives in `hqdepth.data.tools`; this module only parses arguments and prints.
 """
 
-import json
+from hqdepth import strict_json
 
 
 def add_parser(subparsers):
@@ -85,7 +85,7 @@ def run(args):
     if action == "verify":
         report = tools.verify(args.directory, split=args.split, progress=not args.no_progress)
         if args.json:
-            print(json.dumps(report, indent=1))
+            print(strict_json.dumps(report, indent=1))
         else:
             for item in report["problems"]:
                 where = item["shard"] or "(manifest)"
@@ -99,7 +99,7 @@ def run(args):
         return 1 if report["problems"] else 0
     if action == "stats":
         report = tools.stats(args.spec, split=args.split, limit=args.limit, bins=args.bins, max_depth=args.max_depth, progress=not args.no_progress)
-        print(json.dumps(report, indent=1) if args.json else tools.format_stats(report))
+        print(strict_json.dumps(report, indent=1) if args.json else tools.format_stats(report))
         return 0
     if action == "synthetic":
         report = tools.write_synthetic(

@@ -11,10 +11,11 @@ dataset's calibration), HQMD on the image resized to 289x385, Hu/SARPN on the 22
 the frame scaled to 240x320; a model trained on fixed-size crops is rebuilt with a free input size.
 """
 
-import json
 import logging
 import sys
 from pathlib import Path
+
+from hqdepth import strict_json
 
 CUSTOM_OPTIONS = ("crop", "min_depth", "max_depth", "max_inclusive", "clip", "clamp_floor", "averaging",
                   "densedepth_swap_bug", "delta", "test_input")
@@ -186,7 +187,7 @@ def _run(args):
         document = {**result.to_dict(), **described}
         if geometry is not None:
             document["geometry"] = geometry.to_dict()
-        path.write_text(json.dumps(document, indent=2) + "\n")
+        path.write_text(strict_json.dumps(document, indent=2) + "\n")
     if args.csv:
         path = Path(args.csv)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -44,6 +44,7 @@ import shutil
 import time
 from pathlib import Path
 
+from hqdepth import strict_json
 from hqdepth.errors import ConfigError, DataError, errors_from_tensorflow
 from hqdepth.training import recipes as recipes_lib
 
@@ -1020,7 +1021,7 @@ def finish_run(model, config, out, data, test_data, plan, history, status, secon
     if best.is_file():
         results["best"] = {**json.loads(best.read_text()), "path": str(out / "checkpoints" / "best.keras")}
     if not chief:
-        return results
+        return strict_json.finite_or_none(results)
     model.save(out / "model.keras")
     if status == "finished" and config["train"]["test_evaluation"]:
         flip = config["evaluation"]["flip"]
@@ -1035,7 +1036,8 @@ def finish_run(model, config, out, data, test_data, plan, history, status, secon
             results["test"]["warning"] = warning
     from hqdepth.training.callbacks import write_atomically
 
-    write_atomically(out / RESULTS_FILE, json.dumps(results, indent=1))  # a rerun reads it
+    results = strict_json.finite_or_none(results)  # as results.json has them: null for a metric that is not finite
+    write_atomically(out / RESULTS_FILE, strict_json.dumps(results, indent=1))  # a rerun reads it
     return results
 
 
@@ -1061,6 +1063,7 @@ def evaluate_in_memory(model, config, data):
 
 
 def print_summary(results, print_fn=print):
+    number = strict_json.number  # results.json holds null for a metric that is not finite
     run = Path(results["run"])
     print_fn("")
     print_fn(f"run {results['recipe']}: {results['status']} after {results['steps']} of {results['total_steps']} steps")
@@ -1068,16 +1071,16 @@ def print_summary(results, print_fn=print):
     print_fn(f"  final model  {results['model']}")
     if "best" in results:
         best = results["best"]
-        print_fn(f"  best         {best['path']} ({best['monitor']} {best['value']:.4f} at step {best['step']})")
+        print_fn(f"  best         {best['path']} ({best['monitor']} {number(best['value'])} at step {best['step']})")
     print_fn(f"  TensorBoard  tensorboard --logdir {results['logs']}")
     logs = results.get("final_logs", {})
     if logs:
-        shown = ", ".join(f"{k} {v:.4f}" for k, v in logs.items() if k in ("loss", "rmse", "val_loss", "val_rmse",
+        shown = ", ".join(f"{k} {number(v)}" for k, v in logs.items() if k in ("loss", "rmse", "val_loss", "val_rmse",
                                                                             "val_abs_rel", "val_d1"))
         print_fn(f"  last logs    {shown}")
     if "test" in results:
         test = results["test"]
         print_fn(f"  test of the final model ({test.get('protocol', '')}, {test.get('count', '?')} images): "
-                 + ", ".join(f"{k} {v:.4f}" for k, v in test["metrics"].items()))
+                 + ", ".join(f"{k} {number(v)}" for k, v in test["metrics"].items()))
         if test.get("warning"):
             print_fn(f"  warning: {test['warning']}")
