@@ -35,6 +35,8 @@ def read_image(path):
 
     The EXIF orientation is applied (cv2 decoding does that for every flag but IMREAD_UNCHANGED); grey becomes
     three equal channels; an alpha channel is dropped (like PIL's convert("RGB")); 16-bit becomes round(v / 257).
+    A 16-bit grey image is refused (DataError): that is how depth maps are stored (NYU, KITTI, `hqdepth predict`'s
+    own outputs), and a folder of photos often holds them beside the photos.
     """
     import cv2
 
@@ -52,6 +54,9 @@ def read_image(path):
         raise DataError(f"cannot decode {path} as an image (corrupt or unsupported format).")
     if image.dtype not in (np.uint8, np.uint16):
         raise DataError(f"{path}: {image.dtype} pixels are not supported; expected an 8- or 16-bit image.")
+    if image.dtype == np.uint16 and (image[..., 0] == image[..., 1]).all() and (image[..., 1] == image[..., 2]).all():
+        raise DataError(f"{path} is a 16-bit grey image, as depth maps are stored, not a photo (8-bit, or 16-bit "
+                        "colour); convert it to 8 bits if it is a photo.")
     return to_rgb(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), str(path))
 
 

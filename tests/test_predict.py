@@ -237,6 +237,9 @@ def test_read_image_exif_grey_rgba_16bit_corrupt(tmp_path):
     deep = colour.astype(np.int32) * 257 + rng.integers(-128, 129, colour.shape)
     (tmp_path / "deep.png").write_bytes(png_bytes(np.clip(deep, 0, 65535).astype(np.uint16)))
     assert np.array_equal(read_image(tmp_path / "deep.png"), colour)  # round(v / 257)
+    (tmp_path / "depth.png").write_bytes(png_bytes(rng.integers(0, 65536, (20, 30), dtype=np.uint16)))
+    with pytest.raises(DataError, match="depth.png is a 16-bit grey image, as depth maps are stored"):
+        read_image(tmp_path / "depth.png")
     (tmp_path / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg" + bytes(range(256)))
     with pytest.raises(DataError, match="cannot decode"):
         read_image(tmp_path / "corrupt.jpg")
@@ -257,14 +260,16 @@ def test_cli_odd_inputs_corrupt_skipped_nonzero_exit(models, tmp_path, capsys):
     (photos / "rgba.png").write_bytes(png_bytes(np.concatenate([colour, np.full((30, 44, 1), 9, np.uint8)], -1)))
     (photos / "deep.png").write_bytes(png_bytes(colour.astype(np.uint16) * 257))
     (photos / "corrupt.jpg").write_bytes(b"garbage" * 50)
+    (photos / "depth.png").write_bytes(png_bytes(rng.integers(0, 65536, (30, 44), dtype=np.uint16)))  # beside them
     (photos / "notes.txt").write_text("not an image, not listed")
     out = tmp_path / "out"
     code, stdout, err = run_cli(["predict", str(models["root"] / "fixed.keras"), str(photos), "--out", str(out),
                                  "--quiet", "--batch-size", "3"], capsys)
     assert code == 1
     assert "corrupt.jpg" in err and "cannot decode" in err and "notes.txt" not in err
+    assert "depth.png is a 16-bit grey image" in err
     summary = json.loads((out / "predictions.json").read_text())
-    assert [s["input"] for s in summary["skipped"]] == [str(photos / "corrupt.jpg")]
+    assert [s["input"] for s in summary["skipped"]] == [str(photos / "corrupt.jpg"), str(photos / "depth.png")]
     assert sorted(r["input"].split("/")[-1] for r in summary["images"]) == ["deep.png", "exif6.jpg", "grey.png",
                                                                              "rgba.png"]
     fixed = models["fixed"]
