@@ -149,6 +149,43 @@ def test_depth_panels_share_one_colour_scale(rng):
     np.testing.assert_array_equal(panel[:, 8:16], panel[:, 16:24])
 
 
+def test_model_init_starts_a_new_run_from_a_finished_runs_weights(finished_run, tmp_path):
+    """model.init: the model is built with a finished run's final weights (a run folder, its model.keras or a
+    .weights.h5 file), and a run trains on from them; the refusal to extend a finished run in its own folder says
+    so; another network is refused naming the weights that differ, a missing path naming it."""
+    from hqdepth.errors import ConfigError
+    from hqdepth.training.trainer import build_model
+
+    out, config, results = finished_run
+    with pytest.raises(ConfigError, match=re.escape(f"a new --out with --set model.init={out}.")):
+        train(config_with("train.max_steps=15"), DATA, out, print_fn=quiet_print)  # raising max_steps there
+    final = [np.asarray(w) for w in keras.saving.load_model(out / "model.keras", compile=False).weights]
+    random = [np.asarray(w) for w in build_model(config).weights]
+    assert max(np.abs(a - b).max() for a, b in zip(final, random)) > 0.05
+    keras.saving.load_model(out / "model.keras", compile=False).save_weights(tmp_path / "final.weights.h5")
+    for init in (out, out / "model.keras", tmp_path / "final.weights.h5"):
+        built = build_model(config_with(f"model.init={init}"))
+        assert all(np.array_equal(a, np.asarray(b)) for a, b in zip(final, built.weights)), init
+    printed = []  # one SGD step of a tiny rate: the run starts at the finished run's weights, not at random ones
+    again = train(config_with(f"model.init={out}", "train.max_steps=1", "optimizer.name=sgd",
+                              "optimizer.learning_rate=1e-7", "train.test_evaluation=false"),
+                  DATA, tmp_path / "further", print_fn=printed.append, verbose=0)
+    assert again["status"] == "finished"
+    assert any(f"initialisation: the weights of {out / 'model.keras'} (model.init" in line for line in printed), printed
+    trained = keras.saving.load_model(tmp_path / "further" / "model.keras", compile=False)
+    moved = [np.abs(a - np.asarray(b)).max() for a, b in zip(final, trained.weights) if b.trainable]
+    assert max(moved) < 1e-4, max(moved)
+    other = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="head")])
+    other.save(tmp_path / "other.keras")
+    with pytest.raises(ConfigError, match=r"is not the network this recipe builds .*weights it lacks \(e.g. "
+                                          r"encoder1_1_conv/kernel.*2 weights this model lacks \(e.g. head/kernel"):
+        build_model(config_with(f"model.init={tmp_path / 'other.keras'}"))
+    with pytest.raises(ConfigError, match="model.init=.*missing.keras: no such file or folder"):
+        build_model(config_with(f"model.init={tmp_path / 'missing.keras'}"))
+    with pytest.raises(ConfigError, match="the folder has no model.keras"):
+        build_model(config_with(f"model.init={tmp_path}"))
+
+
 def test_rerun_of_a_finished_run_does_not_retrain_and_a_changed_config_is_refused(finished_run):
     from hqdepth.errors import ConfigError
 

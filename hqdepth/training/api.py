@@ -111,7 +111,8 @@ class Recipe:
         whole frames: `trainer.build_model`), in the recipe's precision, initialised as it says.
 
         The backbone initialisation is checked and, for a named one, downloaded/converted once and
-        cached (`hqdepth.weights.pretrained`); `train.seed` seeds the initialisation. Sets Keras' global
+        cached (`hqdepth.weights.pretrained`); `train.seed` seeds the initialisation. With `model.init` the model
+        gets that trained model's weights instead (`trainer.load_initial_weights`). Sets Keras' global
         dtype policy (`train.precision`; auto = mixed_float16 on a GPU, float32 on a CPU) and TensorFlow's TF32
         switch (`train.tf32`: off under float32 by default) before building.
         """

@@ -29,7 +29,9 @@ DEFAULTS = {
     "paper": "",
     "table_row": None,
     "base": None,
-    "model": {"name": None, "options": {}},
+    # init: start from a trained model's weights (a .keras file, a run folder's model.keras, a .weights.h5 file)
+    # instead of the recipe's initialisation; `trainer.initial_weights` (fine-tuning, training a finished run on)
+    "model": {"name": None, "options": {}, "init": None},
     "loss": {"name": None, "options": {}},
     # decay_encoder_only: exempt the model family's decoder (`register_model(decoder_variables=...)`) from
     # the optimizer's weight decay (BTS decays the encoder only). fused: Adam/AdamW update by TensorFlow's

@@ -251,7 +251,8 @@ def compile_metrics(loss, config):
 
 
 def build_model(config):
-    """The recipe's model at its input size, initialised as the recipe says (`hqdepth.weights.pretrained`),
+    """The recipe's model at its input size, initialised as the recipe says (`hqdepth.weights.pretrained`) or, with
+    `model.init`, with a trained model's weights (`load_initial_weights`),
     its convolutions' kernel gradients as `train.kernel_gradients` says (`kernel_gradients`), and the bias gradients
     of its 16-bit transposed convolutions and dense layers summed in float32 (`use_float32_bias_gradients`).
 
@@ -269,6 +270,9 @@ def build_model(config):
     model = build(config["model"]["name"], input_shape=input_shape, **pretrained.model_options(config))
     if size and whole_frame_validation(config):
         model = free_size_model(model)
+    init = initial_weights(config)
+    if init is not None:
+        load_initial_weights(model, init)
     if kernel_gradients(config) == "matmul":
         # a deterministic run may not depend on timings: the forward passes stay TensorFlow's convolutions
         use_matmul_kernel_gradients(model, forward="native" if config["train"]["deterministic"] else "auto")
@@ -297,10 +301,68 @@ def kernel_gradients_note(config):
     return ", kernel gradients as matrix products" if kernel_gradients(config) == "matmul" else ""
 
 
+def initial_weights(config):
+    """The file `model.init` names, checked (a run folder: its final model.keras); None when unset."""
+    init = config["model"].get("init")
+    if not init:
+        return None
+    path = Path(init)
+    if path.is_dir():
+        if not (path / "model.keras").is_file():
+            raise ConfigError(f"model.init={init}: the folder has no model.keras (a finished run's final model); "
+                              f"name a .keras file instead, e.g. {path / 'checkpoints' / 'best.keras'}.")
+        return path / "model.keras"
+    if not path.is_file():
+        raise ConfigError(f"model.init={init}: no such file or folder.")
+    if not path.name.endswith((".keras", ".weights.h5")):
+        raise ConfigError(f"model.init={init}: expected a .keras model, a .weights.h5 file or a run folder.")
+    return path
+
+
+def load_initial_weights(model, path):
+    """Set every weight of `model` to the one of the same name (e.g. `decoder_conv1/kernel`) in the model saved at
+    `path` (.keras; a .weights.h5 file through Keras' `load_weights`). ConfigError naming the differences when it is
+    not the same network (another model, or other model options)."""
+    import keras
+
+    if path.name.endswith(".weights.h5"):
+        try:
+            model.load_weights(str(path))
+        except ValueError as error:
+            raise ConfigError(f"model.init={path} does not fit {model.name}: {error}") from None
+        return
+    from hqdepth.depth_model import register_keras_objects
+
+    register_keras_objects()
+    try:
+        source = keras.saving.load_model(path, compile=False)
+    except Exception as error:  # keras raises many types for a bad file
+        raise DataError(f"model.init: cannot load the Keras model {path}: {error}") from None
+    given = {weight.path: weight for weight in source.weights}
+    wanted = {weight.path: weight for weight in model.weights}
+    differences = [f"{len(names)} {what} (e.g. {', '.join(names[:3])})" for what, names in (
+        ("weights it lacks", [name for name in wanted if name not in given]),
+        ("weights this model lacks", [name for name in given if name not in wanted]),
+        ("of other shapes", [f"{name} {tuple(given[name].shape)} here {tuple(weight.shape)}"
+                             for name, weight in wanted.items()
+                             if name in given and tuple(given[name].shape) != tuple(weight.shape)])) if names]
+    if differences:
+        raise ConfigError(f"model.init={path} is not the network this recipe builds ({source.name} -> {model.name}): "
+                          f"{'; '.join(differences)}. It must come from the same model and model options.")
+    for name, weight in wanted.items():
+        weight.assign(keras.ops.convert_to_numpy(given[name]).astype(weight.dtype))
+
+
 def prepare_initialisation(config, print_fn=print):
-    """Check the recipe's backbone initialisation and fetch/convert its file now, before anything is built."""
+    """Check the recipe's backbone initialisation and fetch/convert its file now, before anything is built (with
+    `model.init`: check that file instead)."""
     from hqdepth.weights import pretrained
 
+    init = initial_weights(config)
+    if init is not None:
+        print_fn(f"  initialisation: the weights of {init} (model.init; the recipe's backbone initialisation is "
+                 "not loaded)")
+        return
     weights = pretrained.check_initialisation(config)
     if weights is None:
         return
@@ -729,8 +791,10 @@ def prepare_run_folder(out, config, overwrite=False):
         if previous != json.loads(json.dumps(config)):
             if trained:
                 changed = sorted(_differences(previous, config))
+                further = (f" To train on from this run's final weights (the schedule starts again): a new --out "
+                           f"with --set model.init={out}." if (out / "model.keras").is_file() else "")
                 raise ConfigError(f"{out} holds a run with another config (differs in: {', '.join(changed[:8])}). "
-                                  "Use a new --out, or --overwrite to start this folder afresh.")
+                                  f"Use a new --out, or --overwrite to start this folder afresh.{further}")
             overwrite = True
     if overwrite and out.exists():
         for name in (CONFIG_FILE, RESULTS_FILE, "metrics.csv", "model.keras"):

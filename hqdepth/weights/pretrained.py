@@ -294,7 +294,9 @@ def model_options(config):
     model = config["model"]
     options = dict(model.get("options") or {})
     if has_backbone(model["name"], options) and "backbone_weights" in options:
-        options["backbone_weights"] = resolve(options["backbone_weights"], backbone_version(model["name"], options))
+        # with model.init the trained weights replace every initialisation: nothing to fetch
+        weights = NONE if model.get("init") else options["backbone_weights"]
+        options["backbone_weights"] = resolve(weights, backbone_version(model["name"], options))
     return options
 
 
