@@ -140,7 +140,8 @@ class DepthModel:
     config's `data.input_size`), `max_depth` (metres, from the `ScaledSigmoid` head, the run config or export
     metadata; None if unknown), `name`, `config` (the run's resolved recipe or None), `keras_model` (None for a
     SavedModel), `metadata` (the export metadata of a SavedModel made by `hqdepth export`), `reference_focal` (the
-    focal length in pixels a focal-aware Keras model's depth is relative to, else None), `trained_size` (the fixed
+    focal length in pixels a focal-aware model's depth is relative to, from the Keras model or an export's metadata,
+    else None), `trained_size` (the fixed
     input size the model was built with before `at_free_size`, else its `input_size`).
 
     Calling it with `focal=` (pixels, one value or one per image) runs a focal-aware model with that focal length
@@ -252,6 +253,10 @@ class DepthModel:
         self._keep = loaded
         self.input_size = _fixed_size(spec.shape)
         self._use_metadata(path / "assets.extra" / EXPORT_METADATA)
+        focal = (self.metadata or {}).get("reference_focal")
+        if focal:  # an export of a focal-aware model: its depth at this focal, scaled by `__call__`'s `focal`
+            self.reference_focal = float(focal)
+            self.note += f" (focal-aware: depth x focal / {focal:g} px; {focal:g} px when no focal is given)"
         self.name = self.name or path.name
 
     def _use_metadata(self, meta_file):
@@ -390,13 +395,20 @@ class DepthModel:
 
     def __call__(self, batch, focal=None):
         """Depth (N, H', W') float32 for a float32 batch (N, H, W, 3) of RGB 0..255; `focal` (pixels, a number
-        or one per image) for a focal-aware Keras model, else ignored (the reference focal)."""
+        or one per image) for a focal-aware model (Keras, or a SavedModel of one), else ignored (the reference
+        focal)."""
         batch = np.asarray(batch, dtype=np.float32)
-        if focal is not None and self._focal_model is not None:
+        if focal is not None and self.reference_focal is not None:
             focal = np.broadcast_to(np.asarray(focal, dtype=np.float32).reshape(-1), (len(batch),)).copy()
+        else:
+            focal = None
+        scale = None
+        if focal is not None and self._focal_model is not None:
             out = self._focal_model([batch, focal], training=False)
         else:
             out = self._call(batch)
+            if focal is not None:  # a SavedModel of a focal-aware model: scaled as its FocalScaling layer scales
+                scale = focal / np.float32(self.reference_focal)
         if isinstance(out, dict):
             if len(out) != 1:
                 raise DataError(f"{self.loaded}: model returns {len(out)} outputs ({', '.join(out)}); "
@@ -411,7 +423,7 @@ class DepthModel:
             out = out[..., 0]
         if out.ndim != 3:
             raise DataError(f"{self.loaded}: model output has shape {out.shape}; expected (N, H, W, 1) depth.")
-        return out
+        return out if scale is None else out * scale[:, None, None]
 
 
 def load(path):

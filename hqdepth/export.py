@@ -92,6 +92,9 @@ def metadata(model, size, fmt):
                                "same size (bilinear resize in and out)",
             "serve": "images: float32 [N, h, w, 3] RGB 0..255 at input_size -> depth: float32 [N, h, w, 1] metres",
             "metadata": "no input -> model_name, max_depth, input_size, version, json",
+            **({"serving_with_focal": "images: uint8 [N, H, W, 3] RGB, any size; focal: float32 [N] pixels at that "
+                                      "size -> depth as serving_default's, x focal (scaled to the run size) / "
+                                      f"{model.reference_focal:g}"} if model.reference_focal else {}),
         },
         "keras": {"model.keras": "float32 [N, h, w, 3] RGB 0..255 -> float32 [N, h, w, 1] metres"},
         "onnx": {"model.onnx": "float32 [N, h, w, 3] RGB 0..255 at input_size -> float32 [N, h, w, 1] metres"},
@@ -105,6 +108,8 @@ def metadata(model, size, fmt):
         "recipe": model.config,
         "source": str(model.loaded) if model.loaded else model.note,
         "depth_unit": "metres",
+        # a focal-aware model (BTS KITTI) runs at this focal (px, at the run size); depth x focal / it for another
+        "reference_focal": model.reference_focal,
         "input": "RGB, 0..255 (uint8 for serving_default)",
         "signatures": signatures,
         "versions": _versions(),
@@ -299,15 +304,24 @@ def _write_saved_model(model, net, out, size, meta, freeze):
     else:
         depth_of = network
 
-    def serving_default(images):
+    def photo_depth(images):
+        """Depth at the photos' size and the width they ran at."""
         shape = tf.shape(images)
         height, width = shape[1], shape[2]
         pixels = tf.cast(images, tf.float32)
         target = tf.constant(size, tf.int32) if size else _tf_free_size(
             height, width, multiple=multiple, plus_one=plus_one, max_side=max_side)
-        pixels = tf.image.resize(pixels, target, method="bilinear")
-        depth = depth_of(pixels)
-        return {"depth": tf.image.resize(depth, tf.stack([height, width]), method="bilinear")}
+        depth = depth_of(tf.image.resize(pixels, target, method="bilinear"))
+        return tf.image.resize(depth, tf.stack([height, width]), method="bilinear"), target[1], width
+
+    def serving_default(images):
+        return {"depth": photo_depth(images)[0]}
+
+    def serving_with_focal(images, focal):
+        # as the model's FocalScaling layer: depth x focal / reference, the focal scaled to the size the photo ran at
+        depth, run_width, width = photo_depth(images)
+        scale = focal * tf.cast(run_width, tf.float32) / tf.cast(width, tf.float32) / model.reference_focal
+        return {"depth": depth * tf.reshape(scale, [-1, 1, 1, 1])}
 
     text = json.dumps(meta)
 
@@ -325,8 +339,12 @@ def _write_saved_model(model, net, out, size, meta, freeze):
                                          input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
     module.serve = tf.function(lambda images: {"depth": depth_of(images)}, input_signature=[model_spec])
     module.metadata = tf.function(metadata_fn, input_signature=[])
-    signatures = {name: getattr(module, name).get_concrete_function() for name in ("serving_default", "serve",
-                                                                                  "metadata")}
+    names = ["serving_default", "serve", "metadata"]
+    if model.reference_focal:
+        module.serving_with_focal = tf.function(serving_with_focal, input_signature=[
+            tf.TensorSpec([None, None, None, 3], tf.uint8, name="images"), tf.TensorSpec([None], tf.float32, name="focal")])
+        names.append("serving_with_focal")
+    signatures = {name: getattr(module, name).get_concrete_function() for name in names}
     try:
         # Serving needs no gradients; saving the resize's custom gradient fails on frozen graphs.
         tf.saved_model.save(module, str(out), signatures=signatures,

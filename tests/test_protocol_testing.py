@@ -24,7 +24,7 @@ from hqdepth.evaluation import (
     PROTOCOLS, Evaluator, custom_protocol, evaluate_model, get_protocol, hu_ground_truth, hu_rgb,
     protocol_prediction, resize_bilinear_tf1,
 )
-from hqdepth.predict import DepthModel
+from hqdepth.predict import DepthModel, load
 
 KITTI_FOCAL = 707.0493  # realdata/kitti3/test_annotations.json cam_in fx
 HU_KEYS = ("abs_rel", "rmse", "log10", "mae", "d1", "d2", "d3")
@@ -439,6 +439,37 @@ def test_predict_gives_a_focal_aware_model_the_photos_focal_at_the_run_size(tmp_
                                 log=lambda message: None)
         depths.append(np.load(summary["images"][0]["outputs"]["npy"]))
     np.testing.assert_allclose(depths[0], depths[1] * (500.0 * 160 / 150 / 715.0873), rtol=1e-5)
+
+
+def test_a_savedmodel_of_a_focal_aware_model_takes_the_photos_focal(tmp_path, rng):
+    """The SavedModel of a focal-aware BTS has a `serving_with_focal` signature (uint8 photos + focal in pixels at
+    their size), and `hqdepth.load` of it scales by the focal as the Keras model does: `predict_files` with --fx
+    gives the run folder's depths (before, the SavedModel always ran the reference focal: 0.75x here)."""
+    import tensorflow as tf
+
+    from hqdepth.export import export
+    from hqdepth.images import read_image
+    from hqdepth.predict import camera_intrinsics, predict_files
+
+    model = DepthModel.from_keras(tiny_bts((None, None, 3), with_focal=True), config={
+        "name": "bts_kitti", "model": {"name": "bts", "options": {"max_depth": 80.0}},
+        "evaluation": {"protocol": "kitti-garg"}})
+    result = export(model, tmp_path / "saved", input_size="free")
+    assert result["metadata"]["reference_focal"] == pytest.approx(715.0873)
+    assert "serving_with_focal" in result["metadata"]["signatures"]
+    photo = tmp_path / "photo.png"
+    cv2.imwrite(str(photo), rng.integers(0, 256, (100, 150, 3), dtype=np.uint8))
+    fx = camera_intrinsics(None, 500.0, None, None, None)
+    depths = {}
+    for name, source in (("keras", model), ("saved", load(tmp_path / "saved"))):
+        summary = predict_files(source, [str(photo)], tmp_path / name, intrinsics=fx, progress=False,
+                                log=lambda message: None)
+        depths[name] = np.load(summary["images"][0]["outputs"]["npy"])
+    assert depths["keras"].std() > 0.1
+    np.testing.assert_allclose(depths["saved"], depths["keras"], rtol=0, atol=1e-4)
+    served = tf.saved_model.load(str(tmp_path / "saved")).signatures["serving_with_focal"]
+    got = served(images=tf.constant(read_image(photo)[None]), focal=tf.constant([500.0]))["depth"].numpy()[0, ..., 0]
+    np.testing.assert_allclose(got, depths["keras"], rtol=0, atol=1e-4)
 
 
 def test_a_bts_run_is_refused_sizes_that_are_not_multiples_of_32_before_the_network_runs(tmp_path, rng, capsys):
