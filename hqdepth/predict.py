@@ -102,25 +102,35 @@ def predict_images(model, images, batch_size=8, warn=None, focals=None):
     return results
 
 
-def predict(model, inputs, batch_size=8):
+def predict(model, inputs, batch_size=8, focal=None):
     """Depth in metres, float32, at the size of each input image.
 
     model: a `DepthModel`, a `keras.Model` or a path (`.keras`, SavedModel, run folder).
     inputs: a path or an image array (H, W), (H, W, C) -> (H, W); a batch array (N, H, W, C) -> (N, H, W);
     a list/tuple of paths or images -> a list of (H, W) maps. uint8/uint16 arrays are converted as `read_image`
     does; float arrays are taken as RGB in 0..255. Paths get the EXIF orientation applied, arrays do not.
+    focal: for a focal-aware model (BTS KITTI), the focal length in pixels of the photos (one value, or one per
+    image), scaled to the size each runs at as `hqdepth predict --fx` does; None: the model's reference focal.
     """
     model = _as_model(model).for_photos()
+
+    def run(images):
+        focals = None
+        if focal is not None:
+            focals = np.asarray(focal, np.float64).reshape(-1)
+            if focals.size not in (1, len(images)):
+                raise ConfigError(f"focal: one value or one per image ({len(images)}), got {focals.size}.")
+            focals = np.broadcast_to(focals, (len(images),))
+        return predict_images(model, images, batch_size, focals=focals)
+
     if isinstance(inputs, (list, tuple)):
-        images = [_image_float(item, f"input {i}") for i, item in enumerate(inputs)]
-        return predict_images(model, images, batch_size)
+        return run([_image_float(item, f"input {i}") for i, item in enumerate(inputs)])
     if isinstance(inputs, (str, Path)):
-        return predict_images(model, [_image_float(inputs, str(inputs))], batch_size)[0]
+        return run([_image_float(inputs, str(inputs))])[0]
     array = np.asarray(inputs)
     if array.ndim == 4:
-        images = [_image_float(item, f"batch item {i}") for i, item in enumerate(array)]
-        return np.stack(predict_images(model, images, batch_size))
-    return predict_images(model, [_image_float(array, "image")], batch_size)[0]
+        return np.stack(run([_image_float(item, f"batch item {i}") for i, item in enumerate(array)]))
+    return run([_image_float(array, "image")])[0]
 
 
 def output_paths(out, stem):

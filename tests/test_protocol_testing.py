@@ -449,7 +449,7 @@ def test_a_savedmodel_of_a_focal_aware_model_takes_the_photos_focal(tmp_path, rn
 
     from hqdepth.export import export
     from hqdepth.images import read_image
-    from hqdepth.predict import camera_intrinsics, predict_files
+    from hqdepth.predict import camera_intrinsics, predict, predict_files
 
     model = DepthModel.from_keras(tiny_bts((None, None, 3), with_focal=True), config={
         "name": "bts_kitti", "model": {"name": "bts", "options": {"max_depth": 80.0}},
@@ -467,6 +467,8 @@ def test_a_savedmodel_of_a_focal_aware_model_takes_the_photos_focal(tmp_path, rn
         depths[name] = np.load(summary["images"][0]["outputs"]["npy"])
     assert depths["keras"].std() > 0.1
     np.testing.assert_allclose(depths["saved"], depths["keras"], rtol=0, atol=1e-4)
+    for source in (model, tmp_path / "saved"):  # the Python one-liner takes the photo's focal too
+        np.testing.assert_allclose(predict(source, photo, focal=500.0), depths["keras"], rtol=0, atol=1e-4)
     served = tf.saved_model.load(str(tmp_path / "saved")).signatures["serving_with_focal"]
     got = served(images=tf.constant(read_image(photo)[None]), focal=tf.constant([500.0]))["depth"].numpy()[0, ..., 0]
     np.testing.assert_allclose(got, depths["keras"], rtol=0, atol=1e-4)
