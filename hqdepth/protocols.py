@@ -255,7 +255,7 @@ class Protocol:
         if self.clip is None and self.clamp_floor is None:
             parts.append("prediction used as is")
         if self.kb_crop:
-            parts.append("KB-crop prediction pasted into the full frame")
+            parts.append("a KB-crop prediction pasted into the full frame (one of the frame's size used as it is)")
         if self.densedepth_swap_bug:
             parts.append("DenseDepth argument-swap bug (rel errors divide by the prediction)")
         parts.append(f"delta: max(d/g, g/d) {self.delta_comparison} 1.25^k")

@@ -149,7 +149,7 @@ def test_depth_panels_share_one_colour_scale(rng):
     np.testing.assert_array_equal(panel[:, 8:16], panel[:, 16:24])
 
 
-def test_model_init_starts_a_new_run_from_a_finished_runs_weights(finished_run, tmp_path):
+def test_model_init_starts_a_new_run_from_a_finished_runs_weights(finished_run, tmp_path, capsys):
     """model.init: the model is built with a finished run's final weights (a run folder, its model.keras or a
     .weights.h5 file), and a run trains on from them; the refusal to extend a finished run in its own folder says
     so; another network is refused naming the weights that differ, a missing path naming it."""
@@ -157,7 +157,7 @@ def test_model_init_starts_a_new_run_from_a_finished_runs_weights(finished_run, 
     from hqdepth.training.trainer import build_model
 
     out, config, results = finished_run
-    with pytest.raises(ConfigError, match=re.escape(f"a new --out with --set model.init={out}.")):
+    with pytest.raises(ConfigError, match=re.escape(f"a new --out with --init {out}.")):
         train(config_with("train.max_steps=15"), DATA, out, print_fn=quiet_print)  # raising max_steps there
     final = [np.asarray(w) for w in keras.saving.load_model(out / "model.keras", compile=False).weights]
     random = [np.asarray(w) for w in build_model(config).weights]
@@ -166,12 +166,15 @@ def test_model_init_starts_a_new_run_from_a_finished_runs_weights(finished_run, 
     for init in (out, out / "model.keras", tmp_path / "final.weights.h5"):
         built = build_model(config_with(f"model.init={init}"))
         assert all(np.array_equal(a, np.asarray(b)) for a, b in zip(final, built.weights)), init
-    printed = []  # one SGD step of a tiny rate: the run starts at the finished run's weights, not at random ones
-    again = train(config_with(f"model.init={out}", "train.max_steps=1", "optimizer.name=sgd",
-                              "optimizer.learning_rate=1e-7", "train.test_evaluation=false"),
-                  DATA, tmp_path / "further", print_fn=printed.append, verbose=0)
-    assert again["status"] == "finished"
-    assert any(f"initialisation: the weights of {out / 'model.keras'} (model.init" in line for line in printed), printed
+    # `hqdepth train --init RUN`, one SGD step of a tiny rate: the run starts at the finished run's weights
+    from hqdepth.cli import main
+
+    sets = SETS + ["train.max_steps=1", "optimizer.name=sgd", "optimizer.learning_rate=1e-7",
+                   "train.test_evaluation=false"]
+    assert main(["train", "hqmd_plus_full", "--data", DATA, "--out", str(tmp_path / "further"), "--init", str(out),
+                 "--quiet", *[item for entry in sets for item in ("--set", entry)]]) == 0
+    printed = capsys.readouterr().out
+    assert f"initialisation: the weights of {out / 'model.keras'} (model.init" in printed, printed
     trained = keras.saving.load_model(tmp_path / "further" / "model.keras", compile=False)
     moved = [np.abs(a - np.asarray(b)).max() for a, b in zip(final, trained.weights) if b.trainable]
     assert max(moved) < 1e-4, max(moved)

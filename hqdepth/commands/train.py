@@ -1,5 +1,7 @@
 """`hqdepth train RECIPE --data SPEC --out RUN_DIR`: train a recipe with model.fit; rerun to resume."""
 
+import json
+
 
 def add_parser(subparsers):
     parser = subparsers.add_parser(
@@ -25,6 +27,9 @@ def add_parser(subparsers):
     parser.add_argument("--epochs", type=int,
                         help="= --set train.epochs=N --set train.total_steps=null (a run length in epochs instead)")
     parser.add_argument("--max-steps", type=int, help="stop after N optimizer steps (= --set train.max_steps=N)")
+    parser.add_argument("--init", metavar="MODEL", help="start from a trained model's weights: a run folder, .keras or "
+                                                        ".weights.h5 (= --set model.init=MODEL; fine-tuning, or "
+                                                        "training a finished run on in a new --out)")
     parser.add_argument("--overwrite", action="store_true", help="discard what the run folder holds and start afresh")
     parser.add_argument("--quiet", action="store_true", help="one line per epoch instead of a progress bar")
     return parser
@@ -40,6 +45,8 @@ def run(args):
             sets.append(f"train.{key}={str(value).lower() if isinstance(value, bool) else value}")
     if args.epochs is not None:
         sets.append("train.total_steps=null")
+    if args.init is not None:
+        sets.append(f"model.init={json.dumps(args.init)}")  # a YAML string, whatever the path holds
     recipe = hqdepth.recipe(args.recipe, sets=sets, config_files=args.config)
     results = recipe.train(args.data, args.out, val_data=args.val_data, test_data=args.test_data,
                            overwrite=args.overwrite, verbose=2 if args.quiet else "auto")

@@ -792,7 +792,7 @@ def prepare_run_folder(out, config, overwrite=False):
             if trained:
                 changed = sorted(_differences(previous, config))
                 further = (f" To train on from this run's final weights (the schedule starts again): a new --out "
-                           f"with --set model.init={out}." if (out / "model.keras").is_file() else "")
+                           f"with --init {out}." if (out / "model.keras").is_file() else "")
                 raise ConfigError(f"{out} holds a run with another config (differs in: {', '.join(changed[:8])}). "
                                   f"Use a new --out, or --overwrite to start this folder afresh.{further}")
             overwrite = True
