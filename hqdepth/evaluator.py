@@ -228,7 +228,7 @@ class Evaluator:
                 f"{p.frame_size[0]}x{p.frame_size[1]} frames (its crop is in pixels of that size)."
                 + (f" {advice}" if advice else "")
             )
-        if p.crop is None or p.crop.mode != "fraction":
+        if not p.crops_in_fractions:
             return
         if not 2.8 <= shape[1] / max(shape[0], 1) <= 3.8:
             raise DataError(

@@ -214,6 +214,11 @@ class Protocol:
         """A copy with some fields changed (e.g. `kb_crop=True`)."""
         return replace(self, **changes)
 
+    @property
+    def crops_in_fractions(self):
+        """Whether the crop is in fractions of the frame (BTS's KITTI crops), so right only on full KITTI frames."""
+        return self.crop is not None and self.crop.mode == "fraction"
+
     def metric_keys(self):
         """The metric names this protocol reports, in order."""
         return tuple(self.metrics) if self.metrics is not None else metric_names()

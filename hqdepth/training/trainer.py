@@ -586,8 +586,7 @@ def check_test_frames(config, spec):
     from hqdepth.protocols import KB_CROP_SIZE
 
     protocol = protocol_of(config)
-    fraction_crop = protocol.crop is not None and protocol.crop.mode == "fraction"
-    if not config["train"]["test_evaluation"] or not (protocol.frame_size or fraction_crop
+    if not config["train"]["test_evaluation"] or not (protocol.frame_size or protocol.crops_in_fractions
                                                       or protocol.test_input in ("native", "kb_crop")):
         return
     split = config["data"]["test_split"]
