@@ -147,12 +147,14 @@ def colorize(depth, colormap="plasma", value_range=None):
 
 
 def depth_to_png16(depth, scale=1000.0):
-    """uint16 map round(depth * scale) (1000 = millimetres, 256 = KITTI), 0 for non-finite or <= 0 depth,
+    """uint16 map round(depth * scale) (1000 = millimetres, 256 = KITTI), 0 ("no depth", as datasets store it)
+    for non-finite or <= 0 depth, at least 1 for a positive one (a depth under half a unit is not "no depth"),
     clipped at 65535. Returns (array, number of clipped pixels)."""
     depth = np.asarray(depth, dtype=np.float64)
-    value = np.where(np.isfinite(depth) & (depth > 0), depth * float(scale), 0.0)
+    positive = np.isfinite(depth) & (depth > 0)
+    value = np.where(positive, depth * float(scale), 0.0)
     clipped = int(np.count_nonzero(value > 65535.0))
-    return np.rint(np.clip(value, 0.0, 65535.0)).astype(np.uint16), clipped
+    return np.where(positive, np.rint(np.clip(value, 1.0, 65535.0)), 0.0).astype(np.uint16), clipped
 
 
 def write_image(path, image_rgb_or_grey):

@@ -237,6 +237,10 @@ def test_read_image_exif_grey_rgba_16bit_corrupt(tmp_path):
     deep = colour.astype(np.int32) * 257 + rng.integers(-128, 129, colour.shape)
     (tmp_path / "deep.png").write_bytes(png_bytes(np.clip(deep, 0, 65535).astype(np.uint16)))
     assert np.array_equal(read_image(tmp_path / "deep.png"), colour)  # round(v / 257)
+    from hqdepth.images import depth_to_png16
+
+    png, clipped = depth_to_png16(np.array([[2.0, 1e-4, 0.0, -1.0, np.nan, np.inf, 70.0, 0.0014]]), 1000)
+    assert png.tolist() == [[2000, 1, 0, 0, 0, 0, 65535, 1]] and clipped == 1  # 0 only where there is no depth
     (tmp_path / "depth.png").write_bytes(png_bytes(rng.integers(0, 65536, (20, 30), dtype=np.uint16)))
     with pytest.raises(DataError, match="depth.png is a 16-bit grey image, as depth maps are stored"):
         read_image(tmp_path / "depth.png")
