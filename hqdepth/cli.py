@@ -9,6 +9,7 @@ switched off before TensorFlow loads, including the lines its libraries print wh
 
 import argparse
 import importlib
+import logging
 import os
 import sys
 
@@ -79,6 +80,11 @@ def main(argv=None):
     if not getattr(args, "_run", None):
         parser.print_help()
         return 0
+    # the package's logged warnings (evaluation, data) as "hqdepth COMMAND: warning: ...", like its errors
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"hqdepth {args.command}: warning: %(message)s"))
+    handler.setLevel(logging.WARNING)
+    logging.getLogger("hqdepth").addHandler(handler)
     try:
         with errors_from_tensorflow():
             status = args._run(args) or 0
@@ -95,6 +101,8 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"hqdepth {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        logging.getLogger("hqdepth").removeHandler(handler)
     # Free what the error's traceback kept alive (reference cycles), e.g. a tf.data iterator whose threads would
     # otherwise meet TensorFlow's exit: "terminate called without an active exception", status 134.
     import gc

@@ -8,6 +8,7 @@ graph tracing stays short on a 2-core CPU (the HQMD models are exercised by test
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -150,39 +151,51 @@ def test_depth_panels_share_one_colour_scale(rng):
 
 
 def test_model_init_starts_a_new_run_from_a_finished_runs_weights(finished_run, tmp_path, capsys):
-    """model.init: the model is built with a finished run's final weights (a run folder, its model.keras or a
-    .weights.h5 file), and a run trains on from them; the refusal to extend a finished run in its own folder says
-    so; another network is refused naming the weights that differ, a missing path naming it."""
+    """model.init (`--init`): the model is built with a finished run's final weights (the run folder or a .keras
+    file) and a run trains on from them; its rerun does not need the file any more. The refusal to extend a finished
+    run in its own folder says how; another network is refused naming the weights that differ; a diverged model, a
+    backbone's .weights.h5 file and missing paths are refused."""
+    from hqdepth.cli import main
     from hqdepth.errors import ConfigError
     from hqdepth.training.trainer import build_model
 
     out, config, results = finished_run
-    with pytest.raises(ConfigError, match=re.escape(f"a new --out with --init {out}.")):
+    with pytest.raises(ConfigError, match=re.escape(f"a new --out with --init {out} (model.init).")):
         train(config_with("train.max_steps=15"), DATA, out, print_fn=quiet_print)  # raising max_steps there
     final = [np.asarray(w) for w in keras.saving.load_model(out / "model.keras", compile=False).weights]
     random = [np.asarray(w) for w in build_model(config).weights]
     assert max(np.abs(a - b).max() for a, b in zip(final, random)) > 0.05
-    keras.saving.load_model(out / "model.keras", compile=False).save_weights(tmp_path / "final.weights.h5")
-    for init in (out, out / "model.keras", tmp_path / "final.weights.h5"):
+    for init in (out, out / "model.keras"):
         built = build_model(config_with(f"model.init={init}"))
         assert all(np.array_equal(a, np.asarray(b)) for a, b in zip(final, built.weights)), init
-    # `hqdepth train --init RUN`, one SGD step of a tiny rate: the run starts at the finished run's weights
-    from hqdepth.cli import main
-
+    # `hqdepth train --init FILE`, one SGD step of a tiny rate: the run starts at the finished run's weights
+    shutil.copyfile(out / "model.keras", tmp_path / "copy.keras")
     sets = SETS + ["train.max_steps=1", "optimizer.name=sgd", "optimizer.learning_rate=1e-7",
                    "train.test_evaluation=false"]
-    assert main(["train", "hqmd_plus_full", "--data", DATA, "--out", str(tmp_path / "further"), "--init", str(out),
-                 "--quiet", *[item for entry in sets for item in ("--set", entry)]]) == 0
+    command = ["train", "hqmd_plus_full", "--data", DATA, "--out", str(tmp_path / "further"), "--init",
+               str(tmp_path / "copy.keras"), "--quiet", *[item for entry in sets for item in ("--set", entry)]]
+    assert main(command) == 0
     printed = capsys.readouterr().out
-    assert f"initialisation: the weights of {out / 'model.keras'} (model.init" in printed, printed
+    assert f"initialisation: the weights of {tmp_path / 'copy.keras'} (model.init" in printed, printed
     trained = keras.saving.load_model(tmp_path / "further" / "model.keras", compile=False)
     moved = [np.abs(a - np.asarray(b)).max() for a, b in zip(final, trained.weights) if b.trainable]
     assert max(moved) < 1e-4, max(moved)
+    (tmp_path / "copy.keras").unlink()  # the finished run is reported without it
+    assert main(command) == 0 and "holds a finished run; nothing to do" in capsys.readouterr().out
     other = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="head")])
     other.save(tmp_path / "other.keras")
-    with pytest.raises(ConfigError, match=r"is not the network this recipe builds .*weights it lacks \(e.g. "
-                                          r"encoder1_1_conv/kernel.*2 weights this model lacks \(e.g. head/kernel"):
+    with pytest.raises(ConfigError, match=r"is not the network this recipe builds: the file lacks 62 of the 62 "
+                                          r"weights of the recipe's fcn_autoencoder \(e.g. encoder1_1_conv/kernel.*the "
+                                          r"file has 2 weights the model does not \(e.g. head/kernel"):
         build_model(config_with(f"model.init={tmp_path / 'other.keras'}"))
+    broken = keras.saving.load_model(out / "model.keras", compile=False)
+    broken.weights[3].assign(np.full(broken.weights[3].shape, np.nan, np.float32))
+    broken.save(tmp_path / "diverged.keras")
+    with pytest.raises(ConfigError, match="1 of its weights are not finite .* diverged"):
+        build_model(config_with(f"model.init={tmp_path / 'diverged.keras'}"))
+    broken.save_weights(tmp_path / "backbone.weights.h5")
+    with pytest.raises(ConfigError, match="expected a .keras model or a run folder .*backbone_weights"):
+        build_model(config_with(f"model.init={tmp_path / 'backbone.weights.h5'}"))
     with pytest.raises(ConfigError, match="model.init=.*missing.keras: no such file or folder"):
         build_model(config_with(f"model.init={tmp_path / 'missing.keras'}"))
     with pytest.raises(ConfigError, match="the folder has no model.keras"):

@@ -11,7 +11,6 @@ dataset's calibration), HQMD on the image resized to 289x385, Hu/SARPN on the 22
 the frame scaled to 240x320; a model trained on fixed-size crops is rebuilt with a free input size.
 """
 
-import logging
 import sys
 from pathlib import Path
 
@@ -122,18 +121,7 @@ def _protocol(args):
 
 
 def run(args):
-    """Evaluate, print the table, write --json/--csv; warnings go to stderr as 'hqdepth evaluate: warning: ...'."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("hqdepth evaluate: warning: %(message)s"))
-    logger = logging.getLogger("hqdepth.evaluation")
-    logger.addHandler(handler)
-    try:
-        return _run(args)
-    finally:
-        logger.removeHandler(handler)
-
-
-def _run(args):
+    """Evaluate, print the table, write --json/--csv (warnings: `hqdepth.cli.main`'s 'hqdepth evaluate: warning:')."""
     from hqdepth.errors import ConfigError
     from hqdepth.evaluation import evaluate_model, evaluate_pairs
 

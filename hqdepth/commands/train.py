@@ -27,9 +27,9 @@ def add_parser(subparsers):
     parser.add_argument("--epochs", type=int,
                         help="= --set train.epochs=N --set train.total_steps=null (a run length in epochs instead)")
     parser.add_argument("--max-steps", type=int, help="stop after N optimizer steps (= --set train.max_steps=N)")
-    parser.add_argument("--init", metavar="MODEL", help="start from a trained model's weights: a run folder, .keras or "
-                                                        ".weights.h5 (= --set model.init=MODEL; fine-tuning, or "
-                                                        "training a finished run on in a new --out)")
+    parser.add_argument("--init", metavar="MODEL", help="start from a trained model's weights: a run folder or a .keras "
+                                                        "file (= --set model.init=MODEL; fine-tuning, or continuing "
+                                                        "a finished run in a new --out)")
     parser.add_argument("--overwrite", action="store_true", help="discard what the run folder holds and start afresh")
     parser.add_argument("--quiet", action="store_true", help="one line per epoch instead of a progress bar")
     return parser

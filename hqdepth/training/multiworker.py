@@ -125,7 +125,7 @@ def train_multiworker(config, data, out, *, val_data=None, test_data=None, overw
     # the killed-worker cluster), as if the chief's collectives had run out of step with the others'.
     geometry = geometry_validation(config, val_data, validation_steps * plan.global_batch, say)
     with strategy.scope():
-        model = build_model(config)
+        model = build_model(config, initialise=not done)  # a resume restores the backup, not model.init
         loss = build_loss(config)
         apply_batch_groups(model, loss, config, replicas)
         metrics = compile_metrics(loss, config)

@@ -29,8 +29,8 @@ DEFAULTS = {
     "paper": "",
     "table_row": None,
     "base": None,
-    # init: start from a trained model's weights (a .keras file, a run folder's model.keras, a .weights.h5 file)
-    # instead of the recipe's initialisation; `trainer.initial_weights` (fine-tuning, training a finished run on)
+    # init: start from a trained model's weights (a .keras file, a run folder's model.keras) instead of the recipe's
+    # initialisation; `trainer.initial_weights` (fine-tuning, continuing a finished run in a new folder)
     "model": {"name": None, "options": {}, "init": None},
     "loss": {"name": None, "options": {}},
     # decay_encoder_only: exempt the model family's decoder (`register_model(decoder_variables=...)`) from

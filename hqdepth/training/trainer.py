@@ -250,7 +250,7 @@ def compile_metrics(loss, config):
     return terms + metrics.depth_metrics(min_depth=min_depth, max_depth=max_depth)
 
 
-def build_model(config):
+def build_model(config, initialise=True):
     """The recipe's model at its input size, initialised as the recipe says (`hqdepth.weights.pretrained`) or, with
     `model.init`, with a trained model's weights (`load_initial_weights`),
     its convolutions' kernel gradients as `train.kernel_gradients` says (`kernel_gradients`), and the bias gradients
@@ -270,7 +270,7 @@ def build_model(config):
     model = build(config["model"]["name"], input_shape=input_shape, **pretrained.model_options(config))
     if size and whole_frame_validation(config):
         model = free_size_model(model)
-    init = initial_weights(config)
+    init = initial_weights(config) if initialise else None
     if init is not None:
         load_initial_weights(model, init)
     if kernel_gradients(config) == "matmul":
@@ -304,33 +304,35 @@ def kernel_gradients_note(config):
 def initial_weights(config):
     """The file `model.init` names, checked (a run folder: its final model.keras); None when unset."""
     init = config["model"].get("init")
-    if not init:
+    if init is None or init == "":
         return None
+    if not isinstance(init, str):
+        raise ConfigError(f"model.init={init!r}: expected the path of a .keras model or a run folder.")
     path = Path(init)
     if path.is_dir():
         if not (path / "model.keras").is_file():
-            raise ConfigError(f"model.init={init}: the folder has no model.keras (a finished run's final model); "
-                              f"name a .keras file instead, e.g. {path / 'checkpoints' / 'best.keras'}.")
+            best = path / "checkpoints" / "best.keras"
+            raise ConfigError(f"model.init={init}: the folder has no model.keras (a finished run's final model)"
+                              + (f"; name a .keras file instead, e.g. {best}." if best.is_file() else "."))
         return path / "model.keras"
     if not path.is_file():
         raise ConfigError(f"model.init={init}: no such file or folder.")
-    if not path.name.endswith((".keras", ".weights.h5")):
-        raise ConfigError(f"model.init={init}: expected a .keras model, a .weights.h5 file or a run folder.")
+    if not path.name.endswith(".keras"):
+        raise ConfigError(f"model.init={init}: expected a .keras model or a run folder (a backbone's .weights.h5 "
+                          "file is model.options.backbone_weights).")
     return path
 
 
-def load_initial_weights(model, path):
-    """Set every weight of `model` to the one of the same name (e.g. `decoder_conv1/kernel`) in the model saved at
-    `path` (.keras; a .weights.h5 file through Keras' `load_weights`). ConfigError naming the differences when it is
-    not the same network (another model, or other model options)."""
-    import keras
+# model.init's weights, read before a distribution strategy exists (`prepare_initialisation`), taken by build_model
+_INITIAL_WEIGHTS = {}
 
-    if path.name.endswith(".weights.h5"):
-        try:
-            model.load_weights(str(path))
-        except ValueError as error:
-            raise ConfigError(f"model.init={path} does not fit {model.name}: {error}") from None
-        return
+
+def read_initial_weights(path):
+    """{weight name: array} of the Keras model saved at `path`; ConfigError when some are not finite (its run
+    diverged)."""
+    import keras
+    import numpy as np
+
     from hqdepth.depth_model import register_keras_objects
 
     register_keras_objects()
@@ -338,31 +340,49 @@ def load_initial_weights(model, path):
         source = keras.saving.load_model(path, compile=False)
     except Exception as error:  # keras raises many types for a bad file
         raise DataError(f"model.init: cannot load the Keras model {path}: {error}") from None
-    given = {weight.path: weight for weight in source.weights}
+    weights = {weight.path: keras.ops.convert_to_numpy(weight) for weight in source.weights}
+    broken = [name for name, value in weights.items() if not np.isfinite(value).all()]
+    if broken:
+        raise ConfigError(f"model.init={path}: {len(broken)} of its weights are not finite (e.g. {broken[0]}); the "
+                          "run that wrote it diverged.")
+    return weights
+
+
+def load_initial_weights(model, path):
+    """Set every weight of `model` to the one of the same name (e.g. `decoder_conv1/kernel`) in the model saved at
+    `path` (read by `prepare_initialisation` when it ran, else now). ConfigError naming the differences when it is
+    not the same network (another model, or other model options)."""
+    given = _INITIAL_WEIGHTS.pop(str(path), None) or read_initial_weights(path)
     wanted = {weight.path: weight for weight in model.weights}
-    differences = [f"{len(names)} {what} (e.g. {', '.join(names[:3])})" for what, names in (
-        ("weights it lacks", [name for name in wanted if name not in given]),
-        ("weights this model lacks", [name for name in given if name not in wanted]),
-        ("of other shapes", [f"{name} {tuple(given[name].shape)} here {tuple(weight.shape)}"
-                             for name, weight in wanted.items()
-                             if name in given and tuple(given[name].shape) != tuple(weight.shape)])) if names]
+    lacking = [name for name in wanted if name not in given]
+    extra = [name for name in given if name not in wanted]
+    reshaped = [f"{name}: file {given[name].shape} vs model {tuple(weight.shape)}" for name, weight in wanted.items()
+                if name in given and given[name].shape != tuple(weight.shape)]
+    differences = [f"{what} (e.g. {', '.join(names[:3])})" for what, names in (
+        (f"the file lacks {len(lacking)} of the {len(wanted)} weights of the recipe's {model.name}", lacking),
+        (f"the file has {len(extra)} weights the model does not", extra),
+        (f"{len(reshaped)} shapes differ", reshaped)) if names]
     if differences:
-        raise ConfigError(f"model.init={path} is not the network this recipe builds ({source.name} -> {model.name}): "
-                          f"{'; '.join(differences)}. It must come from the same model and model options.")
+        raise ConfigError(f"model.init={path} is not the network this recipe builds: {'; '.join(differences)}. It "
+                          "must come from the same model and model options.")
     for name, weight in wanted.items():
-        weight.assign(keras.ops.convert_to_numpy(given[name]).astype(weight.dtype))
+        weight.assign(given[name].astype(weight.dtype))
 
 
-def prepare_initialisation(config, print_fn=print):
-    """Check the recipe's backbone initialisation and fetch/convert its file now, before anything is built (with
-    `model.init`: check that file instead)."""
+def prepare_initialisation(config, print_fn=print, out=None):
+    """Check the recipe's backbone initialisation and fetch/convert its file now, before anything is built. With
+    `model.init`: read that model's weights instead (not when the run folder `out` already holds training state,
+    which a resume or rerun takes over)."""
     from hqdepth.weights import pretrained
 
-    init = initial_weights(config)
+    init = initial_weights(config) if not (out is not None and _trained(Path(out))) else None
     if init is not None:
+        _INITIAL_WEIGHTS[str(init)] = read_initial_weights(init)
         print_fn(f"  initialisation: the weights of {init} (model.init; the recipe's backbone initialisation is "
                  "not loaded)")
         return
+    if config["model"].get("init"):
+        return  # the run folder's own state takes over
     weights = pretrained.check_initialisation(config)
     if weights is None:
         return
@@ -790,8 +810,8 @@ def prepare_run_folder(out, config, overwrite=False):
         if previous != json.loads(json.dumps(config)):
             if trained:
                 changed = sorted(_differences(previous, config))
-                further = (f" To train on from this run's final weights (the schedule starts again): a new --out "
-                           f"with --init {out}." if (out / "model.keras").is_file() else "")
+                further = (f" To continue training from this run's final weights (the schedule starts again): a "
+                           f"new --out with --init {out} (model.init)." if (out / "model.keras").is_file() else "")
                 raise ConfigError(f"{out} holds a run with another config (differs in: {', '.join(changed[:8])}). "
                                   f"Use a new --out, or --overwrite to start this folder afresh.{further}")
             overwrite = True
@@ -860,7 +880,7 @@ def train(config, data, out, *, val_data=None, test_data=None, overwrite=False, 
     strategy_name = resolve_strategy_name(config["train"]["strategy"])
     if strategy_name != "multiworker":  # importing the augmentations starts TensorFlow: a cluster checks them later
         check_augmentation(config)
-    prepare_initialisation(config, print_fn)
+    prepare_initialisation(config, print_fn, out)
     check_input_size(config, data)
     check_test_frames(config, test_data or data)
     if strategy_name == "multiworker":
@@ -916,7 +936,7 @@ def train(config, data, out, *, val_data=None, test_data=None, overwrite=False, 
     geometry = geometry_validation(config, val_data, validation_steps * plan.global_batch, print_fn)
 
     with strategy.scope():
-        model = build_model(config)
+        model = build_model(config, initialise=not state)  # a resume restores the backup, not model.init
         loss = build_loss(config)
         apply_batch_groups(model, loss, config, replicas)
         optimizer = build_optimizer(config, plan.steps_per_epoch, plan.total_steps, model)
