@@ -177,6 +177,11 @@ def main(argv=None):
         sets = [s for s in sets if not s.startswith("model.options.")]
     results = common.train_recipe(args.recipe, data, run, sets)
     times["training (hqdepth train)"] = time.time() - mark
+    if results["status"] != "finished" or None in results["test"]["metrics"].values():
+        from hqdepth.errors import HQDepthError
+
+        raise HQDepthError(f"the demo run did not train to finite test metrics (status: {results['status']}; "
+                           f"{run / 'results.json'}); nothing to compare.")
 
     print(f"\n[3/5] held-out evaluation: {args.test_scenes} test scenes (disjoint seeds), beside the constant predictor")
     mark = time.time()

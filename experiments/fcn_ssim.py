@@ -24,6 +24,8 @@ def main(argv=None):
     parser = common.experiment_parser(__doc__, "runs/fcn_ssim", steps=150)
     args = parser.parse_args(argv)
 
+    from hqdepth.strict_json import number  # a metric that is not finite is None
+
     data, quick, sets = common.experiment_setup(args, deeplab=False)
     if quick:
         sets += ["model.options.bn_momentum=0.9"]  # the moving statistics follow a short run
@@ -34,8 +36,8 @@ def main(argv=None):
     common.print_outputs(args.out, title, table, quick, {"data": data, "quick": quick, "sets": sets + args.sets},
                          columns=common.COLUMNS + [common.SSIM_COLUMN],
                          notes=["\nSeed report 001 gives no quantitative results (no paper line).",
-                                f"Ours: RMSE {ours.get('rmse', float('nan')):.3f} m, "
-                                f"SSIM {ours.get('ssim', float('nan')):.3f}."],
+                                f"Ours: RMSE {number(ours.get('rmse'), '.3f')} m, "
+                                f"SSIM {number(ours.get('ssim'), '.3f')}."],
                          quick_note="Quick runs check the machinery; numbers worth reporting "
                                     "need NYU Depth v2.")
     return 0

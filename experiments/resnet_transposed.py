@@ -22,6 +22,8 @@ def main(argv=None):
     parser = common.experiment_parser(__doc__, "runs/resnet_transposed", steps=100)
     args = parser.parse_args(argv)
 
+    from hqdepth.strict_json import number  # a metric that is not finite is None
+
     data, quick, sets = common.experiment_setup(args, deeplab=False)
     rows = [{"label": LABEL, "recipe": "resnet50_transposed", "paper": REPORT}]
     table = common.train_rows(rows, data, args.out, sets, quick, args.sets, val_data=args.val_data)
@@ -33,8 +35,8 @@ def main(argv=None):
                          columns=[c for c in common.COLUMNS if c[0] == "rmse"] + [common.SSIM_COLUMN],
                          notes=["\nThe report's RMSE 2.57 / SSIM 0.46 are on a different dataset (Unreal Engine "
                                 "renders, depth units not stated): not comparable with ours.",
-                                f"Ours: RMSE {ours.get('rmse', float('nan')):.3f} m, "
-                                f"SSIM {ours.get('ssim', float('nan')):.3f}."],
+                                f"Ours: RMSE {number(ours.get('rmse'), '.3f')} m, "
+                                f"SSIM {number(ours.get('ssim'), '.3f')}."],
                          quick_note="Quick runs check the machinery; the report's numbers are "
                                     "on its own Unreal Engine renders, which are not public.")
     return 0

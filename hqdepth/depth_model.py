@@ -253,10 +253,6 @@ class DepthModel:
         self._keep = loaded
         self.input_size = _fixed_size(spec.shape)
         self._use_metadata(path / "assets.extra" / EXPORT_METADATA)
-        focal = (self.metadata or {}).get("reference_focal")
-        if focal:  # an export of a focal-aware model: its depth at this focal, scaled by `__call__`'s `focal`
-            self.reference_focal = float(focal)
-            self.note += f" (focal-aware: depth x focal / {focal:g} px; {focal:g} px when no focal is given)"
         self.name = self.name or path.name
 
     def _use_metadata(self, meta_file):
@@ -271,6 +267,10 @@ class DepthModel:
             raise DataError(f"{meta_file}: expected a JSON object, as `hqdepth export` writes.")
         self.max_depth = self.metadata.get("max_depth", self.max_depth)
         self.name = self.metadata.get("model_name") or self.name
+        focal = self.metadata.get("reference_focal")
+        if focal and self.reference_focal is None:  # an export of a focal-aware model: scaled by `__call__`'s focal
+            self.reference_focal = float(focal)
+            self.note += f" (focal-aware: depth x focal / {focal:g} px; {focal:g} px when no focal is given)"
         if self.config is None and isinstance(self.metadata.get("recipe"), dict):
             self.config = self.metadata["recipe"]
 

@@ -102,7 +102,7 @@ class EvaluationResult:
     skipped: list = field(default_factory=list)
 
     def to_dict(self):
-        """The `--json` document."""
+        """The `--json` document (metrics as floats, inf/NaN included; `strict_json` writes those as null)."""
         return {
             "protocol": self.protocol.name,
             "count": self.count,

@@ -30,6 +30,10 @@ def to_rgb(image, where):
     return np.ascontiguousarray(image)
 
 
+class NotAPhoto(DataError):
+    """A file `read_image` refuses because it holds depth, not a photo (a 16-bit grey image)."""
+
+
 def read_image(path):
     """A photo as a viewer shows it: RGB uint8 (H, W, 3).
 
@@ -49,15 +53,17 @@ def read_image(path):
         raise DataError(f"cannot read {path}: {error}") from None
     if data.size == 0:
         raise DataError(f"{path} is empty.")
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+    image = cv2.imdecode(data, cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH)  # grey stays one channel
     if image is None:
         raise DataError(f"cannot decode {path} as an image (corrupt or unsupported format).")
     if image.dtype not in (np.uint8, np.uint16):
         raise DataError(f"{path}: {image.dtype} pixels are not supported; expected an 8- or 16-bit image.")
-    if image.dtype == np.uint16 and (image[..., 0] == image[..., 1]).all() and (image[..., 1] == image[..., 2]).all():
-        raise DataError(f"{path} is a 16-bit grey image, as depth maps are stored, not a photo (8-bit, or 16-bit "
+    if image.ndim == 2 and image.dtype == np.uint16:
+        raise NotAPhoto(f"{path} is a 16-bit grey image, as depth maps are stored, not a photo (8-bit, or 16-bit "
                         "colour); convert it to 8 bits if it is a photo.")
-    return to_rgb(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), str(path))
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGB if image.shape[-1] == 4 else cv2.COLOR_BGR2RGB)
+    return to_rgb(image, str(path))
 
 
 def image_float(image, where):

@@ -4,7 +4,8 @@
   else `RUN/model.keras`, else `RUN/checkpoints/latest.keras`; `RUN/config.yaml` gives name and sizes).
 - `predict(model, image)` (also `hqdepth.predict(model, image)`): metres, float32 (H, W) at the image's size,
   for a path, an array (H, W[, C]), a batch (N, H, W, C) or a list of those.
-- `read_image(path)`: RGB uint8 with the EXIF orientation applied, grey/RGBA/16-bit converted.
+- `read_image(path)`: RGB uint8 with the EXIF orientation applied, grey/RGBA/16-bit colour converted; a 16-bit
+  grey file (a depth map) is refused (`NotAPhoto`).
 - `predict_files(...)`: the `hqdepth predict` command: colourised PNG, 16-bit PNG, `.npy` and `.ply` per image.
 
 This module runs models on photos; the pieces it uses live in their own modules and the names below are
@@ -40,7 +41,7 @@ from hqdepth.depth_model import (  # noqa: F401  (re-exported)
 from hqdepth.depth_model import as_model as _as_model
 from hqdepth.errors import ConfigError, DataError
 from hqdepth.images import (  # noqa: F401  (re-exported)
-    COLORMAPS, IMAGE_SUFFIXES, colorize, depth_to_png16, read_image, write_image)
+    COLORMAPS, IMAGE_SUFFIXES, NotAPhoto, colorize, depth_to_png16, read_image, write_image)
 from hqdepth.images import image_float as _image_float
 from hqdepth.inputs import collect_inputs  # noqa: F401  (re-exported)
 from hqdepth.pointcloud import backproject, write_ply  # noqa: F401  (re-exported)
@@ -158,8 +159,8 @@ def predict_files(model, inputs, out, recursive=False, batch_size=4, colormap="p
     intrinsics: an `Intrinsics` (scaled to each image when it names another size, as `CAMERAS` entries do), the
     result of `camera_intrinsics`, or None (a 60-degree horizontal field of view is assumed for the PLY and
     said through `log`); a focal-aware model (BTS KITTI) is given its fx, scaled to the run size, else runs at its
-    reference focal. Unreadable files are skipped and listed. Returns the summary dict that is also written
-    to `out/predictions.json`.
+    reference focal. Unreadable files are skipped and listed; 16-bit grey images (depth maps) are listed apart
+    (`not_photos`). Returns the summary dict that is also written to `out/predictions.json`.
     """
     from tqdm import tqdm
 
@@ -181,7 +182,7 @@ def predict_files(model, inputs, out, recursive=False, batch_size=4, colormap="p
         log(f"note: no intrinsics given (--camera or --fx/--fy/--cx/--cy): the point clouds assume a "
             f"{FOV_GUESS_DEGREES:g}-degree horizontal field of view (fx = fy = {0.5 / math.tan(math.radians(30)):.4f}"
             f" x image width, principal point at the image centre).")
-    records, clipped_total = [], 0
+    records, clipped_total, depth_maps = [], 0, []
 
     def above_the_bar(message):  # a line of its own, not glued to the progress bar
         with tqdm.external_write_mode():
@@ -195,6 +196,9 @@ def predict_files(model, inputs, out, recursive=False, batch_size=4, colormap="p
             for path, stem in files[start:start + batch_size]:
                 try:
                     batch.append((path, stem, read_image(path)))
+                except NotAPhoto:
+                    depth_maps.append(str(path))
+                    bar.update()
                 except DataError as error:
                     skipped.append({"input": str(path), "error": str(error)})
                     bar.update()
@@ -215,6 +219,9 @@ def predict_files(model, inputs, out, recursive=False, batch_size=4, colormap="p
                 clipped_total += clipped
                 records.append(record)
                 bar.update()
+    if depth_maps:
+        log(f"note: {len(depth_maps)} 16-bit grey image(s), as depth maps are stored, were not taken for photos "
+            f"(e.g. {depth_maps[0]}); predictions.json lists them under not_photos.")
     if clipped_total:
         log(f"warning: {clipped_total} pixel(s) beyond {65535 / png_scale:g} m were clipped in the 16-bit PNGs "
             f"(value = metres x {png_scale:g}); the .npy files keep them.")
@@ -228,6 +235,7 @@ def predict_files(model, inputs, out, recursive=False, batch_size=4, colormap="p
                     "ply": "binary, metres, x right, y down, z forward" if ply else None},
         "images": records,
         "skipped": skipped,
+        "not_photos": depth_maps,
     }
     (out / SUMMARY_FILE).write_text(strict_json.dumps(summary, indent=1) + "\n")
     return summary

@@ -244,6 +244,10 @@ def test_read_image_exif_grey_rgba_16bit_corrupt(tmp_path):
     (tmp_path / "depth.png").write_bytes(png_bytes(rng.integers(0, 65536, (20, 30), dtype=np.uint16)))
     with pytest.raises(DataError, match="depth.png is a 16-bit grey image, as depth maps are stored"):
         read_image(tmp_path / "depth.png")
+    grey16 = rng.integers(0, 65536, (20, 30), dtype=np.uint16)  # a black-and-white photo stored as 16-bit RGB
+    (tmp_path / "grey16rgb.png").write_bytes(png_bytes(np.stack([grey16] * 3, axis=-1)))
+    assert np.array_equal(read_image(tmp_path / "grey16rgb.png"),
+                          np.stack([((grey16.astype(np.uint32) + 128) // 257).astype(np.uint8)] * 3, axis=-1))
     (tmp_path / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg" + bytes(range(256)))
     with pytest.raises(DataError, match="cannot decode"):
         read_image(tmp_path / "corrupt.jpg")
@@ -271,9 +275,10 @@ def test_cli_odd_inputs_corrupt_skipped_nonzero_exit(models, tmp_path, capsys):
                                  "--quiet", "--batch-size", "3"], capsys)
     assert code == 1
     assert "corrupt.jpg" in err and "cannot decode" in err and "notes.txt" not in err
-    assert "depth.png is a 16-bit grey image" in err
+    assert "1 16-bit grey image(s), as depth maps are stored, were not taken for photos" in err
     summary = json.loads((out / "predictions.json").read_text())
-    assert [s["input"] for s in summary["skipped"]] == [str(photos / "corrupt.jpg"), str(photos / "depth.png")]
+    assert [s["input"] for s in summary["skipped"]] == [str(photos / "corrupt.jpg")]
+    assert summary["not_photos"] == [str(photos / "depth.png")]
     assert sorted(r["input"].split("/")[-1] for r in summary["images"]) == ["deep.png", "exif6.jpg", "grey.png",
                                                                              "rgba.png"]
     fixed = models["fixed"]

@@ -443,8 +443,9 @@ def test_predict_gives_a_focal_aware_model_the_photos_focal_at_the_run_size(tmp_
 
 def test_a_savedmodel_of_a_focal_aware_model_takes_the_photos_focal(tmp_path, rng):
     """The SavedModel of a focal-aware BTS has a `serving_with_focal` signature (uint8 photos + focal in pixels at
-    their size), and `hqdepth.load` of it scales by the focal as the Keras model does: `predict_files` with --fx
-    gives the run folder's depths (before, the SavedModel always ran the reference focal: 0.75x here)."""
+    their size), and `hqdepth.load` of it (free or fixed size) or of its `.keras` export scales by the focal as the
+    Keras model does: `predict_files` with --fx gives the model's depths (before, an export always ran the
+    reference focal: 0.75x here)."""
     import tensorflow as tf
 
     from hqdepth.export import export
@@ -461,12 +462,16 @@ def test_a_savedmodel_of_a_focal_aware_model_takes_the_photos_focal(tmp_path, rn
     cv2.imwrite(str(photo), rng.integers(0, 256, (100, 150, 3), dtype=np.uint8))
     fx = camera_intrinsics(None, 500.0, None, None, None)
     depths = {}
-    for name, source in (("keras", model), ("saved", load(tmp_path / "saved"))):
+    export(model, tmp_path / "fixed", input_size=(96, 160))  # the size the photo runs at
+    export(model, tmp_path / "keras_format", format="keras")
+    for name, source in (("keras", model), ("saved", load(tmp_path / "saved")), ("fixed", load(tmp_path / "fixed")),
+                         ("keras_format", load(tmp_path / "keras_format" / "model.keras"))):
         summary = predict_files(source, [str(photo)], tmp_path / name, intrinsics=fx, progress=False,
                                 log=lambda message: None)
         depths[name] = np.load(summary["images"][0]["outputs"]["npy"])
     assert depths["keras"].std() > 0.1
-    np.testing.assert_allclose(depths["saved"], depths["keras"], rtol=0, atol=1e-4)
+    for name in ("saved", "fixed", "keras_format"):
+        np.testing.assert_allclose(depths[name], depths["keras"], rtol=0, atol=1e-4, err_msg=name)
     for source in (model, tmp_path / "saved"):  # the Python one-liner takes the photo's focal too
         np.testing.assert_allclose(predict(source, photo, focal=500.0), depths["keras"], rtol=0, atol=1e-4)
     served = tf.saved_model.load(str(tmp_path / "saved")).signatures["serving_with_focal"]

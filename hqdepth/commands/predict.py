@@ -19,7 +19,8 @@ def add_parser(subparsers):
                     "for a run whose recipe tests at the image's own resolution, e.g. BTS, the image's size: the "
                     "model is then rebuilt with a free input size, weights shared) and the depth back to the image "
                     "size; an aspect-ratio change above 0.5 percent is reported; the EXIF orientation is applied; "
-                    "grey, RGBA and 16-bit images are converted. Per image "
+                    "grey, RGBA and 16-bit colour images are converted; 16-bit grey images (depth maps) are "
+                    "listed, not predicted. Per image "
                     "NAME it writes NAME_depth_color.png, NAME_depth.png (uint16, metres x --png-scale), "
                     "NAME_depth.npy (float32 metres) and with --ply NAME.ply; DIR/predictions.json lists them. "
                     "Unreadable files are reported and skipped (exit status 1).",
@@ -99,6 +100,9 @@ def run(args):
         progress=not args.quiet, log=lambda message: print(message, file=sys.stderr),
     )
     print(f"wrote {len(summary['images'])} prediction(s) to {args.out} (list: {args.out}/predictions.json)")
+    if not summary["images"] and not summary["skipped"]:
+        print("hqdepth predict: no photo among the inputs (only depth maps)", file=sys.stderr)
+        return 1
     if summary["skipped"]:
         print(f"hqdepth predict: skipped {len(summary['skipped'])} input(s):", file=sys.stderr)
         for item in summary["skipped"]:
