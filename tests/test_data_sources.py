@@ -457,6 +457,18 @@ def test_kitti_skipped_lines_reported_once_per_list(tmp_path, caplog):
         f"{listing}: 1 line(s) without ground truth skipped, 1 samples kept.") == 1
 
 
+def test_the_command_line_prefixes_the_packages_warnings(tmp_path, capsys):
+    """`hqdepth COMMAND` prints the package's logged warnings as "hqdepth COMMAND: warning: ...", like its errors
+    (only `evaluate` did; `train` printed them bare)."""
+    from hqdepth.cli import main
+
+    raw, gt, rgb_path, depth_path = _kitti_frame(tmp_path)
+    listing = write(tmp_path / "eigen.txt", f"{rgb_path} {depth_path} 721.5\n{rgb_path} None 721.5\n".encode())
+    assert main(["data", "stats", f"kitti:{listing}@{raw}?depth_root={gt}", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert f"hqdepth data: warning: {listing}: 1 line(s) without ground truth skipped, 1 samples kept." in err, err
+
+
 def test_kitti_missing_ground_truth_explained(tmp_path):
     """Missing depth files of a relative list without depth_root= suggest depth_root=, not strip_prefix (that
     hint is for lists with absolute paths); a monodepth2 list whose ground truth is nowhere says where it looked."""

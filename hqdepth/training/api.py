@@ -182,7 +182,8 @@ class Recipe:
 
     def train(self, data, out, val_data=None, test_data=None, overwrite=False, verbose="auto", print_fn=print):
         """Everything `hqdepth train` does: a run folder with config, logs, checkpoints, resume from a backup,
-        the final model and a test evaluation; returns the results dict (`results.json`)."""
+        the final model and a test evaluation; returns the results dict (`results.json`: None for a loss or metric
+        that is not finite)."""
         from hqdepth.training import trainer
 
         return trainer.train(self.config, data, out, val_data=val_data, test_data=test_data, overwrite=overwrite,
