@@ -443,7 +443,7 @@ def test_predict_gives_a_focal_aware_model_the_photos_focal_at_the_run_size(tmp_
 
 def test_a_savedmodel_of_a_focal_aware_model_takes_the_photos_focal(tmp_path, rng):
     """The SavedModel of a focal-aware BTS has a `serving_with_focal` signature (uint8 photos + focal in pixels at
-    their size), and `hqdepth.load` of it (free or fixed size) or of its `.keras` export scales by the focal as the
+    their size), and `hqdepth.load` of it or of its `.keras` export scales by the focal as the
     Keras model does: `predict_files` with --fx gives the model's depths (before, an export always ran the
     reference focal: 0.75x here)."""
     import tensorflow as tf
@@ -462,15 +462,14 @@ def test_a_savedmodel_of_a_focal_aware_model_takes_the_photos_focal(tmp_path, rn
     cv2.imwrite(str(photo), rng.integers(0, 256, (100, 150, 3), dtype=np.uint8))
     fx = camera_intrinsics(None, 500.0, None, None, None)
     depths = {}
-    export(model, tmp_path / "fixed", input_size=(96, 160))  # the size the photo runs at
     export(model, tmp_path / "keras_format", format="keras")
-    for name, source in (("keras", model), ("saved", load(tmp_path / "saved")), ("fixed", load(tmp_path / "fixed")),
+    for name, source in (("keras", model), ("saved", load(tmp_path / "saved")),
                          ("keras_format", load(tmp_path / "keras_format" / "model.keras"))):
         summary = predict_files(source, [str(photo)], tmp_path / name, intrinsics=fx, progress=False,
                                 log=lambda message: None)
         depths[name] = np.load(summary["images"][0]["outputs"]["npy"])
     assert depths["keras"].std() > 0.1
-    for name in ("saved", "fixed", "keras_format"):
+    for name in ("saved", "keras_format"):
         np.testing.assert_allclose(depths[name], depths["keras"], rtol=0, atol=1e-4, err_msg=name)
     for source in (model, tmp_path / "saved"):  # the Python one-liner takes the photo's focal too
         np.testing.assert_allclose(predict(source, photo, focal=500.0), depths["keras"], rtol=0, atol=1e-4)
