@@ -569,11 +569,13 @@ def test_mixed_bfloat16_fit_on_the_cpu(tmp_path):
 def test_mixed_bfloat16_trains_like_float32():
     """benchmarks/bf16_check.py --follow on a short run: hqmd_plus_full from the same weights on the same batches in
     float32 and mixed_bfloat16, each bfloat16 step starting from the float32 run's weights. The losses then agree
-    step by step within one step's bfloat16 rounding (8 significant bits: measured 0.01-1.5 %, median 0.15-0.45 %,
-    with one and two threads), while the loss itself falls by tens of percent: a step that went wrong (a float32-only
-    op fed bfloat16, a loss computed in bfloat16) shows up as a larger gap, and updates lost to rounding as a small
-    bfloat16 update. (Free-running, the two curves drift apart chaotically - 1-19 % per step over the same 8 steps -
-    so they cannot be compared this closely: the benchmark's 60-step run, `benchmarks/RESULTS.md`, does that.)"""
+    step by step within one step's bfloat16 rounding (8 significant bits: measured 0.01-1.5 %, median 0.15-0.45 %
+    over 8 steps with one and two threads; 0.03-1.4 %, median 0.35-0.40 % over the 6 steps run here, 2-core Xeon VM),
+    while the loss itself falls by tens of percent (21 % in these 6 steps; steps 7 and 8 did not lower it further and
+    cost about 2.6 s each): a step that went wrong (a float32-only op fed bfloat16, a loss computed in bfloat16)
+    shows up as a larger gap, and updates lost to rounding as a small bfloat16 update. (Free-running, the two curves
+    drift apart chaotically - 1-19 % per step over 8 steps - so they cannot be compared this closely: the benchmark's
+    60-step run, `benchmarks/RESULTS.md`, does that.)"""
     import argparse
     import importlib.util
 
@@ -585,7 +587,7 @@ def test_mixed_bfloat16_trains_like_float32():
         spec = importlib.util.spec_from_file_location("bf16_check", benchmarks / "bf16_check.py")
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
-        args = argparse.Namespace(recipe="hqmd_plus_full", size="33x49", batch=4, steps=8, lr=1e-3, seed=0, follow=True)
+        args = argparse.Namespace(recipe="hqmd_plus_full", size="33x49", batch=4, steps=6, lr=1e-3, seed=0, follow=True)
         losses, abs_rel, _, update_ratios = module.curves(args)
     finally:
         sys.path.remove(str(benchmarks))
@@ -598,8 +600,8 @@ def test_mixed_bfloat16_trains_like_float32():
     relative = np.abs(bf16 - f32) / f32
     assert np.median(relative) < 0.02 and relative.max() < 0.05, relative
     assert (f32[0] - f32[-1]) / f32[0] > 0.1  # the run learns: the agreement is not that of two frozen curves
-    assert len(update_ratios) == 8 and all(0.9 < r < 1.1 for r in update_ratios), update_ratios  # measured 0.999-1.001
-    # (Held-out abs_rel is not compared: after 8 steps the batch norms' moving statistics are still noise.)
+    assert len(update_ratios) == 6 and all(0.9 < r < 1.1 for r in update_ratios), update_ratios  # measured 0.998-1.001
+    # (Held-out abs_rel is not compared: after 6 steps the batch norms' moving statistics are still noise.)
     assert set(abs_rel) == {"float32", "mixed_bfloat16"}
 
 
