@@ -150,13 +150,15 @@ def test_depth_panels_share_one_colour_scale(rng):
     np.testing.assert_array_equal(panel[:, 8:16], panel[:, 16:24])
 
 
-def test_model_init_starts_a_new_run_from_a_finished_runs_weights(finished_run, tmp_path, capsys):
+def test_model_init_starts_a_new_run_from_a_finished_runs_weights(finished_run, tmp_path, capsys, monkeypatch):
     """model.init (`--init`): the model is built with a finished run's final weights (the run folder or a .keras
-    file) and a run trains on from them; its rerun does not need the file any more. The refusal to extend a finished
-    run in its own folder says how; another network is refused naming the weights that differ; a diverged model, a
+    file) and a run trains on from them, the file read once, before the distribution strategy; its rerun does not
+    need the file any more, nor does a resume, and --overwrite reads it again. The refusal to extend a finished run
+    in its own folder says how; another network is refused naming the weights that differ; a diverged model, a
     backbone's .weights.h5 file and missing paths are refused."""
     from hqdepth.cli import main
     from hqdepth.errors import ConfigError
+    from hqdepth.training import trainer
     from hqdepth.training.trainer import build_model
 
     out, config, results = finished_run
@@ -174,7 +176,12 @@ def test_model_init_starts_a_new_run_from_a_finished_runs_weights(finished_run, 
                    "train.test_evaluation=false"]
     command = ["train", "hqmd_plus_full", "--data", DATA, "--out", str(tmp_path / "further"), "--init",
                str(tmp_path / "copy.keras"), "--quiet", *[item for entry in sets for item in ("--set", entry)]]
+    reads, read = [], trainer.read_initial_weights
+    monkeypatch.setattr(trainer, "read_initial_weights", lambda path: reads.append(path) or read(path))
+    strategies, make_strategy = [], trainer.make_strategy
+    monkeypatch.setattr(trainer, "make_strategy", lambda name: strategies.append(len(reads)) or make_strategy(name))
     assert main(command) == 0
+    assert reads == [tmp_path / "copy.keras"] and strategies == [1], (reads, strategies)  # read once, beforehand
     printed = capsys.readouterr().out
     assert f"initialisation: the weights of {tmp_path / 'copy.keras'} (model.init" in printed, printed
     trained = keras.saving.load_model(tmp_path / "further" / "model.keras", compile=False)
@@ -182,6 +189,21 @@ def test_model_init_starts_a_new_run_from_a_finished_runs_weights(finished_run, 
     assert max(moved) < 1e-4, max(moved)
     (tmp_path / "copy.keras").unlink()  # the finished run is reported without it
     assert main(command) == 0 and "holds a finished run; nothing to do" in capsys.readouterr().out
+    assert len(reads) == 1
+    # what a run into a folder takes over: results of a finished run, a backup (its own or a cluster worker's);
+    # not checkpoints alone (a run killed before its first backup starts again from model.init), nor with --overwrite
+    further = tmp_path / "further"
+    assert trainer._resumes(further, overwrite=False) and not trainer._resumes(further, overwrite=True)
+    (further / "results.json").unlink()
+    assert not trainer._resumes(further, overwrite=False)
+    for folder in (further, further / ".worker-1"):
+        (folder / "backup").mkdir(parents=True)
+        (folder / "backup" / "training_metadata.json").write_text('{"iterations": 1, "epoch": 0}')
+        assert trainer._resumes(further, overwrite=False), folder
+        shutil.rmtree(folder / "backup")
+    shutil.copyfile(out / "model.keras", tmp_path / "copy.keras")
+    assert main(command) == 0  # the unfinished folder starts again from model.init, read before the strategy
+    assert len(reads) == 2 and strategies == [1, 2], (reads, strategies)
     other = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="head")])
     other.save(tmp_path / "other.keras")
     with pytest.raises(ConfigError, match=r"is not the network this recipe builds: the file lacks 62 of the 62 "

@@ -120,13 +120,12 @@ class Recipe:
 
         from hqdepth.training import trainer
 
-        if fetch:
-            trainer.prepare_initialisation(self.config, print_fn=lambda *a, **k: None)
+        initial_weights = trainer.prepare_initialisation(self.config, print_fn=lambda *a, **k: None) if fetch else None
         trainer.apply_precision(self.config)
         trainer.set_determinism(self.config)
         if self.config["train"]["seed"] is not None:
             keras.utils.set_random_seed(int(self.config["train"]["seed"]))
-        return trainer.build_model(self.config)
+        return trainer.build_model(self.config, initial_weights=initial_weights)
 
     def compile(self, model, optimizer=None, loss=None, metrics=None, **kwargs):
         """`model.compile` with the recipe's loss, optimizer + schedule (over the whole run on the dataset

@@ -38,10 +38,12 @@ def _task_id(strategy):
     return f"{resolver.task_type}-{resolver.task_id}"
 
 
-def train_multiworker(config, data, out, *, val_data=None, test_data=None, overwrite=False, print_fn=print):
+def train_multiworker(config, data, out, *, val_data=None, test_data=None, overwrite=False, print_fn=print,
+                      initial_weights=None):
     """Train on every worker of the cluster in TF_CONFIG; returns the run's results dict (the chief writes it to
-    results.json). On the rerun of a finished run a non-chief worker returns only {"recipe", "status":
-    "finished", "run"}: it cannot read the chief's results.json, which may be on another machine."""
+    results.json). `initial_weights`: model.init's weights (`trainer.prepare_initialisation`). On the rerun of a
+    finished run a non-chief worker returns only {"recipe", "status": "finished", "run"}: it cannot read the chief's
+    results.json, which may be on another machine."""
     import keras
     import tensorflow as tf
 
@@ -125,7 +127,9 @@ def train_multiworker(config, data, out, *, val_data=None, test_data=None, overw
     # the killed-worker cluster), as if the chief's collectives had run out of step with the others'.
     geometry = geometry_validation(config, val_data, validation_steps * plan.global_batch, say)
     with strategy.scope():
-        model = build_model(config, initialise=not done)  # a resume restores the backup, not model.init
+        # a resume restores the backup, not model.init
+        model = build_model(config, initialise=not done, initial_weights=initial_weights)
+        initial_weights = None  # the model has them: not kept through training
         loss = build_loss(config)
         apply_batch_groups(model, loss, config, replicas)
         metrics = compile_metrics(loss, config)

@@ -30,7 +30,7 @@ DEFAULTS = {
     "table_row": None,
     "base": None,
     # init: start from a trained model's weights (a .keras file, a run folder's model.keras) instead of the recipe's
-    # initialisation; `trainer.initial_weights` (fine-tuning, continuing a finished run in a new folder)
+    # initialisation; `trainer.init_file` (fine-tuning, continuing a finished run in a new folder)
     "model": {"name": None, "options": {}, "init": None},
     "loss": {"name": None, "options": {}},
     # decay_encoder_only: exempt the model family's decoder (`register_model(decoder_variables=...)`) from

@@ -250,9 +250,11 @@ def compile_metrics(loss, config):
     return terms + metrics.depth_metrics(min_depth=min_depth, max_depth=max_depth)
 
 
-def build_model(config, initialise=True):
+def build_model(config, initialise=True, initial_weights=None):
     """The recipe's model at its input size, initialised as the recipe says (`hqdepth.weights.pretrained`) or, with
-    `model.init`, with a trained model's weights (`load_initial_weights`),
+    `model.init`, with a trained model's weights (`load_initial_weights`: `initial_weights` when
+    `prepare_initialisation` read them before a distribution strategy existed, else read here; not with
+    `initialise=False`, for a resume that restores its backup),
     its convolutions' kernel gradients as `train.kernel_gradients` says (`kernel_gradients`), and the bias gradients
     of its 16-bit transposed convolutions and dense layers summed in float32 (`use_float32_bias_gradients`).
 
@@ -270,9 +272,9 @@ def build_model(config, initialise=True):
     model = build(config["model"]["name"], input_shape=input_shape, **pretrained.model_options(config))
     if size and whole_frame_validation(config):
         model = free_size_model(model)
-    init = initial_weights(config) if initialise else None
+    init = init_file(config) if initialise else None
     if init is not None:
-        load_initial_weights(model, init)
+        load_initial_weights(model, init, initial_weights)
     if kernel_gradients(config) == "matmul":
         # a deterministic run may not depend on timings: the forward passes stay TensorFlow's convolutions
         use_matmul_kernel_gradients(model, forward="native" if config["train"]["deterministic"] else "auto")
@@ -301,7 +303,7 @@ def kernel_gradients_note(config):
     return ", kernel gradients as matrix products" if kernel_gradients(config) == "matmul" else ""
 
 
-def initial_weights(config):
+def init_file(config):
     """The file `model.init` names, checked (a run folder: its final model.keras); None when unset."""
     init = config["model"].get("init")
     if init is None or init == "":
@@ -321,10 +323,6 @@ def initial_weights(config):
         raise ConfigError(f"model.init={init}: expected a .keras model or a run folder (a backbone's .weights.h5 "
                           "file is model.options.backbone_weights).")
     return path
-
-
-# model.init's weights, read before a distribution strategy exists (`prepare_initialisation`), taken by build_model
-_INITIAL_WEIGHTS = {}
 
 
 def read_initial_weights(path):
@@ -348,11 +346,11 @@ def read_initial_weights(path):
     return weights
 
 
-def load_initial_weights(model, path):
+def load_initial_weights(model, path, given=None):
     """Set every weight of `model` to the one of the same name (e.g. `decoder_conv1/kernel`) in the model saved at
-    `path` (read by `prepare_initialisation` when it ran, else now). ConfigError naming the differences when it is
-    not the same network (another model, or other model options)."""
-    given = _INITIAL_WEIGHTS.pop(str(path), None) or read_initial_weights(path)
+    `path` (`given`: its weights as `read_initial_weights` returned them; read now when None). ConfigError naming
+    the differences when it is not the same network (another model, or other model options)."""
+    given = read_initial_weights(path) if given is None else given
     wanted = {weight.path: weight for weight in model.weights}
     lacking = [name for name in wanted if name not in given]
     extra = [name for name in given if name not in wanted]
@@ -369,27 +367,38 @@ def load_initial_weights(model, path):
         weight.assign(given[name].astype(weight.dtype))
 
 
-def prepare_initialisation(config, print_fn=print, out=None):
+def prepare_initialisation(config, print_fn=print, resumes=False):
     """Check the recipe's backbone initialisation and fetch/convert its file now, before anything is built. With
-    `model.init`: read that model's weights instead (not when the run folder `out` already holds training state,
-    which a resume or rerun takes over)."""
+    `model.init`: read that model's weights instead and return them, for `build_model` (None when `resumes`: the
+    run folder's backup or results take over; and without `model.init`)."""
     from hqdepth.weights import pretrained
 
-    init = initial_weights(config) if not (out is not None and _trained(Path(out))) else None
-    if init is not None:
-        _INITIAL_WEIGHTS[str(init)] = read_initial_weights(init)
+    if config["model"].get("init"):
+        if resumes:
+            return None  # the file need not exist any more
+        init = init_file(config)
         print_fn(f"  initialisation: the weights of {init} (model.init; the recipe's backbone initialisation is "
                  "not loaded)")
-        return
-    if config["model"].get("init"):
-        return  # the run folder's own state takes over
+        return read_initial_weights(init)
     weights = pretrained.check_initialisation(config)
     if weights is None:
-        return
+        return None
     model = config["model"]
     version = pretrained.backbone_version(model["name"], model["options"])
     path = pretrained.resolve(weights, version)
     print_fn(f"  initialisation: {pretrained.describe(weights)}" + (f" -> {path}" if path and path != weights else ""))
+    return None
+
+
+def _resumes(out, overwrite):
+    """Whether a run into `out` takes over what is there (a finished run's results, the backup of the run or of a
+    cluster worker) rather than starting from its initialisation."""
+    from hqdepth.training.callbacks import RunBackup
+
+    out = Path(out)
+    previous = read_results(out)
+    return not overwrite and ((previous or {}).get("status") == "finished" or any(
+        RunBackup.read_state(folder / "backup") is not None for folder in [out, *out.glob(".worker-*")]))
 
 
 def build_before_fit(model, dataset):
@@ -880,14 +889,14 @@ def train(config, data, out, *, val_data=None, test_data=None, overwrite=False, 
     strategy_name = resolve_strategy_name(config["train"]["strategy"])
     if strategy_name != "multiworker":  # importing the augmentations starts TensorFlow: a cluster checks them later
         check_augmentation(config)
-    prepare_initialisation(config, print_fn, out)
+    initial_weights = prepare_initialisation(config, print_fn, resumes=_resumes(out, overwrite))
     check_input_size(config, data)
     check_test_frames(config, test_data or data)
     if strategy_name == "multiworker":
         from hqdepth.training.multiworker import train_multiworker
 
         return train_multiworker(config, data, out, val_data=val_data, test_data=test_data, overwrite=overwrite,
-                                 print_fn=print_fn)
+                                 print_fn=print_fn, initial_weights=initial_weights)
     out = Path(out)
     previous = read_results(out)
     if previous and previous.get("status") == "finished" and not overwrite:
@@ -936,7 +945,9 @@ def train(config, data, out, *, val_data=None, test_data=None, overwrite=False, 
     geometry = geometry_validation(config, val_data, validation_steps * plan.global_batch, print_fn)
 
     with strategy.scope():
-        model = build_model(config, initialise=not state)  # a resume restores the backup, not model.init
+        # a resume restores the backup, not model.init
+        model = build_model(config, initialise=not state, initial_weights=initial_weights)
+        initial_weights = None  # the model has them: not kept through training
         loss = build_loss(config)
         apply_batch_groups(model, loss, config, replicas)
         optimizer = build_optimizer(config, plan.steps_per_epoch, plan.total_steps, model)
