@@ -441,7 +441,7 @@ def test_predict_gives_a_focal_aware_model_the_photos_focal_at_the_run_size(tmp_
     np.testing.assert_allclose(depths[0], depths[1] * (500.0 * 160 / 150 / 715.0873), rtol=1e-5)
 
 
-def test_a_savedmodel_of_a_focal_aware_model_takes_the_photos_focal(tmp_path, rng):
+def test_a_savedmodel_of_a_focal_aware_model_takes_the_photos_focal(tmp_path, rng, capsys):
     """The SavedModel of a focal-aware BTS has a `serving_with_focal` signature (uint8 photos + focal in pixels at
     their size), and `hqdepth.load` of it or of its `.keras` export scales by the focal as the
     Keras model does: `predict_files` with --fx gives the model's depths (before, an export always ran the
@@ -476,6 +476,14 @@ def test_a_savedmodel_of_a_focal_aware_model_takes_the_photos_focal(tmp_path, rn
     served = tf.saved_model.load(str(tmp_path / "saved")).signatures["serving_with_focal"]
     got = served(images=tf.constant(read_image(photo)[None]), focal=tf.constant([500.0]))["depth"].numpy()[0, ..., 0]
     np.testing.assert_allclose(got, depths["keras"], rtol=0, atol=1e-4)
+    # `hqdepth predict EXPORTED --fx`: the focal, and no point cloud unless --ply asks for one
+    for extra, clouds in (([], []), (["--ply"], ["photo.ply"])):
+        out = tmp_path / f"cli{len(extra)}"
+        code, printed, _ = run_cli(["predict", str(tmp_path / "saved"), str(photo), "--out", str(out), "--fx", "500",
+                                    "--quiet", *extra], capsys)
+        assert code == 0 and "focal-aware model: the focal of --camera/--fx" in printed, printed
+        np.testing.assert_allclose(np.load(out / "photo_depth.npy"), depths["keras"], rtol=0, atol=1e-4)
+        assert sorted(p.name for p in out.glob("*.ply")) == clouds
 
 
 def test_a_bts_run_is_refused_sizes_that_are_not_multiples_of_32_before_the_network_runs(tmp_path, rng, capsys):

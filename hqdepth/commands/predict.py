@@ -42,8 +42,8 @@ def add_parser(subparsers):
                              "multiples of 32)")
     cloud = parser.add_argument_group("camera: point cloud (.ply) and the focal of a focal-aware model (BTS KITTI)")
     cloud.add_argument("--ply", action="store_true", help="write a coloured point cloud per image (implied by "
-                                                          "--camera or --fx, which also give a focal-aware model "
-                                                          "its focal)")
+                                                          "--camera or --fx, except for a focal-aware model, which "
+                                                          "they give its focal)")
     cloud.add_argument("--camera", choices=CAMERAS, help="standard intrinsics (NYU Depth v2 640x480, KITTI "
                                                          "1242x375), scaled to each image's size")
     cloud.add_argument("--fx", type=float, help="focal length in pixels of the input images")
@@ -86,7 +86,8 @@ def run(args):
         model.size_override = tuple(input_size)
     print(f"model: {model.describe()}")
     if model.reference_focal is not None:
-        print("focal-aware model: " + ("the focal of --camera/--fx, scaled to the size each image runs at" if intrinsics
+        print("focal-aware model: " + ("the focal of --camera/--fx, scaled to the size each image runs at"
+                                       + ("" if args.ply else " (point clouds: --ply)") if intrinsics
                                        else f"no focal given (--camera or --fx): {model.reference_focal:g} px at the "
                                             "size each image runs at"))
     if intrinsics is not None and getattr(intrinsics, "width", None):
@@ -96,7 +97,7 @@ def run(args):
     summary = predict_files(
         model, args.inputs, args.out, recursive=args.recursive, batch_size=args.batch_size, colormap=args.colormap,
         value_range=value_range, side_by_side=args.side_by_side, png_scale=args.png_scale,
-        ply=args.ply or intrinsics is not None, intrinsics=intrinsics, ply_step=args.ply_step,
+        ply=args.ply or (intrinsics is not None and model.reference_focal is None), intrinsics=intrinsics, ply_step=args.ply_step,
         progress=not args.quiet, log=lambda message: print(message, file=sys.stderr),
     )
     print(f"wrote {len(summary['images'])} prediction(s) to {args.out} (list: {args.out}/predictions.json)")
