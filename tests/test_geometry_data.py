@@ -334,28 +334,38 @@ def test_a_run_folder_from_before_geometry_samples_continues(tmp_path):
 
 
 def test_metrics_csv_keeps_columns_aligned_when_a_resumed_run_logs_new_metrics(tmp_path):
-    """A run started before geometry validation existed logs val_dbe_acc when resumed: the CSV is rewritten
-    once with the union of the columns, old rows "NA" in the new ones, and every row's values stay under
-    their names (Keras' CSVLogger would append the new columns' values under the old header)."""
+    """A run started before geometry validation (and the step column) existed logs val_dbe_acc when resumed: the
+    CSV is rewritten once with the union of the columns, old rows "NA" in the new ones, and every row's values stay
+    under their names (Keras' CSVLogger would append the new columns' values under the old header). The step
+    column holds the optimizer's steps; the logs the other callbacks see do not get it."""
     import csv
+    from types import SimpleNamespace
 
     from hqdepth.training.callbacks import MetricsCSV
 
+    def logger_at(steps):
+        logger = MetricsCSV(str(path), append=True)
+        logger.set_model(SimpleNamespace(optimizer=SimpleNamespace(iterations=steps)))
+        logger.on_train_begin()
+        return logger
+
     path = tmp_path / "metrics.csv"
     path.write_text("epoch,loss,val_loss\n0,2.5,3.0\n")
-    logger = MetricsCSV(str(path), append=True)
-    logger.on_train_begin()
-    logger.on_epoch_end(1, {"loss": 1.5, "val_loss": 2.0, "val_dbe_acc": 4.25})
+    logger = logger_at(10)
+    logs = {"loss": 1.5, "val_loss": 2.0, "val_dbe_acc": 4.25}
+    logger.on_epoch_end(1, logs)
+    assert "step" not in logs
+    logger.model.optimizer.iterations = 17
     logger.on_epoch_end(2, {"loss": 1.25, "val_loss": 1.75, "val_dbe_acc": 3.5})
     logger.on_train_end()
     rows = list(csv.DictReader(path.open()))
-    assert list(rows[0]) == ["epoch", "loss", "val_dbe_acc", "val_loss"]
-    assert rows[0] == {"epoch": "0", "loss": "2.5", "val_dbe_acc": "NA", "val_loss": "3.0"}
-    assert rows[1] == {"epoch": "1", "loss": "1.5", "val_dbe_acc": "4.25", "val_loss": "2.0"}
-    assert rows[2]["val_dbe_acc"] == "3.5" and rows[2]["val_loss"] == "1.75"
+    assert list(rows[0]) == ["epoch", "loss", "step", "val_dbe_acc", "val_loss"]
+    assert rows[0] == {"epoch": "0", "loss": "2.5", "step": "NA", "val_dbe_acc": "NA", "val_loss": "3.0"}
+    assert rows[1] == {"epoch": "1", "loss": "1.5", "step": "10", "val_dbe_acc": "4.25", "val_loss": "2.0"}
+    assert rows[2]["val_dbe_acc"] == "3.5" and rows[2]["val_loss"] == "1.75" and rows[2]["step"] == "17"
     # same columns: appended as Keras does, nothing rewritten
-    same = MetricsCSV(str(path), append=True)
-    same.on_train_begin()
+    same = logger_at(20)
     same.on_epoch_end(3, {"loss": 1.0, "val_loss": 1.5, "val_dbe_acc": 3.0})
     same.on_train_end()
-    assert [row["epoch"] for row in csv.DictReader(path.open())] == ["0", "1", "2", "3"]
+    assert [(row["epoch"], row["step"]) for row in csv.DictReader(path.open())] == [
+        ("0", "NA"), ("1", "10"), ("2", "17"), ("3", "20")]

@@ -5,6 +5,7 @@ The engine is model-agnostic; these runs use the 0.5 M-parameter `fcn_autoencode
 graph tracing stays short on a 2-core CPU (the HQMD models are exercised by test_models.py).
 """
 
+import csv
 import json
 import os
 import re
@@ -319,8 +320,8 @@ def test_resume_after_sigkill_restores_weights_optimizer_and_counters(tmp_path):
     results = json.loads((out / "results.json").read_text())
     assert results["status"] == "finished" and results["steps"] == 9  # optimizer iterations continued
     assert results["steps_this_session"] == 5
-    epochs = [int(row.split(",")[0]) for row in (out / "metrics.csv").read_text().strip().splitlines()[1:]]
-    assert epochs == [0, 1, 2]  # each validation period logged once across the two processes
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert [(row["epoch"], row["step"]) for row in rows] == [("0", "3"), ("1", "6"), ("2", "9")]  # once each
     steps = event_tags(out / "logs" / "validation")["rmse"]
     assert steps == [3, 6, 9]
 

@@ -244,12 +244,15 @@ def trim_metrics_csv(path, epochs):
 
 
 class MetricsCSV(keras.callbacks.CSVLogger):
-    """`CSVLogger` (append mode) whose columns stay aligned when a resumed run logs other metrics than the
-    rows already in the file (e.g. `val_dbe_acc` from a setting added since the run started): before its
-    first row it rewrites the file once, atomically, with the union of the columns ("NA" where a row has no
-    value). Keras' logger would append rows of the new columns under the old header."""
+    """`CSVLogger` (append mode) with a `step` column (the optimizer steps done at that validation; periods can
+    differ in length, e.g. the last one), whose columns stay aligned when a resumed run logs other metrics than the
+    rows already in the file (e.g. `val_dbe_acc` from a setting added since the run started, or `step` in a run
+    begun before it existed): before its first row it rewrites the file once, atomically, with the union of the
+    columns ("NA" where a row has no value). Keras' logger would append rows of the new columns under the old
+    header."""
 
     def on_epoch_end(self, epoch, logs=None):
+        logs = {**(logs or {}), "step": iterations(self.model)}  # a copy: the other callbacks' logs are unchanged
         path = Path(self.filename)
         if self.keys is None and logs and self.append and path.is_file() and path.stat().st_size:
             import csv
