@@ -1,7 +1,10 @@
 """BTS (Lee et al. 2019) with ResNet-50: the official NYU and KITTI recipes and the Depth Toolbox's 24-epoch
 NYU recipe, trained and evaluated here, printed beside the published numbers.
 
-    python experiments/bts_table.py --data "list:nyu_{split}.txt@/data/nyu?dataset=nyu" --kitti-data "kitti:..." --out runs/bts
+    python experiments/bts_table.py --data "list:nyudepthv2_train_files_with_gt.txt@/data/nyu/sync?dataset=nyu" \
+        --val-data "list:nyudepthv2_test_files_with_gt.txt@/data/nyu/official_splits/test?dataset=nyu" \
+        --test-data "list:nyudepthv2_test_files_with_gt.txt@/data/nyu/official_splits/test?dataset=nyu" \
+        --kitti-data "kitti:..." --kitti-val-data "kitti:..." --kitti-test-data "kitti:..." --out runs/bts
     python experiments/bts_table.py --quick           # synthetic scenes, a few minutes per row on a CPU
 
 Published numbers (specs/other_models.md §3.9): the official model zoo (cleinc/bts README, ResNet-50,
@@ -14,6 +17,8 @@ NYU rows train on `--data`, the KITTI row on `--kitti-data` (skipped on real dat
 KITTI Toolbox line is printed for reference, there is no KITTI Toolbox recipe). `--quick` (the default
 with `--data synthetic`) trains 40 steps at 64x96 with nf = bts_size 128 instead of 512, batch 8 on synthetic
 scenes, batch 2 on real data (a few frames fill it); each row's note says which (see experiments/common.py).
+BTS's lists have no test split: a full run stops before training unless --test-data (--kitti-test-data) gives
+the test list, so that no row is scored on its training frames (the docs' reproducing page has the lists).
 """
 
 import common
@@ -31,6 +36,7 @@ OURS_NYU = ("Ours: one pass, no flip, the whole 480x640 frame (the model rebuilt
             "nyu-eigen (the official evaluator's crop, range and averaging).")
 OURS_NYU_FLIP = ("Ours: WITH flip test-time augmentation (the recipe's evaluation.flip, as the Toolbox), the whole "
                  "480x640 frame (the model rebuilt at a free input size), protocol nyu-eigen.")
+QUICK_FLIP = " With flip test-time augmentation (the recipe's evaluation.flip), as the Toolbox line."
 OURS_KITTI = ("Ours: one pass, no flip, KB crop 352x1216 at native resolution with each frame's focal, pasted into a "
               "zero canvas, protocol kitti-garg (the official evaluator's crops, range and averaging).")
 
@@ -60,6 +66,8 @@ def main(argv=None):
                                              "synthetic, otherwise the row is skipped)")
     parser.add_argument("--kitti-val-data", help="validation SPEC of the KITTI row (default: --kitti-data; "
                                                  "--val-data is for the NYU rows)")
+    parser.add_argument("--kitti-test-data", help="test SPEC of the KITTI row (default: --kitti-data; "
+                                                  "--test-data is for the NYU rows)")
     args = parser.parse_args(argv)
 
     data, quick, sets = common.experiment_setup(args, test_samples=16, deeplab=False)
@@ -76,10 +84,12 @@ def main(argv=None):
         row_sets = []
         if quick and is_kitti and data.startswith("synthetic") and not spec.startswith("synthetic"):
             row_sets = [f"train.batch_size={common.QUICK_REAL_BATCH}"]  # real KITTI beside synthetic NYU rows
-        ours = (common.quick_note(spec, sets + row_sets + args.sets) if quick
-                else row.get("ours_note", OURS_KITTI if is_kitti else OURS_NYU))
+        ours = row.get("ours_note", OURS_KITTI if is_kitti else OURS_NYU)
+        if quick:
+            ours = common.quick_note(spec, sets + row_sets + args.sets) + (QUICK_FLIP if ours == OURS_NYU_FLIP else "")
         rows.append({**row, "data": spec, "note": ours, "sets": row_sets,
-                     "val_data": args.kitti_val_data if is_kitti else args.val_data})
+                     "val_data": args.kitti_val_data if is_kitti else args.val_data,
+                     "test_data": args.kitti_test_data if is_kitti else args.test_data})
     table = common.train_rows(rows, data, args.out, sets, quick, args.sets, val_data=args.val_data)
     title = (f"BTS ResNet-50 — published (NYU Depth v2 / KITTI Eigen test) vs ours "
              f"({data}{', quick' if quick else ''})")

@@ -95,11 +95,25 @@ def run(main):
         return 2
 
 
-def train_recipe(recipe, data, out, sets=(), print_fn=print, val_data=None):
+def train_recipe(recipe, data, out, sets=(), print_fn=print, val_data=None, test_data=None):
     """Train (or resume, or reuse a finished) run of `recipe` in `out`; returns its results dict."""
     import hqdepth
 
-    return hqdepth.recipe(recipe, sets=list(sets)).train(data, out, val_data=val_data, print_fn=print_fn, verbose=2)
+    return hqdepth.recipe(recipe, sets=list(sets)).train(data, out, val_data=val_data, test_data=test_data,
+                                                         print_fn=print_fn, verbose=2)
+
+
+def check_test_frames(recipe, data, sets, test_data):
+    """Refuse, before any row trains, a paper row whose test frames are training samples (a `list:` or `folder:`
+    SPEC without a test split gives the same samples for every split): its line would be a training-set score
+    printed beside the paper's."""
+    import hqdepth
+    from hqdepth.errors import ConfigError
+    from hqdepth.training.trainer import shared_with_training
+
+    shared = shared_with_training(hqdepth.recipe(recipe, sets=list(sets)).config, data, test_data or data, "test")
+    if shared:
+        raise ConfigError(f"{recipe}: {shared} (A table row is scored on the paper's test frames.)")
 
 
 def experiment_parser(doc, out, steps=120, size="64x96"):
@@ -108,6 +122,8 @@ def experiment_parser(doc, out, steps=120, size="64x96"):
     parser = argparse.ArgumentParser(description=summary(doc))
     parser.add_argument("--data", default="synthetic", help="dataset SPEC, or 'synthetic' (default)")
     parser.add_argument("--val-data", help="validation SPEC (default: --data)")
+    parser.add_argument("--test-data", help="test SPEC (default: --data, its test split; a list or folder without "
+                                            "one needs this)")
     parser.add_argument("--quick", action="store_true", help="few steps at a reduced size (default with synthetic)")
     parser.add_argument("--steps", type=int, default=steps, help="--quick: training steps per row")
     parser.add_argument("--size", default=size, help="--quick: input size HxW")
@@ -136,18 +152,28 @@ def experiment_setup(args, scenes=400, test_samples=48, **quick_options):
     return data, quick, sets
 
 
-def train_rows(rows, data, out, sets, quick, user_sets=(), val_data=None, print_fn=print):
+def train_rows(rows, data, out, sets, quick, user_sets=(), val_data=None, test_data=None, print_fn=print):
     """Train each row and return the table rows: the paper's line (when the row has one) and ours.
 
     rows: dicts with "label", "recipe", optional "paper" (metric dict), "sets" (the row's overrides,
     after `sets` and before `user_sets`), "run" (folder under `out`, default the recipe), "data"
-    (SPEC, default `data`) and "val_data" (SPEC, default `val_data`; None: the row's own data). Our line
-    carries the test metrics of results.json, the recipe and the steps.
+    (SPEC, default `data`), "val_data" and "test_data" (SPECs, default `val_data`, `test_data`; None: the row's own
+    data). Our line carries the test metrics of results.json, the recipe and the steps. Unless `quick`, every
+    row's test frames are checked first (`check_test_frames`).
     A row without "recipe" is a paper line only (a method the paper cites).
     Notes (printed under the table, see `format_table`): "paper_note" on the paper line, "note" on ours;
     "also": more published lines after the paper's, each {"source", "note", metric: value} (e.g. the
     official code's README where it differs from the paper).
     """
+    def row_sets(row):
+        return (random_init_sets(row["recipe"]) if quick else []) + list(sets) + list(row.get("sets", ())) + list(
+            user_sets)
+
+    if not quick:
+        for row in rows:
+            if row.get("recipe"):
+                check_test_frames(row["recipe"], row.get("data") or data, row_sets(row),
+                                  row.get("test_data", test_data))
     table = []
     for row in rows:
         published = [{"method": row["label"], "source": row.get("source", "paper"), **row["paper"],
@@ -158,10 +184,9 @@ def train_rows(rows, data, out, sets, quick, user_sets=(), val_data=None, print_
             continue
         spec = row.get("data") or data
         print_fn(f"\n=== {row['label']} ({row['recipe']}) ===")
-        init = random_init_sets(row["recipe"]) if quick else []
-        results = train_recipe(row["recipe"], spec, Path(out) / row.get("run", row["recipe"]),
-                               init + list(sets) + list(row.get("sets", ())) + list(user_sets), print_fn=print_fn,
-                               val_data=row.get("val_data", val_data))
+        results = train_recipe(row["recipe"], spec, Path(out) / row.get("run", row["recipe"]), row_sets(row),
+                               print_fn=print_fn, val_data=row.get("val_data", val_data),
+                               test_data=row.get("test_data", test_data))
         table.extend(published)
         table.append({"method": row["label"], "source": f"ours ({'quick, ' if quick else ''}{spec})",
                       **results.get("test", {}).get("metrics", {}), "recipe": row["recipe"],

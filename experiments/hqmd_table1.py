@@ -1,11 +1,12 @@
 """HQMD Table 1 (Jiang & Huang, ICIP 2019): every row the paper prints (the cited methods, then the five
 ablation rows, which are trained and evaluated here) beside the paper's numbers.
 
-    python experiments/hqmd_table1.py --data nyu-mat:nyu_depth_v2_labeled.mat --out runs/hqmd_table1
+    python experiments/hqmd_table1.py --data densedepth:nyu_data.zip --set data.val_split=test --out runs/hqmd_table1
     python experiments/hqmd_table1.py --data synthetic    # the five rows x 3 seeds with the iBims metrics
     python experiments/hqmd_table1.py --quick            # one seed per row, minutes per row on a CPU
 
-With a real dataset each row is its full recipe (20 epochs at 289x385, batch 8: days on one GPU);
+With a real dataset each row is its full recipe (about 300k steps at 289x385, batch 8, HQMD's 20 epochs of
+about 120k frames whatever the dataset's length: 2.4-8 GPU-hours per row, docs/reproducing.md);
 rerunning the command resumes unfinished rows and reuses finished ones. `--data synthetic` (the default)
 runs the seeded study of experiments/hqmd_synthetic.py (does HQMD's loss give sharper boundaries? its
 options go through). `--quick` scales steps and input size down (see experiments/common.py): it checks the
@@ -103,7 +104,8 @@ def main(argv=None):
         if recipe == "hqmd_plus_full":
             row["also"] = [{"source": "code README", "note": README_NOTE, **README_FULL}]
         rows.append(row)
-    table = common.train_rows(rows, data, args.out, sets, quick, args.sets, val_data=args.val_data)
+    table = common.train_rows(rows, data, args.out, sets, quick, args.sets, val_data=args.val_data,
+                              test_data=args.test_data)
     title = f"HQMD Table 1 — paper (NYU Depth v2 test, 654 images) vs ours ({data}{', quick' if quick else ''})"
     common.print_outputs(args.out, title, table, quick, {"data": data, "quick": quick, "sets": sets + args.sets},
                          paper_data="NYU Depth v2")

@@ -21,9 +21,10 @@ def scripts(monkeypatch):
 
     calls = []
 
-    def fake_train(recipe, data, out, sets=(), print_fn=print, val_data=None):
+    def fake_train(recipe, data, out, sets=(), print_fn=print, val_data=None, test_data=None):
         calls.append((recipe, data, list(sets)))
         VALIDATED_ON[recipe] = val_data
+        TESTED_ON[recipe] = test_data
         return {"test": {"metrics": {"abs_rel": 0.5, "rmse": 1.5, "d1": 0.25}}, "steps": 3}
 
     monkeypatch.setattr(common, "train_recipe", fake_train)
@@ -49,6 +50,37 @@ def test_hqmd_table1_help_names_the_other_set_of_options(scripts, capsys):
 
 
 VALIDATED_ON = {}  # recipe -> the val_data its run was given (the fake train_recipe's record)
+TESTED_ON = {}  # and the test_data
+
+
+def test_a_paper_table_is_not_scored_on_its_training_frames(scripts, tmp_path):
+    """A full (not quick) table whose --data has no test split (BTS's lists, a folder) stops before any row trains,
+    naming --test-data; with it, each row is tested on it (before, the scripts had no --test-data and printed a
+    training-set score beside the paper's). Quick runs are machinery checks and may share frames."""
+    import cv2
+    import numpy as np
+
+    from hqdepth.errors import ConfigError
+
+    modules, calls = scripts
+    specs = []
+    for name in ("train", "test"):
+        for sub in ("rgb", "depth"):
+            (tmp_path / name / sub).mkdir(parents=True)
+        for k in range(2):
+            cv2.imwrite(str(tmp_path / name / "rgb" / f"{k}.png"), np.full((8, 8, 3), 100 + k, np.uint8))
+            cv2.imwrite(str(tmp_path / name / "depth" / f"{k}.png"), np.full((8, 8), 1000 + k, np.uint16))
+        specs.append(f"folder:{tmp_path / name}?scale=1000")
+    train, test = specs
+    with pytest.raises(ConfigError, match=r"bts_nyu: 2 of the 2 test samples .* are training samples .*--test-data"):
+        modules["bts_table"].main(["--data", train, "--out", str(tmp_path / "a")])
+    with pytest.raises(ConfigError, match=r"hqmd_baseline_ldepth: 2 of the 2 test samples"):
+        modules["hqmd_table1"].main(["--data", train, "--set", "data.val_split=test", "--out", str(tmp_path / "b")])
+    assert calls == []
+    assert modules["bts_table"].main(["--data", train, "--test-data", test, "--out", str(tmp_path / "c")]) == 0
+    assert [call[0] for call in calls] == ["bts_nyu", "bts_nyu_toolbox24"]
+    assert TESTED_ON["bts_nyu"] == TESTED_ON["bts_nyu_toolbox24"] == test
+    assert modules["bts_table"].main(["--quick", "--data", train, "--out", str(tmp_path / "d")]) == 0
 
 
 def _table(out):
@@ -129,8 +161,10 @@ def test_quick_notes_say_which_data_and_protocol(scripts, tmp_path):
     real, kitti = "folder:/data/nyu3?scale=1000", "kitti:k.txt@/data/kitti"
     assert modules["bts_table"].main(["--quick", "--data", real, "--out", str(tmp_path / "a")]) == 0
     notes = [row["note"] for row in _table(tmp_path / "a")[1] if row["source"].startswith("ours")]
-    assert notes == [f"Quick run: a few steps from random weights at a reduced size (batch 2, on {real} with the "
-                     "recipe's protocol); checks the machinery only."] * 2
+    quick = (f"Quick run: a few steps from random weights at a reduced size (batch 2, on {real} with the recipe's "
+             "protocol); checks the machinery only.")
+    flip = " With flip test-time augmentation (the recipe's evaluation.flip), as the Toolbox line."
+    assert notes == [quick, quick + flip]  # the Toolbox row is scored with flip, quick or not
     assert modules["bts_table"].main(["--kitti-data", kitti, "--out", str(tmp_path / "b")]) == 0
     notes = [row["note"] for row in _table(tmp_path / "b")[1] if row["source"].startswith("ours")]
     assert "(batch 8, on synthetic scenes with a custom protocol)" in notes[0]
@@ -153,6 +187,12 @@ def test_quick_batch_fits_a_few_real_frames(scripts, tmp_path, capsys):
     calls.clear()
     assert modules["mrpan_table1"].main(["--data", "folder:/d?scale=1000", "--quick", "--out", str(tmp_path)]) == 0
     assert {_batch(sets) for _, _, sets in calls} == {"train.batch_size=2"}
+    # on real data the recipe's nyu-hu protocol, its predictions clipped as the docstring says (the custom
+    # protocol's clip=range made it stop with a ValueError)
+    from hqdepth.training import recipes, trainer
+
+    protocol = trainer.protocol_of(recipes.resolve_config(calls[0][0], sets=calls[0][2]))
+    assert protocol.name == "nyu-hu" and tuple(protocol.clip) == (0.001, 10.0)
 
 
 @pytest.mark.parametrize("name", ["bts_table", "hqmd_table1", "mrpan_table1", "fcn_ssim", "resnet_transposed"])
