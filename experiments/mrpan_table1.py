@@ -43,7 +43,8 @@ ROWS = [
 CITED_NOTE = ("As MRPAN's Table I prints it: each cited method's own result on the NYU Depth v2 test set, "
               "with its own backbone, code and protocol.")
 PAPER_NOTE = ("MRPAN paper: SENet-154 backbone (ImageNet), batch 4, Hu et al.'s test protocol. Its baseline "
-              "(SARPN) is weaker than SARPN's own published 0.111 / 0.514 (possibly a re-training at batch 4).")
+              "(SARPN) is weaker than the 0.111 / 0.514 reported for SARPN (a figure not checked against SARPN's paper "
+              "here; possibly a re-training at batch 4).")
 OURS_NOTE = ("Ours: SENet-154 from Cadene's ImageNet weights (as SARPN), MACA and the improved RRM reconstructed "
              "from the paper's description; the recipe's test protocol.")
 QUICK_WHAT = "ResNet-50 from random weights, slim widths, a few steps, predictions clipped"  # the quick note
