@@ -271,8 +271,10 @@ def _write_outputs(out, path, stem, rgb, depth, colormap, value_range, side_by_s
 # `hqdepth.predict` is this module (Python sets the attribute when the submodule is imported), and calling it
 # calls `predict`: `hqdepth.predict(model, image)` works whether or not the module was imported before.
 class _CallableModule(types.ModuleType):
-    def __call__(self, model, inputs, batch_size=8):
-        return predict(model, inputs, batch_size=batch_size)
+    def __call__(self, model, inputs, *args, **kwargs):
+        return predict(model, inputs, *args, **kwargs)
+
+    __call__.__doc__ = predict.__doc__
 
 
 sys.modules[__name__].__class__ = _CallableModule

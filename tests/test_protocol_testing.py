@@ -471,8 +471,11 @@ def test_a_savedmodel_of_a_focal_aware_model_takes_the_photos_focal(tmp_path, rn
     assert depths["keras"].std() > 0.1
     for name in ("saved", "keras_format"):
         np.testing.assert_allclose(depths[name], depths["keras"], rtol=0, atol=1e-4, err_msg=name)
+    import hqdepth
+
     for source in (model, tmp_path / "saved"):  # the Python one-liner takes the photo's focal too
         np.testing.assert_allclose(predict(source, photo, focal=500.0), depths["keras"], rtol=0, atol=1e-4)
+        np.testing.assert_allclose(hqdepth.predict(source, photo, focal=500.0), depths["keras"], rtol=0, atol=1e-4)
     served = tf.saved_model.load(str(tmp_path / "saved")).signatures["serving_with_focal"]
     got = served(images=tf.constant(read_image(photo)[None]), focal=tf.constant([500.0]))["depth"].numpy()[0, ..., 0]
     np.testing.assert_allclose(got, depths["keras"], rtol=0, atol=1e-4)
