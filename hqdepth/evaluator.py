@@ -319,9 +319,10 @@ class Evaluator:
                               "as valid (as its official code does)")
         return " and ".join(causes) or "overflow in the metric"
 
-    def skip(self, name, reason="no ground truth"):
-        """Record an input that could not be evaluated (counted in the result)."""
-        log.warning("%s: %s; skipped.", name, reason)
+    def skip(self, name, reason="no ground truth", warn=True):
+        """Record an input that could not be evaluated (counted in the result); `warn`: log it."""
+        if warn:
+            log.warning("%s: %s; skipped.", name, reason)
         self.skipped.append(name)
 
     def result(self):

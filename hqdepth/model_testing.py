@@ -24,6 +24,7 @@ from hqdepth.protocols import (
 from hqdepth.resample import resize_bilinear_align_corners, resize_bilinear_cv2, resize_bilinear_tf1
 
 log = logging.getLogger("hqdepth.evaluation")
+NO_GROUND_TRUTH = object()  # `source_samples`' image for a list line the source dropped for lack of ground truth
 
 
 # -------------------------------------------------------------------------------------------- samples
@@ -52,13 +53,18 @@ def data_samples(data, split, gt_scale):
     from hqdepth.data import open_source
 
     source = open_source(data, split=split)
-    return len(source), source_samples(source, f"{data} sample")
+    return len(source), source_samples(source, f"{data} sample", dropped=True)
 
 
-def source_samples(source, prefix, limit=None, skip_bad=False):
+def source_samples(source, prefix, limit=None, skip_bad=False, dropped=False):
     """(where, rgb, depth or None, focal or None) for the first `limit` samples of a `hqdepth.data` source. With
-    `skip_bad` a sample that cannot be read gives (where and why, None, None, None) instead of its `DataError`."""
+    `skip_bad` a sample that cannot be read gives (where and why, None, None, None) instead of its `DataError`.
+    `dropped`, when the whole source is read: first (where, NO_GROUND_TRUTH, None, None) for each list line the
+    source dropped for lack of ground truth (`Source.without_ground_truth`), which evaluations count as skipped."""
     count = len(source) if limit is None else min(int(limit), len(source))
+    if dropped and count == len(source):
+        for where in source.without_ground_truth:
+            yield where, NO_GROUND_TRUTH, None, None
     for index in range(count):
         try:
             sample = source[index]
@@ -217,10 +223,12 @@ def evaluate_source(model, source, protocol, *, name="sample", limit=None, flip=
     """Run a model over a `hqdepth.data` source (its first `limit` samples) and evaluate under a protocol,
     each image run as the protocol's official test runs it (`model_for_protocol`, `protocol_prediction`), with
     each sample's focal length (`meta["focal"]`). This is the trainer's test evaluation. `skip_bad`: a sample that
-    cannot be read is skipped with a warning and counted in `skipped` (`data.skip_bad`), instead of raising."""
+    cannot be read is skipped with a warning and counted in `skipped` (`data.skip_bad`), instead of raising. The
+    list lines without ground truth count in `skipped` too when the whole source is evaluated (KITTI's Eigen test
+    list: 45 of 697)."""
     count = len(source) if limit is None else min(int(limit), len(source))
-    return _evaluate(model, source_samples(source, name, limit, skip_bad), count, protocol, flip=flip, ssim=ssim,
-                     ssim_max_val=ssim_max_val, resize_any=resize_any, progress=progress)
+    return _evaluate(model, source_samples(source, name, limit, skip_bad, dropped=True), count, protocol, flip=flip,
+                     ssim=ssim, ssim_max_val=ssim_max_val, resize_any=resize_any, progress=progress)
 
 
 def evaluate_model(model, data, protocol, split="test", flip=False, gt_scale=None, ssim=False, ssim_max_val=None,
@@ -242,6 +250,9 @@ def _evaluate(model, samples, total, protocol, flip, ssim, ssim_max_val, resize_
     notes = _Notes()
     with progress_bar(total, "predict+evaluate", progress) as bar:
         for where, rgb, gt, focal in samples:
+            if rgb is NO_GROUND_TRUTH:
+                evaluator.skip(where, "no ground truth in the list", warn=False)  # the source said how many
+                continue
             if rgb is None:
                 evaluator.skip(where, "unreadable")
             elif gt is None:

@@ -358,3 +358,26 @@ def test_convert_keeps_the_sources_own_png_scale_and_a_failed_start_holds_nothin
     got = {source[i].meta["id"]: source[i].depth[..., 0] for i in range(2)}
     for index, depth in enumerate(coded):
         np.testing.assert_array_equal(got[f"rgb/{index}.png"] * 256.0, depth.astype(np.float32))
+
+
+def test_convert_and_stats_name_the_list_lines_without_ground_truth(tmp_path, capsys):
+    """A BTS-style list whose ground truth is None on a line (KITTI's Eigen test list: 45 of 697): `data convert`
+    lists it in its report and the manifest (`without_ground_truth`), `data stats` too (both said nothing)."""
+    import cv2
+
+    rng = np.random.default_rng(5)
+    lines = []
+    for index in range(3):
+        cv2.imwrite(str(tmp_path / f"rgb{index}.png"), rng.integers(0, 256, (12, 20, 3), np.uint8))
+        cv2.imwrite(str(tmp_path / f"depth{index}.png"), rng.integers(1000, 5000, (12, 20), dtype=np.uint16))
+        lines.append(f"rgb{index}.png {'None' if index == 2 else f'depth{index}.png'} 500.0")
+    (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
+    spec, out, where = f"list:{tmp_path / 'list.txt'}?scale=1000", tmp_path / "converted", f"{tmp_path / 'list.txt'}:3"
+    assert main(["data", "convert", spec, "--out", str(out), "--no-progress"]) == 0
+    assert f"1 list line(s) without ground truth not converted (listed in the manifest under without_ground_truth), " \
+           f"e.g. {where}" in capsys.readouterr().out
+    section = read_manifest(out)["splits"]["train"]
+    assert section["records"] == 2 and section["without_ground_truth"] == [where]
+    report = tools.stats(spec)
+    assert report["samples"] == 2 and report["without_ground_truth"] == [where]
+    assert "; 1 list line(s) without ground truth left out" in tools.format_stats(report)

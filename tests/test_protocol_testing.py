@@ -690,3 +690,26 @@ def test_mrpan_recipe_evaluates_with_nyu_hu():
 
     config = recipes.resolve_config("mrpan_nyu", sets=["model.options.backbone_weights=none"])
     assert config["evaluation"]["protocol"] == "nyu-hu" and protocol_of(config) is PROTOCOLS["nyu-hu"]
+
+
+def test_list_lines_without_ground_truth_count_as_skipped(tmp_path, rng):
+    """A list's lines whose ground truth is None (KITTI's Eigen test list: 45 of 697) are counted in `skipped` when a
+    model is evaluated on the list as a SPEC (`evaluate --model`), in the trainer's test evaluation
+    (`evaluate_source`), as with `--pairs` (before, only `--pairs` counted them: 0 skipped)."""
+    from hqdepth.data import open_source
+    from hqdepth.model_testing import evaluate_source
+
+    lines = []
+    for k in range(3):
+        cv2.imwrite(str(tmp_path / f"rgb{k}.png"), rng.integers(0, 256, (64, 96, 3), dtype=np.uint8))
+        cv2.imwrite(str(tmp_path / f"gt{k}.png"), rng.integers(500, 5000, (64, 96), dtype=np.uint16))
+        lines.append(f"rgb{k}.png {'None' if k == 1 else f'gt{k}.png'} 500.0")
+    (tmp_path / "test.txt").write_text("\n".join(lines) + "\n")
+    model = DepthModel.from_keras(tiny_bts((None, None, 3), with_focal=False, max_depth=10.0))
+    protocol = custom_protocol(max_depth=10.0)
+    spec = f"list:{tmp_path / 'test.txt'}?scale=1000"
+    for result in (evaluate_model(model, spec, protocol, progress=False),
+                   evaluate_source(model, open_source(spec, split="test"), protocol)):
+        assert (result.count, len(result.skipped)) == (2, 1) and result.skipped[0].endswith("test.txt:2"), (
+            result.count, result.skipped)
+    assert len(evaluate_source(model, open_source(spec, split="test"), protocol, limit=1).skipped) == 0  # a part

@@ -136,6 +136,9 @@ def _print_convert(report):
     geometry = report.get("geometry") or {}
     print("geometric ground truth: " + (", ".join(f"{name} in {count}" for name, count in geometry.items()) + " records"
                                         if geometry else "none (the iBims metrics need edges or planes)"))
+    if report["without_ground_truth"]:
+        print(f"{len(report['without_ground_truth'])} list line(s) without ground truth not converted (listed in the "
+              f"manifest under without_ground_truth), e.g. {report['without_ground_truth'][0]}")
     if report["skipped"]:
         print(f"skipped {len(report['skipped'])} unreadable sample(s) (listed in the manifest):")
         for item in report["skipped"][:20]:

@@ -21,9 +21,12 @@ class Sample:
 
 
 class Source:
-    """A finite, indexable collection of samples of one split. Subclasses set `kind`."""
+    """A finite, indexable collection of samples of one split. Subclasses set `kind`; `without_ground_truth` lists
+    where each entry the source dropped for lack of ground truth is (e.g. "list.txt:12"; evaluations count them
+    as skipped)."""
 
     kind = None
+    without_ground_truth = ()
 
     def __len__(self):
         raise NotImplementedError

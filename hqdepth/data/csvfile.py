@@ -31,7 +31,7 @@ class CsvSource(PairSource):
             if len(fields) not in (2, 3):
                 raise DataError(f"{where}: expected 2 columns (rgb,depth) or 3 (rgb,depth,focal), found {len(fields)}.")
             if is_none(fields[1]):
-                self.skipped += 1
+                self.without_ground_truth.append(where)
                 continue
             focal = parse_focal(fields[2], where) if len(fields) == 3 and not is_none(fields[2]) else None
             self.entries.append(

@@ -84,7 +84,7 @@ class ListSource(PairSource):
             elif fmt != seen_format:
                 raise DataError(f"{where}: line is in {fmt} format, earlier lines are {seen_format}.")
             if is_none(depth):
-                self.skipped += 1
+                self.without_ground_truth.append(where)
                 continue
             if Path(rgb).is_absolute() or Path(depth).is_absolute():
                 self.absolute_paths = True

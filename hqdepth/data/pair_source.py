@@ -121,8 +121,8 @@ class PairSource(Source):
     """A list of RGB/depth file pairs with one depth encoding (metres = value / scale).
 
     Subclasses fill `entries`, `reader`, `scale`, `bits`, `listing` (the list file, for messages)
-    and may set `crop_kb`. `skipped` counts list lines dropped on purpose (ground truth "None");
-    `skip_note` says where their ground truth was looked for; `absolute_paths`: the list names absolute paths.
+    and may set `crop_kb`. `without_ground_truth`: where ("list:line") each list line dropped on purpose is (ground
+    truth "None", or a KITTI depth file that does not exist), `skipped` their count; `skip_note` says where their ground truth was looked for; `absolute_paths`: the list names absolute paths.
     """
 
     scale = 1.0
@@ -134,8 +134,12 @@ class PairSource(Source):
 
     def __init__(self):
         self.entries = []
-        self.skipped = 0
+        self.without_ground_truth = []
         self.reader = FileReader()
+
+    @property
+    def skipped(self):
+        return len(self.without_ground_truth)
 
     def __len__(self):
         return len(self.entries)

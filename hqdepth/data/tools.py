@@ -175,6 +175,7 @@ def convert(
 
     Returns a report {"split", "records", "shards", "converted": [files], "kept": [files],
     "geometry": {"edges"/"planes"/"intrinsics": records carrying it}, "skipped": [{"index", "error"}],
+    "without_ground_truth": ["list:line" of each list line the source dropped, e.g. KITTI's None ground truth],
     "manifest": path}. A re-run with the same arguments keeps
     every shard whose sha256 matches the manifest and converts only missing or damaged ones; a
     re-run with different arguments for an existing split needs `overwrite=True`.
@@ -194,6 +195,7 @@ def convert(
         count = min(count, int(limit))
     if count == 0:
         raise DataError(f"SPEC {spec!r} split {split!r} has no samples to convert.")
+    without_ground_truth = list(source.without_ground_truth)
     module = type(source).__module__
     del source  # workers open their own copy
     out.mkdir(parents=True, exist_ok=True)
@@ -238,7 +240,8 @@ def convert(
         entry.update(records=None, sha256=None, sizes={}, geometry={}, skipped=[])
         shards.append(entry)
         todo.append(index)
-    section = dict(plan, complete=False, records=None, sizes={}, geometry={}, skipped=[], shards=shards)
+    section = dict(plan, complete=False, records=None, sizes={}, geometry={}, skipped=[],
+                   without_ground_truth=without_ground_truth, shards=shards)
     manifest["splits"][split] = section
     write_manifest(out, manifest)
 
@@ -308,6 +311,7 @@ def convert(
         "kept": kept,
         "geometry": section["geometry"],
         "skipped": all_skipped,
+        "without_ground_truth": without_ground_truth,
         "manifest": str(out / "manifest.json"),
     }
 
@@ -399,7 +403,7 @@ def _tf_message(error):
 def stats(spec, split="train", limit=None, bins=20, max_depth=None, progress=False, source_options=None):
     """Depth histogram (`bins` bins over [0, max_depth] m of valid pixels, plus a count above; max_depth None:
     80 for a KITTI source, else 10), valid fraction, depth min/max/mean, mean RGB and image sizes of (the first
-    `limit` samples of) a SPEC."""
+    `limit` samples of) a SPEC, and the list lines it dropped for lack of ground truth (`without_ground_truth`)."""
     source = open_source(spec, split=split, **(source_options or {}))
     count = len(source) if limit is None else min(len(source), int(limit))
     if max_depth is None:
@@ -449,6 +453,7 @@ def stats(spec, split="train", limit=None, bins=20, max_depth=None, progress=Fal
         "depth_histogram": {"edges": edges.tolist(), "counts": histogram.tolist(), "above": above},
         "mean_rgb": (rgb_sum / count).tolist() if count else None,
         "geometry": geometry.report(),
+        "without_ground_truth": list(source.without_ground_truth),
     }
 
 
@@ -498,7 +503,9 @@ class GeometryTally:
 
 def format_stats(report):
     lines = [
-        f"{report['spec']} [{report['split']}]: {report['samples']} samples, sizes {report['sizes']}",
+        f"{report['spec']} [{report['split']}]: {report['samples']} samples, sizes {report['sizes']}"
+        + (f"; {len(report['without_ground_truth'])} list line(s) without ground truth left out"
+           if report.get("without_ground_truth") else ""),
         f"focal: {report['focal'] or 'unknown'}",
         f"valid depth fraction: {report['valid_fraction']:.4f}",
     ]
