@@ -111,10 +111,12 @@ def test_skip_bad_counts_and_reports_per_pass(bts_list, caplog):
     dataset = load(spec, "train", "none", 4, skip_bad=True, repeat=2, seed=0)
     seen = ids(dataset)
     assert len(seen) == 2 * (COUNT - 2) and 3 not in seen and 6 not in seen
-    assert dataset.bad_records.total == 4 and dataset.bad_records.passes == 2
+    assert (dataset.bad_records.total, dataset.bad_records.distinct, dataset.bad_records.passes) == (4, 2, 2)
+    assert "2 bad record(s), skipped 4 time(s) over 2 pass(es)" in dataset.bad_records.report()
     assert "differs from depth size" in dataset.bad_records.report()
     warnings = [r.getMessage() for r in caplog.records if "bad record" in r.getMessage()]
-    assert len(warnings) == 2 and "skipped 2 bad record(s) in pass 1" in warnings[0]
+    # one warning: the second pass met the same two again
+    assert len(warnings) == 1 and "skipped 2 bad record(s) in pass 1, 2 not seen before (2 in all)" in warnings[0]
 
 
 def test_any_indexed_source_and_errors(bts_list):
@@ -260,9 +262,9 @@ def test_tfrecord_skip_bad_uses_the_reader_and_counts(tfr_dir, tmp_path, caplog,
     dataset = load(f"tfrecord:{out}", "train", "none", 2, shuffle=False, skip_bad=True, repeat=2)
     batches = list(dataset)
     assert depth_sums(batches) == sorted(good * 2)  # the 5 good records, every pass
-    assert dataset.bad_records.total == 2 and dataset.bad_records.passes == 2
+    assert (dataset.bad_records.total, dataset.bad_records.distinct, dataset.bad_records.passes) == (2, 1, 2)
     warnings = [r.getMessage() for r in caplog.records if "bad record" in r.getMessage()]
-    assert len(warnings) == 2 and "skipped 1 bad record(s) in pass 1" in warnings[0]
+    assert len(warnings) == 1 and "skipped 1 bad record(s) in pass 1, 1 not seen before" in warnings[0]  # pass 2: same
     err = capfd.readouterr().err
     assert "skipped 1 bad record(s) in shard" in err and shard.name in err  # the reader names the shard
 

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 from pathlib import Path
 
 import keras
@@ -794,7 +795,7 @@ def test_jit_compiled_training_matches_the_plain_step(tmp_path):
 
 
 def write_pairs(folder, count, bad):
-    """`count` 32x32 PNG pairs and a BTS list; the depth of pair `bad` is a truncated PNG."""
+    """`count` 32x32 PNG pairs and a BTS list; the depth of pair `bad` (an index, or several) is a truncated PNG."""
     from png_encoder import png_bytes
 
     rng = np.random.default_rng(5)
@@ -802,7 +803,7 @@ def write_pairs(folder, count, bad):
     for i in range(count):
         depth = png_bytes(rng.integers(500, 9000, (32, 32), dtype=np.uint16))
         (folder / f"rgb{i}.png").write_bytes(png_bytes(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)))
-        (folder / f"depth{i}.png").write_bytes(depth[: len(depth) // 2] if i == bad else depth)
+        (folder / f"depth{i}.png").write_bytes(depth[: len(depth) // 2] if i in np.atleast_1d(bad) else depth)
         lines.append(f"rgb{i}.png depth{i}.png 518.8579")
     (folder / "train.txt").write_text("\n".join(lines) + "\n")
     return f"list:{folder}/train.txt@{folder}?dataset=nyu"
@@ -835,7 +836,18 @@ def test_a_corrupt_sample_mid_epoch_stops_the_run_or_is_counted_with_skip_bad(tm
                     verbose=0)
     assert results["status"] == "finished" and results["steps"] == 4
     skipped = results["skipped_bad_records_this_session"]
-    assert skipped["count"] >= 1 and "depth9.png" in skipped["first"][0]
+    assert skipped["count"] == 1 and skipped["reads"] >= 1 and "depth9.png" in skipped["first"][0], skipped
     assert results["test"]["count"] == 11 and results["test"]["skipped"] == 1
     assert results["test"]["warning"].startswith("12 of the 12 test samples")
     assert any(line.startswith("  warning: 16 of the 16 validation samples") for line in printed), printed
+    # 3 bad samples of 8: validation (all full batches: 2) finds one good batch and ends there, without Keras'
+    # "Your input ran out of data; interrupting training"; the bad ones are counted once each
+    (tmp_path / "three_bad").mkdir()
+    spec = write_pairs(tmp_path / "three_bad", 8, bad=(1, 2, 5))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        results = train(config_with(*sets, "data.skip_bad=true", "train.validation_steps=null",
+                                    "train.test_evaluation=false"), spec, tmp_path / "three", print_fn=quiet_print,
+                        verbose=0)
+    assert results["status"] == "finished" and results["skipped_bad_records_this_session"]["count"] == 3
+    assert not [str(w.message) for w in caught if "ran out of data" in str(w.message)]

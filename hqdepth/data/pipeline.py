@@ -39,16 +39,20 @@ _SEED_STRIDE = 1_000_003  # separates the augmentation seeds of different input 
 class BadRecords:
     """Counts records skipped with `skip_bad=True`; keeps the first few messages.
 
-    `total` over the dataset's life, `passes` completed passes, `messages` (first `keep`), and
-    `report()` for a one-line summary. A warning is logged at the end of each pass that skipped any.
+    `distinct`: the bad records (each sample's message counted once, however often it is read), `total`: the
+    reads skipped over the dataset's life (every pass, and what the pipeline reads ahead of the steps taken),
+    `passes` completed passes, `messages` (the first `keep` distinct ones), and `report()` for a summary. A
+    warning is logged at the end of each pass that met bad records not seen before.
     """
 
     def __init__(self, keep=10):
         self.keep = keep
         self.total = 0
+        self.distinct = 0
         self.passes = 0
         self.messages = []
-        self._in_pass = 0
+        self._seen = set()
+        self._in_pass = self._new_in_pass = 0
         self._lock = threading.Lock()
 
     def record(self, message, count=1):
@@ -56,19 +60,25 @@ class BadRecords:
         with self._lock:
             self.total += count
             self._in_pass += count
-            if len(self.messages) < self.keep:
-                self.messages.append(message)
+            if message not in self._seen:
+                self._seen.add(message)
+                self.distinct += count
+                self._new_in_pass += count
+                if len(self.messages) < self.keep:
+                    self.messages.append(message)
 
     def end_pass(self):
         with self._lock:
             self.passes += 1
             skipped, self._in_pass = self._in_pass, 0
-        if skipped:
+            new, self._new_in_pass = self._new_in_pass, 0
+        if new:
             log.warning(
-                "hqdepth.data: skipped %d bad record(s) in pass %d (%d in total). First: %s",
+                "hqdepth.data: skipped %d bad record(s) in pass %d, %d not seen before (%d in all). First: %s",
                 skipped,
                 self.passes,
-                self.total,
+                new,
+                self.distinct,
                 self.messages[0] if self.messages else "",
             )
         return skipped
@@ -77,13 +87,14 @@ class BadRecords:
         if not self.total:
             return f"no bad records ({self.passes} pass(es))"
         shown = "\n  ".join(self.messages)
-        return f"{self.total} bad record(s) skipped over {self.passes} pass(es); first ones:\n  {shown}"
+        return (f"{self.distinct} bad record(s), skipped {self.total} time(s) over {self.passes} pass(es); first "
+                f"ones:\n  {shown}")
 
     def __int__(self):
-        return self.total
+        return self.distinct
 
     def __repr__(self):
-        return f"BadRecords(total={self.total}, passes={self.passes})"
+        return f"BadRecords(distinct={self.distinct}, total={self.total}, passes={self.passes})"
 
 
 def _repeat_count(repeat):

@@ -42,6 +42,7 @@ import math
 import os
 import shutil
 import time
+import warnings
 from pathlib import Path
 
 from hqdepth import strict_json
@@ -976,10 +977,15 @@ def train(config, data, out, *, val_data=None, test_data=None, overwrite=False, 
             # fit starts a new iterator: the stream continues at the steps done, not from its start
             train_ds = load_split(config, data, config["data"]["train_split"], plan.global_batch, train=True,
                                   seed=backup.data_seed, start_batches=done, bad_records=bad_records)
-        result = model.fit(train_ds, epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
-                           validation_data=val_ds if validation_steps else None,
-                           validation_steps=validation_steps or None, callbacks=callbacks, verbose=verbose,
-                           shuffle=False)  # the pipeline shuffles
+        with warnings.catch_warnings():
+            if config["data"]["skip_bad"]:
+                # The training data repeats, so only a validation can run out: its skipped samples (counted) left
+                # fewer batches, and Keras' "Your input ran out of data; interrupting training" would be false.
+                warnings.filterwarnings("ignore", message="Your input ran out of data")
+            result = model.fit(train_ds, epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
+                               validation_data=val_ds if validation_steps else None,
+                               validation_steps=validation_steps or None, callbacks=callbacks, verbose=verbose,
+                               shuffle=False)  # the pipeline shuffles
         for key, values in result.history.items():
             history.setdefault(key, []).extend(values)
         done = iterations_of(model)
@@ -1096,8 +1102,9 @@ def _floats(logs):
 def finish_run(model, config, out, data, test_data, plan, history, status, seconds, print_fn, chief=True,
                steps_at_start=0, bad_records=None):
     """Save the final model, evaluate on the test split, write results.json (chief only); with `bad_records`
-    (`data.skip_bad`) the training samples skipped this session, counted and the first messages (as read:
-    samples read ahead for steps not taken, and those a resume reads again to find its position, included)."""
+    (`data.skip_bad`) the bad training samples met this session (`count`, each once), the reads skipped (`reads`:
+    every pass, samples read ahead for steps not taken, and those a resume reads again to find its position) and
+    the first messages."""
     from hqdepth.training.callbacks import iterations
 
     out = Path(out)
@@ -1110,7 +1117,8 @@ def finish_run(model, config, out, data, test_data, plan, history, status, secon
         "model": str(out / "model.keras"), "logs": str(out / "logs"),
     }
     if bad_records is not None and config["data"]["skip_bad"]:
-        results["skipped_bad_records_this_session"] = {"count": bad_records.total, "first": bad_records.messages[:5]}
+        results["skipped_bad_records_this_session"] = {"count": bad_records.distinct, "reads": bad_records.total,
+                                                       "first": bad_records.messages[:5]}
     best = out / "checkpoints" / "best.json"
     if best.is_file():
         results["best"] = {**json.loads(best.read_text()), "path": str(out / "checkpoints" / "best.keras")}
