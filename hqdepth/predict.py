@@ -151,10 +151,17 @@ def images_to_predict(inputs, recursive=False):
     return files, skipped
 
 
+def default_png_scale(model):
+    """The 16-bit PNG value per metre `predict_files` writes by default: 1000 (millimetres, NYU's convention), or
+    256 (KITTI's) for a model whose depth range goes beyond millimetres' 65.535 m (KITTI recipes: 80 m)."""
+    return 256.0 if model.max_depth is not None and model.max_depth > 65.535 else 1000.0
+
+
 def predict_files(model, inputs, out, recursive=False, batch_size=4, colormap="plasma", value_range=None,
-                  side_by_side=False, png_scale=1000.0, ply=False, intrinsics=None, ply_step=1, progress=True,
+                  side_by_side=False, png_scale=None, ply=False, intrinsics=None, ply_step=1, progress=True,
                   log=print):
-    """Predict every input image and write its outputs under `out` (see `output_paths`).
+    """Predict every input image and write its outputs under `out` (see `output_paths`); `png_scale`: the 16-bit
+    PNG value per metre (None: `default_png_scale`).
 
     intrinsics: an `Intrinsics` (scaled to each image when it names another size, as `CAMERAS` entries do), the
     result of `camera_intrinsics`, or None (a 60-degree horizontal field of view is assumed for the PLY and
@@ -168,7 +175,7 @@ def predict_files(model, inputs, out, recursive=False, batch_size=4, colormap="p
         raise ConfigError(f"unknown colour map {colormap!r}; choose one of {', '.join(COLORMAPS)}.")
     if value_range is not None and not float(value_range[1]) > float(value_range[0]):
         raise ConfigError(f"depth range must be MIN,MAX with MIN < MAX, got {value_range[0]},{value_range[1]}.")
-    if not png_scale > 0 or not math.isfinite(png_scale):
+    if png_scale is not None and not (png_scale > 0 and math.isfinite(png_scale)):
         raise ConfigError(f"PNG scale must be a positive number, got {png_scale}.")
     if batch_size < 1:
         raise ConfigError(f"batch size must be >= 1, got {batch_size}.")
@@ -176,6 +183,11 @@ def predict_files(model, inputs, out, recursive=False, batch_size=4, colormap="p
         raise ConfigError(f"PLY step must be >= 1, got {ply_step}.")
     files, skipped = images_to_predict(inputs, recursive)
     model = _as_model(model).for_photos()
+    if png_scale is None:
+        png_scale = default_png_scale(model)
+        if png_scale != 1000.0:
+            log(f"note: 16-bit PNGs store metres x {png_scale:g} (KITTI's convention): the model predicts up to "
+                f"{model.max_depth:g} m, beyond millimetres' 65.535 m (--png-scale to choose).")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if ply and intrinsics is None:

@@ -482,11 +482,16 @@ def test_a_savedmodel_of_a_focal_aware_model_takes_the_photos_focal(tmp_path, rn
     # `hqdepth predict EXPORTED --fx`: the focal, and no point cloud unless --ply asks for one
     for extra, clouds in (([], []), (["--ply"], ["photo.ply"])):
         out = tmp_path / f"cli{len(extra)}"
-        code, printed, _ = run_cli(["predict", str(tmp_path / "saved"), str(photo), "--out", str(out), "--fx", "500",
-                                    "--quiet", *extra], capsys)
+        code, printed, err = run_cli(["predict", str(tmp_path / "saved"), str(photo), "--out", str(out), "--fx",
+                                      "500", "--quiet", *extra], capsys)
         assert code == 0 and "focal-aware model: the focal of --camera/--fx" in printed, printed
-        np.testing.assert_allclose(np.load(out / "photo_depth.npy"), depths["keras"], rtol=0, atol=1e-4)
+        depth = np.load(out / "photo_depth.npy")
+        np.testing.assert_allclose(depth, depths["keras"], rtol=0, atol=1e-4)
         assert sorted(p.name for p in out.glob("*.ply")) == clouds
+        # an 80 m model's 16-bit PNGs are KITTI's metres x 256 by default (millimetres clip at 65.5 m)
+        assert "16-bit PNGs store metres x 256 (KITTI's convention): the model predicts up to 80 m" in err, err
+        png = cv2.imread(str(out / "photo_depth.png"), cv2.IMREAD_UNCHANGED)
+        np.testing.assert_array_equal(png, np.maximum(np.round(depth.astype(np.float64) * 256), 1).astype(np.uint16))
 
 
 def test_a_bts_run_is_refused_sizes_that_are_not_multiples_of_32_before_the_network_runs(tmp_path, rng, capsys):

@@ -34,8 +34,9 @@ def add_parser(subparsers):
     parser.add_argument("--range", metavar="MIN,MAX", help="fixed colour range in metres (default: each image's "
                                                            "min..max)")
     parser.add_argument("--side-by-side", action="store_true", help="colour PNG shows the photo | the depth")
-    parser.add_argument("--png-scale", type=float, default=1000.0,
-                        help="16-bit PNG value per metre: 1000 = millimetres (default, NYU), 256 = KITTI")
+    parser.add_argument("--png-scale", type=float, default=None,
+                        help="16-bit PNG value per metre: 1000 = millimetres (NYU), 256 = KITTI (default: 1000, or "
+                             "256 for a model predicting beyond 65.5 m, as the KITTI recipes do)")
     parser.add_argument("--input-size", metavar="HxW",
                         help="size to run a model with a free input size at (default: the run config's, else the "
                              "image's own, longer side <= 1024 (KITTI recipes 1280), rounded to 32k+1, BTS: to "
