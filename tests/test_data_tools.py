@@ -292,6 +292,9 @@ def test_cli_synthetic_verify_stats_and_errors(tmp_path, capsys):
     assert main(["data", "stats", f"tfrecord:{out}", "--split", "val", "--json", "--no-progress"]) == 0
     stats = json.loads(capsys.readouterr().out)
     assert stats["samples"] == 5 and stats["sizes"] == {"24x32": 5} and stats["valid_fraction"] == 1.0
+    # --split all reaches the source (nyu-mat has it); one without it names its splits
+    assert main(["data", "stats", "synthetic:5,size=24x32", "--split", "all", "--no-progress"]) == 2
+    assert "Unknown split 'all' for synthetic scenes; use one of train, val, test." in capsys.readouterr().err
     original = open_source("synthetic:5,size=24x32", split="val")
     assert stats["depth_max"] == pytest.approx(max(float(quantised(original[i].depth).max()) for i in range(5)), rel=1e-6)
     # converting the same scenes with `convert` gives the same shard bytes

@@ -5,6 +5,8 @@ The logic lives in `hqdepth.data.tools`; this module only parses arguments and p
 
 from hqdepth import strict_json
 
+SPLITS = ("train", "val", "test", "all")  # "all": a source that has it (nyu-mat), else its error names its splits
+
 
 def add_parser(subparsers):
     parser = subparsers.add_parser("data", help="prepare datasets: convert to TFRecord, verify, stats, synthetic scenes")
@@ -14,7 +16,9 @@ def add_parser(subparsers):
     convert = commands.add_parser("convert", help="convert a dataset SPEC to sharded TFRecords (resumable)")
     convert.add_argument("spec", help="dataset SPEC, e.g. synthetic:1000, nyu-mat:PATH, list:FILE@ROOT")
     convert.add_argument("--out", required=True, help="output directory (manifest.json + shards)")
-    convert.add_argument("--split", default="train", choices=("train", "val", "test"), help="split to convert (default train)")
+    convert.add_argument("--split", default="train", choices=SPLITS,
+                         help="split to convert (default train; all: every sample, for a source that has it, e.g. "
+                              "nyu-mat)")
     _add_common(convert)
     convert.add_argument("--depth-scale", type=float, default=None,
                          help="16-bit depth PNG value per metre (default: 256 for kitti, the SPEC's ?scale= for "
@@ -31,7 +35,7 @@ def add_parser(subparsers):
 
     stats = commands.add_parser("stats", help="depth histogram, valid fraction, mean RGB and geometric ground truth (edges, planes) of a SPEC")
     stats.add_argument("spec")
-    stats.add_argument("--split", default="train", choices=("train", "val", "test"))
+    stats.add_argument("--split", default="train", choices=SPLITS, help="split (default train)")
     stats.add_argument("--limit", type=int, default=None, help="only the first N samples")
     stats.add_argument("--bins", type=int, default=20, help="histogram bins (default 20)")
     stats.add_argument("--max-depth", type=float, help="histogram range in metres (default 80 for KITTI, else 10)")
