@@ -31,7 +31,8 @@ def add_parser(subparsers):
                                                         "file (= --set model.init=MODEL; fine-tuning, or continuing "
                                                         "a finished run in a new --out)")
     parser.add_argument("--overwrite", action="store_true", help="discard what the run folder holds and start afresh")
-    parser.add_argument("--quiet", action="store_true", help="one line per epoch instead of a progress bar")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar: per validation period, Keras' epoch "
+                                                              "lines (all metrics) and the run's line (time left)")
     return parser
 
 
