@@ -276,6 +276,9 @@ def test_stats_of_kitti_span_its_80_m_by_default(realdata, tmp_path):
     assert report["depth_histogram"]["above"] == int((depth > 80).sum())
     assert tools.stats(f"kitti:{listing}@{realdata / 'kitti3'}", split="test", max_depth=10.0)[
         "depth_histogram"]["edges"][-1] == 10.0
+    # the same frames as a folder of PNGs in KITTI's metres x 256
+    report = tools.stats(f"folder:{realdata / 'kitti3'}?scale=256", bins=16)
+    assert report["depth_histogram"]["counts"] == np.histogram(depth, np.linspace(0, 80, 17))[0].tolist()
 
 
 # ----------------------------------------------------------------------------------------- CLI

@@ -402,12 +402,13 @@ def _tf_message(error):
 
 def stats(spec, split="train", limit=None, bins=20, max_depth=None, progress=False, source_options=None):
     """Depth histogram (`bins` bins over [0, max_depth] m of valid pixels, plus a count above; max_depth None:
-    80 for a KITTI source, else 10), valid fraction, depth min/max/mean, mean RGB and image sizes of (the first
+    80 for a KITTI source or PNGs in KITTI's metres x 256, else 10), valid fraction, depth min/max/mean, mean RGB and image sizes of (the first
     `limit` samples of) a SPEC, and the list lines it dropped for lack of ground truth (`without_ground_truth`)."""
     source = open_source(spec, split=split, **(source_options or {}))
     count = len(source) if limit is None else min(len(source), int(limit))
     if max_depth is None:
-        max_depth = 80.0 if getattr(source, "dataset", None) == "kitti" else 10.0
+        kitti = getattr(source, "dataset", None) == "kitti" or getattr(source, "scale", None) == 256
+        max_depth = 80.0 if kitti else 10.0
     if bins < 1 or max_depth <= 0:
         raise ConfigError(f"stats needs bins >= 1 and max_depth > 0, got {bins} and {max_depth}.")
     edges = np.linspace(0.0, float(max_depth), int(bins) + 1)
