@@ -38,8 +38,8 @@ def add_parser(subparsers):
     stats.add_argument("--split", default="train", choices=SPLITS, help="split (default train)")
     stats.add_argument("--limit", type=int, default=None, help="only the first N samples")
     stats.add_argument("--bins", type=int, default=20, help="histogram bins (default 20)")
-    stats.add_argument("--max-depth", type=float, help="histogram range in metres (default 80 for KITTI or PNGs at scale 256, "
-                                                                     "else 10)")
+    stats.add_argument("--max-depth", type=float,
+                       help="histogram range in metres (default 80 for KITTI or PNGs at scale 256, else 10)")
     stats.add_argument("--no-progress", action="store_true", help="no progress bar")
     stats.add_argument("--json", action="store_true", help="print the report as JSON")
 
