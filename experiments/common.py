@@ -103,15 +103,19 @@ def train_recipe(recipe, data, out, sets=(), print_fn=print, val_data=None, test
                                                          print_fn=print_fn, verbose=2)
 
 
-def check_test_frames(recipe, data, sets, test_data):
+def refuse_training_frames_as_test(recipe, data, sets, test_data, out):
     """Refuse, before any row trains, a paper row whose test frames are training samples (a `list:` or `folder:`
     SPEC without a test split gives the same samples for every split): its line would be a training-set score
-    printed beside the paper's."""
+    printed beside the paper's. Not for a row that is not tested (`train.test_evaluation=false`) or whose run in
+    `out` has finished (a rerun that prints the table again)."""
     import hqdepth
     from hqdepth.errors import ConfigError
-    from hqdepth.training.trainer import shared_with_training
+    from hqdepth.training.trainer import read_results, shared_with_training
 
-    shared = shared_with_training(hqdepth.recipe(recipe, sets=list(sets)).config, data, test_data or data, "test")
+    config = hqdepth.recipe(recipe, sets=list(sets)).config
+    if not config["train"]["test_evaluation"] or (read_results(out) or {}).get("status") == "finished":
+        return
+    shared = shared_with_training(config, data, test_data or data, "test")
     if shared:
         raise ConfigError(f"{recipe}: {shared} (A table row is scored on the paper's test frames.)")
 
@@ -159,12 +163,15 @@ def train_rows(rows, data, out, sets, quick, user_sets=(), val_data=None, test_d
     after `sets` and before `user_sets`), "run" (folder under `out`, default the recipe), "data"
     (SPEC, default `data`), "val_data" and "test_data" (SPECs, default `val_data`, `test_data`; None: the row's own
     data). Our line carries the test metrics of results.json, the recipe and the steps. Unless `quick`, every
-    row's test frames are checked first (`check_test_frames`).
+    row's test frames are checked first (`refuse_training_frames_as_test`).
     A row without "recipe" is a paper line only (a method the paper cites).
     Notes (printed under the table, see `format_table`): "paper_note" on the paper line, "note" on ours;
     "also": more published lines after the paper's, each {"source", "note", metric: value} (e.g. the
     official code's README where it differs from the paper).
     """
+    def run_folder(row):
+        return Path(out) / row.get("run", row["recipe"])
+
     def row_sets(row):
         return (random_init_sets(row["recipe"]) if quick else []) + list(sets) + list(row.get("sets", ())) + list(
             user_sets)
@@ -172,8 +179,8 @@ def train_rows(rows, data, out, sets, quick, user_sets=(), val_data=None, test_d
     if not quick:
         for row in rows:
             if row.get("recipe"):
-                check_test_frames(row["recipe"], row.get("data") or data, row_sets(row),
-                                  row.get("test_data", test_data))
+                refuse_training_frames_as_test(row["recipe"], row.get("data") or data, row_sets(row),
+                                               row.get("test_data", test_data), run_folder(row))
     table = []
     for row in rows:
         published = [{"method": row["label"], "source": row.get("source", "paper"), **row["paper"],
@@ -184,7 +191,7 @@ def train_rows(rows, data, out, sets, quick, user_sets=(), val_data=None, test_d
             continue
         spec = row.get("data") or data
         print_fn(f"\n=== {row['label']} ({row['recipe']}) ===")
-        results = train_recipe(row["recipe"], spec, Path(out) / row.get("run", row["recipe"]), row_sets(row),
+        results = train_recipe(row["recipe"], spec, run_folder(row), row_sets(row),
                                print_fn=print_fn, val_data=row.get("val_data", val_data),
                                test_data=row.get("test_data", test_data))
         table.extend(published)

@@ -203,11 +203,14 @@ class Protocol:
             raise ConfigError(f"max_depth ({self.max_depth}) must be greater than min_depth ({self.min_depth}).")
         if self.clip is not None:
             try:
+                if isinstance(self.clip, str):
+                    raise TypeError
                 lo, hi = (float(value) for value in self.clip)
             except (TypeError, ValueError):
                 raise ConfigError(f"prediction clip must be two numbers (lo, hi) in metres, got {self.clip!r}"
                                   + (" ('range' is an option of the custom protocol only)." if self.clip == "range"
                                      else ".")) from None
+            object.__setattr__(self, "clip", (lo, hi))  # as numbers, whatever sequence gave them
             if not lo < hi:
                 raise ConfigError(f"prediction clip range must have lo < hi, got {self.clip}.")
             if lo <= 0:

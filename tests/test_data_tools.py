@@ -387,3 +387,5 @@ def test_convert_and_stats_name_the_list_lines_without_ground_truth(tmp_path, ca
     report = tools.stats(spec)
     assert report["samples"] == 2 and report["without_ground_truth"] == [where]
     assert "; 1 list line(s) without ground truth left out" in tools.format_stats(report)
+    assert tools.stats(spec, limit=1)["without_ground_truth"] == []  # a part of the source: not said
+    assert open_source(f"tfrecord:{out}").without_ground_truth == [where]  # what an evaluation of it counts

@@ -300,6 +300,9 @@ def test_custom_protocol_options(rng):
     with pytest.raises(ConfigError, match=r"clip must be two numbers \(lo, hi\) in metres, got 'range' \('range' is "
                                           "an option of the custom protocol only"):
         get_protocol("nyu-hu", clip="range")
+    with pytest.raises(ConfigError, match="clip must be two numbers .* got '10'"):
+        get_protocol("nyu-hu", clip="10")
+    assert get_protocol("nyu-hu", clip=["1e-3", 10]).clip == (0.001, 10.0)  # clips predictions as numbers
     protocol = custom_protocol(crop="5:-5,10:70", min_depth=0.5, max_depth=6.0, clip="range")
     refs, pooled = reference(cases, 0.5, 6.0, False, (0.5, 6.0), slice(5, -5), slice(10, 70))
     result = evaluate_arrays(preds, gts, protocol)

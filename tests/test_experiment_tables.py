@@ -81,6 +81,8 @@ def test_a_paper_table_is_not_scored_on_its_training_frames(scripts, tmp_path):
     assert [call[0] for call in calls] == ["bts_nyu", "bts_nyu_toolbox24"]
     assert TESTED_ON["bts_nyu"] == TESTED_ON["bts_nyu_toolbox24"] == test
     assert modules["bts_table"].main(["--quick", "--data", train, "--out", str(tmp_path / "d")]) == 0
+    assert modules["bts_table"].main(["--data", train, "--set", "train.test_evaluation=false",  # nothing scored
+                                      "--out", str(tmp_path / "e")]) == 0
 
 
 def _table(out):

@@ -65,8 +65,11 @@ def test_overrides_from_set_and_files(tmp_path):
     yaml_file.write_text("optimizer:\n  learning_rate: 5.0e-5\n")
     config = recipes.resolve_config("hqmd_plus_full", [json_file, yaml_file],
                                     ["optimizer.learning_rate=3e-4", "data.input_size=[64, 96]", "train.jit_compile=true",
-                                     "model.options.aspp_rates=[2, 4, 6]"])
+                                     "model.options.aspp_rates=[2, 4, 6]",
+                                     "evaluation.protocol_options={clip: [1e-3, 10], crop: none}"])
     assert config["optimizer"]["learning_rate"] == 3e-4 and isinstance(config["optimizer"]["learning_rate"], float)
+    # numbers YAML 1.1 reads as strings are numbers inside lists and mappings too; other strings stay
+    assert config["evaluation"]["protocol_options"] == {"clip": [0.001, 10], "crop": "none"}
     assert config["train"]["epochs"] == 3 and config["train"]["jit_compile"] is True
     assert config["loss"]["options"]["berhu_ratio"] == 0.3
     assert config["loss"]["options"]["grad_direction_weight"] == 1.0  # untouched fields stay

@@ -154,7 +154,8 @@ def test_depth_panels_share_one_colour_scale(rng):
 
 def test_model_init_starts_a_new_run_from_a_finished_runs_weights(finished_run, tmp_path, capsys, monkeypatch):
     """model.init (`--init`): the model is built with a finished run's final weights (the run folder or a .keras
-    file) and a run trains on from them, the file read once, before the distribution strategy; its rerun does not
+    file) and a run trains on from them, the file read once, before the distribution strategy (a cluster's: once it
+    exists, outside its scope); its rerun does not
     need the file any more, nor does a resume, and --overwrite reads it again. The refusal to extend a finished run
     in its own folder says how; another network is refused naming the weights that differ; a diverged model, a
     backbone's .weights.h5 file and missing paths are refused."""
@@ -189,19 +190,30 @@ def test_model_init_starts_a_new_run_from_a_finished_runs_weights(finished_run, 
     trained = keras.saving.load_model(tmp_path / "further" / "model.keras", compile=False)
     moved = [np.abs(a - np.asarray(b)).max() for a, b in zip(final, trained.weights) if b.trainable]
     assert max(moved) < 1e-4, max(moved)
+    # a cluster (of one worker) reads the file once its strategy exists: reading it before stopped the member with
+    # "Collective ops must be configured at program startup"
+    from kill_helpers import communicate_all, start_cluster
+
+    cluster = [str(tmp_path / "cluster") if arg == str(tmp_path / "further") else arg for arg in command]
+    (process,) = start_cluster(cluster + ["--set", "train.strategy=multiworker"], 1, env())
+    (output,) = communicate_all([process], timeout=400)
+    assert process.returncode == 0 and "initialisation: the weights of" in output, output[-3000:]
+    clustered = keras.saving.load_model(tmp_path / "cluster" / "model.keras", compile=False)
+    moved = [np.abs(a - np.asarray(b)).max() for a, b in zip(final, clustered.weights) if b.trainable]
+    assert max(moved) < 1e-4, max(moved)
     (tmp_path / "copy.keras").unlink()  # the finished run is reported without it
     assert main(command) == 0 and "holds a finished run; nothing to do" in capsys.readouterr().out
     assert len(reads) == 1
-    # what a run into a folder takes over: results of a finished run, a backup (its own or a cluster worker's);
+    # what a run into a folder takes over: results of a finished run, its backup;
     # not checkpoints alone (a run killed before its first backup starts again from model.init), nor with --overwrite
     further = tmp_path / "further"
     assert trainer._resumes(further, overwrite=False) and not trainer._resumes(further, overwrite=True)
     (further / "results.json").unlink()
     assert not trainer._resumes(further, overwrite=False)
-    for folder in (further, further / ".worker-1"):
+    for folder, resumes in ((further, True), (further / ".worker-1", False)):  # a worker's: the cluster decides
         (folder / "backup").mkdir(parents=True)
         (folder / "backup" / "training_metadata.json").write_text('{"iterations": 1, "epoch": 0}')
-        assert trainer._resumes(further, overwrite=False), folder
+        assert trainer._resumes(further, overwrite=False) == resumes, folder
         shutil.rmtree(folder / "backup")
     shutil.copyfile(out / "model.keras", tmp_path / "copy.keras")
     assert main(command) == 0  # the unfinished folder starts again from model.init, read before the strategy

@@ -520,6 +520,8 @@ class TFRecordSource(Source):
         self.directory = Path(argument)
         self.split, self.section = split_section(self.directory, split)
         self.depth_scale = float(self.section["depth_scale"])
+        # the list lines its source dropped (`data convert` records them), counted by evaluations as skipped
+        self.without_ground_truth = list(self.section.get("without_ground_truth", ()))
         self._index = None
 
     def _build_index(self):

@@ -195,7 +195,7 @@ def convert(
         count = min(count, int(limit))
     if count == 0:
         raise DataError(f"SPEC {spec!r} split {split!r} has no samples to convert.")
-    without_ground_truth = list(source.without_ground_truth)
+    without_ground_truth = list(source.without_ground_truth) if count == len(source) else []  # the whole source
     module = type(source).__module__
     del source  # workers open their own copy
     out.mkdir(parents=True, exist_ok=True)
@@ -454,7 +454,7 @@ def stats(spec, split="train", limit=None, bins=20, max_depth=None, progress=Fal
         "depth_histogram": {"edges": edges.tolist(), "counts": histogram.tolist(), "above": above},
         "mean_rgb": (rgb_sum / count).tolist() if count else None,
         "geometry": geometry.report(),
-        "without_ground_truth": list(source.without_ground_truth),
+        "without_ground_truth": list(source.without_ground_truth) if count == len(source) else [],
     }
 
 

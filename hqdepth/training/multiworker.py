@@ -28,8 +28,8 @@ from hqdepth.training.trainer import (
     Plan, RunBackupFactory, apply_batch_groups, apply_precision, build_loss, build_model, build_optimizer,
     check_augmentation, check_depth_scale, check_focal_zoom, check_whole_frames, compile_metrics, counted, finish_run,
     finished_run_message, fixed_validation_samples, geometry_validation, kernel_gradients_note, load_split,
-    make_callbacks, precision_note, prepare_run_folder, print_shared_splits, print_summary, read_results,
-    set_determinism, split_length, validation_batches,
+    make_callbacks, precision_note, prepare_run_folder, print_shared_splits, print_summary, read_model_init,
+    read_results, set_determinism, split_length, validation_batches,
 )
 
 
@@ -38,12 +38,10 @@ def _task_id(strategy):
     return f"{resolver.task_type}-{resolver.task_id}"
 
 
-def train_multiworker(config, data, out, *, val_data=None, test_data=None, overwrite=False, print_fn=print,
-                      initial_weights=None):
+def train_multiworker(config, data, out, *, val_data=None, test_data=None, overwrite=False, print_fn=print):
     """Train on every worker of the cluster in TF_CONFIG; returns the run's results dict (the chief writes it to
-    results.json). `initial_weights`: model.init's weights (`trainer.prepare_initialisation`). On the rerun of a
-    finished run a non-chief worker returns only {"recipe", "status": "finished", "run"}: it cannot read the chief's
-    results.json, which may be on another machine."""
+    results.json). On the rerun of a finished run a non-chief worker returns only {"recipe", "status":
+    "finished", "run"}: it cannot read the chief's results.json, which may be on another machine."""
     import keras
     import tensorflow as tf
 
@@ -107,6 +105,8 @@ def train_multiworker(config, data, out, *, val_data=None, test_data=None, overw
     backup.check_data(state, say)
     if done:
         _check_same_position(strategy, backup.dir, state)
+    # model.init: every member reads the file, outside the strategy's scope (a resume restores its backup instead)
+    initial_weights = read_model_init(config, say) if config["model"].get("init") and not done else None
 
     def dataset(split, spec, train):
         def make(context):

@@ -183,12 +183,22 @@ def parse_set(item):
         value = yaml.safe_load(text) if text.strip() else None
     except yaml.YAMLError:
         value = text
-    if isinstance(value, str):  # YAML 1.1 reads 3e-4 as a string; numbers are meant
+    return key, _numbers(value)
+
+
+def _numbers(value):
+    """`value` with its strings that are numbers as floats, in lists and mappings too: YAML 1.1 reads 3e-4 as a
+    string (`[1e-3, 10]` as ['1e-3', 10]); numbers are meant."""
+    if isinstance(value, list):
+        return [_numbers(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _numbers(item) for key, item in value.items()}
+    if isinstance(value, str):
         try:
-            value = float(value)
+            return float(value)
         except ValueError:
             pass
-    return key, value
+    return value
 
 
 def _nested(key, value):

@@ -368,19 +368,14 @@ def load_initial_weights(model, path, given=None):
         weight.assign(given[name].astype(weight.dtype))
 
 
-def prepare_initialisation(config, print_fn=print, resumes=False):
+def prepare_initialisation(config, print_fn=print, read_init=True):
     """Check the recipe's backbone initialisation and fetch/convert its file now, before anything is built. With
-    `model.init`: read that model's weights instead and return them, for `build_model` (None when `resumes`: the
-    run folder's backup or results take over; and without `model.init`)."""
+    `model.init`: read that model's weights instead and return them, for `build_model` (`read_model_init`; not with
+    `read_init=False`, and None then and without `model.init`)."""
     from hqdepth.weights import pretrained
 
     if config["model"].get("init"):
-        if resumes:
-            return None  # the file need not exist any more
-        init = init_file(config)
-        print_fn(f"  initialisation: the weights of {init} (model.init; the recipe's backbone initialisation is "
-                 "not loaded)")
-        return read_initial_weights(init)
+        return read_model_init(config, print_fn) if read_init else None
     weights = pretrained.check_initialisation(config)
     if weights is None:
         return None
@@ -391,15 +386,23 @@ def prepare_initialisation(config, print_fn=print, resumes=False):
     return None
 
 
+def read_model_init(config, print_fn=print):
+    """The weights of the model `model.init` names (`read_initial_weights`), said through `print_fn`."""
+    init = init_file(config)
+    print_fn(f"  initialisation: the weights of {init} (model.init; the recipe's backbone initialisation is not "
+             "loaded)")
+    return read_initial_weights(init)
+
+
 def _resumes(out, overwrite):
-    """Whether a run into `out` takes over what is there (a finished run's results, the backup of the run or of a
-    cluster worker) rather than starting from its initialisation."""
+    """Whether a (single-process) run into `out` takes over what is there, a finished run's results or its backup,
+    rather than starting from its initialisation (then model.init's file need not exist any more)."""
     from hqdepth.training.callbacks import RunBackup
 
     out = Path(out)
     previous = read_results(out)
-    return not overwrite and ((previous or {}).get("status") == "finished" or any(
-        RunBackup.read_state(folder / "backup") is not None for folder in [out, *out.glob(".worker-*")]))
+    return not overwrite and ((previous or {}).get("status") == "finished"
+                              or RunBackup.read_state(out / "backup") is not None)
 
 
 def build_before_fit(model, dataset):
@@ -890,14 +893,16 @@ def train(config, data, out, *, val_data=None, test_data=None, overwrite=False, 
     strategy_name = resolve_strategy_name(config["train"]["strategy"])
     if strategy_name != "multiworker":  # importing the augmentations starts TensorFlow: a cluster checks them later
         check_augmentation(config)
-    initial_weights = prepare_initialisation(config, print_fn, resumes=_resumes(out, overwrite))
+    # a cluster reads model.init once its strategy exists (TensorFlow may not run before) and it knows its backups
+    initial_weights = prepare_initialisation(
+        config, print_fn, read_init=strategy_name != "multiworker" and not _resumes(out, overwrite))
     check_input_size(config, data)
     check_test_frames(config, test_data or data)
     if strategy_name == "multiworker":
         from hqdepth.training.multiworker import train_multiworker
 
         return train_multiworker(config, data, out, val_data=val_data, test_data=test_data, overwrite=overwrite,
-                                 print_fn=print_fn, initial_weights=initial_weights)
+                                 print_fn=print_fn)
     out = Path(out)
     previous = read_results(out)
     if previous and previous.get("status") == "finished" and not overwrite:
