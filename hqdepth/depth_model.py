@@ -24,8 +24,10 @@ KITTI_MAX_SIDE = 1280  # ... at most this for a recipe that tests KITTI frames a
 def _read_config(path):
     import yaml
 
+    from hqdepth.training.recipes import load_yaml
+
     try:
-        config = yaml.safe_load(Path(path).read_text())
+        config = load_yaml(Path(path).read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
         raise DataError(f"cannot read the run configuration {path}: {error}") from None
     if not isinstance(config, dict):

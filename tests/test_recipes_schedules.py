@@ -62,7 +62,7 @@ def test_overrides_from_set_and_files(tmp_path):
     json_file = tmp_path / "change.json"
     json_file.write_text(json.dumps({"train": {"epochs": 3}, "loss": {"options": {"berhu_ratio": 0.3}}}))
     yaml_file = tmp_path / "change.yaml"
-    yaml_file.write_text("optimizer:\n  learning_rate: 5.0e-5\n")
+    yaml_file.write_text("optimizer:\n  learning_rate: 5e-5\n  options: {epsilon: '1e-7'}\n")  # YAML 1.2 floats
     config = recipes.resolve_config("hqmd_plus_full", [json_file, yaml_file],
                                     ["optimizer.learning_rate=3e-4", "data.input_size=[64, 96]", "train.jit_compile=true",
                                      "model.options.aspp_rates=[2, 4, 6]",
@@ -70,6 +70,8 @@ def test_overrides_from_set_and_files(tmp_path):
     assert config["optimizer"]["learning_rate"] == 3e-4 and isinstance(config["optimizer"]["learning_rate"], float)
     # numbers YAML 1.1 reads as strings are numbers inside lists and mappings too; other strings stay
     assert config["evaluation"]["protocol_options"] == {"clip": [0.001, 10], "crop": "none"}
+    assert recipes.resolve_config("hqmd_plus_full", [yaml_file])["optimizer"]["learning_rate"] == 5e-5  # not '5e-5'
+    assert config["optimizer"]["options"]["epsilon"] == "1e-7"  # quoted: a string, as written
     assert config["train"]["epochs"] == 3 and config["train"]["jit_compile"] is True
     assert config["loss"]["options"]["berhu_ratio"] == 0.3
     assert config["loss"]["options"]["grad_direction_weight"] == 1.0  # untouched fields stay

@@ -36,9 +36,7 @@ def run(args):
         return 0
     if args.name:
         config = recipes.resolve_config(args.name, args.config, args.sets)
-        import yaml
-
-        sys.stdout.write(yaml.safe_dump(config, sort_keys=False, default_flow_style=None, width=110))
+        sys.stdout.write(recipes.dump_yaml(config))
         return 0
     from hqdepth.training import recipe_sources
 

@@ -23,8 +23,6 @@ the schedule's length (`compile`) is the recipe's whole run on that dataset.
 
 import copy
 
-import yaml
-
 from hqdepth.errors import ConfigError
 from hqdepth.training import recipes as recipes_lib
 
@@ -59,8 +57,9 @@ class Recipe:
         return self.config["name"]
 
     def to_yaml(self):
-        """The recipe as YAML; `hqdepth.recipe(yaml.safe_load(text))` gives the same recipe back."""
-        return yaml.safe_dump(self.config, sort_keys=False, default_flow_style=None, width=110)
+        """The recipe as YAML; `hqdepth.recipe(yaml.safe_load(text))` gives the same recipe back (strings that
+        read as numbers are quoted)."""
+        return recipes_lib.dump_yaml(self.config)
 
     def __repr__(self):
         return f"Recipe({self.name!r}: {recipes_lib.summary_line(self.config)})"

@@ -13,6 +13,7 @@ Merge rule: in a section with `name` and `options` (model, loss, optimizer, sche
 import copy
 import json
 import os
+import re
 from pathlib import Path
 
 import yaml
@@ -114,13 +115,38 @@ def list_recipes():
     return [get_recipe(path.stem) for path in sorted(RECIPE_DIR.glob("*.yaml"))]
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML's safe loader, reading exponent numbers without a dot (3e-4, 1E5) as floats, as YAML 1.2 and JSON do
+    (PyYAML follows YAML 1.1, which reads them as strings: a learning rate of '3e-4' then fails deep inside)."""
+
+
+class _Dumper(yaml.SafeDumper):
+    """YAML's safe dumper, quoting the strings `_Loader` would read as numbers (a string '1e-7' stays one)."""
+
+
+for _kind in (_Loader, _Dumper):
+    _kind.add_implicit_resolver("tag:yaml.org,2002:float",
+                                re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+                                list("-+.0123456789"))
+
+
+def load_yaml(text):
+    """Parse YAML text as recipes are read (`_Loader`: 3e-4 is a number)."""
+    return yaml.load(text, Loader=_Loader)
+
+
+def dump_yaml(config):
+    """A config as YAML text that `load_yaml` reads back equal (block style, keys in order)."""
+    return yaml.dump(config, Dumper=_Dumper, sort_keys=False, default_flow_style=None, width=110)
+
+
 def _read_file(path):
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     text = path.read_text()
     try:
-        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+        data = json.loads(text) if path.suffix.lower() == ".json" else load_yaml(text)
     except (ValueError, yaml.YAMLError) as error:
         raise ConfigError(f"{path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: {error}") from None
     if data is None:
@@ -180,25 +206,10 @@ def parse_set(item):
     if not key:
         raise ConfigError(f"--set {item!r}: empty key")
     try:
-        value = yaml.safe_load(text) if text.strip() else None
+        value = load_yaml(text) if text.strip() else None
     except yaml.YAMLError:
         value = text
-    return key, _numbers(value)
-
-
-def _numbers(value):
-    """`value` with its strings that are numbers as floats, in lists and mappings too: YAML 1.1 reads 3e-4 as a
-    string (`[1e-3, 10]` as ['1e-3', 10]); numbers are meant."""
-    if isinstance(value, list):
-        return [_numbers(item) for item in value]
-    if isinstance(value, dict):
-        return {key: _numbers(item) for key, item in value.items()}
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    return value
+    return key, value
 
 
 def _nested(key, value):
@@ -278,7 +289,7 @@ def dump(config, path):
     since a rerun reads it back to check that it continues the same run."""
     path = Path(path)
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    temporary.write_text(yaml.safe_dump(config, sort_keys=False, default_flow_style=None, width=110))
+    temporary.write_text(dump_yaml(config))
     os.replace(temporary, path)
 
 

@@ -817,9 +817,7 @@ def prepare_run_folder(out, config, overwrite=False):
                           "config that made it is unknown (e.g. written by Recipe.callbacks before they wrote one): "
                           "use a new --out, or --overwrite to start this folder afresh.")
     if saved.is_file() and not overwrite:
-        import yaml
-
-        previous = _with_new_defaults(yaml.safe_load(saved.read_text()), recipes_lib.DEFAULTS)
+        previous = _with_new_defaults(recipes_lib.load_yaml(saved.read_text()), recipes_lib.DEFAULTS)
         if previous != json.loads(json.dumps(config)):
             if trained:
                 changed = sorted(_differences(previous, config))
