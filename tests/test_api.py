@@ -35,6 +35,10 @@ def test_model_fit_with_the_recipe_pieces_equals_hqdepth_train(tmp_path):
     evaluation = r.evaluate(model, DATA)
     assert evaluation.count == 2 and np.isfinite(evaluation.metrics["rmse"])
     assert (tmp_path / "mine" / "metrics.csv").is_file() and (tmp_path / "mine" / "checkpoints" / "latest.keras").is_file()
+    # a second model.fit script into it would start the epochs again (and ran past the run's length after a kill):
+    # refused, naming how to resume
+    with pytest.raises(ConfigError, match=r"holds the backup of step 4 of this recipe: Recipe.train\(data, "):
+        r.callbacks(tmp_path / "mine")
     # the callbacks' folder carries its config: a run of another config is refused there, not resumed from the
     # fit's backup (it said "finished after 4 of 2 steps"); without config.yaml the state is refused too
     other = hqdepth.recipe("hqmd_plus_full", overrides={**OVERRIDES, "train.max_steps": 2})

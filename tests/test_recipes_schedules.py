@@ -88,6 +88,18 @@ def test_overrides_from_set_and_files(tmp_path):
     ("train.batch_size=0", "train.batch_size=0"),
     ("train.precision=fp8", "train.precision='fp8'"),
     ("epochs", "expected KEY=VALUE"),
+    # each stopped with a traceback (or trained: a negative rate ascends the loss)
+    ("optimizer.learning_rate=abc", "optimizer.learning_rate='abc' must be a positive number"),
+    ("optimizer.learning_rate=-1", "optimizer.learning_rate=-1 must be a positive number"),
+    ("optimizer.learning_rate=null", "optimizer.learning_rate=None must be a positive number"),
+    ("data.input_size=48", "data.input_size=48: expected [height, width]"),
+    ("data.input_size=[a, b]", "data.input_size=['a', 'b']: expected [height, width]"),
+    ("train.seed=abc", "train.seed='abc' must be an integer or null"),
+    ("train=3", "train=3: expected the train settings as a mapping"),
+    ("train.test_evaluation=maybe", "train.test_evaluation='maybe' must be true or false"),
+    ("train.log_every_steps=0", "train.log_every_steps=0 must be an integer >= 1"),
+    ("train.image_samples=-1", "train.image_samples=-1 must be an integer >= 0"),
+    ("evaluation.max_depth=-5", "evaluation.max_depth=-5 must be a positive number in metres or null"),
 ])
 def test_bad_overrides_name_the_field(item, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace(".", r"\.")):

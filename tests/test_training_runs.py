@@ -863,3 +863,14 @@ def test_a_corrupt_sample_mid_epoch_stops_the_run_or_is_counted_with_skip_bad(tm
                         verbose=0)
     assert results["status"] == "finished" and results["skipped_bad_records_this_session"]["count"] == 3
     assert not [str(w.message) for w in caught if "ran out of data" in str(w.message)]
+
+
+def test_a_monitor_the_run_never_logs_is_refused(tmp_path):
+    """`train.monitor=val_foo` trained without a word and chose no best.keras; it is refused before the first step,
+    naming what the run logs. The geometric metrics count where the validation data carries edges and planes."""
+    from hqdepth.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"train.monitor='val_foo' is not logged by this run; it logs val_loss, "
+                                          r".*val_rmse.*val_dbe_acc"):
+        train(config_with("train.monitor=val_foo"), DATA, tmp_path / "run", print_fn=quiet_print, verbose=0)
+    assert not (tmp_path / "run" / "backup").exists()

@@ -26,10 +26,10 @@ from hqdepth.training import recipes as recipes_lib
 from hqdepth.training.callbacks import RunBackup
 from hqdepth.training.trainer import (
     Plan, RunBackupFactory, apply_batch_groups, apply_precision, build_loss, build_model, build_optimizer,
-    check_augmentation, check_depth_scale, check_focal_zoom, check_whole_frames, compile_metrics, counted, finish_run,
-    finished_run_message, fixed_validation_samples, geometry_validation, kernel_gradients_note, load_split,
-    make_callbacks, precision_note, prepare_run_folder, print_shared_splits, print_summary, read_model_init,
-    read_results, set_determinism, split_length, validation_batches,
+    check_augmentation, check_depth_scale, check_focal_zoom, check_monitor, check_whole_frames, compile_metrics,
+    counted, finish_run, finished_run_message, fixed_validation_samples, geometry_validation, kernel_gradients_note,
+    load_split, make_callbacks, precision_note, prepare_run_folder, print_shared_splits, print_summary,
+    read_model_init, read_results, set_determinism, split_length, validation_batches,
 )
 
 
@@ -133,6 +133,7 @@ def train_multiworker(config, data, out, *, val_data=None, test_data=None, overw
         loss = build_loss(config)
         apply_batch_groups(model, loss, config, replicas)
         metrics = compile_metrics(loss, config)
+        check_monitor(config, metrics, geometry, validates=bool(validation_steps))
         model.compile(optimizer=build_optimizer(config, plan.steps_per_epoch, plan.total_steps, model), loss=loss,
                       jit_compile=False)
         optimizer = model.optimizer

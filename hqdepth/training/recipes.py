@@ -240,19 +240,54 @@ def resolve_config(recipe, config_files=(), sets=(), overrides=None):
     return validate(config)
 
 
+def _is_integer(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def validate(config):
     """Check the fields a run cannot start without; return the config with normalised values."""
+    for section, default in DEFAULTS.items():
+        if isinstance(default, dict) and not isinstance(config[section], dict):
+            raise ConfigError(f"{section}={config[section]!r}: expected the {section} settings as a mapping (set one "
+                              f"with {section}.FIELD=VALUE).")
     for section in ("model", "loss"):
         if not config[section]["name"]:
             raise ConfigError(f"recipe {config['name']!r} names no {section} ({section}.name).")
     size = config["data"]["input_size"]
     if size is not None:
-        if isinstance(size, str):
-            size = [int(v) for v in size.lower().split("x")]
-        if len(size) != 2 or any(int(v) <= 0 for v in size):
-            raise ConfigError(f"data.input_size={size!r}: expected [height, width].")
-        config["data"]["input_size"] = [int(v) for v in size]
+        parts = size.lower().split("x") if isinstance(size, str) else size
+        try:
+            if not isinstance(parts, (list, tuple)) or len(parts) != 2 or isinstance(parts[0], bool):
+                raise ValueError
+            parts = [int(value) for value in parts]
+            if min(parts) <= 0:
+                raise ValueError
+        except (TypeError, ValueError):
+            raise ConfigError(f"data.input_size={size!r}: expected [height, width] (positive integers), e.g. "
+                              "[289, 385], or null.") from None
+        config["data"]["input_size"] = parts
+    rate = config["optimizer"]["learning_rate"]
+    if not _is_number(rate) or not rate > 0:
+        raise ConfigError(f"optimizer.learning_rate={rate!r} must be a positive number, e.g. 1e-4.")
     train = config["train"]
+    if train["seed"] is not None and not _is_integer(train["seed"]):
+        raise ConfigError(f"train.seed={train['seed']!r} must be an integer or null (no seed).")
+    for key in ("log_every_steps", "image_samples"):
+        if not _is_integer(train[key]) or train[key] < (1 if key == "log_every_steps" else 0):
+            raise ConfigError(f"train.{key}={train[key]!r} must be an integer >= "
+                              f"{1 if key == 'log_every_steps' else 0}.")
+    if not isinstance(train["monitor"], str) or not train["monitor"]:
+        raise ConfigError(f"train.monitor={train['monitor']!r} must name a logged metric, e.g. val_rmse.")
+    evaluation = config["evaluation"]
+    for key in ("max_depth", "min_depth"):
+        value = evaluation[key]
+        if value is not None and (not _is_number(value) or value < 0 or (key == "max_depth" and value == 0)):
+            sign = "positive" if key == "max_depth" else "non-negative"
+            raise ConfigError(f"evaluation.{key}={value!r} must be a {sign} number in metres or null.")
     for key in ("batch_size", "epochs", "batch_groups"):
         if isinstance(train[key], bool) or not isinstance(train[key], int) or train[key] <= 0:
             raise ConfigError(f"train.{key}={train[key]!r} must be a positive integer.")
@@ -266,6 +301,8 @@ def validate(config):
     for key in ("decay_encoder_only", "fused"):
         if not isinstance(config["optimizer"][key], bool):
             raise ConfigError(f"optimizer.{key}={config['optimizer'][key]!r} must be true or false.")
+    if not isinstance(train["test_evaluation"], bool):
+        raise ConfigError(f"train.test_evaluation={train['test_evaluation']!r} must be true or false.")
     for key in ("ssim", "flip"):
         if not isinstance(config["evaluation"][key], bool):
             raise ConfigError(f"evaluation.{key}={config['evaluation'][key]!r} must be true or false.")

@@ -251,6 +251,22 @@ def compile_metrics(loss, config):
     return terms + metrics.depth_metrics(min_depth=min_depth, max_depth=max_depth)
 
 
+GEOMETRY_LOGS = ("val_dbe_acc", "val_dbe_comp", "val_pe_plan", "val_pe_orie", "val_dde_0", "val_dde_minus",
+                 "val_dde_plus")  # what `callbacks.GeometryValidation` adds to the logs
+
+
+def check_monitor(config, metrics, geometry, validates=True):
+    """Refuse a `train.monitor` that the run never logs (then no best.keras would be chosen, without a word): the
+    loss, the compiled `metrics`, their `val_` forms when the run validates, and the geometric ones with `geometry`."""
+    names = ["loss"] + [getattr(metric, "name", str(metric)) for metric in metrics]
+    logged = names + ([f"val_{name}" for name in names] + (list(GEOMETRY_LOGS) if geometry else []) if validates
+                      else [])
+    monitor = config["train"]["monitor"]
+    if monitor not in logged:
+        raise ConfigError(f"train.monitor={monitor!r} is not logged by this run; it logs "
+                          f"{', '.join(name for name in logged if name.startswith('val_')) or ', '.join(logged)}.")
+
+
 def build_model(config, initialise=True, initial_weights=None):
     """The recipe's model at its input size, initialised as the recipe says (`hqdepth.weights.pretrained`) or, with
     `model.init`, with a trained model's weights (`load_initial_weights`: `initial_weights` when
@@ -955,7 +971,9 @@ def train(config, data, out, *, val_data=None, test_data=None, overwrite=False, 
         loss = build_loss(config)
         apply_batch_groups(model, loss, config, replicas)
         optimizer = build_optimizer(config, plan.steps_per_epoch, plan.total_steps, model)
-        model.compile(optimizer=optimizer, loss=loss, metrics=compile_metrics(loss, config),
+        metrics = compile_metrics(loss, config)
+        check_monitor(config, metrics, geometry, validates=bool(validation_steps))
+        model.compile(optimizer=optimizer, loss=loss, metrics=metrics,
                       jit_compile=bool(config["train"]["jit_compile"]))
         build_before_fit(model, train_ds)
 
