@@ -874,3 +874,27 @@ def test_a_monitor_the_run_never_logs_is_refused(tmp_path):
                                           r".*val_rmse.*val_dbe_acc"):
         train(config_with("train.monitor=val_foo"), DATA, tmp_path / "run", print_fn=quiet_print, verbose=0)
     assert not (tmp_path / "run" / "backup").exists()
+
+
+def test_a_run_stopped_during_its_test_evaluation_finishes_on_rerun_with_its_last_logs(tmp_path, monkeypatch):
+    """Killed after its last backup (here: during the test evaluation), the rerun has no step left: it says so, and
+    its results.json carries the last logged metrics (final_logs was {}; the resume line said "period 2" of 1)."""
+    from hqdepth.training import trainer
+
+    config = config_with("train.max_steps=3")
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(trainer, "evaluate_in_memory", stopped)
+        with pytest.raises(KeyboardInterrupt):
+            train(config, DATA, tmp_path / "run", print_fn=quiet_print, verbose=0)
+    assert not (tmp_path / "run" / "results.json").exists() and (tmp_path / "run" / "backup").is_dir()
+    printed = []
+    results = train(config, DATA, tmp_path / "run", print_fn=printed.append, verbose=0)
+    assert "  resuming from the backup at step 3 (every period trained: the run stopped before it finished)" in printed
+    last = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))[-1]
+    assert results["status"] == "finished" and results["steps_this_session"] == 0
+    assert results["final_logs"]["val_rmse"] == pytest.approx(float(last["val_rmse"])) and "step" not in results[
+        "final_logs"]

@@ -979,8 +979,9 @@ def train(config, data, out, *, val_data=None, test_data=None, overwrite=False, 
 
     position = (state["epoch"], state.get("step_in_epoch", 0)) if state else (0, 0)
     if state:
-        print_fn(f"  resuming from the backup at step {state.get('iterations', '?')} (period {state['epoch'] + 1}, "
-                 f"step {position[1]} of it)")
+        where = (f"period {state['epoch'] + 1}, step {position[1]} of it" if state["epoch"] < plan.periods else
+                 "every period trained: the run stopped before it finished")
+        print_fn(f"  resuming from the backup at step {state.get('iterations', '?')} ({where})")
     callbacks = make_callbacks(config, out, plan, images, depths, backup, steps_done=state and state.get("iterations"),
                                print_fn=print_fn, geometry=geometry)
     if state:
@@ -1120,6 +1121,23 @@ def _floats(logs):
     return {k: float(v[-1] if isinstance(v, list) else v) for k, v in logs.items()}
 
 
+def _last_logged(out):
+    """The last row of the run's metrics.csv as logs (a session that had no step left to train, e.g. killed during
+    the test evaluation, has no history of its own); {} without one."""
+    import csv
+
+    path = Path(out) / "metrics.csv"
+    rows = list(csv.DictReader(path.open())) if path.is_file() else []
+    logs = {}
+    for key, value in (rows[-1] if rows else {}).items():
+        if key not in ("epoch", "step"):
+            try:
+                logs[key] = float(value)
+            except (TypeError, ValueError):
+                pass  # "NA": a column this row has no value in
+    return logs
+
+
 def finish_run(model, config, out, data, test_data, plan, history, status, seconds, print_fn, chief=True,
                steps_at_start=0, bad_records=None):
     """Save the final model, evaluate on the test split, write results.json (chief only); with `bad_records`
@@ -1134,7 +1152,7 @@ def finish_run(model, config, out, data, test_data, plan, history, status, secon
         "steps": iterations(model), "steps_this_session": iterations(model) - steps_at_start,
         "total_steps": plan.total_steps, "global_batch": plan.global_batch,
         "replicas": plan.replicas, "train_seconds_this_session": round(seconds, 1),
-        "final_logs": _floats(history) if history else {},
+        "final_logs": _floats(history) if history else _last_logged(out),
         "model": str(out / "model.keras"), "logs": str(out / "logs"),
     }
     if bad_records is not None and config["data"]["skip_bad"]:
