@@ -287,16 +287,27 @@ class DepthModel:
             return options.get("test_input") or ("kb_crop" if options.get("kb_crop") else "resize")
         return options.get("test_input") or (PROTOCOLS[protocol].test_input if protocol in PROTOCOLS else None)
 
-    def size_multiple(self):
-        """What the model's input height and width must be multiples of (registry `size_multiple` of the run's
-        model), or None when unknown."""
+    def family(self):
+        """The registered model family this model is: the run config's `model.name`, else the model's own name
+        when a family has it (a converted or saved `.keras` file without a run beside it: bts, fcn_autoencoder,
+        ...), else None."""
+        from hqdepth.models import registry
+
         name = _nested(self.config, "model", "name") if self.config else None
+        if name:
+            return name
+        return self.name if self.name in {entry.name for entry in registry.list_models()} else None
+
+    def size_multiple(self):
+        """What the model's input height and width must be multiples of (registry `size_multiple` of its family,
+        `family`; without a run config, at the family's default options), or None when unknown."""
+        name = self.family()
         if not name:
             return None
         from hqdepth.models import size_multiple
 
         try:
-            return size_multiple(name, _nested(self.config, "model", "options") or {})
+            return size_multiple(name, (_nested(self.config, "model", "options") if self.config else None) or {})
         except (ConfigError, TypeError):
             return None
 
@@ -308,7 +319,7 @@ class DepthModel:
         if self.input_size is not None or not multiple or multiple <= 1 or not (height % multiple or width % multiple):
             return
         near = "x".join(str(max(multiple, int(side / multiple + 0.5) * multiple)) for side in (height, width))
-        raise ConfigError(f"{what}: {_nested(self.config, 'model', 'name')} needs sides that are multiples of "
+        raise ConfigError(f"{what}: {self.family()} needs sides that are multiples of "
                           f"{multiple} (nearest {near}).")
 
     def at_free_size(self):

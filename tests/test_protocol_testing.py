@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from hqdepth.cli import main
-from hqdepth.errors import DataError
+from hqdepth.errors import ConfigError, DataError
 from hqdepth.evaluation import (
     PROTOCOLS, Evaluator, custom_protocol, evaluate_model, get_protocol, hu_ground_truth, hu_rgb,
     protocol_prediction, resize_bilinear_tf1,
@@ -718,3 +718,28 @@ def test_list_lines_without_ground_truth_count_as_skipped(tmp_path, rng):
         assert (result.count, len(result.skipped)) == (2, 1) and result.skipped[0].endswith("test.txt:2"), (
             result.count, result.skipped)
     assert len(evaluate_source(model, open_source(spec, split="test"), protocol, limit=1).skipped) == 0  # a part
+
+
+def test_a_saved_model_without_its_run_gets_its_familys_size_multiple(tmp_path, rng, capsys):
+    """A `.keras` file with no run config beside it (what `hqdepth weights convert --from bts` writes, or a
+    `model.save`) is a registered family by its name: BTS runs photos at multiples of 32 (it ran them at 32k+1 and
+    every photo stopped in the decoder's concatenation), and a size it cannot take is refused by name."""
+    from hqdepth.export import export
+
+    keras_model = tiny_bts((None, None, 3), with_focal=False, max_depth=10.0)
+    assert keras_model.name == "bts"
+    keras_model.save(tmp_path / "bts.keras")
+    photo = tmp_path / "photo.png"
+    cv2.imwrite(str(photo), rng.integers(0, 256, (64, 96, 3), dtype=np.uint8))
+    model = load(tmp_path / "bts.keras")
+    assert model.config is None and model.family() == "bts" and model.run_size(64, 96) == (64, 96)
+    code, _, err = run_cli(["predict", str(tmp_path / "bts.keras"), str(photo), "--out", str(tmp_path / "depth"),
+                            "--quiet"], capsys)
+    assert code == 0, err
+    from hqdepth.images import read_image
+
+    wanted = np.asarray(keras_model(read_image(photo)[None].astype(np.float32)))[0, ..., 0]
+    np.testing.assert_allclose(np.load(tmp_path / "depth" / "photo_depth.npy"), wanted, rtol=0, atol=1e-4)
+    with pytest.raises(ConfigError, match=r"--input-size 100x100: bts needs sides that are multiples of 32 "
+                                          r"\(nearest 96x96\)"):
+        export(model, tmp_path / "exported", input_size=(100, 100))
