@@ -129,3 +129,10 @@ def test_registry_lists_models_and_rejects_unknown_names():
     assert {"hqmd_baseline", "hqmd_baseline_plus"} <= set(names)
     with pytest.raises(ConfigError, match="Unknown model 'hqmd_plus'"):
         build_model("hqmd_plus")
+    # options the builders took without a word, or a TypeError naming neither option nor value
+    with pytest.raises(ConfigError, match=r"model 'bts': max_depth=-1 must be a positive number of metres"):
+        build_model("bts", max_depth=-1)
+    with pytest.raises(ConfigError, match=r"model 'fcn_autoencoder': max_depth=0 must be a positive number"):
+        build_model("fcn_autoencoder", max_depth=0)
+    with pytest.raises(ConfigError, match=r"model 'hqmd_baseline_plus' sets decode_at_image_size itself"):
+        build_model("hqmd_baseline_plus", decode_at_image_size=False)

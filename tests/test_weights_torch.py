@@ -313,6 +313,19 @@ def test_pth_without_torch_says_what_to_do(tmp_path):
         convert_torchvision_resnet50(path, tmp_path / "out.weights.h5")
 
 
+def test_a_missing_published_file_names_where_it_comes_from(tmp_path):
+    """`weights convert --from torchvision-resnet50 / cadene-senet154` of a path that does not exist names the
+    published file and its address, as the BTS and TF-slim conversions do (they said only "not found")."""
+    from hqdepth.weights.torch import convert_senet154
+
+    with pytest.raises(TorchWeightsError, match=r"not found: .*r50\.safetensors; the published one "
+                                                r"\(torchvision-resnet50\) is resnet50\.tv_in1k\.safetensors, from "
+                                                r"https://huggingface\.co/timm/resnet50\.tv_in1k"):
+        convert_torchvision_resnet50(tmp_path / "r50.safetensors", tmp_path / "out.weights.h5")
+    with pytest.raises(TorchWeightsError, match=r"senet154-c7b49a05\.pth, from http://data\.lip6\.fr/cadene/"):
+        convert_senet154(tmp_path / "senet.pth", tmp_path / "out.weights.h5")
+
+
 def test_a_pth_that_is_not_a_checkpoint_is_named_as_such(tmp_path):
     """Judged by its first bytes, not its name: torch.save writes a zip archive (or, before 1.6, a pickle)."""
     path = tmp_path / "resnet50.pth"

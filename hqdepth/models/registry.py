@@ -166,10 +166,17 @@ def _unknown_option(name, entry, option):
 def build_model(name, input_shape=None, **options):
     """Build a registered model. `input_shape` defaults to (None, None, 3): any image size."""
     entry = get_entry(name)
+    depth = options.get("max_depth")
+    if depth is not None and (isinstance(depth, bool) or not isinstance(depth, (int, float)) or not depth > 0):
+        raise ConfigError(f"model {name!r}: max_depth={depth!r} must be a positive number of metres (model.options).")
     try:
         return entry.builder(input_shape=input_shape or (None, None, 3), **options)
     except TypeError as error:  # an option the family does not have: a recipe's model.options, a --set
         unknown = re.search(r"unexpected keyword argument '(\w+)'", str(error))
+        fixed = re.search(r"multiple values for keyword argument '(\w+)'", str(error))
+        if fixed is not None and fixed.group(1) in options:
+            raise ConfigError(f"model {name!r} sets {fixed.group(1)} itself; it is not one of its options "
+                              "(model.options).") from None
         if unknown is None or unknown.group(1) not in options:
             raise
         raise _unknown_option(name, entry, unknown.group(1)) from None

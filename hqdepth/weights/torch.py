@@ -97,6 +97,17 @@ def _report(src, out, target, state, used):
 
 # --- reading ---------------------------------------------------------------------------------------------
 
+def _require_published(src, name):
+    """TorchWeightsError naming where the published file (`hqdepth.weights.pretrained.PRETRAINED[name]`) comes from
+    when `src` does not exist."""
+    if not Path(src).is_file():
+        from hqdepth.weights.pretrained import PRETRAINED
+
+        entry = PRETRAINED[name]
+        raise TorchWeightsError(f"PyTorch weights file not found: {src}; the published one ({entry.name}) is "
+                                f"{entry.file}, from {entry.url}")
+
+
 def load_state_dict(src):
     """{key: float NumPy array} from a `.safetensors` file or (with PyTorch installed) a `torch.save` file.
 
@@ -369,6 +380,7 @@ def convert_torchvision_resnet50(src, out):
     from hqdepth.backbones.resnet import VERSION_ATTRIBUTE
 
     out = _check_out(out, ".weights.h5")
+    _require_published(src, "torchvision-resnet50")
     state = load_state_dict(src)
     prefix = _resnet_prefix(state, src)
     model = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(None, None, 3))
@@ -396,6 +408,7 @@ def convert_senet154(src, out, **architecture):
     from hqdepth.backbones.senet import BLOCKS, LAYOUT_ATTRIBUTE, layout_fingerprint, senet154
 
     out = _check_out(out, ".weights.h5")
+    _require_published(src, "cadene-senet154")
     state = load_state_dict(src)
     prefix = _key_prefix(state, src, "layer0.conv1.weight", "SENet (Cadene's pretrainedmodels)")
     model = senet154(**architecture)
