@@ -128,12 +128,12 @@ def _prepare_out(out, overwrite):
         raise ConfigError(f"--out {out} is a file; give a folder.")
     entries = list(out.iterdir()) if out.is_dir() else []
     if entries:
-        if not overwrite:
-            raise ConfigError(f"--out {out} exists and is not empty; pass --overwrite to replace it.")
         others = sorted(entry.name for entry in entries if entry.name not in EXPORT_ENTRIES)
-        if others:
+        if others:  # said first: --overwrite would not help
             raise ConfigError(f"--out {out} holds files that are not from an export ({', '.join(others[:5])}); "
                               "--overwrite replaces only a previous export. Choose a new folder.")
+        if not overwrite:
+            raise ConfigError(f"--out {out} holds an export; pass --overwrite to replace it.")
         for entry in entries:
             if entry.is_dir():
                 shutil.rmtree(entry)

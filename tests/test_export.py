@@ -350,8 +350,9 @@ def test_cli_export_errors(tiny_run, tmp_path, capsys):
     assert code == 2 and "is a file" in err
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
-    code, _, err = run_cli(["export", str(tiny_run["run"]), "--out", str(tmp_path / "mine"), "--overwrite"], capsys)
-    assert code == 2 and "not from an export" in err and (tmp_path / "mine" / "notes.txt").is_file()
+    for extra in ([], ["--overwrite"]):  # without --overwrite too: it would not help (it once said to pass it)
+        code, _, err = run_cli(["export", str(tiny_run["run"]), "--out", str(tmp_path / "mine"), *extra], capsys)
+        assert code == 2 and "not from an export" in err and (tmp_path / "mine" / "notes.txt").is_file(), extra
 
 
 def test_onnx_export(tiny_run, tmp_path, capsys):
