@@ -117,6 +117,8 @@ def test_cli_lists_and_shows_recipes(capsys):
     assert main(["recipes", "no_such_recipe"]) == 2
     err = capsys.readouterr().err
     assert "unknown recipe 'no_such_recipe'" in err and "Traceback" not in err
+    assert main(["recipes", "--set", "train.batch_size=3"]) == 2  # it listed the recipes, the --set unused
+    assert "--set and --config need a recipe NAME" in capsys.readouterr().err
 
 
 def _values(schedule, steps):

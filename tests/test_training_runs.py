@@ -878,10 +878,11 @@ def test_a_monitor_the_run_never_logs_is_refused(tmp_path):
 
 def test_a_run_stopped_during_its_test_evaluation_finishes_on_rerun_with_its_last_logs(tmp_path, monkeypatch):
     """Killed after its last backup (here: during the test evaluation), the rerun has no step left: it says so, and
-    its results.json carries the last logged metrics (final_logs was {}; the resume line said "period 2" of 1)."""
+    its results.json carries the last logged metrics (final_logs was {}; the resume line said "period 2" of 1).
+    The training scalars of a run shorter than log_every_steps reach TensorBoard at the end of its period."""
     from hqdepth.training import trainer
 
-    config = config_with("train.max_steps=3")
+    config = config_with("train.max_steps=3", "train.log_every_steps=10")
 
     def stopped(*args, **kwargs):
         raise KeyboardInterrupt
@@ -898,3 +899,5 @@ def test_a_run_stopped_during_its_test_evaluation_finishes_on_rerun_with_its_las
     assert results["status"] == "finished" and results["steps_this_session"] == 0
     assert results["final_logs"]["val_rmse"] == pytest.approx(float(last["val_rmse"])) and "step" not in results[
         "final_logs"]
+    tags = event_tags(tmp_path / "run" / "logs" / "train")
+    assert tags["loss"] == tags["learning_rate"] == [3], tags

@@ -25,9 +25,10 @@ def run(args):
     from hqdepth.errors import ConfigError
     from hqdepth.training import recipes
 
+    if not args.name and (args.sources or args.status or args.markdown or args.sets or args.config):
+        raise ConfigError("--sources, --status, --markdown, --set and --config need a recipe NAME (`hqdepth recipes` "
+                          "lists them).")
     if args.sources or args.status or args.markdown:
-        if not args.name:
-            raise ConfigError("--sources needs a recipe NAME (`hqdepth recipes` lists them).")
         config = recipes.resolve_config(args.name, args.config, args.sets)
         if args.markdown:
             sys.stdout.write(sources_markdown(args.name, config, status=args.status) + "\n")

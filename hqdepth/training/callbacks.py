@@ -58,7 +58,8 @@ def depth_panels(images, gts, preds):
 class TensorBoardLogger(keras.callbacks.Callback):
     """Scalars for every logged loss term and metric plus the learning rate, and depth images.
 
-    Training scalars go to `log_dir/train` every `every_steps` optimizer steps, validation scalars
+    Training scalars go to `log_dir/train` every `every_steps` optimizer steps and at the end of each validation
+    period (a run shorter than `every_steps` still gets its curve), validation scalars
     (logs keys `val_*`, written without the prefix so both runs share a tag) to `log_dir/validation`
     at each validation, and `validation/depth` images: RGB | ground truth | prediction for fixed
     validation samples (`images`: the model's inputs, an array or (images, focals); `depths`). The
@@ -119,7 +120,8 @@ class TensorBoardLogger(keras.callbacks.Callback):
         if validation:
             self.write_scalars("validation", validation, step)
         values = {"epoch": epoch + 1}
-        if step % self.every_steps:  # on_train_batch_end wrote this step's rate already
+        if step % self.every_steps:  # not written by on_train_batch_end: the period's training scalars end here
+            values.update({k: v for k, v in (logs or {}).items() if not k.startswith("val_")})
             values["learning_rate"] = learning_rate(self.model.optimizer)
         self.write_scalars("train", values, step)
         self.write_images(step)
