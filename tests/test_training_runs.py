@@ -309,6 +309,10 @@ def test_resume_after_sigkill_restores_weights_optimizer_and_counters(tmp_path):
         state = json.loads((out / "backup" / "training_metadata.json").read_text())
         assert state["iterations"] == 4 and not (out / "results.json").exists()
         backed_up = h5_arrays(out / "backup" / state["weights"])
+        import tensorflow as tf
+
+        with tf.summary.create_file_writer(str(out / "logs" / "train")).as_default(step=5):  # logged after the backup
+            tf.summary.scalar("loss", 99.0)
         server.start(save_restored=str(tmp_path / "restored.weights.h5"))
         lines = []
         while not lines or not lines[-1].startswith("finished"):
@@ -337,6 +341,8 @@ def test_resume_after_sigkill_restores_weights_optimizer_and_counters(tmp_path):
     assert [(row["epoch"], row["step"]) for row in rows] == [("0", "3"), ("1", "6"), ("2", "9")]  # once each
     steps = event_tags(out / "logs" / "validation")["rmse"]
     assert steps == [3, 6, 9]
+    # TensorBoard: each step once, the steps after the backup as the resumed run logged them (before, both)
+    assert event_tags(out / "logs" / "train")["loss"] == list(range(1, 10))
 
 
 def test_two_workers_train_synchronously_with_equal_weights(tmp_path):

@@ -245,6 +245,32 @@ def trim_metrics_csv(path, epochs):
         write_atomically(path, "".join(kept))
 
 
+def trim_event_files(log_dir, step):
+    """Drop the TensorBoard summaries after `step` from the event files under `log_dir` (each file rewritten
+    atomically; a record cut short by a kill goes too): a run resumed from its backup at `step` logs those steps
+    again, and TensorBoard would show both, its curves jumping back."""
+    import tensorflow as tf
+
+    for path in sorted(Path(log_dir).rglob("events.out.tfevents.*")):
+        kept, changed = [], False
+        try:
+            for record in tf.data.TFRecordDataset(str(path)):
+                data = record.numpy()
+                event = tf.compat.v1.Event.FromString(data)
+                if event.step > step and event.HasField("summary"):
+                    changed = True
+                else:
+                    kept.append(data)
+        except tf.errors.DataLossError:  # the last record was cut short
+            changed = True
+        if changed:
+            temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+            with tf.io.TFRecordWriter(str(temporary)) as writer:
+                for data in kept:
+                    writer.write(data)
+            os.replace(temporary, path)
+
+
 class MetricsCSV(keras.callbacks.CSVLogger):
     """`CSVLogger` (append mode) with a `step` column (the optimizer steps done at that validation; periods can
     differ in length, e.g. the last one), whose columns stay aligned when a resumed run logs other metrics than the

@@ -148,9 +148,11 @@ def train_multiworker(config, data, out, *, val_data=None, test_data=None, overw
     if geometry is not None:  # called by hand below, before the period's line, so that it shows val_dbe_* etc.
         geometry.set_model(model)
     if chief:
-        from hqdepth.training.callbacks import trim_metrics_csv
+        from hqdepth.training.callbacks import trim_event_files, trim_metrics_csv
 
         trim_metrics_csv(out / "metrics.csv", period)
+        if done:
+            trim_event_files(out / "logs", done)
     # Every worker backs up (into its own folder), keeping two states, and restores the agreed one.
     callbacks[-1] = backup.callback(period=plan.period, keep=2)
     callbacks[-1].at_iterations = done

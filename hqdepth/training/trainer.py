@@ -986,10 +986,12 @@ def train(config, data, out, *, val_data=None, test_data=None, overwrite=False, 
                                print_fn=print_fn, geometry=geometry)
     if state:
         callbacks[-1].restore(model)  # the RunBackup; also when no step is left (killed after the last backup)
-    from hqdepth.training.callbacks import PeriodProgbar, trim_metrics_csv
+    from hqdepth.training.callbacks import PeriodProgbar, trim_event_files, trim_metrics_csv
 
     callbacks.insert(-1, PeriodProgbar(plan.periods))  # Keras' bar, numbered by the run's periods across segments
     trim_metrics_csv(out / "metrics.csv", position[0])  # rows of periods the backup does not cover are redone
+    if state:
+        trim_event_files(out / "logs", state["iterations"])  # and so are the steps after the backup
     if verbose == "auto":
         verbose = 1 if _interactive() else 2
     start = time.time()
