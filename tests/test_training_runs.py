@@ -118,8 +118,8 @@ def test_tensorboard_has_every_scalar_and_the_images(finished_run):
 
 
 def test_tensorboard_writes_the_learning_rate_once_per_logged_step(tmp_path):
-    """Logged every 2 steps and validated at steps 3 and 4: the rate at 3 comes with the validation, at 4 with the
-    step's scalars only (once each)."""
+    """Logged every 2 steps and validated at steps 3 and 4: the training scalars and rate at 3 come with the period's
+    end, at 4 with the step's scalars only (once each)."""
     from hqdepth.training.callbacks import TensorBoardLogger
 
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
@@ -133,7 +133,7 @@ def test_tensorboard_writes_the_learning_rate_once_per_logged_step(tmp_path):
         logger.on_epoch_end(step - 3, {"loss": 1.0, "val_loss": 2.0})
     logger.on_train_end()
     tags = event_tags(tmp_path / "train")
-    assert tags["learning_rate"] == [3, 4] and tags["loss"] == [4] and tags["epoch"] == [3, 4], tags
+    assert tags["learning_rate"] == tags["loss"] == tags["epoch"] == [3, 4], tags
     assert event_tags(tmp_path / "validation")["loss"] == [3, 4]
 
 
@@ -778,11 +778,21 @@ def test_a_deterministic_run_killed_at_random_moments_ends_equal_to_an_uninterru
     assert epochs == [0, 1, 2]
 
 
-def test_a_loss_that_becomes_nan_stops_the_run_with_that_status(tmp_path):
-    """TerminateOnNaN: a NaN output scale (model.options.max_depth=.nan) makes the first loss NaN; the run
-    stops there, says so in results.json, and backs up no non-finite state."""
-    config = config_with("model.options.max_depth=.nan", "train.max_steps=9", "train.checkpoint_every_steps=1",
-                         "train.test_evaluation=false", "train.image_samples=0")
+def test_a_loss_that_becomes_nan_stops_the_run_with_that_status(tmp_path, monkeypatch):
+    """TerminateOnNaN: a NaN weight (the model's last) makes the first loss NaN; the run stops there, says so in
+    results.json, and backs up no non-finite state."""
+    from hqdepth.training import trainer
+
+    build = trainer.build_model
+
+    def with_a_nan(*args, **kwargs):
+        model = build(*args, **kwargs)
+        model.trainable_weights[-1].assign(np.full(model.trainable_weights[-1].shape, np.nan))
+        return model
+
+    monkeypatch.setattr(trainer, "build_model", with_a_nan)
+    config = config_with("train.max_steps=9", "train.checkpoint_every_steps=1", "train.test_evaluation=false",
+                         "train.image_samples=0")
     results = train(config, DATA, tmp_path / "run", print_fn=quiet_print, verbose=0)
     assert results["status"] == "stopped: loss became NaN", results["status"]
     assert results["steps"] < 9 and results["final_logs"]["loss"] is None  # NaN, null in strict JSON
