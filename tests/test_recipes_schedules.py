@@ -89,9 +89,10 @@ def test_overrides_from_set_and_files(tmp_path):
     ("train.precision=fp8", "train.precision='fp8'"),
     ("epochs", "expected KEY=VALUE"),
     # each stopped with a traceback (or trained: a negative rate ascends the loss)
-    ("optimizer.learning_rate=abc", "optimizer.learning_rate='abc' must be a positive number"),
-    ("optimizer.learning_rate=-1", "optimizer.learning_rate=-1 must be a positive number"),
-    ("optimizer.learning_rate=null", "optimizer.learning_rate=None must be a positive number"),
+    ("optimizer.learning_rate=abc", "optimizer.learning_rate='abc' must be a number >= 0"),
+    ("optimizer.learning_rate=-1", "optimizer.learning_rate=-1 must be a number >= 0"),
+    ("optimizer.learning_rate=null", "optimizer.learning_rate=None must be a number >= 0"),
+    ("data.input_size=[64, true]", "data.input_size=[64, True]: expected [height, width]"),
     ("data.input_size=48", "data.input_size=48: expected [height, width]"),
     ("data.input_size=[a, b]", "data.input_size=['a', 'b']: expected [height, width]"),
     ("train.seed=abc", "train.seed='abc' must be an integer or null"),

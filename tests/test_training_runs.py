@@ -881,6 +881,25 @@ def test_a_corrupt_sample_mid_epoch_stops_the_run_or_is_counted_with_skip_bad(tm
     assert not [str(w.message) for w in caught if "ran out of data" in str(w.message)]
 
 
+def test_trimming_the_event_files_keeps_other_writers_and_the_steps_up_to_the_backup(tmp_path):
+    """`trim_event_files(logs, step)`: the run's train/validation summaries after `step` go (0: a run started again
+    before its first backup), a user's own writer elsewhere under logs/ is untouched, a rewrite's leftover goes."""
+    import tensorflow as tf
+
+    from hqdepth.training.callbacks import trim_event_files
+
+    for folder, steps in (("train", range(1, 6)), ("validation", (3,)), ("mine", (9,))):
+        with tf.summary.create_file_writer(str(tmp_path / folder)).as_default():
+            for step in steps:
+                tf.summary.scalar("loss", float(step), step=step)
+    (tmp_path / "train" / ".events.out.tfevents.1.tmp-7").write_bytes(b"half a rewrite")
+    trim_event_files(tmp_path, 3)
+    assert event_tags(tmp_path / "train")["loss"] == [1, 2, 3] and event_tags(tmp_path / "validation")["loss"] == [3]
+    assert not list((tmp_path / "train").glob(".*tmp-*"))
+    trim_event_files(tmp_path, 0)
+    assert event_tags(tmp_path / "train") == {} and event_tags(tmp_path / "mine")["loss"] == [9]
+
+
 def test_a_monitor_the_run_never_logs_is_refused(tmp_path):
     """`train.monitor=val_foo` trained without a word and chose no best.keras; it is refused before the first step,
     naming what the run logs. The geometric metrics count where the validation data carries edges and planes."""
@@ -890,6 +909,17 @@ def test_a_monitor_the_run_never_logs_is_refused(tmp_path):
                                           r".*val_rmse.*val_dbe_acc"):
         train(config_with("train.monitor=val_foo"), DATA, tmp_path / "run", print_fn=quiet_print, verbose=0)
     assert not (tmp_path / "run" / "backup").exists()
+    # a model of several outputs logs each output's loss (MRPAN: depth_h2_loss ...); a run that does not validate
+    # is not checked
+    from types import SimpleNamespace
+
+    from hqdepth.training.trainer import check_monitor
+
+    several = SimpleNamespace(output_names=["depth_h2", "depth_h4"])
+    check_monitor(config_with("train.monitor=val_depth_h4_loss"), several, [], None)
+    with pytest.raises(ConfigError, match="val_depth_h8_loss"):
+        check_monitor(config_with("train.monitor=val_depth_h8_loss"), several, [], None)
+    check_monitor(config_with("train.monitor=val_foo"), several, [], None, validates=False)
 
 
 def test_a_run_stopped_during_its_test_evaluation_finishes_on_rerun_with_its_last_logs(tmp_path, monkeypatch):

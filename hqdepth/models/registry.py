@@ -14,6 +14,7 @@ Two halves, so that listing the models costs nothing:
 """
 
 import importlib
+import numbers
 import re
 from dataclasses import dataclass
 
@@ -167,7 +168,7 @@ def build_model(name, input_shape=None, **options):
     """Build a registered model. `input_shape` defaults to (None, None, 3): any image size."""
     entry = get_entry(name)
     depth = options.get("max_depth")
-    if depth is not None and (isinstance(depth, bool) or not isinstance(depth, (int, float)) or not depth > 0):
+    if depth is not None and (isinstance(depth, bool) or not isinstance(depth, numbers.Real) or not depth > 0):
         raise ConfigError(f"model {name!r}: max_depth={depth!r} must be a positive number of metres (model.options).")
     try:
         return entry.builder(input_shape=input_shape or (None, None, 3), **options)

@@ -5,6 +5,7 @@ interrupted one stopped.
 """
 
 import json
+import logging
 import math
 import os
 import shutil
@@ -15,6 +16,8 @@ import keras
 import numpy as np
 
 from hqdepth.predict import colorize
+
+log = logging.getLogger("hqdepth")
 
 
 def learning_rate(optimizer):
@@ -246,12 +249,16 @@ def trim_metrics_csv(path, epochs):
 
 
 def trim_event_files(log_dir, step):
-    """Drop the TensorBoard summaries after `step` from the event files under `log_dir` (each file rewritten
-    atomically; a record cut short by a kill goes too): a run resumed from its backup at `step` logs those steps
-    again, and TensorBoard would show both, its curves jumping back."""
+    """Drop the summaries after `step` from the run's TensorBoard event files (`log_dir`/train and /validation, each
+    file rewritten atomically; a record cut short by a kill goes too): a run resumed from its backup at `step` (0:
+    started again before its first backup) logs those steps again, and TensorBoard would show both, its curves
+    jumping back. A file that cannot be read is left as it is, with a warning."""
     import tensorflow as tf
 
-    for path in sorted(Path(log_dir).rglob("events.out.tfevents.*")):
+    folders = [Path(log_dir) / name for name in ("train", "validation")]
+    for leftover in [path for folder in folders for path in folder.glob(".events.out.tfevents.*.tmp-*")]:
+        leftover.unlink()  # a rewrite killed before its rename
+    for path in sorted(path for folder in folders for path in folder.glob("events.out.tfevents.*")):
         kept, changed = [], False
         try:
             for record in tf.data.TFRecordDataset(str(path)):
@@ -263,6 +270,9 @@ def trim_event_files(log_dir, step):
                     kept.append(data)
         except tf.errors.DataLossError:  # the last record was cut short
             changed = True
+        except (tf.errors.OpError, ValueError) as error:
+            log.warning("%s: not trimmed to step %d (%s); TensorBoard may show those steps twice.", path, step, error)
+            continue
         if changed:
             temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
             with tf.io.TFRecordWriter(str(temporary)) as writer:

@@ -133,7 +133,7 @@ def train_multiworker(config, data, out, *, val_data=None, test_data=None, overw
         loss = build_loss(config)
         apply_batch_groups(model, loss, config, replicas)
         metrics = compile_metrics(loss, config)
-        check_monitor(config, metrics, geometry, validates=bool(validation_steps))
+        check_monitor(config, model, metrics, geometry, validates=bool(validation_steps))
         model.compile(optimizer=build_optimizer(config, plan.steps_per_epoch, plan.total_steps, model), loss=loss,
                       jit_compile=False)
         optimizer = model.optimizer
@@ -151,8 +151,7 @@ def train_multiworker(config, data, out, *, val_data=None, test_data=None, overw
         from hqdepth.training.callbacks import trim_event_files, trim_metrics_csv
 
         trim_metrics_csv(out / "metrics.csv", period)
-        if done:
-            trim_event_files(out / "logs", done)
+        trim_event_files(out / "logs", done)
     # Every worker backs up (into its own folder), keeping two states, and restores the agreed one.
     callbacks[-1] = backup.callback(period=plan.period, keep=2)
     callbacks[-1].at_iterations = done

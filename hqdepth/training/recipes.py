@@ -126,7 +126,7 @@ class _Dumper(yaml.SafeDumper):
 
 for _kind in (_Loader, _Dumper):
     _kind.add_implicit_resolver("tag:yaml.org,2002:float",
-                                re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+                                re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$"),
                                 list("-+.0123456789"))
 
 
@@ -207,7 +207,7 @@ def parse_set(item):
         raise ConfigError(f"--set {item!r}: empty key")
     try:
         value = load_yaml(text) if text.strip() else None
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError):
         value = text
     return key, value
 
@@ -261,7 +261,7 @@ def validate(config):
     if size is not None:
         parts = size.lower().split("x") if isinstance(size, str) else size
         try:
-            if not isinstance(parts, (list, tuple)) or len(parts) != 2 or isinstance(parts[0], bool):
+            if not isinstance(parts, (list, tuple)) or len(parts) != 2 or any(isinstance(v, bool) for v in parts):
                 raise ValueError
             parts = [int(value) for value in parts]
             if min(parts) <= 0:
@@ -271,8 +271,8 @@ def validate(config):
                               "[289, 385], or null.") from None
         config["data"]["input_size"] = parts
     rate = config["optimizer"]["learning_rate"]
-    if not _is_number(rate) or not rate > 0:
-        raise ConfigError(f"optimizer.learning_rate={rate!r} must be a positive number, e.g. 1e-4.")
+    if not _is_number(rate) or not rate >= 0:  # 0: e.g. a cyclic schedule's lower bound
+        raise ConfigError(f"optimizer.learning_rate={rate!r} must be a number >= 0, e.g. 1e-4.")
     train = config["train"]
     if train["seed"] is not None and not _is_integer(train["seed"]):
         raise ConfigError(f"train.seed={train['seed']!r} must be an integer or null (no seed).")

@@ -255,12 +255,16 @@ GEOMETRY_LOGS = ("val_dbe_acc", "val_dbe_comp", "val_pe_plan", "val_pe_orie", "v
                  "val_dde_plus")  # what `callbacks.GeometryValidation` adds to the logs
 
 
-def check_monitor(config, metrics, geometry, validates=True):
+def check_monitor(config, model, metrics, geometry, validates=True):
     """Refuse a `train.monitor` that the run never logs (then no best.keras would be chosen, without a word): the
-    loss, the compiled `metrics`, their `val_` forms when the run validates, and the geometric ones with `geometry`."""
-    names = ["loss"] + [getattr(metric, "name", str(metric)) for metric in metrics]
-    logged = names + ([f"val_{name}" for name in names] + (list(GEOMETRY_LOGS) if geometry else []) if validates
-                      else [])
+    loss (and each output's, `NAME_loss`, for a model of several outputs such as MRPAN), the compiled `metrics`,
+    their `val_` forms, and the geometric ones with `geometry`. Not checked for a run that does not validate."""
+    if not validates:
+        return
+    outputs = list(getattr(model, "output_names", None) or [])
+    names = ["loss"] + ([f"{name}_loss" for name in outputs] if len(outputs) > 1 else []) + [
+        getattr(metric, "name", str(metric)) for metric in metrics]
+    logged = names + [f"val_{name}" for name in names] + (list(GEOMETRY_LOGS) if geometry else [])
     monitor = config["train"]["monitor"]
     if monitor not in logged:
         raise ConfigError(f"train.monitor={monitor!r} is not logged by this run; it logs "
@@ -972,7 +976,7 @@ def train(config, data, out, *, val_data=None, test_data=None, overwrite=False, 
         apply_batch_groups(model, loss, config, replicas)
         optimizer = build_optimizer(config, plan.steps_per_epoch, plan.total_steps, model)
         metrics = compile_metrics(loss, config)
-        check_monitor(config, metrics, geometry, validates=bool(validation_steps))
+        check_monitor(config, model, metrics, geometry, validates=bool(validation_steps))
         model.compile(optimizer=optimizer, loss=loss, metrics=metrics,
                       jit_compile=bool(config["train"]["jit_compile"]))
         build_before_fit(model, train_ds)
@@ -990,8 +994,7 @@ def train(config, data, out, *, val_data=None, test_data=None, overwrite=False, 
 
     callbacks.insert(-1, PeriodProgbar(plan.periods))  # Keras' bar, numbered by the run's periods across segments
     trim_metrics_csv(out / "metrics.csv", position[0])  # rows of periods the backup does not cover are redone
-    if state:
-        trim_event_files(out / "logs", state["iterations"])  # and so are the steps after the backup
+    trim_event_files(out / "logs", state["iterations"] if state else 0)  # and so are the steps after the backup
     if verbose == "auto":
         verbose = 1 if _interactive() else 2
     start = time.time()
