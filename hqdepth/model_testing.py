@@ -62,9 +62,8 @@ def source_samples(source, prefix, limit=None, skip_bad=False, dropped=False):
     `dropped`, when the whole source is read: first (where, NO_GROUND_TRUTH, None, None) for each list line the
     source dropped for lack of ground truth (`Source.without_ground_truth`), which evaluations count as skipped."""
     count = len(source) if limit is None else min(int(limit), len(source))
-    if dropped and count == len(source):
-        for where in source.without_ground_truth:
-            yield where, NO_GROUND_TRUTH, None, None
+    for where in source.lines_without_ground_truth(count) if dropped else ():
+        yield where, NO_GROUND_TRUTH, None, None
     for index in range(count):
         try:
             sample = source[index]

@@ -98,7 +98,8 @@ def run(args):
     summary = predict_files(
         model, args.inputs, args.out, recursive=args.recursive, batch_size=args.batch_size, colormap=args.colormap,
         value_range=value_range, side_by_side=args.side_by_side, png_scale=args.png_scale,
-        ply=args.ply or (intrinsics is not None and model.reference_focal is None), intrinsics=intrinsics, ply_step=args.ply_step,
+        ply=args.ply or (intrinsics is not None and model.reference_focal is None), intrinsics=intrinsics,
+        ply_step=args.ply_step,
         progress=not args.quiet, log=lambda message: print(message, file=sys.stderr),
     )
     print(f"wrote {len(summary['images'])} prediction(s) to {args.out} (list: {args.out}/predictions.json)")

@@ -34,6 +34,11 @@ class Source:
     def __getitem__(self, index) -> Sample:
         raise NotImplementedError
 
+    def lines_without_ground_truth(self, count):
+        """`without_ground_truth` when the first `count` samples are all of them, else [] (a part of the source
+        says nothing of where the dropped lines fall)."""
+        return list(self.without_ground_truth) if count == len(self) else []
+
     def depth_sample(self, index) -> Sample:
         """Sample `index` for a training pipeline, which reads rgb, depth and meta's id and focal only; a
         source whose other meta (e.g. geometric ground truth) costs work may leave it out."""

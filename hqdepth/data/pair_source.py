@@ -122,7 +122,8 @@ class PairSource(Source):
 
     Subclasses fill `entries`, `reader`, `scale`, `bits`, `listing` (the list file, for messages)
     and may set `crop_kb`. `without_ground_truth`: where ("list:line") each list line dropped on purpose is (ground
-    truth "None", or a KITTI depth file that does not exist), `skipped` their count; `skip_note` says where their ground truth was looked for; `absolute_paths`: the list names absolute paths.
+    truth "None", or a KITTI depth file that does not exist), `skipped` their count; `skip_note` says where their
+    ground truth was looked for; `absolute_paths`: the list names absolute paths.
     """
 
     scale = 1.0

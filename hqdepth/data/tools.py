@@ -195,7 +195,7 @@ def convert(
         count = min(count, int(limit))
     if count == 0:
         raise DataError(f"SPEC {spec!r} split {split!r} has no samples to convert.")
-    without_ground_truth = list(source.without_ground_truth) if count == len(source) else []  # the whole source
+    without_ground_truth = source.lines_without_ground_truth(count)
     module = type(source).__module__
     del source  # workers open their own copy
     out.mkdir(parents=True, exist_ok=True)
@@ -402,8 +402,9 @@ def _tf_message(error):
 
 def stats(spec, split="train", limit=None, bins=20, max_depth=None, progress=False, source_options=None):
     """Depth histogram (`bins` bins over [0, max_depth] m of valid pixels, plus a count above; max_depth None:
-    80 for a KITTI source or PNGs in KITTI's metres x 256, else 10), valid fraction, depth min/max/mean, mean RGB and image sizes of (the first
-    `limit` samples of) a SPEC, and the list lines it dropped for lack of ground truth (`without_ground_truth`)."""
+    80 for a KITTI source or PNGs in KITTI's metres x 256, else 10), valid fraction, depth min/max/mean, mean RGB
+    and image sizes of (the first `limit` samples of) a SPEC, and the list lines it dropped for lack of ground truth
+    (`without_ground_truth`)."""
     source = open_source(spec, split=split, **(source_options or {}))
     count = len(source) if limit is None else min(len(source), int(limit))
     if max_depth is None:
@@ -454,7 +455,7 @@ def stats(spec, split="train", limit=None, bins=20, max_depth=None, progress=Fal
         "depth_histogram": {"edges": edges.tolist(), "counts": histogram.tolist(), "above": above},
         "mean_rgb": (rgb_sum / count).tolist() if count else None,
         "geometry": geometry.report(),
-        "without_ground_truth": list(source.without_ground_truth) if count == len(source) else [],
+        "without_ground_truth": source.lines_without_ground_truth(count),
     }
 
 

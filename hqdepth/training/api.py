@@ -159,7 +159,11 @@ class Recipe:
 
         plan = self._require_plan("callbacks")
         out = trainer.prepare_run_folder(Path(out), self.config)  # writes config.yaml: `train` then resumes or refuses
-        _refuse_a_run_to_resume(out, backup)
+        held = trainer.resume_point(out, backup=backup)
+        if held:  # model.fit would start its epochs and data stream again
+            raise ConfigError(f"{out} holds {held} of this recipe: Recipe.train(data, \"{out}\") or `hqdepth train` "
+                              "resumes it (or reports it finished) exactly; a model.fit with these callbacks would "
+                              "start its epochs and data stream again. Train a new run in another folder.")
         count = self.config["train"]["image_samples"] if image_samples is None else image_samples
         images, depths = trainer.fixed_validation_samples(self.config, self._val_data, count)
         factory = trainer.RunBackupFactory(out, self.config)
@@ -188,19 +192,3 @@ class Recipe:
 
         return trainer.train(self.config, data, out, val_data=val_data, test_data=test_data, overwrite=overwrite,
                              verbose=verbose, print_fn=print_fn)
-
-
-def _refuse_a_run_to_resume(out, backup):
-    """`Recipe.callbacks` into a folder whose run `train` would resume (its backup) or that holds a finished run."""
-    from hqdepth.errors import ConfigError
-    from hqdepth.training import trainer
-    from hqdepth.training.callbacks import RunBackup
-
-    finished = (trainer.read_results(out) or {}).get("status") == "finished"
-    state = RunBackup.read_state(out / "backup") if backup else None
-    if finished or state:
-        held = "a finished run" if finished else f"the backup of step {state.get('iterations', '?')}"
-        raise ConfigError(f"{out} holds {held} of this recipe: Recipe.train(data, \"{out}\") or `hqdepth train` "
-                          "resumes it (or reports it finished) exactly; a model.fit with these callbacks would start "
-                          "its epochs and data stream again. Train a new run in another folder.")
-

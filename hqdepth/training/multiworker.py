@@ -29,7 +29,7 @@ from hqdepth.training.trainer import (
     check_augmentation, check_depth_scale, check_focal_zoom, check_monitor, check_whole_frames, compile_metrics,
     counted, finish_run, finished_run_message, fixed_validation_samples, geometry_validation, kernel_gradients_note,
     load_split, make_callbacks, precision_note, prepare_run_folder, print_shared_splits, print_summary,
-    read_model_init, read_results, set_determinism, split_length, validation_batches,
+    read_model_init, read_results, resuming_line, set_determinism, split_length, validation_batches,
 )
 
 
@@ -142,7 +142,7 @@ def train_multiworker(config, data, out, *, val_data=None, test_data=None, overw
     step = DistributedStep(strategy, model, loss, metrics, replicas)
     period, step_in_period = (state["epoch"], state.get("step_in_epoch", 0)) if state else (0, 0)
     if state:
-        say(f"  resuming from the backup at step {state.get('iterations')} (period {period + 1}, step {step_in_period})")
+        say(resuming_line(state, plan))
     callbacks = make_callbacks(config, out, plan, images, depths, backup, steps_done=state and state.get("iterations"),
                                chief=chief, print_fn=say)
     if geometry is not None:  # called by hand below, before the period's line, so that it shows val_dbe_* etc.

@@ -276,10 +276,9 @@ def validate(config):
     train = config["train"]
     if train["seed"] is not None and not _is_integer(train["seed"]):
         raise ConfigError(f"train.seed={train['seed']!r} must be an integer or null (no seed).")
-    for key in ("log_every_steps", "image_samples"):
-        if not _is_integer(train[key]) or train[key] < (1 if key == "log_every_steps" else 0):
-            raise ConfigError(f"train.{key}={train[key]!r} must be an integer >= "
-                              f"{1 if key == 'log_every_steps' else 0}.")
+    for key, least in (("log_every_steps", 1), ("image_samples", 0)):
+        if not _is_integer(train[key]) or train[key] < least:
+            raise ConfigError(f"train.{key}={train[key]!r} must be an integer >= {least}.")
     if not isinstance(train["monitor"], str) or not train["monitor"]:
         raise ConfigError(f"train.monitor={train['monitor']!r} must name a logged metric, e.g. val_rmse.")
     evaluation = config["evaluation"]
@@ -289,7 +288,7 @@ def validate(config):
             sign = "positive" if key == "max_depth" else "non-negative"
             raise ConfigError(f"evaluation.{key}={value!r} must be a {sign} number in metres or null.")
     for key in ("batch_size", "epochs", "batch_groups"):
-        if isinstance(train[key], bool) or not isinstance(train[key], int) or train[key] <= 0:
+        if not _is_integer(train[key]) or train[key] <= 0:
             raise ConfigError(f"train.{key}={train[key]!r} must be a positive integer.")
     for key in ("total_steps", "steps_per_epoch", "max_steps", "validation_every_steps", "validation_steps",
                 "checkpoint_every_steps"):
@@ -298,18 +297,12 @@ def validate(config):
     samples = config["evaluation"]["geometry_samples"]
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 0:
         raise ConfigError(f"evaluation.geometry_samples={samples!r} must be an integer >= 0 (0 = off).")
-    for key in ("decay_encoder_only", "fused"):
-        if not isinstance(config["optimizer"][key], bool):
-            raise ConfigError(f"optimizer.{key}={config['optimizer'][key]!r} must be true or false.")
-    if not isinstance(train["test_evaluation"], bool):
-        raise ConfigError(f"train.test_evaluation={train['test_evaluation']!r} must be true or false.")
-    for key in ("ssim", "flip"):
-        if not isinstance(config["evaluation"][key], bool):
-            raise ConfigError(f"evaluation.{key}={config['evaluation'][key]!r} must be true or false.")
+    for section, key in (("optimizer", "decay_encoder_only"), ("optimizer", "fused"), ("train", "test_evaluation"),
+                         ("train", "deterministic"), ("evaluation", "ssim"), ("evaluation", "flip")):
+        if not isinstance(config[section][key], bool):
+            raise ConfigError(f"{section}.{key}={config[section][key]!r} must be true or false.")
     if train["tf32"] is not None and not isinstance(train["tf32"], bool):
         raise ConfigError(f"train.tf32={train['tf32']!r} must be true, false or null (off under float32).")
-    if not isinstance(train["deterministic"], bool):
-        raise ConfigError(f"train.deterministic={train['deterministic']!r} must be true or false.")
     if train["deterministic"] and train["seed"] is None:
         raise ConfigError("train.deterministic needs a seed (train.seed, e.g. 0).")
     choices = {"precision": ("auto", "float32", "mixed_float16", "mixed_bfloat16"), "epoch_steps": ("floor", "ceil"),

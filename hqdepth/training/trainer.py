@@ -414,15 +414,21 @@ def read_model_init(config, print_fn=print):
     return read_initial_weights(init)
 
 
-def _resumes(out, overwrite):
-    """Whether a (single-process) run into `out` takes over what is there, a finished run's results or its backup,
-    rather than starting from its initialisation (then model.init's file need not exist any more)."""
+def resume_point(out, backup=True):
+    """What a (single-process) run into `out` takes over rather than starting from its initialisation: "a finished
+    run" (its results), "the backup of step N" (not with `backup=False`), or None."""
     from hqdepth.training.callbacks import RunBackup
 
-    out = Path(out)
-    previous = read_results(out)
-    return not overwrite and ((previous or {}).get("status") == "finished"
-                              or RunBackup.read_state(out / "backup") is not None)
+    if (read_results(Path(out)) or {}).get("status") == "finished":
+        return "a finished run"
+    state = RunBackup.read_state(Path(out) / "backup") if backup else None
+    return f"the backup of step {state.get('iterations', '?')}" if state else None
+
+
+def _resumes(out, overwrite):
+    """Whether a run into `out` takes over what is there (`resume_point`; then model.init's file need not exist any
+    more)."""
+    return not overwrite and resume_point(out) is not None
 
 
 def build_before_fit(model, dataset):
@@ -983,9 +989,7 @@ def train(config, data, out, *, val_data=None, test_data=None, overwrite=False, 
 
     position = (state["epoch"], state.get("step_in_epoch", 0)) if state else (0, 0)
     if state:
-        where = (f"period {state['epoch'] + 1}, step {position[1]} of it" if state["epoch"] < plan.periods else
-                 "every period trained: the run stopped before it finished")
-        print_fn(f"  resuming from the backup at step {state.get('iterations', '?')} ({where})")
+        print_fn(resuming_line(state, plan))
     callbacks = make_callbacks(config, out, plan, images, depths, backup, steps_done=state and state.get("iterations"),
                                print_fn=print_fn, geometry=geometry)
     if state:
@@ -1122,6 +1126,14 @@ def _nan(history):
     return bool(loss) and not math.isfinite(loss[-1])
 
 
+def resuming_line(state, plan):
+    """What a run resuming from its backup `state` prints: the step and where in the run's periods it is."""
+    period, step = state["epoch"], state.get("step_in_epoch", 0)
+    where = (f"period {period + 1}, step {step} of it" if period < plan.periods else
+             "every period trained: the run stopped before it finished")
+    return f"  resuming from the backup at step {state.get('iterations', '?')} ({where})"
+
+
 def _floats(logs):
     return {k: float(v[-1] if isinstance(v, list) else v) for k, v in logs.items()}
 
@@ -1132,7 +1144,10 @@ def _last_logged(out):
     import csv
 
     path = Path(out) / "metrics.csv"
-    rows = list(csv.DictReader(path.open())) if path.is_file() else []
+    if not path.is_file():
+        return {}
+    with path.open() as file:
+        rows = list(csv.DictReader(file))
     logs = {}
     for key, value in (rows[-1] if rows else {}).items():
         if key not in ("epoch", "step"):
